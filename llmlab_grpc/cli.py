@@ -1,0 +1,175 @@
+"""The ``llmlab`` command: ``node``, ``up``, ``peers`` (more commands arrive with their features)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from pydantic import ValidationError
+
+from llmlab_grpc import ROLES, __version__
+from llmlab_grpc.client import MeshClient, describe_rpc_error
+from llmlab_grpc.config import ConfigError, NodeSettings
+from llmlab_grpc.proto.llmlab.v1 import common_pb2, node_pb2, node_pb2_grpc
+
+
+def _add_client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", help="node to ask, HOST:PORT (default: first node of the state file)")
+    parser.add_argument("--secret", help="mesh secret (default: LLMLAB_MESH_SECRET or the state file)")
+    parser.add_argument("--tls-cert", type=Path, help="client certificate (PEM) for a TLS mesh")
+    parser.add_argument("--tls-key", type=Path, help="client key (PEM) for a TLS mesh")
+    parser.add_argument("--tls-ca", type=Path, help="CA (PEM) that signed the nodes' certificates")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmlab", description="A peer-to-peer mesh that shares LLM work.")
+    parser.add_argument("--version", action="version", version=f"llmlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    node = sub.add_parser("node", help="run one node in the foreground")
+    node.add_argument("--name", help="node name, unique in the mesh")
+    node.add_argument("--node-id", help="stable node id (default: the name)")
+    node.add_argument("--roles", help=f"comma-separated roles from: {','.join(ROLES)} (default: all)")
+    node.add_argument("--host", help="address to bind (default 0.0.0.0)")
+    node.add_argument("--port", type=int, help="gRPC port (default 0: any free port)")
+    node.add_argument("--advertise-host", help="host peers should dial (default: bind host or LAN address)")
+    node.add_argument("--secret", help="mesh secret (or LLMLAB_MESH_SECRET)")
+    node.add_argument("--peer", action="append", dest="peers", metavar="HOST:PORT",
+                      help="static peer seed; repeatable; the node's own address is ignored")
+    node.add_argument("--no-mdns", action="store_true", help="no zeroconf: static peers only")
+    node.add_argument("--mdns-interface", help="bind zeroconf to this address only (e.g. 127.0.0.1)")
+    node.add_argument("--heartbeat-interval", type=float, dest="heartbeat_interval_s", help="seconds")
+    node.add_argument("--peer-timeout", type=float, dest="peer_timeout_s", help="seconds without news")
+    node.add_argument("--tls-cert", type=Path, help="server/client certificate (PEM)")
+    node.add_argument("--tls-key", type=Path, help="private key (PEM)")
+    node.add_argument("--tls-ca", type=Path, help="CA (PEM): enables mTLS")
+    node.add_argument("--config", type=Path, help="TOML file ([node] table); or LLMLAB_CONFIG")
+    node.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+    up = sub.add_parser("up", help="start a whole mesh on this machine and wait")
+    up.add_argument("--nodes", type=int, default=3, help="number of node processes (default 3)")
+    up.add_argument("--no-mdns", action="store_true", help="no zeroconf: nodes find each other by seeds")
+    up.add_argument("--mdns-interface", default="127.0.0.1",
+                    help="zeroconf interface for the local mesh (default 127.0.0.1: never the LAN)")
+
+    peers = sub.add_parser("peers", help="show a node's peer table")
+    _add_client_flags(peers)
+    for module in FEATURE_COMMANDS:
+        COMMANDS.update(importlib.import_module(module).add_commands(sub, _add_client_flags))
+    return parser
+
+
+def _node_settings(args: argparse.Namespace) -> NodeSettings:
+    if args.config is not None:
+        import os
+
+        os.environ["LLMLAB_CONFIG"] = str(args.config)
+    names = ["name", "node_id", "roles", "host", "port", "advertise_host", "peers", "mdns_interface",
+             "heartbeat_interval_s", "peer_timeout_s", "tls_cert", "tls_key", "tls_ca"]
+    given: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.secret is not None:
+        given["mesh_secret"] = args.secret
+    if args.no_mdns:
+        given["mdns"] = False
+    settings = NodeSettings(**given)
+    settings.check()
+    return settings
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("zeroconf").setLevel(logging.WARNING)
+    try:
+        settings = _node_settings(args)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'setting'}: {e['msg']}" for e in exc.errors())
+        print(f"llmlab node: error: {problems}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"llmlab node: error: {exc}", file=sys.stderr)
+        return 2
+
+    from llmlab_grpc.node import LlmlabNode
+
+    node = LlmlabNode(settings)
+
+    def ready(address: str) -> None:
+        print(f"llmlab node {settings.name} listening on {address} roles={','.join(settings.roles)}", flush=True)
+
+    try:
+        asyncio.run(node.serve_forever(on_ready=ready))
+    except OSError as exc:
+        print(f"llmlab node: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from llmlab_grpc.launcher import run_up
+
+    if args.nodes < 1 or args.nodes > 32:
+        print("llmlab up: error: --nodes must be between 1 and 32", file=sys.stderr)
+        return 2
+    return run_up(args.nodes, mdns=not args.no_mdns, mdns_interface=args.mdns_interface, extra_args=[])
+
+
+def _state_name(state: int) -> str:
+    return common_pb2.PeerState.Name(state).removeprefix("PEER_STATE_").lower()
+
+
+def cmd_peers(args: argparse.Namespace) -> int:
+    client = MeshClient.resolve(args.target, args.secret, args.tls_cert, args.tls_key, args.tls_ca)
+    try:
+        reply = node_pb2_grpc.NodeStub(client.channel).ListPeers(
+            node_pb2.ListPeersRequest(), metadata=client.metadata, timeout=5.0)
+    except grpc.RpcError as err:
+        print(describe_rpc_error(err, client.target), file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    rows = [{"name": reply.self.name, "node_id": reply.self.node_id, "address": reply.self.address,
+             "roles": list(reply.self.roles), "state": "self",
+             "last_seen": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")}]
+    for peer in reply.peers:
+        rows.append({
+            "name": peer.info.name, "node_id": peer.info.node_id, "address": peer.info.address,
+            "roles": list(peer.info.roles), "state": _state_name(peer.state),
+            "last_seen": peer.last_seen.ToDatetime(dt.UTC).isoformat(timespec="milliseconds"),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['address'] or '(mobile)':<21}  {r['state']:<7}  {','.join(r['roles'])}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"node": cmd_node, "up": cmd_up, "peers": cmd_peers}
+
+FEATURE_COMMANDS: list[str] = [
+    # Modules with ``add_commands(subparsers, add_client_flags) -> {name: handler}``; one line per feature.
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

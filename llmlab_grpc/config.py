@@ -1,0 +1,146 @@
+"""Node settings: defaults < ``LLMLAB_*`` environment < TOML file < command-line flags.
+
+One pydantic-settings model is the single source of truth for every knob a node
+has, so the README table, the CLI and the environment cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from llmlab_grpc import ROLES
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """Reads the ``[node]`` table (or the top level) of the TOML file named by ``LLMLAB_CONFIG``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                raw = tomllib.loads(path.read_text())
+            except FileNotFoundError as exc:
+                raise ConfigError(f"config file {path} does not exist") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+            self._data = raw.get("node", raw)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+def default_name() -> str:
+    """A readable name that is unlikely to clash on a LAN: host name plus a short suffix."""
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid() % 10000:04d}"
+
+
+class NodeSettings(BaseSettings):
+    """Everything one node process needs to know."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMLAB_", extra="forbid")
+
+    name: str = Field(default_factory=default_name, description="node name, unique in the mesh")
+    node_id: str = Field("", description="stable id; defaults to the name")
+    roles: list[str] = Field(default_factory=lambda: list(ROLES), description="roles to serve")
+    host: str = Field("0.0.0.0", description="address the gRPC server binds")
+    port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    advertise_host: str = Field("", description="host peers dial; defaults to host (127.0.0.1 for 0.0.0.0)")
+    mesh_secret: str = Field("", description="shared mesh secret (LLMLAB_MESH_SECRET)")
+    peers: list[str] = Field(default_factory=list, description="static peer seeds HOST:PORT")
+    mdns: bool = Field(True, description="announce and browse with zeroconf")
+    mdns_interface: str = Field("", description="bind zeroconf to this address; empty = all interfaces")
+    heartbeat_interval_s: float = Field(1.0, gt=0, le=60)
+    peer_timeout_s: float = Field(3.5, gt=0, le=600)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    drain_s: float = Field(5.0, ge=0, le=60, description="grace period for in-flight calls on stop")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: flags (init kwargs), then the TOML file, then the environment.
+        path = os.environ.get("LLMLAB_CONFIG")
+        return init_settings, _TomlSource(settings_cls, Path(path) if path else None), env_settings
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [r.strip() for r in value.split(",") if r.strip()]
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: list[str]) -> list[str]:
+        unknown = [r for r in value if r not in ROLES]
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(unknown)}; choose from {', '.join(ROLES)}")
+        if not value:
+            raise ValueError("a node needs at least one role")
+        return list(dict.fromkeys(value))
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _split_peers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("peers")
+    @classmethod
+    def _valid_peers(cls, value: list[str]) -> list[str]:
+        for peer in value:
+            parse_address(peer)
+        return value
+
+    @property
+    def effective_node_id(self) -> str:
+        return self.node_id or self.name
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
+
+    def check(self) -> None:
+        """Cross-field checks that pydantic field validators cannot express."""
+        if not self.mesh_secret:
+            raise ConfigError("no mesh secret: pass --secret or set LLMLAB_MESH_SECRET")
+        if len(self.mesh_secret) < 8:
+            raise ConfigError("the mesh secret must be at least 8 characters")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-ca (mTLS) needs --tls-cert and --tls-key")
+        for path in (self.tls_cert, self.tls_key, self.tls_ca):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"TLS file {path} does not exist")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[v6]:PORT`` too), with an error a person can act on."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"peer address {address!r} is not HOST:PORT with a port 1-65535")
+    return host.strip("[]"), int(port)

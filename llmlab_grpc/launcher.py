@@ -1,0 +1,188 @@
+"""``llmlab up``: a whole mesh on this machine, one process per node.
+
+Nodes bind to 127.0.0.1 with ephemeral ports; zeroconf binds to 127.0.0.1 too, so a
+local mesh never multicasts on the LAN. With ``--no-mdns`` the first node is the seed
+of the others and gossip does the rest. The launcher waits until every node is
+healthy and sees every other, writes the state file, prints ``ready``, and on
+Ctrl-C/SIGTERM stops every node it started (SIGTERM, then SIGKILL after a grace).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+
+from llmlab_grpc import ROLES
+from llmlab_grpc.mesh.auth import bearer
+from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc
+from llmlab_grpc.state import home, read_state, write_state
+
+LISTEN_RE = re.compile(r"^llmlab node (?P<name>\S+) listening on (?P<address>\S+)")
+START_TIMEOUT_S = 60.0
+
+
+def plan_roles(count: int) -> list[list[str]]:
+    """Spread roles so that every role exists and cache replicas have enough peers."""
+    if count < 1:
+        raise ValueError("a mesh needs at least one node")
+    if count == 1:
+        return [list(ROLES)]
+    plan = [["planner", "tools", "cache", "replica"] for _ in range(count)]
+    plan[0].insert(2, "llm")
+    plan[-1].append("bridge")
+    return plan
+
+
+@dataclass
+class LaunchedNode:
+    """A node process started by the launcher."""
+
+    name: str
+    roles: list[str]
+    process: subprocess.Popen[str]
+    address: str = ""
+    log_path: Path = field(default_factory=Path)
+
+
+def mesh_secret() -> str:
+    """Reuse the mesh's secret across runs so scripts keep working; generate one the first time."""
+    state = read_state() or {}
+    return os.environ.get("LLMLAB_MESH_SECRET") or state.get("secret") or secrets.token_urlsafe(32)
+
+
+class LocalMesh:
+    """Starts, watches and stops the node processes of one local mesh."""
+
+    def __init__(self, count: int, mdns: bool = True, mdns_interface: str = "127.0.0.1",
+                 extra_args: list[str] | None = None, out: IO[str] = sys.stdout) -> None:
+        self.count = count
+        self.mdns = mdns
+        self.mdns_interface = mdns_interface
+        self.extra_args = extra_args or []
+        self.secret = mesh_secret()
+        self.nodes: list[LaunchedNode] = []
+        self.out = out
+
+    def _spawn(self, name: str, roles: list[str], seeds: list[str]) -> LaunchedNode:
+        log_dir = home() / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{name}.log"
+        cmd = [sys.executable, "-m", "llmlab_grpc", "node", "--name", name, "--roles", ",".join(roles),
+               "--host", "127.0.0.1", "--port", "0", *self.extra_args]
+        cmd += ["--mdns-interface", self.mdns_interface] if self.mdns else ["--no-mdns"]
+        for seed in seeds:
+            cmd += ["--peer", seed]
+        env = {**os.environ, "LLMLAB_MESH_SECRET": self.secret}  # not argv: keep it out of `ps`
+        log_file = open(log_path, "w")  # noqa: SIM115 - owned by the child for its lifetime
+        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, text=True, env=env,
+                                   stdin=subprocess.DEVNULL)
+        node = LaunchedNode(name=name, roles=roles, process=process, log_path=log_path)
+        self.nodes.append(node)
+        return node
+
+    def _await_address(self, node: LaunchedNode, deadline: float) -> None:
+        assert node.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = node.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{node.name} exited before listening; see {node.log_path}")
+            match = LISTEN_RE.match(line)
+            if match:
+                node.address = match.group("address")
+                # Keep draining stdout so the child never blocks on a full pipe.
+                threading.Thread(target=lambda: node.process.stdout.read(), daemon=True).start()  # type: ignore[union-attr]
+                return
+        raise RuntimeError(f"{node.name} did not start within {START_TIMEOUT_S:.0f} s; see {node.log_path}")
+
+    def start(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        plan = plan_roles(self.count)
+        first = self._spawn("node1", plan[0], [])
+        self._await_address(first, deadline)
+        seeds = [] if self.mdns else [first.address]
+        rest = [self._spawn(f"node{i + 1}", roles, seeds) for i, roles in enumerate(plan[1:], start=1)]
+        for node in rest:
+            self._await_address(node, deadline)
+        self._await_converged(deadline)
+
+    def _await_converged(self, deadline: float) -> None:
+        """Until every node answers and lists every other node as a peer."""
+        want = {n.name for n in self.nodes}
+        pending = list(self.nodes)
+        while pending and time.monotonic() < deadline:
+            for node in list(pending):
+                if node.process.poll() is not None:
+                    raise RuntimeError(f"{node.name} exited with {node.process.returncode}; see {node.log_path}")
+                with grpc.insecure_channel(node.address) as channel:
+                    try:
+                        reply = node_pb2_grpc.NodeStub(channel).ListPeers(
+                            node_pb2.ListPeersRequest(), metadata=bearer(self.secret), timeout=2.0)
+                    except grpc.RpcError:
+                        continue
+                if {p.info.name for p in reply.peers} | {node.name} >= want:
+                    pending.remove(node)
+            if pending:
+                time.sleep(0.2)
+        if pending:
+            raise RuntimeError("nodes did not see each other in time: " + ", ".join(n.name for n in pending))
+
+    def write_state(self) -> Path:
+        return write_state({
+            "secret": self.secret,
+            "nodes": [{"name": n.name, "address": n.address, "roles": n.roles, "pid": n.process.pid}
+                      for n in self.nodes],
+        })
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM every node we started, SIGKILL what is left after the grace."""
+        for node in self.nodes:
+            if node.process.poll() is None:
+                node.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for node in self.nodes:
+            try:
+                node.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait()
+
+
+def run_up(count: int, mdns: bool, mdns_interface: str, extra_args: list[str]) -> int:
+    """The body of ``llmlab up``: start, report, wait for a signal, stop."""
+    mesh = LocalMesh(count, mdns=mdns, mdns_interface=mdns_interface, extra_args=extra_args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        mesh.start()
+    except (RuntimeError, OSError) as exc:
+        print(f"llmlab up: {exc}", file=sys.stderr)
+        mesh.stop()
+        return 1
+    width = max(len(n.name) for n in mesh.nodes)
+    for node in mesh.nodes:
+        print(f"{node.name:<{width}}  {node.address:<21}  {','.join(node.roles)}", flush=True)
+    path = mesh.write_state()
+    print(f"state: {path}", flush=True)
+    print("ready", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        print("stopping", flush=True)
+        mesh.stop()
+        state = read_state() or {}
+        state["nodes"] = []
+        write_state(state)
+    return 0

@@ -1,0 +1,1 @@
+"""The mesh: authentication, channels to peers, the peer table, discovery and membership."""

@@ -1,0 +1,217 @@
+"""One llmlab node: a grpc.aio server hosting the services of its roles, plus membership.
+
+The node owns everything that must live exactly as long as the process: the server,
+the channel pool, the peer table, discovery, and the per-role components. Stopping is
+ordered so peers learn of the departure first (health NOT_SERVING, mDNS goodbye,
+``Leave`` to every peer) and in-flight calls then get ``drain_s`` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from llmlab_grpc import __version__
+from llmlab_grpc.config import NodeSettings
+from llmlab_grpc.mesh.auth import AuthInterceptor, mesh_id
+from llmlab_grpc.mesh.channels import CHANNEL_OPTIONS, ChannelPool, TlsFiles
+from llmlab_grpc.mesh.discovery import Announcement, MdnsDiscovery
+from llmlab_grpc.mesh.membership import Membership
+from llmlab_grpc.mesh.net import advertised_host
+from llmlab_grpc.mesh.peers import PeerTable
+from llmlab_grpc.proto.llmlab.v1 import (
+    cache_pb2,
+    cache_pb2_grpc,
+    common_pb2,
+    inference_pb2,
+    inference_pb2_grpc,
+    node_pb2,
+    node_pb2_grpc,
+    planner_pb2,
+    planner_pb2_grpc,
+    replica_pb2,
+    replica_pb2_grpc,
+    tool_executor_pb2,
+    tool_executor_pb2_grpc,
+)
+from llmlab_grpc.roles import RoleComponent, ServiceBinding, load_factory
+from llmlab_grpc.services.node_service import NodeService
+from llmlab_grpc.services.unimplemented import not_yet
+
+log = logging.getLogger(__name__)
+PLACEHOLDER_ROLES = ("planner", "tools", "llm", "cache", "replica")
+
+
+def _placeholder(role: str) -> ServiceBinding:
+    """The UNIMPLEMENTED servicer of a role whose work is not built yet."""
+    table: dict[str, tuple[Any, str, Any, str]] = {
+        "planner": (planner_pb2, "Planner", planner_pb2_grpc, "the planner issue"),
+        "tools": (tool_executor_pb2, "ToolExecutor", tool_executor_pb2_grpc, "the tool execution issue"),
+        "llm": (inference_pb2, "Inference", inference_pb2_grpc, "the inference issue"),
+        "cache": (cache_pb2, "Cache", cache_pb2_grpc, "the cache issue"),
+        "replica": (replica_pb2, "Replica", replica_pb2_grpc, "the replication issue"),
+    }
+    pb2, service, pb2_grpc, lands_with = table[role]
+    full_name = pb2.DESCRIPTOR.services_by_name[service].full_name
+    servicer = not_yet(getattr(pb2_grpc, f"{service}Servicer"), service, lands_with)
+    return ServiceBinding(full_name, servicer, getattr(pb2_grpc, f"add_{service}Servicer_to_server"))
+
+
+class LlmlabNode:
+    """A running node. ``await node.start()``, then ``await node.stop()``."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        settings.check()
+        self.settings = settings
+        self.node_id = settings.effective_node_id
+        self.mesh_id = mesh_id(settings.mesh_secret)
+        self.tls = (
+            TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_ca)
+            if settings.tls_cert is not None and settings.tls_key is not None
+            else None
+        )
+        self.channels = ChannelPool(settings.mesh_secret, self.tls)
+        self.peers = PeerTable(self.node_id, settings.heartbeat_interval_s)
+        self.address = ""
+        self.tools: list[str] = []
+        self.models: list[str] = []
+        self.http_url = ""
+        self.load = common_pb2.NodeLoad()
+        self.cache_stats: Callable[[], common_pb2.CacheStatistics | None] = lambda: None
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._bindings: list[ServiceBinding] = []
+        self._discovery: MdnsDiscovery | None = None
+        self.membership: Membership | None = None
+        self.components: dict[str, RoleComponent] = {}
+        self._stopping = False
+
+    def info(self) -> common_pb2.NodeInfo:
+        """What this node announces about itself."""
+        return common_pb2.NodeInfo(
+            node_id=self.node_id,
+            name=self.settings.name,
+            address=self.address,
+            roles=self.settings.roles,
+            tools=self.tools,
+            models=self.models,
+            version=__version__,
+            mesh_id=self.mesh_id,
+            kind=common_pb2.NODE_KIND_GRPC,
+            http_url=self.http_url,
+        )
+
+    def _build_components(self) -> list[ServiceBinding]:
+        """Instantiate each role's component; roles without one get a placeholder service."""
+        bindings = []
+        for role in self.settings.roles:
+            factory = load_factory(role)
+            if factory is not None:
+                component = self.components[role] = factory(self)
+                bindings.extend(component.bindings())
+            elif role in PLACEHOLDER_ROLES:
+                bindings.append(_placeholder(role))
+        return bindings
+
+    async def start(self) -> str:
+        """Bind, serve, announce, and start heartbeats. Returns the bound address."""
+        server = grpc.aio.server(interceptors=[AuthInterceptor(self.settings.mesh_secret)], options=CHANNEL_OPTIONS)
+        bind = f"{self.settings.host}:{self.settings.port}"
+        port = (
+            server.add_secure_port(bind, self.tls.server_credentials())
+            if self.tls
+            else server.add_insecure_port(bind)
+        )
+        if port == 0:
+            raise OSError(f"could not bind the gRPC server to {bind}")
+        self.address = f"{advertised_host(self.settings.host, self.settings.advertise_host)}:{port}"
+        self.membership = Membership(
+            self.info,
+            self.peers,
+            self.channels,
+            seeds=self.settings.peers,
+            interval_s=self.settings.heartbeat_interval_s,
+            timeout_s=self.settings.peer_timeout_s,
+            load=lambda: self.load,
+            cache_stats=lambda: self.cache_stats(),
+        )
+        node_service = NodeService(self.info, self.membership, lambda: self.load, lambda: self.cache_stats())
+        self._bindings = [
+            ServiceBinding(
+                node_pb2.DESCRIPTOR.services_by_name["Node"].full_name,
+                node_service,
+                node_pb2_grpc.add_NodeServicer_to_server,
+            ),
+            *self._build_components(),
+        ]
+        for binding in self._bindings:
+            binding.add(binding.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = [b.full_name for b in self._bindings]
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            server,
+        )
+        await server.start()
+        self._server = server
+        for component in self.components.values():
+            await component.start()
+        for name in ["", *names]:
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.membership.start()
+        if self.settings.mdns:
+            self._discovery = MdnsDiscovery(
+                self.info(), self._found, self._lost, interface=self.settings.mdns_interface
+            )
+            await self._discovery.start()
+        return self.address
+
+    def _found(self, found: Announcement) -> None:
+        if self.membership is not None:
+            self.membership.propose(found.address)
+
+    def _lost(self, node_id: str) -> None:
+        if self.membership is not None:
+            task = asyncio.ensure_future(self.membership.left(node_id))
+            task.add_done_callback(lambda t: t.exception())
+
+    async def stop(self, reason: str = "stopped") -> None:
+        """Leave the mesh politely, then drain in-flight calls for up to ``drain_s``."""
+        if self._stopping:
+            return
+        self._stopping = True
+        await self._health.enter_graceful_shutdown()
+        if self._discovery is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._discovery.stop(), timeout=2.0)
+        if self.membership is not None:
+            await self.membership.stop(reason)
+        if self._server is not None:
+            await self._server.stop(grace=self.settings.drain_s)
+        for component in reversed(list(self.components.values())):
+            try:
+                await component.stop()
+            except Exception:
+                log.exception("stopping %s failed", type(component).__name__)
+        await self.channels.close()
+
+    async def serve_forever(self, on_ready: Callable[[str], None] | None = None) -> None:
+        """Start, run until SIGTERM/SIGINT, stop cleanly."""
+        stop = asyncio.Event()
+        received: list[str] = []
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name), stop.set()))
+        address = await self.start()
+        if on_ready is not None:
+            on_ready(address)
+        await stop.wait()
+        await self.stop(received[0] if received else "stopped")

@@ -1,0 +1,91 @@
+from llmlab_grpc.proto.llmlab.v1 import common_pb2 as _common_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CacheLookup(_message.Message):
+    __slots__ = ("prompt", "model", "params")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    model: str
+    params: _common_pb2.GenerationParams
+    def __init__(self, prompt: _Optional[str] = ..., model: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("key", "lookup", "read_through")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    READ_THROUGH_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    lookup: CacheLookup
+    read_through: bool
+    def __init__(self, key: _Optional[str] = ..., lookup: _Optional[_Union[CacheLookup, _Mapping]] = ..., read_through: _Optional[bool] = ...) -> None: ...
+
+class GetResponse(_message.Message):
+    __slots__ = ("found", "entry", "source_node_id")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    entry: _common_pb2.CacheEntry
+    source_node_id: str
+    def __init__(self, found: _Optional[bool] = ..., entry: _Optional[_Union[_common_pb2.CacheEntry, _Mapping]] = ..., source_node_id: _Optional[str] = ...) -> None: ...
+
+class PutRequest(_message.Message):
+    __slots__ = ("lookup", "response", "ttl_ms", "critical")
+    LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    TTL_MS_FIELD_NUMBER: _ClassVar[int]
+    CRITICAL_FIELD_NUMBER: _ClassVar[int]
+    lookup: CacheLookup
+    response: str
+    ttl_ms: int
+    critical: bool
+    def __init__(self, lookup: _Optional[_Union[CacheLookup, _Mapping]] = ..., response: _Optional[str] = ..., ttl_ms: _Optional[int] = ..., critical: _Optional[bool] = ...) -> None: ...
+
+class PutResponse(_message.Message):
+    __slots__ = ("key", "entry")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    entry: _common_pb2.CacheEntry
+    def __init__(self, key: _Optional[str] = ..., entry: _Optional[_Union[_common_pb2.CacheEntry, _Mapping]] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("key", "lookup")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    lookup: CacheLookup
+    def __init__(self, key: _Optional[str] = ..., lookup: _Optional[_Union[CacheLookup, _Mapping]] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("stats",)
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    stats: _common_pb2.CacheStatistics
+    def __init__(self, stats: _Optional[_Union[_common_pb2.CacheStatistics, _Mapping]] = ...) -> None: ...
+
+class ClearRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ClearResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,70 @@
+from llmlab_grpc.proto.llmlab.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetInfoResponse(_message.Message):
+    __slots__ = ("info", "load", "cache_stats")
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    CACHE_STATS_FIELD_NUMBER: _ClassVar[int]
+    info: _common_pb2.NodeInfo
+    load: _common_pb2.NodeLoad
+    cache_stats: _common_pb2.CacheStatistics
+    def __init__(self, info: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., cache_stats: _Optional[_Union[_common_pb2.CacheStatistics, _Mapping]] = ...) -> None: ...
+
+class ListPeersRequest(_message.Message):
+    __slots__ = ("include_gone",)
+    INCLUDE_GONE_FIELD_NUMBER: _ClassVar[int]
+    include_gone: bool
+    def __init__(self, include_gone: _Optional[bool] = ...) -> None: ...
+
+class ListPeersResponse(_message.Message):
+    __slots__ = ("peers", "self")
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    SELF_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[_common_pb2.Peer]
+    self: _common_pb2.NodeInfo
+    def __init__(self_, peers: _Optional[_Iterable[_Union[_common_pb2.Peer, _Mapping]]] = ..., self: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ...) -> None: ...
+
+class HeartbeatRequest(_message.Message):
+    __slots__ = ("sender", "sent_unix_ms", "load", "cache_stats")
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    SENT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    CACHE_STATS_FIELD_NUMBER: _ClassVar[int]
+    sender: _common_pb2.NodeInfo
+    sent_unix_ms: int
+    load: _common_pb2.NodeLoad
+    cache_stats: _common_pb2.CacheStatistics
+    def __init__(self, sender: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., sent_unix_ms: _Optional[int] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., cache_stats: _Optional[_Union[_common_pb2.CacheStatistics, _Mapping]] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("receiver", "load", "known_peers")
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_PEERS_FIELD_NUMBER: _ClassVar[int]
+    receiver: _common_pb2.NodeInfo
+    load: _common_pb2.NodeLoad
+    known_peers: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeInfo]
+    def __init__(self, receiver: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., known_peers: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ...) -> None: ...
+
+class LeaveRequest(_message.Message):
+    __slots__ = ("node_id", "reason")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    reason: str
+    def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class LeaveResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

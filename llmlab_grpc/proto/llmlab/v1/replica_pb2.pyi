@@ -1,0 +1,90 @@
+from llmlab_grpc.proto.llmlab.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class StoreRequest(_message.Message):
+    __slots__ = ("entry", "sender_node_id")
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    SENDER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    entry: _common_pb2.CacheEntry
+    sender_node_id: str
+    def __init__(self, entry: _Optional[_Union[_common_pb2.CacheEntry, _Mapping]] = ..., sender_node_id: _Optional[str] = ...) -> None: ...
+
+class StoreResponse(_message.Message):
+    __slots__ = ("accepted", "reason")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    accepted: bool
+    reason: str
+    def __init__(self, accepted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class FetchRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class FetchResponse(_message.Message):
+    __slots__ = ("found", "entry")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    entry: _common_pb2.CacheEntry
+    def __init__(self, found: _Optional[bool] = ..., entry: _Optional[_Union[_common_pb2.CacheEntry, _Mapping]] = ...) -> None: ...
+
+class LocateRequest(_message.Message):
+    __slots__ = ("key", "prompt", "model", "params")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    prompt: str
+    model: str
+    params: _common_pb2.GenerationParams
+    def __init__(self, key: _Optional[str] = ..., prompt: _Optional[str] = ..., model: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ...) -> None: ...
+
+class NodeRef(_message.Message):
+    __slots__ = ("node_id", "name", "address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    name: str
+    address: str
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class LocateResponse(_message.Message):
+    __slots__ = ("key", "primary", "replicas", "placement")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    primary: NodeRef
+    replicas: _containers.RepeatedCompositeFieldContainer[NodeRef]
+    placement: _containers.RepeatedCompositeFieldContainer[NodeRef]
+    def __init__(self, key: _Optional[str] = ..., primary: _Optional[_Union[NodeRef, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[NodeRef, _Mapping]]] = ..., placement: _Optional[_Iterable[_Union[NodeRef, _Mapping]]] = ...) -> None: ...
+
+class SyncRequest(_message.Message):
+    __slots__ = ("sender_node_id", "entries")
+    SENDER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    sender_node_id: str
+    entries: _containers.RepeatedCompositeFieldContainer[_common_pb2.CacheEntry]
+    def __init__(self, sender_node_id: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[_common_pb2.CacheEntry, _Mapping]]] = ...) -> None: ...
+
+class SyncResponse(_message.Message):
+    __slots__ = ("stored", "rejected", "last_key")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_FIELD_NUMBER: _ClassVar[int]
+    LAST_KEY_FIELD_NUMBER: _ClassVar[int]
+    stored: int
+    rejected: int
+    last_key: str
+    def __init__(self, stored: _Optional[int] = ..., rejected: _Optional[int] = ..., last_key: _Optional[str] = ...) -> None: ...

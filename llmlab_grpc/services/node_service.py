@@ -1,0 +1,49 @@
+"""The ``Node`` service every node serves: identity, peer table, heartbeats, goodbyes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+
+from llmlab_grpc.mesh.membership import Membership
+from llmlab_grpc.proto.llmlab.v1 import common_pb2, node_pb2, node_pb2_grpc
+
+
+class NodeService(node_pb2_grpc.NodeServicer):
+    """Answers from the node's own state and its membership."""
+
+    def __init__(
+        self,
+        info: Callable[[], common_pb2.NodeInfo],
+        membership: Membership,
+        load: Callable[[], common_pb2.NodeLoad],
+        cache_stats: Callable[[], common_pb2.CacheStatistics | None],
+    ) -> None:
+        self._info = info
+        self._membership = membership
+        self._load = load
+        self._cache_stats = cache_stats
+
+    async def GetInfo(self, request: node_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
+                      ) -> node_pb2.GetInfoResponse:
+        return node_pb2.GetInfoResponse(info=self._info(), load=self._load(), cache_stats=self._cache_stats())
+
+    async def ListPeers(self, request: node_pb2.ListPeersRequest, context: grpc.aio.ServicerContext
+                        ) -> node_pb2.ListPeersResponse:
+        return node_pb2.ListPeersResponse(peers=self._membership.table.to_protos(), self=self._info())
+
+    async def Heartbeat(self, request: node_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
+                        ) -> node_pb2.HeartbeatResponse:
+        if not request.sender.node_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "heartbeat without sender.node_id")
+        self._membership.heard_from(request)
+        known = [r.info for r in self._membership.table.all() if r.info.kind != common_pb2.NODE_KIND_MOBILE]
+        return node_pb2.HeartbeatResponse(receiver=self._info(), load=self._load(), known_peers=known)
+
+    async def Leave(self, request: node_pb2.LeaveRequest, context: grpc.aio.ServicerContext
+                    ) -> node_pb2.LeaveResponse:
+        if not request.node_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "leave without node_id")
+        await self._membership.left(request.node_id)
+        return node_pb2.LeaveResponse()
