@@ -1,0 +1,53 @@
+"""One Ray runtime per node process, started lazily by whichever role needs it first.
+
+A node alone starts its own local Ray (never attaching silently to another node's,
+so one node's death cannot take another down): ``ray.init(address="local")``. With
+``--ray-address`` (or ``LLMLAB_RAY_ADDRESS``) it joins that cluster instead; ``llmlab up``
+starts one head for its nodes. DESIGN.md §5: init takes about 4 s here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_started_address: str | None = None
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
+    """Initialise Ray once for this process and return the ``ray`` module."""
+    global _started_address
+    import ray
+
+    with _lock:
+        if ray.is_initialized():
+            return ray
+        target = address or os.environ.get("LLMLAB_RAY_ADDRESS") or "local"
+        kwargs: dict[str, Any] = {
+            "address": target,
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": True,
+            "logging_level": logging.WARNING,
+        }
+        if target == "local":
+            kwargs["num_cpus"] = num_cpus or max(2, os.cpu_count() or 2)
+        log.info("starting Ray (%s)", target)
+        ray.init(**kwargs)
+        _started_address = target
+        return ray
+
+
+def shutdown_ray() -> None:
+    """Stop this process's Ray connection (and its local cluster, when it owns one)."""
+    global _started_address
+    import ray
+
+    with _lock:
+        if ray.is_initialized():
+            ray.shutdown()
+        _started_address = None

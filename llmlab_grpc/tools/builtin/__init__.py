@@ -1,0 +1,1 @@
+"""Built-in tools: calculator, web_search, browser."""
