@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from llmlab_grpc import ROLES, __version__
 from llmlab_grpc.client import MeshClient, describe_rpc_error
@@ -96,7 +97,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'setting'}: {e['msg']}" for e in exc.errors())
         print(f"llmlab node: error: {problems}", file=sys.stderr)
         return 2
-    except ConfigError as exc:
+    except (ConfigError, SettingsError) as exc:
         print(f"llmlab node: error: {exc}", file=sys.stderr)
         return 2
 

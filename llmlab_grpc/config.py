@@ -10,10 +10,10 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from llmlab_grpc import ROLES
 
@@ -56,12 +56,12 @@ class NodeSettings(BaseSettings):
 
     name: str = Field(default_factory=default_name, description="node name, unique in the mesh")
     node_id: str = Field("", description="stable id; defaults to the name")
-    roles: list[str] = Field(default_factory=lambda: list(ROLES), description="roles to serve")
+    roles: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(ROLES), description="roles to serve")
     host: str = Field("0.0.0.0", description="address the gRPC server binds")
     port: int = Field(0, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     advertise_host: str = Field("", description="host peers dial; defaults to host (127.0.0.1 for 0.0.0.0)")
     mesh_secret: str = Field("", description="shared mesh secret (LLMLAB_MESH_SECRET)")
-    peers: list[str] = Field(default_factory=list, description="static peer seeds HOST:PORT")
+    peers: Annotated[list[str], NoDecode] = Field(default_factory=list, description="static peer seeds HOST:PORT")
     mdns: bool = Field(True, description="announce and browse with zeroconf")
     mdns_interface: str = Field("", description="bind zeroconf to this address; empty = all interfaces")
     heartbeat_interval_s: float = Field(1.0, gt=0, le=60)

@@ -62,12 +62,12 @@ class NodeProcess:
             return set()
         return {p.info.name for p in reply.peers}
 
-    def signal(self, sig: int) -> None:
+    def send_signal(self, sig: int) -> None:
         if self.process.poll() is None:
             os.kill(self.process.pid, sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        self.signal(sig)
+        self.send_signal(sig)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
