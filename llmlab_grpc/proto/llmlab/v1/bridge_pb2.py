@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from llmlab_grpc.proto.llmlab.v1 import common_pb2 as llmlab_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16llmlab/v1/bridge.proto\x12\tllmlab.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16llmlab/v1/common.proto\"\xd5\x02\n\x0e\x42ridgeEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05hello\x18\x02 \x01(\x0b\x32\x10.llmlab.v1.HelloH\x00\x12%\n\x07welcome\x18\x03 \x01(\x0b\x32\x12.llmlab.v1.WelcomeH\x00\x12\x34\n\x0ftask_assignment\x18\x04 \x01(\x0b\x32\x19.llmlab.v1.TaskAssignmentH\x00\x12,\n\x0btask_result\x18\x05 \x01(\x0b\x32\x15.llmlab.v1.TaskResultH\x00\x12*\n\ncache_sync\x18\x06 \x01(\x0b\x32\x14.llmlab.v1.CacheSyncH\x00\x12)\n\theartbeat\x18\x07 \x01(\x0b\x32\x14.llmlab.v1.HeartbeatH\x00\x12\'\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x16.llmlab.v1.BridgeErrorH\x00\x42\t\n\x07payload\"\x93\x01\n\x05Hello\x12\x15\n\rpairing_token\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x05tools\x18\x03 \x03(\x0b\x32\x13.llmlab.v1.ToolSpec\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12\x16\n\x0eresume_node_id\x18\x05 \x01(\t\x12\x15\n\rcache_replica\x18\x06 \x01(\x08\"l\n\x07Welcome\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62ridge_node_id\x18\x02 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\x05\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x05\"u\n\x0eTaskAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x04 \x01(\x03\"\x80\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x14.llmlab.v1.ToolError\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\"I\n\tCacheSync\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.llmlab.v1.CacheEntry\x12\x14\n\x0c\x64\x65leted_keys\x18\x02 \x03(\t\"\\\n\tHeartbeat\x12\x14\n\x0csent_unix_ms\x18\x01 \x01(\x03\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x05\x12\x15\n\rcache_entries\x18\x03 \x01(\x03\x12\x14\n\x0c\x63urrent_task\x18\x04 \x01(\t\"<\n\x0b\x42ridgeError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06ref_id\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16llmlab/v1/bridge.proto\x12\tllmlab.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16llmlab/v1/common.proto\"\xd5\x02\n\x0e\x42ridgeEnvelope\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x05hello\x18\x02 \x01(\x0b\x32\x10.llmlab.v1.HelloH\x00\x12%\n\x07welcome\x18\x03 \x01(\x0b\x32\x12.llmlab.v1.WelcomeH\x00\x12\x34\n\x0ftask_assignment\x18\x04 \x01(\x0b\x32\x19.llmlab.v1.TaskAssignmentH\x00\x12,\n\x0btask_result\x18\x05 \x01(\x0b\x32\x15.llmlab.v1.TaskResultH\x00\x12*\n\ncache_sync\x18\x06 \x01(\x0b\x32\x14.llmlab.v1.CacheSyncH\x00\x12)\n\theartbeat\x18\x07 \x01(\x0b\x32\x14.llmlab.v1.HeartbeatH\x00\x12\'\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x16.llmlab.v1.BridgeErrorH\x00\x42\t\n\x07payload\"\x93\x01\n\x05Hello\x12\x15\n\rpairing_token\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\"\n\x05tools\x18\x03 \x03(\x0b\x32\x13.llmlab.v1.ToolSpec\x12\x12\n\nuser_agent\x18\x04 \x01(\t\x12\x16\n\x0eresume_node_id\x18\x05 \x01(\t\x12\x15\n\rcache_replica\x18\x06 \x01(\x08\"\x9d\x01\n\x07Welcome\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x62ridge_node_id\x18\x02 \x01(\t\x12\x1d\n\x15heartbeat_interval_ms\x18\x03 \x01(\x05\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x05\x12\x15\n\rsession_token\x18\x05 \x01(\t\x12\x18\n\x10rate_limit_per_s\x18\x06 \x01(\x05\"u\n\x0eTaskAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04tool\x18\x02 \x01(\t\x12*\n\targuments\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x18\n\x10\x64\x65\x61\x64line_unix_ms\x18\x04 \x01(\x03\"\x80\x01\n\nTaskResult\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x14.llmlab.v1.ToolError\x12\x13\n\x0b\x64uration_ms\x18\x04 \x01(\x01\"I\n\tCacheSync\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.llmlab.v1.CacheEntry\x12\x14\n\x0c\x64\x65leted_keys\x18\x02 \x03(\t\"\\\n\tHeartbeat\x12\x14\n\x0csent_unix_ms\x18\x01 \x01(\x03\x12\x0c\n\x04\x62usy\x18\x02 \x01(\x05\x12\x15\n\rcache_entries\x18\x03 \x01(\x03\x12\x14\n\x0c\x63urrent_task\x18\x04 \x01(\t\"<\n\x0b\x42ridgeError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06ref_id\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,16 +37,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BRIDGEENVELOPE']._serialized_end=433
   _globals['_HELLO']._serialized_start=436
   _globals['_HELLO']._serialized_end=583
-  _globals['_WELCOME']._serialized_start=585
-  _globals['_WELCOME']._serialized_end=693
-  _globals['_TASKASSIGNMENT']._serialized_start=695
-  _globals['_TASKASSIGNMENT']._serialized_end=812
-  _globals['_TASKRESULT']._serialized_start=815
-  _globals['_TASKRESULT']._serialized_end=943
-  _globals['_CACHESYNC']._serialized_start=945
-  _globals['_CACHESYNC']._serialized_end=1018
-  _globals['_HEARTBEAT']._serialized_start=1020
-  _globals['_HEARTBEAT']._serialized_end=1112
-  _globals['_BRIDGEERROR']._serialized_start=1114
-  _globals['_BRIDGEERROR']._serialized_end=1174
+  _globals['_WELCOME']._serialized_start=586
+  _globals['_WELCOME']._serialized_end=743
+  _globals['_TASKASSIGNMENT']._serialized_start=745
+  _globals['_TASKASSIGNMENT']._serialized_end=862
+  _globals['_TASKRESULT']._serialized_start=865
+  _globals['_TASKRESULT']._serialized_end=993
+  _globals['_CACHESYNC']._serialized_start=995
+  _globals['_CACHESYNC']._serialized_end=1068
+  _globals['_HEARTBEAT']._serialized_start=1070
+  _globals['_HEARTBEAT']._serialized_end=1162
+  _globals['_BRIDGEERROR']._serialized_start=1164
+  _globals['_BRIDGEERROR']._serialized_end=1224
 # @@protoc_insertion_point(module_scope)

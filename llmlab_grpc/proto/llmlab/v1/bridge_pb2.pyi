@@ -45,16 +45,20 @@ class Hello(_message.Message):
     def __init__(self, pairing_token: _Optional[str] = ..., name: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_common_pb2.ToolSpec, _Mapping]]] = ..., user_agent: _Optional[str] = ..., resume_node_id: _Optional[str] = ..., cache_replica: _Optional[bool] = ...) -> None: ...
 
 class Welcome(_message.Message):
-    __slots__ = ("node_id", "bridge_node_id", "heartbeat_interval_ms", "max_message_bytes")
+    __slots__ = ("node_id", "bridge_node_id", "heartbeat_interval_ms", "max_message_bytes", "session_token", "rate_limit_per_s")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     BRIDGE_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SESSION_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    RATE_LIMIT_PER_S_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     bridge_node_id: str
     heartbeat_interval_ms: int
     max_message_bytes: int
-    def __init__(self, node_id: _Optional[str] = ..., bridge_node_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., max_message_bytes: _Optional[int] = ...) -> None: ...
+    session_token: str
+    rate_limit_per_s: int
+    def __init__(self, node_id: _Optional[str] = ..., bridge_node_id: _Optional[str] = ..., heartbeat_interval_ms: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., session_token: _Optional[str] = ..., rate_limit_per_s: _Optional[int] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
     __slots__ = ("task_id", "tool", "arguments", "deadline_unix_ms")
