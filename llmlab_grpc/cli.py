@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--tls-key", type=Path, help="private key (PEM)")
     node.add_argument("--tls-ca", type=Path, help="CA (PEM): enables mTLS")
     node.add_argument("--config", type=Path, help="TOML file ([node] table); or LLMLAB_CONFIG")
+    node.add_argument("--http-port", type=int, help="HTTP port of the bridge role (default 0: any free port)")
+    node.add_argument("--http-host", help="address the bridge's HTTP server binds (default: --host)")
+    node.add_argument("--bridge-origin", action="append", dest="bridge_allowed_origins", metavar="ORIGIN",
+                      help="extra Origin allowed on /ws/task, e.g. http://box.local:8080; repeatable")
     node.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     up = sub.add_parser("up", help="start a whole mesh on this machine and wait")
@@ -76,7 +80,8 @@ def _node_settings(args: argparse.Namespace) -> NodeSettings:
 
         os.environ["LLMLAB_CONFIG"] = str(args.config)
     names = ["name", "node_id", "roles", "host", "port", "advertise_host", "peers", "mdns_interface",
-             "heartbeat_interval_s", "peer_timeout_s", "tls_cert", "tls_key", "tls_ca"]
+             "heartbeat_interval_s", "peer_timeout_s", "tls_cert", "tls_key", "tls_ca",
+             "http_port", "http_host", "bridge_allowed_origins"]
     given: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.secret is not None:
         given["mesh_secret"] = args.secret

@@ -71,6 +71,22 @@ class NodeSettings(BaseSettings):
     tls_ca: Path | None = None
     drain_s: float = Field(5.0, ge=0, le=60, description="grace period for in-flight calls on stop")
 
+    # HTTP side and mobile bridge (role `bridge`, docs/bridge.md)
+    http_port: int = Field(0, ge=0, le=65535, description="HTTP port of the bridge (PWA, dashboard, API); 0 = any")
+    http_host: str = Field("", description="address the HTTP server binds; defaults to host")
+    bridge_allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="extra Origins allowed on /ws/task, e.g. http://box.local:8080")
+    bridge_pairing_ttl_s: float = Field(600.0, ge=10, le=86400, description="life of a pairing token")
+    bridge_heartbeat_ms: int = Field(2000, ge=100, le=60000, description="mobile heartbeat interval")
+    bridge_max_message_bytes: int = Field(256 * 1024, ge=4096, le=4 * 1024 * 1024,
+                                          description="largest WebSocket message accepted")
+    bridge_rate_per_s: float = Field(20.0, gt=0, le=10000, description="messages/s per mobile connection")
+    bridge_rate_burst: int = Field(40, ge=1, le=100000, description="burst of the per-connection rate limit")
+    bridge_max_clients: int = Field(256, ge=1, le=10000, description="concurrent mobile connections")
+    bridge_mobile_tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http_fetch", "local_cache"],
+        description="tools a mobile node may announce; others are refused")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -106,6 +122,13 @@ class NodeSettings(BaseSettings):
     def _split_peers(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("bridge_allowed_origins", "bridge_mobile_tools", mode="before")
+    @classmethod
+    def _split_bridge_lists(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
         return value
 
     @field_validator("peers")
