@@ -10,7 +10,6 @@ Ctrl-C/SIGTERM stops every node it started (SIGTERM, then SIGKILL after a grace)
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -25,10 +24,10 @@ import grpc
 
 from llmlab_grpc import ROLES
 from llmlab_grpc.mesh.auth import bearer
+from llmlab_grpc.procs import LISTEN_RE
 from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc
 from llmlab_grpc.state import home, read_state, write_state
 
-LISTEN_RE = re.compile(r"^llmlab node (?P<name>\S+) listening on (?P<address>\S+)")
 START_TIMEOUT_S = 60.0
 
 

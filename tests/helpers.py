@@ -1,25 +1,14 @@
-"""Real node processes for integration tests: started on 127.0.0.1:0, stopped by PID."""
+"""Test helpers: polling, and the node processes of llmlab_grpc.procs."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import grpc
+from llmlab_grpc.procs import LISTEN_RE, NodeProcess, spawn_node
 
-from llmlab_grpc.mesh.auth import bearer
-from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc
-
-LISTEN_RE = re.compile(r"^llmlab node (?P<name>\S+) listening on (?P<address>\S+)")
+__all__ = ["LISTEN_RE", "NodeProcess", "spawn_node", "wait_until"]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "condition") -> Any:
@@ -32,72 +21,3 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what} (last value: {last!r})")
-
-
-@dataclass
-class NodeProcess:
-    """One `llmlab node` child process."""
-
-    name: str
-    secret: str
-    process: subprocess.Popen[str]
-    address: str = ""
-    output: list[str] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.address)
-
-    def call(self, stub_cls: type, method: str, request: Any, timeout: float = 10.0, secret: str | None = None) -> Any:
-        with self.channel() as channel:
-            return getattr(stub_cls(channel), method)(request, metadata=bearer(secret or self.secret), timeout=timeout)
-
-    def peer_names(self) -> set[str]:
-        try:
-            reply = self.call(node_pb2_grpc.NodeStub, "ListPeers", node_pb2.ListPeersRequest(), timeout=2.0)
-        except grpc.RpcError:
-            return set()
-        return {p.info.name for p in reply.peers}
-
-    def send_signal(self, sig: int) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, sig)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
-        self.send_signal(sig)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-
-def spawn_node(name: str, secret: str, *args: str, env: dict[str, str] | None = None,
-               start_timeout: float = 60.0, log_dir: Path | None = None) -> NodeProcess:
-    """Start a node and wait for its "listening on" line."""
-    cmd = [sys.executable, "-m", "llmlab_grpc", "node", "--name", name, "--host", "127.0.0.1", "--port", "0", *args]
-    full_env = {**os.environ, "LLMLAB_MESH_SECRET": secret, **(env or {})}
-    stderr = open(log_dir / f"{name}.log", "a") if log_dir else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=full_env,
-                               stdin=subprocess.DEVNULL)
-    node = NodeProcess(name=name, secret=secret, process=process)
-    found = threading.Event()
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            node.output.append(line)
-            match = LISTEN_RE.match(line)
-            if match and not found.is_set():
-                node.address = match.group("address")
-                found.set()
-        found.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not found.wait(start_timeout) or not node.address:
-        node.stop(signal.SIGKILL)
-        raise AssertionError(f"node {name} did not start: {''.join(node.output)}")
-    return node
