@@ -1,0 +1,152 @@
+"""The cache key: what makes two LLM calls "the same call".
+
+A key is the sha256 hex of the canonical JSON (sorted keys, no whitespace, UTF-8 kept
+as is) of ``{"prompt", "model", "params"}``, where ``params`` holds only the settings
+that change what the model generates (``KEY_PARAMS``) and only those that are set.
+Everything else (streaming, timeouts, which node runs it) is ignored on purpose, so
+the same question hits the cache whoever asks it and however the call is shaped.
+
+Values are normalised before hashing so equal settings give equal keys whatever
+their spelling: numbers are parsed (``"0.2"``, ``0.2`` and the float32 ``0.2`` of a
+``GenerationParams`` proto give one key), ``stop`` is a sorted set, and ``tools_json``
+is re-serialised canonically when it is valid JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from llmlab_grpc.proto.llmlab.v1 import common_pb2
+
+KEY_PARAMS: tuple[str, ...] = ("temperature", "top_p", "max_tokens", "seed", "system_prompt", "stop", "tools_json")
+"""The generation-affecting parameters; each is a field of ``GenerationParams``."""
+
+_FLOATS = ("temperature", "top_p")
+_INTS = ("max_tokens", "seed")
+_OPTIONAL_PROTO_FIELDS = ("temperature", "top_p", "max_tokens", "seed")
+FLOAT_DIGITS = 6
+"""Floats are rounded to this many decimals: a proto float32 0.7 is 0.699999988 as a double."""
+
+Params = common_pb2.GenerationParams | Mapping[str, Any] | None
+
+
+class InvalidParams(ValueError):
+    """A generation parameter has a value that cannot be part of a key (gRPC: INVALID_ARGUMENT)."""
+
+
+def _float(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams(f"parameter {name} must be a number, not {value!r}") from exc
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise InvalidParams(f"parameter {name} must be a finite number, not {value!r}")
+    return round(number, FLOAT_DIGITS) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise InvalidParams(f"parameter {name} must be an integer, not {value!r}")
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidParams(f"parameter {name} must be an integer, not {value!r}") from exc
+    if isinstance(value, float) and value != number:
+        raise InvalidParams(f"parameter {name} must be an integer, not {value!r}")
+    return number
+
+
+def _stop(value: Any) -> list[str]:
+    items = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(s, str) for s in items):
+        raise InvalidParams(f"parameter stop must be a string or a list of strings, not {value!r}")
+    return sorted({s for s in items if s})
+
+
+def _tools_json(value: Any) -> str:
+    if not isinstance(value, str):
+        value = json.dumps(value)
+    try:
+        return json.dumps(json.loads(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except ValueError:
+        return value  # not JSON: the backend will say so; the key still distinguishes it
+
+
+def _raw_items(params: Params) -> dict[str, Any]:
+    """The set parameters as plain values, from a proto (presence-aware) or a mapping."""
+    if params is None:
+        return {}
+    if isinstance(params, common_pb2.GenerationParams):
+        raw: dict[str, Any] = {n: getattr(params, n) for n in _OPTIONAL_PROTO_FIELDS if params.HasField(n)}
+        raw.update(system_prompt=params.system_prompt, stop=list(params.stop), tools_json=params.tools_json)
+        return raw
+    if isinstance(params, Mapping):
+        return {k: v for k, v in params.items() if k in KEY_PARAMS}
+    raise InvalidParams(f"generation params must be a GenerationParams or a mapping, not {type(params).__name__}")
+
+
+def normalize_params(params: Params) -> dict[str, Any]:
+    """The generation-affecting parameters that are set, in canonical form.
+
+    Unset, ``None``, empty strings and empty lists are left out; keys that are not in
+    ``KEY_PARAMS`` are ignored.
+    """
+    out: dict[str, Any] = {}
+    for name, value in _raw_items(params).items():
+        if value is None or (isinstance(value, str | list | tuple) and len(value) == 0):
+            continue
+        if name in _FLOATS:
+            out[name] = _float(name, value)
+        elif name in _INTS:
+            out[name] = _int(name, value)
+        elif name == "stop":
+            stop = _stop(value)
+            if stop:
+                out[name] = stop
+        elif name == "tools_json":
+            out[name] = _tools_json(value)
+        else:
+            if not isinstance(value, str):
+                raise InvalidParams(f"parameter {name} must be a string, not {value!r}")
+            out[name] = value
+    return out
+
+
+def params_to_proto(params: Params) -> common_pb2.GenerationParams:
+    """A ``GenerationParams`` with the normalised parameters set (and nothing else)."""
+    return common_pb2.GenerationParams(**normalize_params(params))
+
+
+def canonical_json(prompt: str, model: str, params: Params = None) -> str:
+    """The exact text that is hashed; useful to debug why two keys differ."""
+    body = {"prompt": prompt, "model": model, "params": normalize_params(params)}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def cache_key(prompt: str, model: str, params: Params = None) -> str:
+    """sha256 hex of ``canonical_json(prompt, model, params)``."""
+    return hashlib.sha256(canonical_json(prompt, model, params).encode("utf-8")).hexdigest()
+
+
+def is_deterministic(params: Params) -> bool:
+    """True when the same call gives the same answer: greedy (temperature 0) or a seed set.
+
+    A call without a temperature uses the backend's default, which samples, so it is
+    not deterministic. DESIGN.md: such answers are cached only when the caller allows it.
+    """
+    norm = normalize_params(params)
+    return norm.get("temperature") == 0.0 or "seed" in norm
+
+
+def checksum(response: str) -> str:
+    """sha256 hex of the UTF-8 response: what a replica's copy is verified against."""
+    return hashlib.sha256(response.encode("utf-8")).hexdigest()
+
+
+def is_key(text: str) -> bool:
+    """Whether ``text`` looks like a cache key (64 lowercase hex digits)."""
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
