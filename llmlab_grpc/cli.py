@@ -59,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--http-host", help="address the bridge's HTTP server binds (default: --host)")
     node.add_argument("--bridge-origin", action="append", dest="bridge_allowed_origins", metavar="ORIGIN",
                       help="extra Origin allowed on /ws/task, e.g. http://box.local:8080; repeatable")
+    node.add_argument("--ray-address", help="join this Ray cluster HOST:PORT (default: the node's own local Ray)")
+    node.add_argument("--llm-backend", choices=["llama_cpp", "ollama", "openai"],
+                      help="runtime of the llm role (default llama_cpp: the embedded model)")
+    node.add_argument("--llm-models", help="comma-separated models to serve (default: smollm2-135m for llama_cpp)")
+    node.add_argument("--ollama-url", help="Ollama server for --llm-backend ollama (default http://127.0.0.1:11434)")
+    node.add_argument("--openai-url", help="OpenAI-compatible server for --llm-backend openai (key: env only)")
+    node.add_argument("--max-tokens-default", type=int, help="max_tokens of a request that sets none (default 256)")
+    node.add_argument("--max-tokens-limit", type=int, help="largest max_tokens a request may ask (default 2048)")
+    node.add_argument("--llm-max-queued", type=int, help="generations queued per model before RESOURCE_EXHAUSTED")
+    node.add_argument("--llm-threads", type=int, help="llama.cpp CPU threads (default 0: min(cores, 4))")
     node.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     up = sub.add_parser("up", help="start a whole mesh on this machine and wait")
@@ -81,7 +91,9 @@ def _node_settings(args: argparse.Namespace) -> NodeSettings:
         os.environ["LLMLAB_CONFIG"] = str(args.config)
     names = ["name", "node_id", "roles", "host", "port", "advertise_host", "peers", "mdns_interface",
              "heartbeat_interval_s", "peer_timeout_s", "tls_cert", "tls_key", "tls_ca",
-             "http_port", "http_host", "bridge_allowed_origins"]
+             "http_port", "http_host", "bridge_allowed_origins",
+             "ray_address", "llm_backend", "llm_models", "ollama_url", "openai_url", "max_tokens_default",
+             "max_tokens_limit", "llm_max_queued", "llm_threads"]
     given: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.secret is not None:
         given["mesh_secret"] = args.secret

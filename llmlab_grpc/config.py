@@ -10,7 +10,7 @@ import os
 import socket
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -87,6 +87,22 @@ class NodeSettings(BaseSettings):
         default_factory=lambda: ["http_fetch", "local_cache"],
         description="tools a mobile node may announce; others are refused")
 
+    # LLM inference on Ray (role `llm`, docs/inference.md)
+    ray_address: str = Field("", description="join this Ray cluster (HOST:PORT or 'auto'); empty = own local Ray")
+    llm_backend: Literal["llama_cpp", "ollama", "openai"] = Field(
+        "llama_cpp", description="runtime of the llm role: llama_cpp (embedded), ollama or openai")
+    llm_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="models to serve; empty = smollm2-135m for llama_cpp, the server's models otherwise")
+    ollama_url: str = Field("http://127.0.0.1:11434", description="base URL of the Ollama server")
+    openai_url: str = Field("http://127.0.0.1:8000/v1", description="base URL of the OpenAI-compatible server")
+    openai_api_key: str = Field("", description="bearer key for the OpenAI-compatible server (env only)")
+    max_tokens_default: int = Field(256, ge=1, le=32768, description="max_tokens when a request leaves it unset")
+    max_tokens_limit: int = Field(2048, ge=1, le=32768, description="largest max_tokens a request may ask for")
+    llm_max_queued: int = Field(8, ge=0, le=1024, description="generations waiting per model before RESOURCE_EXHAUSTED")
+    llm_threads: int = Field(0, ge=0, le=256, description="llama.cpp CPU threads; 0 = min(cores, 4)")
+    llm_timeout_s: float = Field(120.0, gt=0, le=3600, description="HTTP backends: seconds to wait for the server")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -131,6 +147,13 @@ class NodeSettings(BaseSettings):
             value = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
         return value
 
+    @field_validator("llm_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [m.strip() for m in value.split(",") if m.strip()]
+        return value
+
     @field_validator("peers")
     @classmethod
     def _valid_peers(cls, value: list[str]) -> list[str]:
@@ -159,6 +182,9 @@ class NodeSettings(BaseSettings):
         for path in (self.tls_cert, self.tls_key, self.tls_ca):
             if path is not None and not path.is_file():
                 raise ConfigError(f"TLS file {path} does not exist")
+        if self.max_tokens_default > self.max_tokens_limit:
+            raise ConfigError(f"--max-tokens-default {self.max_tokens_default} is above "
+                              f"--max-tokens-limit {self.max_tokens_limit}")
 
 
 def parse_address(address: str) -> tuple[str, int]:
