@@ -1,0 +1,77 @@
+"""What the cache hands out: an entry's metadata, and the entry with its response.
+
+Plain frozen dataclasses rather than the proto, so callers in the same process (the
+planner, the replicator) get typed values and cannot mutate the cache's state through
+them; ``to_proto``/``from_proto`` convert at the gRPC edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from llmlab_grpc.cache.keys import normalize_params, params_to_proto
+from llmlab_grpc.proto.llmlab.v1 import common_pb2
+
+
+@dataclass(frozen=True)
+class EntryMeta:
+    """An entry without its response: cheap to list, e.g. hottest first for replication."""
+
+    key: str
+    prompt: str
+    model: str
+    params: dict[str, Any]
+    created_unix_ms: int
+    expires_unix_ms: int
+    hits: int
+    size_bytes: int
+    checksum: str
+    critical: bool = False
+    primary_node_id: str = ""
+
+    def expired(self, now_unix_ms: int) -> bool:
+        return now_unix_ms >= self.expires_unix_ms
+
+
+@dataclass(frozen=True)
+class CacheEntry(EntryMeta):
+    """One cached LLM response with its metadata."""
+
+    response: str = field(default="", kw_only=True)
+
+    def to_proto(self) -> common_pb2.CacheEntry:
+        return common_pb2.CacheEntry(
+            key=self.key,
+            model=self.model,
+            prompt=self.prompt,
+            response=self.response,
+            created_unix_ms=self.created_unix_ms,
+            expires_unix_ms=self.expires_unix_ms,
+            hits=self.hits,
+            size_bytes=self.size_bytes,
+            checksum=self.checksum,
+            critical=self.critical,
+            primary_node_id=self.primary_node_id,
+            params=params_to_proto(self.params),
+        )
+
+    @classmethod
+    def from_proto(cls, proto: common_pb2.CacheEntry) -> CacheEntry:
+        return cls(
+            key=proto.key,
+            prompt=proto.prompt,
+            model=proto.model,
+            params=normalize_params(proto.params),
+            created_unix_ms=proto.created_unix_ms,
+            expires_unix_ms=proto.expires_unix_ms,
+            hits=proto.hits,
+            size_bytes=proto.size_bytes,
+            checksum=proto.checksum,
+            critical=proto.critical,
+            primary_node_id=proto.primary_node_id,
+            response=proto.response,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,515 @@
+"""``CacheManager``: the LLM response cache of one node — key, TTL, LRU, limits, statistics.
+
+Concurrency model: **synchronous and thread-safe**. Every method takes one
+``threading.Lock`` for a few dictionary operations and never waits on the network, so
+it can be called directly from asyncio code (the planner, the gRPC service), from
+threads (the sync gRPC client, benchmarks) or both at once. Store work (``ray.put``,
+``ray.get``: well under a millisecond for a local object) runs outside the lock, and
+counters only change under it, so concurrent puts and gets lose no update.
+
+Policy lives here, once, whatever the store (``stores/``):
+
+* **Key**: ``keys.cache_key`` (prompt, model, generation-affecting params).
+* **TTL**: ``ttl_s`` by default, per entry on ``put``. An expired entry is never
+  returned; it is reclaimed lazily when touched, and by ``sweep`` (the cache role runs
+  it periodically; ``put`` runs it before evicting) from a heap ordered by expiry, so a
+  sweep costs only the entries that did expire.
+* **LRU**: an ``OrderedDict`` in access order. After a put, expired entries go first,
+  then least recently used ones until both the byte budget (``max_bytes``, UTF-8
+  bytes of responses) and the entry cap (``max_entries``) hold.
+* **Limits**: a response (or prompt) over ``max_value_bytes`` is refused with
+  ``ValueTooLarge`` naming the limit; it would otherwise evict a large part of the cache.
+
+Hooks for replication (issue 6): ``get_by_key``/``put_entry`` work on keys and whole
+entries (``put_entry`` verifies key and checksum and never resurrects an expired
+entry), ``describe`` lists entries hottest first (hit counts feed priority), entries
+whose ``primary_node_id`` is another node count as ``replica_entries``, and listeners
+hear every put and removal. Whether a non-deterministic answer may be cached
+(``keys.is_deterministic``) is the caller's decision, not the cache's.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from llmlab_grpc.cache.entry import CacheEntry, EntryMeta
+from llmlab_grpc.cache.errors import CorruptEntry, InvalidCacheRequest, StoreUnavailable, ValueTooLarge
+from llmlab_grpc.cache.keys import Params, cache_key, checksum, normalize_params
+from llmlab_grpc.cache.stores import MemoryStore, ValueStore, make_store
+from llmlab_grpc.proto.llmlab.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL_S = 3600.0
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_ENTRIES = 100_000
+DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+
+Clock = Callable[[], float]
+"""Seconds since the epoch, like ``time.time``; tests inject a fake one to move time."""
+
+
+class CacheListener:
+    """Subscriber to cache changes (``CacheManager.add_listener``); override what you need.
+
+    Called synchronously on the thread that made the change, after the cache's lock is
+    released: keep it quick and hand work to your own queue (from another thread, an
+    asyncio consumer needs ``loop.call_soon_threadsafe``). An exception is logged and
+    never reaches the cache's caller.
+    """
+
+    def on_put(self, entry: CacheEntry) -> None:
+        """A local ``put`` stored ``entry`` (``put_entry`` notifies only when asked)."""
+
+    def on_delete(self, key: str, reason: str) -> None:
+        """``key`` left the cache; ``reason`` is deleted, cleared, evicted, expired or lost."""
+
+
+@dataclass
+class _Slot:
+    """One entry in the index: metadata plus the store's handle to the value."""
+
+    key: str
+    prompt: str
+    model: str
+    params: dict[str, Any]
+    created_unix_ms: int
+    expires_unix_ms: int
+    size_bytes: int
+    checksum: str
+    critical: bool
+    primary_node_id: str
+    handle: Any
+    hits: int = 0
+    seq: int = 0
+
+    def meta(self) -> EntryMeta:
+        return EntryMeta(
+            key=self.key, prompt=self.prompt, model=self.model, params=dict(self.params),
+            created_unix_ms=self.created_unix_ms, expires_unix_ms=self.expires_unix_ms, hits=self.hits,
+            size_bytes=self.size_bytes, checksum=self.checksum, critical=self.critical,
+            primary_node_id=self.primary_node_id,
+        )
+
+    def entry(self, response: str, hits: int | None = None) -> CacheEntry:
+        return CacheEntry(
+            key=self.key, prompt=self.prompt, model=self.model, params=dict(self.params),
+            created_unix_ms=self.created_unix_ms, expires_unix_ms=self.expires_unix_ms,
+            hits=self.hits if hits is None else hits, size_bytes=self.size_bytes, checksum=self.checksum,
+            critical=self.critical, primary_node_id=self.primary_node_id, response=response,
+        )
+
+
+class CacheManager:
+    """The cache of one node. See the module docstring for the policy and the threading model."""
+
+    def __init__(
+        self,
+        store: ValueStore | None = None,
+        *,
+        ttl_s: float = DEFAULT_TTL_S,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        node_id: str = "",
+        clock: Clock = time.time,
+    ) -> None:
+        if ttl_s <= 0 or max_bytes <= 0 or max_entries <= 0 or max_value_bytes <= 0:
+            raise ValueError("cache ttl_s, max_bytes, max_entries and max_value_bytes must be positive")
+        self.store = store or MemoryStore()
+        self.ttl_s = ttl_s
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.max_value_bytes = min(max_value_bytes, max_bytes)
+        self.node_id = node_id
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()  # least recently used first
+        self._expiry: list[tuple[int, int, str]] = []  # heap of (expires_unix_ms, seq, key)
+        self._seq = itertools.count(1)
+        self._bytes = 0
+        self._replicas = 0
+        self._counters = dict.fromkeys(("hits", "misses", "puts", "evictions", "expirations", "lost"), 0)
+        self._listeners: list[CacheListener] = []
+        self.replication_shortfall: Callable[[], int] = lambda: 0
+        """Set by the replicator: writes whose replicas are not all acknowledged yet."""
+
+    @classmethod
+    def from_settings(cls, settings: Any, node_id: str = "", clock: Clock = time.time) -> CacheManager:
+        """Build from ``NodeSettings`` (``cache_*`` fields; ``ray_address`` when present)."""
+        store = make_store(settings.cache_store, getattr(settings, "ray_address", None) or None)
+        return cls(
+            store,
+            ttl_s=settings.cache_ttl_s,
+            max_bytes=settings.cache_max_bytes,
+            max_entries=settings.cache_max_entries,
+            max_value_bytes=settings.cache_max_value_bytes,
+            node_id=node_id,
+            clock=clock,
+        )
+
+    # -- listeners ------------------------------------------------------------------------------
+
+    def add_listener(self, listener: CacheListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: CacheListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _notify_put(self, entry: CacheEntry) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener.on_put(entry)
+            except Exception:
+                log.exception("cache listener %r failed on put", listener)
+
+    def _notify_removed(self, removed: list[tuple[_Slot, str]]) -> None:
+        for slot, _ in removed:
+            self.store.release(slot.handle)
+        if not self._listeners:
+            return
+        for slot, reason in removed:
+            for listener in list(self._listeners):
+                try:
+                    listener.on_delete(slot.key, reason)
+                except Exception:
+                    log.exception("cache listener %r failed on delete", listener)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def get(self, prompt: str, model: str, params: Params = None) -> str | None:
+        """The cached response for this call, or ``None``. Counts a hit or a miss."""
+        entry = self.get_by_key(cache_key(prompt, model, params))
+        return None if entry is None else entry.response
+
+    def get_by_key(self, key: str, record: bool = True) -> CacheEntry | None:
+        """The live entry for ``key``, or ``None``.
+
+        With ``record`` (the default) this is a lookup: it counts a hit or a miss, bumps the
+        entry's hit count and its LRU position. ``record=False`` only peeks.
+        """
+        now = self._now_ms()
+        removed: list[tuple[_Slot, str]] = []
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None and now >= slot.expires_unix_ms:
+                removed.append((self._remove(key), "expired"))
+                self._counters["expirations"] += 1
+                slot = None
+            if slot is None:
+                if record:
+                    self._counters["misses"] += 1
+            elif record:
+                self._counters["hits"] += 1
+                slot.hits += 1
+                self._slots.move_to_end(key)
+            hits = slot.hits if slot is not None else 0
+        if removed:
+            self._notify_removed(removed)
+        if slot is None:
+            return None
+        try:
+            value = self.store.get(slot.handle)
+        except StoreUnavailable as exc:
+            log.warning("cache entry %s lost its value (%s); dropping it", key[:12], exc)
+            self._drop_lost(key, slot, record)
+            return None
+        return slot.entry(value, hits)
+
+    def _drop_lost(self, key: str, slot: _Slot, recorded: bool) -> None:
+        removed = []
+        with self._lock:
+            if self._slots.get(key) is slot:
+                removed.append((self._remove(key), "lost"))
+            self._counters["lost"] += 1
+            if recorded:  # it was counted as a hit, but the caller gets nothing
+                self._counters["hits"] -= 1
+                self._counters["misses"] += 1
+        self._notify_removed(removed)
+
+    def get_entry(self, key: str) -> CacheEntry | None:
+        """The live entry for ``key`` with its response, without counting a lookup."""
+        return self.get_by_key(key, record=False)
+
+    def contains(self, key: str) -> bool:
+        """Whether a live entry exists for ``key`` (no lookup counted, value not read)."""
+        now = self._now_ms()
+        with self._lock:
+            slot = self._slots.get(key)
+            return slot is not None and now < slot.expires_unix_ms
+
+    def describe(self, hottest_first: bool = True, limit: int | None = None) -> list[EntryMeta]:
+        """Metadata of the live entries, by hit count (replication priority) or LRU order."""
+        now = self._now_ms()
+        with self._lock:
+            metas = [s.meta() for s in self._slots.values() if now < s.expires_unix_ms]
+        if hottest_first:
+            metas.sort(key=lambda m: (m.critical, m.hits), reverse=True)
+        return metas if limit is None else metas[:limit]
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _check_size(self, what: str, size: int) -> None:
+        if size > self.max_value_bytes:
+            raise ValueTooLarge(
+                f"{what} is {size} bytes; this node's cache takes at most {self.max_value_bytes} bytes per "
+                f"entry (cache_max_value_bytes)"
+            )
+
+    def _ttl_ms(self, ttl: float | None) -> int:
+        if ttl is None:
+            return int(self.ttl_s * 1000)
+        if ttl <= 0:
+            raise InvalidCacheRequest(f"ttl must be positive seconds, not {ttl}")
+        return max(1, int(ttl * 1000))
+
+    def put(
+        self,
+        prompt: str,
+        model: str,
+        response: str,
+        params: Params = None,
+        ttl: float | None = None,
+        critical: bool = False,
+    ) -> CacheEntry:
+        """Store ``response`` for this call (replacing any entry of the same key) and return it.
+
+        ``ttl`` in seconds (default: the cache's ``ttl_s``). Raises ``ValueTooLarge`` over the
+        per-entry limit, ``InvalidCacheRequest`` for an empty model or a bad ttl,
+        ``InvalidParams`` for unusable parameters and ``StoreUnavailable`` when the store fails.
+        """
+        if not isinstance(response, str):
+            raise InvalidCacheRequest(f"a cached response must be a string, not {type(response).__name__}")
+        return self._put(prompt, model, response, params, ttl, critical, obj=None)
+
+    def put_ref(
+        self,
+        prompt: str,
+        model: str,
+        ref: Any,
+        params: Params = None,
+        ttl: float | None = None,
+        critical: bool = False,
+    ) -> CacheEntry:
+        """Like ``put`` with a Ray ``ObjectRef`` holding the response, made by any task or actor.
+
+        The store takes its own copy (see ``stores/ray_store.py``), so the entry survives the
+        death of the worker that made ``ref``.
+        """
+        return self._put(prompt, model, None, params, ttl, critical, obj=ref)
+
+    def _put(
+        self, prompt: str, model: str, response: str | None, params: Params, ttl: float | None,
+        critical: bool, obj: Any,
+    ) -> CacheEntry:
+        if not model:
+            raise InvalidCacheRequest("model is empty: name the model the response is for")
+        key = cache_key(prompt, model, params)
+        norm = normalize_params(params)
+        ttl_ms = self._ttl_ms(ttl)
+        self._check_size("the prompt", len(prompt.encode("utf-8")))
+        if obj is None:
+            assert response is not None
+            size = len(response.encode("utf-8"))
+            self._check_size("the response", size)
+            handle = self.store.put(response)
+        else:
+            response, handle = self.store.adopt(obj)
+            size = len(response.encode("utf-8"))
+            self._check_size("the response", size)
+        now = self._now_ms()
+        slot = _Slot(
+            key=key, prompt=prompt, model=model, params=norm, created_unix_ms=now, expires_unix_ms=now + ttl_ms,
+            size_bytes=size, checksum=checksum(response), critical=critical, primary_node_id=self.node_id,
+            handle=handle,
+        )
+        entry = self._insert(slot, response, keep_hits=True)
+        self._notify_put(entry)
+        return entry
+
+    def put_entry(self, entry: CacheEntry | common_pb2.CacheEntry, *, notify: bool = False) -> CacheEntry | None:
+        """Store a whole entry as it is (replication: a replica copy, a sync, a repair).
+
+        The key must be the key of its prompt, model and params, and the checksum that of
+        its response (``CorruptEntry`` otherwise). Creation and expiry times, hit count,
+        ``critical`` and ``primary_node_id`` are kept. An entry that has already expired is
+        not stored (returns ``None``): sync never resurrects one. Listeners hear about it
+        only with ``notify=True``, so a replica write does not replicate itself again.
+        """
+        if isinstance(entry, common_pb2.CacheEntry):
+            entry = CacheEntry.from_proto(entry)
+        if not entry.model:
+            raise InvalidCacheRequest("model is empty: name the model the response is for")
+        expected = cache_key(entry.prompt, entry.model, entry.params)
+        if entry.key != expected:
+            raise CorruptEntry(f"entry key {entry.key[:12]}… does not match its prompt, model and params")
+        if entry.checksum != checksum(entry.response):
+            raise CorruptEntry(f"entry {entry.key[:12]}…: response checksum mismatch")
+        size = len(entry.response.encode("utf-8"))
+        self._check_size("the prompt", len(entry.prompt.encode("utf-8")))
+        self._check_size("the response", size)
+        if entry.expired(self._now_ms()):
+            return None
+        handle = self.store.put(entry.response)
+        slot = _Slot(
+            key=entry.key, prompt=entry.prompt, model=entry.model, params=normalize_params(entry.params),
+            created_unix_ms=entry.created_unix_ms, expires_unix_ms=entry.expires_unix_ms, size_bytes=size,
+            checksum=entry.checksum, critical=entry.critical, primary_node_id=entry.primary_node_id,
+            handle=handle, hits=entry.hits,
+        )
+        stored = self._insert(slot, entry.response, keep_hits=False)
+        if notify:
+            self._notify_put(stored)
+        return stored
+
+    def _insert(self, slot: _Slot, response: str, keep_hits: bool) -> CacheEntry:
+        now = self._now_ms()
+        removed: list[tuple[_Slot, str]] = []
+        with self._lock:
+            old = self._slots.get(slot.key)
+            if old is not None:
+                if keep_hits:
+                    slot.hits = old.hits  # a refreshed entry stays as hot as it was
+                self._remove(slot.key)
+                removed.append((old, "replaced"))
+            slot.seq = next(self._seq)
+            self._slots[slot.key] = slot
+            self._bytes += slot.size_bytes
+            if self._is_replica(slot):
+                self._replicas += 1
+            heapq.heappush(self._expiry, (slot.expires_unix_ms, slot.seq, slot.key))
+            self._counters["puts"] += 1
+            if self._over_budget():
+                removed.extend(self._expire_locked(now))
+            while self._over_budget() and len(self._slots) > 1:
+                victim = next(iter(self._slots))
+                removed.append((self._remove(victim), "evicted"))
+                self._counters["evictions"] += 1
+            entry = slot.entry(response)
+        # A replaced value is released but not announced: the key is still in the cache.
+        for old_slot, reason in removed:
+            if reason == "replaced":
+                self.store.release(old_slot.handle)
+        self._notify_removed([(s, r) for s, r in removed if r != "replaced"])
+        return entry
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True when there was a live entry."""
+        now = self._now_ms()
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                return False
+            self._remove(key)
+            live = now < slot.expires_unix_ms
+            if not live:
+                self._counters["expirations"] += 1
+        self._notify_removed([(slot, "deleted" if live else "expired")])
+        return live
+
+    def delete_lookup(self, prompt: str, model: str, params: Params = None) -> bool:
+        """``delete`` by what the key is made from."""
+        return self.delete(cache_key(prompt, model, params))
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many there were. Counters are kept."""
+        with self._lock:
+            slots = list(self._slots.values())
+            self._slots.clear()
+            self._expiry.clear()
+            self._bytes = 0
+            self._replicas = 0
+        self._notify_removed([(s, "cleared") for s in slots])
+        return len(slots)
+
+    def sweep(self) -> int:
+        """Reclaim every expired entry now; returns how many. Cheap: walks the expiry heap only."""
+        now = self._now_ms()
+        with self._lock:
+            removed = self._expire_locked(now)
+        self._notify_removed(removed)
+        return len(removed)
+
+    # -- internals (lock held) ------------------------------------------------------------------
+
+    def _is_replica(self, slot: _Slot) -> bool:
+        return bool(slot.primary_node_id) and slot.primary_node_id != self.node_id
+
+    def _over_budget(self) -> bool:
+        return self._bytes > self.max_bytes or len(self._slots) > self.max_entries
+
+    def _remove(self, key: str) -> _Slot:
+        slot = self._slots.pop(key)
+        self._bytes -= slot.size_bytes
+        if self._is_replica(slot):
+            self._replicas -= 1
+        return slot
+
+    def _expire_locked(self, now: int) -> list[tuple[_Slot, str]]:
+        removed = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            _, seq, key = heapq.heappop(heap)
+            slot = self._slots.get(key)
+            if slot is not None and slot.seq == seq:  # else a stale heap item of a replaced/removed entry
+                removed.append((self._remove(key), "expired"))
+                self._counters["expirations"] += 1
+        if len(heap) > 2 * len(self._slots) + 64:  # stale items pile up under churn: rebuild
+            self._expiry = [(s.expires_unix_ms, s.seq, s.key) for s in self._slots.values()]
+            heapq.heapify(self._expiry)
+        return removed
+
+    # -- statistics -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def get_stats(self) -> dict[str, Any]:
+        """Counters and sizes: hits, misses, hit_ratio, puts, evictions, expirations, lost,
+        entries, bytes, max_bytes, max_entries, max_value_bytes, ttl_s, store, replica_entries,
+        replication_shortfall."""
+        with self._lock:
+            counters = dict(self._counters)
+            entries, size, replicas = len(self._slots), self._bytes, self._replicas
+        lookups = counters["hits"] + counters["misses"]
+        try:
+            shortfall = int(self.replication_shortfall())
+        except Exception:
+            log.exception("replication_shortfall source failed")
+            shortfall = 0
+        return {
+            **counters,
+            "hit_ratio": counters["hits"] / lookups if lookups else 0.0,
+            "entries": entries,
+            "bytes": size,
+            "max_bytes": self.max_bytes,
+            "max_entries": self.max_entries,
+            "max_value_bytes": self.max_value_bytes,
+            "ttl_s": self.ttl_s,
+            "store": self.store.name,
+            "replica_entries": replicas,
+            "replication_shortfall": shortfall,
+        }
+
+    def stats_proto(self) -> common_pb2.CacheStatistics:
+        """The statistics as sent in heartbeats, ``Node.GetInfo`` and ``Cache.Stats``."""
+        stats = self.get_stats()
+        fields = common_pb2.CacheStatistics.DESCRIPTOR.fields_by_name
+        return common_pb2.CacheStatistics(**{k: v for k, v in stats.items() if k in fields})
+
+    def close(self) -> None:
+        """Drop every entry and release the store (node shutdown)."""
+        self.clear()
+        self.store.close()

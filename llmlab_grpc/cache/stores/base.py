@@ -1,0 +1,39 @@
+"""The one interface both value stores implement.
+
+The manager owns the index (keys, metadata, LRU order, expiry) and asks a store only
+to hold values: ``put`` returns a handle, ``get`` turns a handle back into the value,
+and dropping the handle (``release``) frees it. Keeping the policy in the manager is
+what lets one behaviour test suite run unchanged against every store.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+
+class ValueStore(ABC):
+    """Holds response strings and hands back opaque handles to them."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def put(self, value: str) -> Any:
+        """Store ``value``; return a handle that keeps it alive while the manager holds it.
+
+        Raises ``StoreUnavailable`` when the store cannot take values now.
+        """
+
+    @abstractmethod
+    def get(self, handle: Any) -> str:
+        """The value behind ``handle``. Raises ``StoreUnavailable`` when it was lost."""
+
+    @abstractmethod
+    def adopt(self, obj: Any) -> tuple[str, Any]:
+        """Take ownership of a value made elsewhere (a Ray ``ObjectRef``): ``(value, handle)``."""
+
+    def release(self, handle: Any) -> None:  # noqa: B027 - optional hook, default is "drop it"
+        """The manager no longer holds ``handle``; the default relies on reference counting."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release everything the store holds; called when the node stops."""
