@@ -1,0 +1,245 @@
+"""URL guard and egress proxy: the address policy, and that a refused address is never dialled.
+
+No test here sends a packet beyond 127.0.0.0/8: names resolve through a test resolver
+that knows a few ``.test`` names and otherwise accepts only numeric hosts
+(``AI_NUMERICHOST``, no DNS query), and refused addresses are refused before a
+connection is attempted, which the proxy's event log shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import struct
+
+import pytest
+
+from llmlab_grpc.tools.base import ToolFailure
+from llmlab_grpc.tools.builtin.egress_proxy import BACKGROUND_REFUSAL, EgressProxy
+from llmlab_grpc.tools.builtin.url_guard import UrlGuard, UrlRefused, classify, parse_url
+
+
+class FakeDns:
+    """A test-controlled resolver: fixed answers per name, numeric hosts only otherwise."""
+
+    def __init__(self, answers: dict[str, list[str] | list[list[str]]]) -> None:
+        self.answers = answers
+        self.calls: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append(host)
+        answer = self.answers.get(host)
+        if answer is None:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+            return [str(i[4][0]) for i in infos]
+        if answer and isinstance(answer[0], list):  # a sequence of answers: DNS rebinding
+            index = min(self.calls.count(host), len(answer)) - 1
+            return list(answer[index])
+        return list(answer)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("address", "kind"), [
+    ("93.184.216.34", None),
+    ("2606:4700:4700::1111", None),
+    ("127.0.0.1", "loopback"),
+    ("127.8.9.10", "loopback"),
+    ("::1", "loopback"),
+    ("10.0.0.5", "private"),
+    ("172.16.3.4", "private"),
+    ("192.168.1.1", "private"),
+    ("fd12:3456::1", "private"),
+    ("169.254.1.1", "link-local"),
+    ("fe80::1", "link-local"),
+    ("100.64.0.1", "shared (CGNAT)"),
+    ("224.0.0.251", "multicast"),
+    ("ff02::fb", "multicast"),
+    ("0.0.0.0", "unspecified"),
+    ("::", "unspecified"),
+    ("240.0.0.1", "reserved"),
+    ("255.255.255.255", "reserved"),
+    ("192.0.2.10", "reserved"),
+    ("2001:db8::1", "reserved"),
+    ("169.254.169.254", "cloud metadata"),
+    ("fd00:ec2::254", "cloud metadata"),
+    ("::ffff:10.0.0.1", "private"),        # IPv4-mapped
+    ("::ffff:127.0.0.1", "loopback"),
+    ("64:ff9b::a00:1", "private"),         # NAT64 of 10.0.0.1
+    ("2002:a9fe:a9fe::1", "cloud metadata"),  # 6to4 of 169.254.169.254
+])
+def test_classify(address: str, kind: str | None) -> None:
+    assert classify(ipaddress.ip_address(address)) == kind
+
+
+@pytest.mark.parametrize(("url", "words"), [
+    ("file:///etc/passwd", "file: URLs are not allowed"),
+    ("javascript:alert(1)", "javascript: URLs are not allowed"),
+    ("ftp://example.com/x", "ftp: URLs are not allowed"),
+    ("data:text/html,<b>x</b>", "data: URLs are not allowed"),
+    ("chrome://settings", "chrome: URLs are not allowed"),
+    ("example.com", "without a scheme"),
+    ("http:///nohost", "has no host"),
+    ("http://example.com\\@127.0.0.1/", "backslashes"),
+    ("http://exa mple.com/", "whitespace"),
+    ("http://example.com:99999/", "not a valid URL"),
+])
+def test_parse_url_refusals(url: str, words: str) -> None:
+    with pytest.raises(UrlRefused) as info:
+        parse_url(url)
+    assert info.value.code == "REFUSED"
+    assert words in info.value.message
+
+
+def test_parse_url_default_ports() -> None:
+    assert parse_url("HTTPS://Example.COM./a").port == 443
+    assert parse_url("http://example.com/a").port == 80
+    assert parse_url("http://[::1]:8080/").host == "::1"
+
+
+async def test_private_address_refused_with_the_flag_hint() -> None:
+    guard = UrlGuard(resolver=FakeDns({}))
+    with pytest.raises(UrlRefused) as info:
+        await guard.check_url("http://10.0.0.5/admin")
+    assert info.value.message == ("refused: 10.0.0.5 is a private address; "
+                                  "start the node with --allow-private-urls to allow it")
+
+
+async def test_every_resolved_address_is_checked() -> None:
+    """A name answering with a public and a private address is refused (one bad answer is enough)."""
+    dns = FakeDns({"mixed.test": ["93.184.216.34", "192.168.0.10"]})
+    with pytest.raises(UrlRefused) as info:
+        await UrlGuard(resolver=dns).check_url("http://mixed.test/")
+    assert "mixed.test resolves to 192.168.0.10, a private address" in info.value.message
+    assert dns.calls == ["mixed.test"]
+
+
+async def test_numeric_host_forms_are_judged_by_their_address() -> None:
+    guard = UrlGuard(resolver=FakeDns({}))
+    for url in ("http://2130706433/", "http://0x7f.1/", "http://127.1/", "http://[::ffff:10.0.0.1]/"):
+        with pytest.raises(UrlRefused):
+            await guard.check_url(url)
+
+
+async def test_allow_private_lifts_private_but_never_metadata() -> None:
+    dns = FakeDns({"lan.test": ["192.168.1.20"], "meta.test": ["169.254.169.254"]})
+    guard = UrlGuard(allow_private=True, resolver=dns)
+    _, addresses = await guard.check_url("http://lan.test:8080/")
+    assert addresses == [ipaddress.ip_address("192.168.1.20")]
+    await guard.check_url("http://127.0.0.1/")
+    for url in ("http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "http://meta.test/"):
+        with pytest.raises(UrlRefused) as info:
+            await guard.check_url(url)
+        assert "cloud metadata address; these are never allowed" in info.value.message
+
+
+async def test_metadata_host_names_refused_without_asking_dns() -> None:
+    dns = FakeDns({})
+    guard = UrlGuard(allow_private=True, resolver=dns)
+    for url in ("http://metadata.google.internal/computeMetadata/v1/", "http://METADATA.google.internal./"):
+        with pytest.raises(UrlRefused, match="cloud metadata host"):
+            await guard.check_url(url)
+    assert dns.calls == []
+
+
+async def test_unresolvable_name_is_a_failure_not_a_refusal() -> None:
+    with pytest.raises(ToolFailure) as info:
+        await UrlGuard(resolver=FakeDns({})).check_url("http://nowhere.test/")
+    assert info.value.code == "FAILED"
+    assert "could not resolve nowhere.test" in info.value.message
+
+
+# ---- the egress proxy, spoken to as Chromium would: SOCKS5 with a host name ----
+
+async def _socks_connect(port: int, host: str, target_port: int) -> tuple[int, asyncio.StreamReader,
+                                                                          asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"\x05\x01\x00")
+    assert await reader.readexactly(2) == b"\x05\x00"
+    name = host.encode()
+    writer.write(b"\x05\x01\x00\x03" + bytes([len(name)]) + name + struct.pack("!H", target_port))
+    reply = await reader.readexactly(10)
+    return reply[1], reader, writer
+
+
+@pytest.fixture
+async def echo_server() -> tuple[int, list[bytes]]:
+    """A TCP server on 127.0.0.1 that answers every chunk with ``echo:`` + chunk."""
+    received: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        data = await reader.read(1024)
+        received.append(data)
+        writer.write(b"echo:" + data)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1], received
+    server.close()
+    await server.wait_closed()
+
+
+async def test_proxy_tunnels_to_an_allowed_address(echo_server: tuple[int, list[bytes]]) -> None:
+    port, received = echo_server
+    proxy = EgressProxy(UrlGuard(allow_private=True, resolver=FakeDns({"site.test": ["127.0.0.1"]})))
+    await proxy.start()
+    try:
+        code, reader, writer = await _socks_connect(proxy.page_port, "site.test", port)
+        assert code == 0
+        writer.write(b"hello")
+        assert await reader.read(100) == b"echo:hello"
+        writer.close()
+        assert received == [b"hello"]
+        assert proxy.events[-1].address == "127.0.0.1"
+    finally:
+        await proxy.close()
+
+
+async def test_proxy_refuses_before_dialling() -> None:
+    dns = FakeDns({"lan.test": ["10.1.2.3"]})
+    proxy = EgressProxy(UrlGuard(allow_private=False, resolver=dns))
+    await proxy.start()
+    try:
+        code, _, writer = await _socks_connect(proxy.page_port, "lan.test", 80)
+        writer.close()
+        assert code == 2  # connection not allowed by ruleset
+        event = proxy.events[-1]
+        assert event.address == ""  # nothing was dialled
+        assert "10.1.2.3, a private address" in event.refused
+        assert proxy.refusal_for("LAN.test") == event.refused
+    finally:
+        await proxy.close()
+
+
+async def test_proxy_defeats_dns_rebinding(echo_server: tuple[int, list[bytes]]) -> None:
+    """The name answers loopback to the URL check, then metadata: the proxy dials only what it checked."""
+    port, received = echo_server
+    dns = FakeDns({"rebind.test": [["127.0.0.1"], ["169.254.169.254"]]})
+    guard = UrlGuard(allow_private=True, resolver=dns)
+    await guard.check_url(f"http://rebind.test:{port}/")  # the check before navigation passes
+    proxy = EgressProxy(guard)
+    await proxy.start()
+    try:
+        code, _, writer = await _socks_connect(proxy.page_port, "rebind.test", port)
+        writer.close()
+        assert code == 2
+        assert proxy.events[-1].address == ""
+        assert "169.254.169.254, a cloud metadata address" in proxy.events[-1].refused
+        assert received == []
+    finally:
+        await proxy.close()
+
+
+async def test_browser_listener_refuses_everything(echo_server: tuple[int, list[bytes]]) -> None:
+    port, received = echo_server
+    dns = FakeDns({})
+    proxy = EgressProxy(UrlGuard(allow_private=True, resolver=dns))
+    await proxy.start()
+    try:
+        code, _, writer = await _socks_connect(proxy.browser_port, "127.0.0.1", port)
+        writer.close()
+        assert code == 2
+        assert proxy.events[-1].refused == BACKGROUND_REFUSAL
+        assert received == [] and dns.calls == []
+    finally:
+        await proxy.close()
