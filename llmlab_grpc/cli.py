@@ -178,6 +178,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"node": cmd_node, "u
 
 FEATURE_COMMANDS: list[str] = [
     # Modules with ``add_commands(subparsers, add_client_flags) -> {name: handler}``; one line per feature.
+    "llmlab_grpc.commands.ask",
 ]
 
 

@@ -69,7 +69,8 @@ def describe_rpc_error(err: grpc.RpcError, target: str) -> str:
     """One line a person can act on."""
     code = err.code() if hasattr(err, "code") else None
     details = err.details() if hasattr(err, "details") else str(err)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return f"llmlab: node {target} is unavailable ({details}); is the mesh running (`llmlab up`)?"
+    connect_words = ("failed to connect", "connection refused", "connect failed", "dns resolution", "socket closed")
+    if code == grpc.StatusCode.UNAVAILABLE and any(w in (details or "").lower() for w in connect_words):
+        return f"llmlab: cannot reach node {target} ({details}); is the mesh running (`llmlab up`)?"
     name = code.name if code is not None else "ERROR"
     return f"llmlab: {name}: {details}"

@@ -103,6 +103,17 @@ class NodeSettings(BaseSettings):
     llm_threads: int = Field(0, ge=0, le=256, description="llama.cpp CPU threads; 0 = min(cores, 4)")
     llm_timeout_s: float = Field(120.0, gt=0, le=3600, description="HTTP backends: seconds to wait for the server")
 
+    # LLM response cache (role `cache`, docs/cache.md)
+    cache_store: Literal["ray", "memory"] = Field(
+        "ray", description="where cached responses live: ray (Ray's object store) or memory (no Ray)")
+    cache_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400, description="default time to live of an entry, seconds")
+    cache_max_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=1 << 40,
+                                 description="byte budget of cached responses; least recently used go beyond it")
+    cache_max_entries: int = Field(100_000, ge=1, le=10_000_000,
+                                   description="entry cap; least recently used go beyond it")
+    cache_max_value_bytes: int = Field(1024 * 1024, ge=1, le=8 * 1024 * 1024,
+                                       description="largest response (or prompt) one entry may hold, bytes")
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -1,0 +1,229 @@
+"""How the planner reaches the mesh: tools, cache and models, each on a node that has the role.
+
+Every call goes to a node chosen from the peer table (this node first when it has the
+role, then the least busy peers) over the node's authenticated channels, failing over
+on UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED. Going through gRPC even to
+this node keeps one code path, one set of status codes and one trace for local and
+remote work alike.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from llmlab_grpc.proto.llmlab.v1 import (
+    cache_pb2,
+    cache_pb2_grpc,
+    common_pb2,
+    inference_pb2,
+    inference_pb2_grpc,
+    tool_executor_pb2,
+    tool_executor_pb2_grpc,
+)
+
+if TYPE_CHECKING:
+    from llmlab_grpc.node import LlmlabNode
+
+FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+SUSPECT_FOR_S = 10.0
+"""A node that just failed us is tried last for this long (heartbeats drop it if it is dead)."""
+
+
+class MeshCallError(Exception):
+    """A step could not be done; ``code`` is the gRPC status to report (None: the step's own failure)."""
+
+    def __init__(self, code: grpc.StatusCode | None, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Candidate:
+    """A node that can take a call."""
+
+    node_id: str
+    name: str
+    address: str
+    busy: int = 0
+
+
+@dataclass
+class MeshCalls:
+    """Calls from the planner of ``node`` to the nodes that can serve them."""
+
+    node: LlmlabNode
+    suspects: dict[str, float] = field(default_factory=dict)
+
+    # -- choosing nodes ---------------------------------------------------------------
+    def candidates(self, role: str, model: str = "") -> list[Candidate]:
+        node = self.node
+        found: list[Candidate] = []
+        if role in node.settings.roles and (not model or model in node.models):
+            found.append(Candidate(node.node_id, node.settings.name, node.address, -1))
+        for peer in node.peers.with_role(role):
+            if peer.info.kind == common_pb2.NODE_KIND_MOBILE or (model and model not in peer.info.models):
+                continue
+            busy = peer.load.generations_running if role == "llm" else peer.load.in_flight
+            found.append(Candidate(peer.node_id, peer.info.name, peer.address, busy))
+        now = time.monotonic()
+        return sorted(found, key=lambda c: (now - self.suspects.get(c.node_id, -1e9) < SUSPECT_FOR_S, c.busy))
+
+    def suspect(self, node_id: str) -> None:
+        self.suspects[node_id] = time.monotonic()
+
+    def default_model(self) -> str:
+        if self.node.models:
+            return self.node.models[0]
+        for peer in self.node.peers.with_role("llm"):
+            if peer.info.models:
+                return peer.info.models[0]
+        return ""
+
+    def models(self) -> list[str]:
+        names = list(self.node.models)
+        for peer in self.node.peers.with_role("llm"):
+            names.extend(m for m in peer.info.models if m not in names)
+        return names
+
+    # -- tools ------------------------------------------------------------------------
+    async def execute_tool(self, tool: str, arguments: dict[str, Any], task_id: str
+                           ) -> tool_executor_pb2.ExecuteResponse:
+        """Run a tool on a tools node (whose router may forward it to the node that has it)."""
+        request = tool_executor_pb2.ExecuteRequest(tool=tool, task_id=task_id)
+        request.arguments.update(arguments)
+        failed: list[str] = []
+        last: grpc.aio.AioRpcError | None = None
+        for cand in self.candidates("tools"):
+            stub = tool_executor_pb2_grpc.ToolExecutorStub(self.node.channels.get(cand.address))
+            try:
+                reply = await stub.Execute(request, timeout=120)
+            except grpc.aio.AioRpcError as err:
+                if err.code() in FAILOVER_CODES:
+                    failed.append(cand.node_id)
+                    self.suspect(cand.node_id)
+                    last = err
+                    continue
+                raise MeshCallError(err.code(), err.details() or str(err.code())) from err
+            reply.failed_over[:0] = failed
+            return reply
+        if last is not None:
+            raise MeshCallError(last.code(), f"no tools node could run {tool}: {last.details()}")
+        raise MeshCallError(grpc.StatusCode.UNAVAILABLE, f"no node with the tools role is alive to run {tool}")
+
+    async def tool_catalogue(self) -> dict[str, dict[str, Any]]:
+        """name → {description, input_schema} of every tool in the mesh."""
+        for cand in self.candidates("tools"):
+            stub = tool_executor_pb2_grpc.ToolExecutorStub(self.node.channels.get(cand.address))
+            try:
+                reply = await stub.ListTools(tool_executor_pb2.ListToolsRequest(), timeout=10)
+            except grpc.aio.AioRpcError:
+                continue
+            return {
+                t.name: {"description": t.description,
+                         "input_schema": json_format.MessageToDict(t.input_schema)}
+                for t in reply.tools
+            }
+        return {}
+
+    # -- cache ------------------------------------------------------------------------
+    async def cache_get(self, lookup: cache_pb2.CacheLookup) -> cache_pb2.GetResponse | None:
+        """A live entry, or None (a miss, or no cache node reachable: the cache is best effort)."""
+        for cand in self.candidates("cache"):
+            stub = cache_pb2_grpc.CacheStub(self.node.channels.get(cand.address))
+            try:
+                reply = await stub.Get(cache_pb2.GetRequest(lookup=lookup, read_through=True), timeout=5)
+            except grpc.aio.AioRpcError as err:
+                if err.code() in FAILOVER_CODES:
+                    continue
+                return None
+            return reply if reply.found else None
+        return None
+
+    async def cache_put(self, lookup: cache_pb2.CacheLookup, response: str) -> bool:
+        for cand in self.candidates("cache"):
+            stub = cache_pb2_grpc.CacheStub(self.node.channels.get(cand.address))
+            try:
+                await stub.Put(cache_pb2.PutRequest(lookup=lookup, response=response), timeout=5)
+            except grpc.aio.AioRpcError as err:
+                if err.code() in FAILOVER_CODES:
+                    continue
+                return False
+            return True
+        return False
+
+    # -- models -----------------------------------------------------------------------
+    async def generate(
+        self, model: str, messages: list[common_pb2.ChatMessage], params: common_pb2.GenerationParams,
+        failed_over: list[str],
+    ) -> AsyncIterator[tuple[Candidate, inference_pb2.GenerateResponse]]:
+        """Stream a generation from the first llm node that accepts it.
+
+        Fails over to the next node while nothing has been received yet; once text has
+        flowed, a broken stream is the caller's error (the answer would be spliced).
+        """
+        request = inference_pb2.GenerateRequest(model=model, messages=messages, params=params)
+        candidates = self.candidates("llm", model)
+        if not candidates:
+            known = ", ".join(self.models()) or "none"
+            raise MeshCallError(grpc.StatusCode.UNAVAILABLE if known == "none" else grpc.StatusCode.NOT_FOUND,
+                                f"no live llm node serves model {model!r} (models in the mesh: {known})")
+        last: grpc.aio.AioRpcError | None = None
+        for cand in candidates:
+            stub = inference_pb2_grpc.InferenceStub(self.node.channels.get(cand.address))
+            call = stub.Generate(request, timeout=600)
+            received = False
+            try:
+                async for chunk in call:
+                    received = True
+                    yield cand, chunk
+                return
+            except grpc.aio.AioRpcError as err:
+                if not received and err.code() in FAILOVER_CODES:
+                    failed_over.append(cand.node_id)
+                    self.suspect(cand.node_id)
+                    last = err
+                    continue
+                if received:
+                    self.suspect(cand.node_id)
+                    raise MeshCallError(
+                        grpc.StatusCode.UNAVAILABLE,
+                        f"llm node {cand.name} failed mid-answer ({err.code().name}: {err.details()}); "
+                        "ask again and another llm node will answer",
+                    ) from err
+                raise MeshCallError(err.code(), err.details() or str(err.code())) from err
+            finally:
+                call.cancel()
+        assert last is not None
+        raise MeshCallError(last.code(), f"every llm node serving {model!r} failed: {last.details()}")
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(struct)
+
+
+def result_text(tool: str, result: dict[str, Any]) -> str:
+    """A tool result as the answer a person reads."""
+    if tool == "calculator":
+        for key in ("result", "value", "exact"):
+            if key in result:
+                return str(result[key])
+    if tool == "web_search" and isinstance(result.get("results"), list):
+        lines = []
+        for i, hit in enumerate(result["results"][:5], start=1):
+            title = hit.get("title") or hit.get("url") or hit.get("path") or "result"
+            where = hit.get("url") or hit.get("path") or ""
+            snippet = (hit.get("snippet") or hit.get("content") or "").strip()
+            lines.append(f"{i}. {title}" + (f" — {where}" if where else "") + (f"\n   {snippet}" if snippet else ""))
+        return "\n".join(lines) if lines else "no results"
+    if tool == "browser" and "title" in result:
+        text = str(result.get("text", ""))[:600]
+        return f"{result.get('title', '')}\n{result.get('url', '')}\n\n{text}".strip()
+    return json.dumps(result, ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,182 @@
+"""``Planner``: from a query to a plan, run by the WorkflowManager, kept in the task store.
+
+Order of decisions (each recorded as the step's reason):
+1. deterministic rules (rules.py): arithmetic → calculator, search → web_search, URL → browser;
+   when the query asks for more than the value, a model step phrases the tool's result;
+2. when the query looks like it may need a tool, the model is shown the tools' JSON Schemas
+   and may propose one call, validated before it runs (proposal.py); anything invalid falls
+   back to plain generation with the reason in the trace;
+3. plain generation.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls
+from llmlab_grpc.planner.proposal import MAX_PROPOSAL_TOKENS, parse_proposal, proposal_messages
+from llmlab_grpc.planner.rules import match_rules, might_need_tool
+from llmlab_grpc.planner.tasks import TaskStore
+from llmlab_grpc.planner.workflow import Emit, StepResult, StepSpec, WorkflowManager
+from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
+
+if TYPE_CHECKING:
+    from llmlab_grpc.node import LlmlabNode
+
+MAX_QUERY_CHARS = 32_000
+MAX_HISTORY_TURNS = 64
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_SEED = 42
+PHRASE_SYSTEM = "Answer the user's question in one or two sentences using the tool result given. Do not recompute it."
+
+
+class QueryError(ValueError):
+    """The query itself is unusable (INVALID_ARGUMENT)."""
+
+
+def effective_params(query: planner_pb2.Query) -> common_pb2.GenerationParams:
+    """The caller's params, with a fixed seed by default so the same question is cacheable."""
+    params = common_pb2.GenerationParams()
+    params.CopyFrom(query.params)
+    if not params.HasField("temperature") and not params.HasField("seed"):
+        params.temperature = DEFAULT_TEMPERATURE
+        params.seed = DEFAULT_SEED
+    return params
+
+
+def validate_query(query: planner_pb2.Query) -> None:
+    if not query.text.strip():
+        raise QueryError("the query text is empty: ask something, e.g. 'What is 25 * 67?'")
+    if len(query.text) > MAX_QUERY_CHARS:
+        raise QueryError(f"the query is {len(query.text)} characters; the limit is {MAX_QUERY_CHARS}")
+    if len(query.history) > MAX_HISTORY_TURNS:
+        raise QueryError(f"history has {len(query.history)} turns; the limit is {MAX_HISTORY_TURNS}")
+    params = query.params
+    if params.HasField("temperature") and not 0.0 <= params.temperature <= 2.0:
+        raise QueryError("temperature must be between 0 and 2")
+    if params.HasField("top_p") and not 0.0 < params.top_p <= 1.0:
+        raise QueryError("top_p must be in (0, 1]")
+    if params.HasField("max_tokens") and params.max_tokens < 1:
+        raise QueryError("max_tokens must be at least 1")
+
+
+def _step(step_id: str, kind: int, name: str, reason: str, depends_on: list[str] | None = None
+          ) -> planner_pb2.Step:
+    return planner_pb2.Step(step_id=step_id, kind=kind, name=name, reason=reason, depends_on=depends_on or [])
+
+
+class Planner:
+    """Plans and runs queries for one node."""
+
+    def __init__(self, node: LlmlabNode, store: TaskStore | None = None) -> None:
+        self.node = node
+        self.calls = MeshCalls(node)
+        self.store = store or TaskStore()
+
+    def _user_messages(self, query: planner_pb2.Query, text: str) -> list[common_pb2.ChatMessage]:
+        messages = []
+        if query.params.system_prompt:
+            messages.append(common_pb2.ChatMessage(role="system", content=query.params.system_prompt))
+        messages.extend(query.history)
+        messages.append(common_pb2.ChatMessage(role="user", content=text))
+        return messages
+
+    async def ask(self, query: planner_pb2.Query, emit: Emit) -> tuple[planner_pb2.Task, grpc.StatusCode | None]:
+        """Plan and run ``query``; events go to ``emit``.
+
+        Returns the finished task and, when it failed, the gRPC status that says why.
+        """
+        status: grpc.StatusCode | None = None
+        validate_query(query)
+        created = Timestamp()
+        created.GetCurrentTime()
+        task = planner_pb2.Task(task_id=uuid.uuid4().hex[:16], query=query, status=planner_pb2.TASK_STATUS_RUNNING,
+                                created_at=created, planner_node_id=self.node.node_id)
+        self.store.save(task)
+        t0 = time.perf_counter()
+        self.node.load.in_flight += 1
+        try:
+            workflow = WorkflowManager(self.calls, task, emit, cache_nondeterministic=query.cache_nondeterministic)
+            specs = await self._plan(query, task, workflow, emit)
+            await emit(planner_pb2.AskStreamResponse(task_id=task.task_id,
+                                                     plan_made=planner_pb2.PlanMade(steps=[s.step for s in specs])))
+            for spec in specs:
+                task.steps.append(spec.step)
+            await workflow.run(specs)
+            last = workflow.results.get(specs[-1].step.step_id, StepResult(ok=False))
+            if last.ok:
+                task.status = planner_pb2.TASK_STATUS_SUCCEEDED
+                task.answer = last.text.strip()
+            else:
+                task.status = planner_pb2.TASK_STATUS_FAILED
+                task.error = next((s.error for s in task.steps if s.error), "the plan failed")
+                status = workflow.first_error or grpc.StatusCode.FAILED_PRECONDITION
+        except MeshCallError as exc:
+            task.status = planner_pb2.TASK_STATUS_FAILED
+            task.error = exc.message
+            status = exc.code or grpc.StatusCode.FAILED_PRECONDITION
+        finally:
+            self.node.load.in_flight -= 1
+        task.total_ms = (time.perf_counter() - t0) * 1000
+        self.store.save(task)
+        return task, status
+
+    async def _plan(self, query: planner_pb2.Query, task: planner_pb2.Task, workflow: WorkflowManager,
+                    emit: Emit) -> list[StepSpec]:
+        text = query.text.strip()
+        model = query.model or self.calls.default_model()
+        params = effective_params(query)
+        use_cache = not query.no_cache
+        store_cache = not query.no_store
+
+        def generation(step_id: str, reason: str, build: object, depends: list[str] | None = None) -> StepSpec:
+            if not model:
+                raise MeshCallError(grpc.StatusCode.UNAVAILABLE,
+                                    "no llm node in the mesh: start a node with the llm role")
+            return StepSpec(step=_step(step_id, planner_pb2.STEP_KIND_LLM, model, reason, depends),
+                            messages=build, params=params, use_cache=use_cache,  # type: ignore[arg-type]
+                            store_cache=store_cache)
+
+        def tool_then_maybe_phrase(tool: str, arguments: dict, reason: str, phrase: bool) -> list[StepSpec]:
+            tool_spec = StepSpec(step=_step("s1", planner_pb2.STEP_KIND_TOOL, tool, reason), tool_arguments=arguments)
+            if not phrase or not model:
+                return [tool_spec]
+
+            def phrase_messages(results: dict[str, StepResult]) -> list[common_pb2.ChatMessage]:
+                given = f"{text}\n\nResult of {tool}: {results['s1'].text}"
+                return [common_pb2.ChatMessage(role="system", content=PHRASE_SYSTEM),
+                        *query.history,
+                        common_pb2.ChatMessage(role="user", content=given)]
+
+            return [tool_spec, generation("s2", f"the query asks for more than the {tool} result: "
+                                                "the model phrases the answer from it", phrase_messages, ["s1"])]
+
+        if not query.no_tools:
+            rule = match_rules(text)
+            if rule is not None:
+                return tool_then_maybe_phrase(rule.tool, rule.arguments, rule.reason, rule.phrase_with_model)
+        plain_reason = "no tool needed: plain generation"
+        if not query.no_tools and model and might_need_tool(text):
+            catalogue = await self.calls.tool_catalogue()
+            if catalogue:
+                proposal_params = common_pb2.GenerationParams(temperature=0.0, max_tokens=MAX_PROPOSAL_TOKENS)
+                propose = StepSpec(
+                    step=_step("p1", planner_pb2.STEP_KIND_LLM, model,
+                               "the query may need a tool: the model was shown the tools' JSON Schemas"),
+                    messages=lambda _r: [common_pb2.ChatMessage(**m) for m in proposal_messages(text, catalogue)],
+                    params=proposal_params, use_cache=use_cache, store_cache=store_cache)
+                await workflow.run([propose])
+                task.steps.append(propose.step)
+                outcome = workflow.results["p1"]
+                if not outcome.ok:
+                    raise MeshCallError(workflow.first_error, propose.step.error)
+                proposal = parse_proposal(outcome.text, catalogue)
+                if proposal.tool is not None:
+                    return tool_then_maybe_phrase(proposal.tool, proposal.arguments, proposal.reason, True)
+                plain_reason = f"{proposal.reason}: falling back to plain generation"
+        return [generation("s1", plain_reason, lambda _r: self._user_messages(query, text))]

@@ -1,0 +1,105 @@
+"""The ``Planner`` gRPC service and the ``planner`` role."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+
+from llmlab_grpc.planner.planner import Planner, QueryError
+from llmlab_grpc.planner.tasks import MAX_TASKS
+from llmlab_grpc.proto.llmlab.v1 import planner_pb2, planner_pb2_grpc
+from llmlab_grpc.roles import RoleComponent, ServiceBinding
+
+if TYPE_CHECKING:
+    from llmlab_grpc.node import LlmlabNode
+
+log = logging.getLogger(__name__)
+DEFAULT_LIST_LIMIT = 20
+
+
+async def _ignore(_event: planner_pb2.AskStreamResponse) -> None:
+    return None
+
+
+class PlannerService(planner_pb2_grpc.PlannerServicer):
+    """Answers queries through the node's ``Planner``."""
+
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
+
+    async def Ask(self, request: planner_pb2.AskRequest, context: grpc.aio.ServicerContext
+                  ) -> planner_pb2.AskResponse:
+        try:
+            task, status = await self.planner.ask(request.query, _ignore)
+        except QueryError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if status is not None:
+            await context.abort(status, f"{task.error} (task {task.task_id})")
+        return planner_pb2.AskResponse(task=task)
+
+    async def AskStream(self, request: planner_pb2.AskStreamRequest, context: grpc.aio.ServicerContext
+                        ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
+        queue: asyncio.Queue[planner_pb2.AskStreamResponse | None] = asyncio.Queue()
+
+        async def emit(event: planner_pb2.AskStreamResponse) -> None:
+            await queue.put(event)
+
+        async def run() -> tuple[planner_pb2.Task, grpc.StatusCode | None]:
+            try:
+                return await self.planner.ask(request.query, emit)
+            finally:
+                await queue.put(None)
+
+        job = asyncio.create_task(run())
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            try:
+                task, status = await job
+            except QueryError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            yield planner_pb2.AskStreamResponse(task_id=task.task_id, final=task)
+            if status is not None:
+                await context.abort(status, f"{task.error} (task {task.task_id})")
+        finally:
+            if not job.done():
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await job
+
+    async def GetTask(self, request: planner_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
+                      ) -> planner_pb2.GetTaskResponse:
+        if not request.task_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id is empty")
+        task = self.planner.store.get(request.task_id)
+        if task is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"no task {request.task_id!r} on this planner (it keeps the newest {MAX_TASKS})")
+        return planner_pb2.GetTaskResponse(task=task)
+
+    async def ListTasks(self, request: planner_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
+                        ) -> planner_pb2.ListTasksResponse:
+        if request.limit < 0 or request.limit > MAX_TASKS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 0 and {MAX_TASKS}")
+        return planner_pb2.ListTasksResponse(tasks=self.planner.store.newest(request.limit or DEFAULT_LIST_LIMIT))
+
+
+class PlannerComponent(RoleComponent):
+    """The ``planner`` role: a Planner and its gRPC service."""
+
+    def __init__(self, node: LlmlabNode) -> None:
+        super().__init__(node)
+        self.planner = Planner(node)
+
+    def bindings(self) -> list[ServiceBinding]:
+        return [ServiceBinding(planner_pb2.DESCRIPTOR.services_by_name["Planner"].full_name,
+                               PlannerService(self.planner), planner_pb2_grpc.add_PlannerServicer_to_server)]
+
+
+def build(node: LlmlabNode) -> PlannerComponent:
+    return PlannerComponent(node)

@@ -1,0 +1,176 @@
+"""``WorkflowManager``: runs a plan's steps as a small graph, respecting dependencies.
+
+Steps whose dependencies are done run concurrently; a failed step fails its
+dependents (recorded as skipped). Each step fills its own trace row (node, cache,
+timing, error) and the manager emits stream events as things happen, so ``Ask`` and
+``AskStream`` share one execution path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls, result_text, struct_to_dict
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, planner_pb2
+
+Emit = Callable[[planner_pb2.AskStreamResponse], Awaitable[None]]
+MessagesFrom = Callable[[dict[str, "StepResult"]], list[common_pb2.ChatMessage]]
+
+
+@dataclass
+class StepResult:
+    """What a finished step produced."""
+
+    text: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    ok: bool = True
+
+
+@dataclass
+class StepSpec:
+    """A step to run: the trace row plus what it needs to run."""
+
+    step: planner_pb2.Step
+    tool_arguments: dict[str, Any] | None = None
+    messages: MessagesFrom | None = None
+    params: common_pb2.GenerationParams = field(default_factory=common_pb2.GenerationParams)
+    use_cache: bool = True
+    store_cache: bool = True
+
+
+def is_deterministic(params: common_pb2.GenerationParams) -> bool:
+    """Greedy decoding, or a fixed seed: the same inputs give the same answer."""
+    return (params.HasField("temperature") and params.temperature == 0.0) or params.HasField("seed")
+
+
+def cache_prompt(messages: list[common_pb2.ChatMessage]) -> str:
+    """The prompt a cache key is made from: the text of a lone user turn, else the whole conversation."""
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0].content
+    return json.dumps([{"role": m.role, "content": m.content} for m in messages], ensure_ascii=False,
+                      separators=(",", ":"))
+
+
+class WorkflowManager:
+    """Runs one task's steps."""
+
+    def __init__(self, calls: MeshCalls, task: planner_pb2.Task, emit: Emit,
+                 cache_nondeterministic: bool = False) -> None:
+        self.calls = calls
+        self.task = task
+        self.emit = emit
+        self.cache_nondeterministic = cache_nondeterministic
+        self.results: dict[str, StepResult] = {}
+        self.first_error: Any = None  # grpc.StatusCode of the first failed step, for the RPC status
+
+    async def _event(self, **kwargs: Any) -> None:
+        await self.emit(planner_pb2.AskStreamResponse(task_id=self.task.task_id, **kwargs))
+
+    async def run(self, specs: list[StepSpec]) -> None:
+        pending = {s.step.step_id: s for s in specs}
+        while pending:
+            ready = [s for s in pending.values() if all(d in self.results for d in s.step.depends_on)]
+            if not ready:
+                raise RuntimeError("plan has a dependency cycle: " + ", ".join(pending))
+            await asyncio.gather(*(self._run_one(s) for s in ready))
+            for spec in ready:
+                pending.pop(spec.step.step_id)
+
+    async def _run_one(self, spec: StepSpec) -> None:
+        step = spec.step
+        started = Timestamp()
+        started.GetCurrentTime()
+        step.started_at.CopyFrom(started)
+        t0 = time.perf_counter()
+        failed_dep = next((d for d in step.depends_on if not self.results[d].ok), None)
+        try:
+            if failed_dep is not None:
+                raise MeshCallError(None, f"skipped: step {failed_dep} failed")
+            if step.kind == planner_pb2.STEP_KIND_TOOL:
+                result = await self._run_tool(spec)
+            else:
+                result = await self._run_llm(spec)
+        except MeshCallError as exc:
+            step.error = exc.message
+            result = StepResult(ok=False)
+            self.first_error = self.first_error or exc.code
+        step.duration_ms = (time.perf_counter() - t0) * 1000
+        step.output = result.text if result.ok else ""
+        self.results[step.step_id] = result
+        self._record(step)
+        await self._event(step_done=step)
+
+    def _record(self, step: planner_pb2.Step) -> None:
+        for existing in self.task.steps:
+            if existing.step_id == step.step_id:
+                existing.CopyFrom(step)
+                return
+        self.task.steps.append(step)
+
+    async def _run_tool(self, spec: StepSpec) -> StepResult:
+        step = spec.step
+        step.cache = planner_pb2.CACHE_OUTCOME_NONE
+        await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id))
+        reply = await self.calls.execute_tool(step.name, spec.tool_arguments or {}, self.task.task_id)
+        step.node_id = reply.node_id
+        step.node_name = reply.node_name
+        step.failed_over.extend(reply.failed_over)
+        if reply.HasField("error") and reply.error.code:
+            raise MeshCallError(None, f"{step.name} failed: {reply.error.code}: {reply.error.message}")
+        data = struct_to_dict(reply.result)
+        await self._event(tool_result=planner_pb2.ToolResult(step_id=step.step_id, result=reply.result))
+        return StepResult(text=result_text(step.name, data), data=data)
+
+    async def _run_llm(self, spec: StepSpec) -> StepResult:
+        step = spec.step
+        assert spec.messages is not None
+        messages = spec.messages(self.results)
+        lookup = cache_pb2.CacheLookup(prompt=cache_prompt(messages), model=step.name, params=spec.params)
+        cacheable = is_deterministic(spec.params) or self.cache_nondeterministic
+        if not spec.use_cache:
+            step.cache = planner_pb2.CACHE_OUTCOME_BYPASS
+        elif not self.calls.candidates("cache"):
+            step.cache = planner_pb2.CACHE_OUTCOME_NONE
+        else:
+            hit = await self.calls.cache_get(lookup) if cacheable else None
+            if hit is not None:
+                step.cache = planner_pb2.CACHE_OUTCOME_HIT
+                step.node_id = hit.source_node_id or hit.entry.primary_node_id
+                peer = self.calls.node.peers.get(step.node_id)
+                step.node_name = (peer.info.name if peer else
+                                  self.calls.node.settings.name if step.node_id == self.calls.node.node_id else "")
+                await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=step.node_id))
+                await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=hit.entry.response))
+                return StepResult(text=hit.entry.response)
+            step.cache = planner_pb2.CACHE_OUTCOME_MISS if cacheable else planner_pb2.CACHE_OUTCOME_BYPASS
+            if not cacheable and "not cached" not in step.reason:
+                step.reason += "; not cached: sampling is random (temperature > 0 and no seed)"
+        parts: list[str] = []
+        finish = ""
+        failed_over: list[str] = []
+        started = False
+        async for cand, chunk in self.calls.generate(step.name, messages, spec.params, failed_over):
+            if not started:
+                started = True
+                step.node_id, step.node_name = cand.node_id, cand.name
+                await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=cand.node_id))
+            if chunk.HasField("usage"):
+                finish = chunk.usage.finish_reason
+                if chunk.usage.node_id:
+                    step.node_id = chunk.usage.node_id
+            elif chunk.text:
+                parts.append(chunk.text)
+                await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=chunk.text))
+        step.failed_over.extend(failed_over)
+        text = "".join(parts)
+        complete = bool(finish)  # a final usage message arrived: the stream was not cut off
+        if complete and spec.store_cache and cacheable and step.cache == planner_pb2.CACHE_OUTCOME_MISS:
+            await self.calls.cache_put(lookup, text)
+        return StepResult(text=text, data={"finish_reason": finish})
