@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--max-tokens-limit", type=int, help="largest max_tokens a request may ask (default 2048)")
     node.add_argument("--llm-max-queued", type=int, help="generations queued per model before RESOURCE_EXHAUSTED")
     node.add_argument("--llm-threads", type=int, help="llama.cpp CPU threads (default 0: min(cores, 4))")
+    node.add_argument("--cache-store", choices=["ray", "memory"],
+                      help="where the cache role keeps responses (default ray: Ray's object store)")
+    node.add_argument("--cache-ttl", type=float, dest="cache_ttl_s", help="cache entry time to live, s (default 3600)")
+    node.add_argument("--cache-max-bytes", type=int, help="cache byte budget, LRU beyond (default 256 MiB)")
+    node.add_argument("--cache-max-entries", type=int, help="cache entry cap, LRU beyond (default 100000)")
+    node.add_argument("--cache-max-value-bytes", type=int, help="largest cached response, bytes (default 1 MiB)")
     node.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     up = sub.add_parser("up", help="start a whole mesh on this machine and wait")
@@ -93,7 +99,8 @@ def _node_settings(args: argparse.Namespace) -> NodeSettings:
              "heartbeat_interval_s", "peer_timeout_s", "tls_cert", "tls_key", "tls_ca",
              "http_port", "http_host", "bridge_allowed_origins",
              "ray_address", "llm_backend", "llm_models", "ollama_url", "openai_url", "max_tokens_default",
-             "max_tokens_limit", "llm_max_queued", "llm_threads"]
+             "max_tokens_limit", "llm_max_queued", "llm_threads",
+             "cache_store", "cache_ttl_s", "cache_max_bytes", "cache_max_entries", "cache_max_value_bytes"]
     given: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.secret is not None:
         given["mesh_secret"] = args.secret
@@ -178,6 +185,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"node": cmd_node, "u
 
 FEATURE_COMMANDS: list[str] = [
     # Modules with ``add_commands(subparsers, add_client_flags) -> {name: handler}``; one line per feature.
+    "llmlab_grpc.commands.cache",
     "llmlab_grpc.commands.ask",
 ]
 

@@ -1,0 +1,175 @@
+"""``llmlab cache stats|get|put|delete|clear``: one node's LLM response cache over gRPC.
+
+``get`` exits 1 on a miss (like ``grep``), so scripts can test for an entry. ``--param
+k=v`` sets a generation parameter that is part of the key (``stop`` may repeat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from llmlab_grpc.cache.entry import CacheEntry
+from llmlab_grpc.cache.keys import KEY_PARAMS, InvalidParams, params_to_proto
+from llmlab_grpc.client import MeshClient, describe_rpc_error
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2
+
+TIMEOUT_S = 10.0
+Handler = Callable[[argparse.Namespace, cache_pb2_grpc.CacheStub, Any], int]
+
+
+class UsageError(Exception):
+    """A bad command line; printed as one line, exit status 2."""
+
+
+def parse_params(pairs: list[str] | None) -> common_pb2.GenerationParams:
+    """``["temperature=0", "stop=###"]`` -> GenerationParams, refusing unknown names."""
+    params: dict[str, Any] = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in KEY_PARAMS:
+            raise UsageError(f"--param {pair!r}: expected NAME=VALUE with NAME one of {', '.join(KEY_PARAMS)}")
+        if name == "stop":
+            params.setdefault("stop", []).append(value)
+        else:
+            params[name] = value
+    try:
+        return params_to_proto(params)
+    except InvalidParams as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _lookup(args: argparse.Namespace) -> cache_pb2.CacheLookup:
+    if args.prompt is None or not args.model:
+        raise UsageError("give --prompt and --model (or --key)")
+    return cache_pb2.CacheLookup(prompt=args.prompt, model=args.model, params=parse_params(args.param))
+
+
+def _entry_json(entry: common_pb2.CacheEntry) -> dict[str, Any]:
+    """The entry with plain JSON numbers (the proto mapping would quote int64) and only set params."""
+    return CacheEntry.from_proto(entry).as_dict()
+
+
+def _stats(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: Any) -> int:
+    stats = stub.Stats(cache_pb2.StatsRequest(), metadata=metadata, timeout=TIMEOUT_S).stats
+    row = json_format.MessageToDict(stats, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    if args.json:
+        print(json.dumps(row, indent=2))
+        return 0
+    print(f"store {stats.store}: {stats.entries}/{stats.max_entries} entries, {stats.bytes}/{stats.max_bytes} bytes")
+    print(f"hits {stats.hits}  misses {stats.misses}  hit ratio {stats.hit_ratio:.1%}  puts {stats.puts}")
+    print(f"evictions {stats.evictions}  expirations {stats.expirations}  replica entries {stats.replica_entries}")
+    return 0
+
+
+def _get(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: Any) -> int:
+    request = cache_pb2.GetRequest(read_through=args.read_through)
+    if args.key:
+        request.key = args.key
+    else:
+        request.lookup.CopyFrom(_lookup(args))
+    reply = stub.Get(request, metadata=metadata, timeout=TIMEOUT_S)
+    if args.json:
+        body: dict[str, Any] = {"found": reply.found}
+        if reply.found:
+            body.update(entry=_entry_json(reply.entry), source_node_id=reply.source_node_id)
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+    elif reply.found:
+        print(reply.entry.response)
+    else:
+        print("llmlab cache: miss", file=sys.stderr)
+    return 0 if reply.found else 1
+
+
+def _put(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: Any) -> int:
+    if args.ttl is not None and args.ttl <= 0:
+        raise UsageError("--ttl must be positive seconds")
+    response = sys.stdin.read() if args.response == "-" else args.response
+    request = cache_pb2.PutRequest(lookup=_lookup(args), response=response, critical=args.critical,
+                                   ttl_ms=round(args.ttl * 1000) if args.ttl else 0)
+    reply = stub.Put(request, metadata=metadata, timeout=TIMEOUT_S)
+    if args.json:
+        print(json.dumps({"key": reply.key, "entry": _entry_json(reply.entry)}, indent=2, ensure_ascii=False))
+    else:
+        print(reply.key)
+    return 0
+
+
+def _delete(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: Any) -> int:
+    request = cache_pb2.DeleteRequest()
+    if args.key:
+        request.key = args.key
+    else:
+        request.lookup.CopyFrom(_lookup(args))
+    reply = stub.Delete(request, metadata=metadata, timeout=TIMEOUT_S)
+    if args.json:
+        print(json.dumps({"deleted": reply.deleted}))
+    else:
+        print("deleted" if reply.deleted else "not found")
+    return 0 if reply.deleted else 1
+
+
+def _clear(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: Any) -> int:
+    reply = stub.Clear(cache_pb2.ClearRequest(), metadata=metadata, timeout=TIMEOUT_S)
+    print(json.dumps({"removed": reply.removed}) if args.json else f"removed {reply.removed} entries")
+    return 0
+
+
+SUBCOMMANDS: dict[str, Handler] = {"stats": _stats, "get": _get, "put": _put, "delete": _delete, "clear": _clear}
+"""Subcommand -> handler; replication adds ``locate`` here (with its parser in ``_add_parsers``)."""
+
+
+def _add_lookup_flags(parser: argparse.ArgumentParser, key: bool) -> None:
+    parser.add_argument("--prompt", help="the prompt the response answers")
+    parser.add_argument("--model", help="the model that produced it")
+    parser.add_argument("--param", action="append", metavar="NAME=VALUE",
+                        help=f"generation parameter in the key ({', '.join(KEY_PARAMS)}); repeatable")
+    if key:
+        parser.add_argument("--key", help="the entry's key (sha256 hex) instead of --prompt/--model/--param")
+
+
+def _add_parsers(sub: Any, add_client_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    stats = sub.add_parser("stats", help="counters of the node's cache")
+    get = sub.add_parser("get", help="print a cached response (exit 1 on a miss)")
+    _add_lookup_flags(get, key=True)
+    get.add_argument("--read-through", action="store_true", help="on a local miss also ask replicas")
+    put = sub.add_parser("put", help="store a response; prints its key")
+    _add_lookup_flags(put, key=False)
+    put.add_argument("--response", required=True, help="the response text to store; - reads it from stdin")
+    put.add_argument("--ttl", type=float, help="time to live, seconds (default: the node's cache_ttl_s)")
+    put.add_argument("--critical", action="store_true", help="always replicate this entry")
+    delete = sub.add_parser("delete", help="remove one entry (exit 1 when there was none)")
+    _add_lookup_flags(delete, key=True)
+    clear = sub.add_parser("clear", help="remove every entry of the node's cache")
+    for parser in (stats, get, put, delete, clear):
+        add_client_flags(parser)
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    handler = SUBCOMMANDS[args.cache_command]
+    client = MeshClient.resolve(args.target, args.secret, args.tls_cert, args.tls_key, args.tls_ca)
+    try:
+        return handler(args, cache_pb2_grpc.CacheStub(client.channel), client.metadata)
+    except UsageError as exc:
+        print(f"llmlab cache {args.cache_command}: error: {exc}", file=sys.stderr)
+        return 2
+    except grpc.RpcError as err:
+        print(describe_rpc_error(err, client.target), file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+
+
+def add_commands(subparsers: Any, add_client_flags: Callable[[argparse.ArgumentParser], None]
+                 ) -> dict[str, Callable[[argparse.Namespace], int]]:
+    parser = subparsers.add_parser("cache", help="inspect and fill a node's LLM response cache")
+    sub = parser.add_subparsers(dest="cache_command", required=True, metavar="SUBCOMMAND")
+    _add_parsers(sub, add_client_flags)
+    return {"cache": cmd_cache}
