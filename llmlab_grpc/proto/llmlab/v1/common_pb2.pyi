@@ -190,7 +190,7 @@ class Attachment(_message.Message):
     def __init__(self, name: _Optional[str] = ..., mime_type: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class ToolSpec(_message.Message):
-    __slots__ = ("name", "description", "capabilities", "input_schema", "output_schema", "timeout_ms", "node_ids", "node_names")
+    __slots__ = ("name", "description", "capabilities", "input_schema", "output_schema", "timeout_ms", "node_ids", "node_names", "usage")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +199,7 @@ class ToolSpec(_message.Message):
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     NODE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     capabilities: _containers.RepeatedScalarFieldContainer[str]
@@ -207,4 +208,19 @@ class ToolSpec(_message.Message):
     timeout_ms: int
     node_ids: _containers.RepeatedScalarFieldContainer[str]
     node_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., node_ids: _Optional[_Iterable[str]] = ..., node_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    usage: _containers.RepeatedCompositeFieldContainer[ToolUsage]
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., capabilities: _Optional[_Iterable[str]] = ..., input_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output_schema: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., timeout_ms: _Optional[int] = ..., node_ids: _Optional[_Iterable[str]] = ..., node_names: _Optional[_Iterable[str]] = ..., usage: _Optional[_Iterable[_Union[ToolUsage, _Mapping]]] = ...) -> None: ...
+
+class ToolUsage(_message.Message):
+    __slots__ = ("node_id", "calls", "errors", "total_ms", "p50_ms")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    P50_MS_FIELD_NUMBER: _ClassVar[int]
+    node_id: str
+    calls: int
+    errors: int
+    total_ms: float
+    p50_ms: float
+    def __init__(self, node_id: _Optional[str] = ..., calls: _Optional[int] = ..., errors: _Optional[int] = ..., total_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ...) -> None: ...
