@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--cache-max-bytes", type=int, help="cache byte budget, LRU beyond (default 256 MiB)")
     node.add_argument("--cache-max-entries", type=int, help="cache entry cap, LRU beyond (default 100000)")
     node.add_argument("--cache-max-value-bytes", type=int, help="largest cached response, bytes (default 1 MiB)")
+    node.add_argument("--allow-private-urls", action="store_true", default=None,
+                      help="browser tool may open loopback/private/link-local addresses (LAN pages, tests)")
     node.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     up = sub.add_parser("up", help="start a whole mesh on this machine and wait")
@@ -100,7 +102,8 @@ def _node_settings(args: argparse.Namespace) -> NodeSettings:
              "http_port", "http_host", "bridge_allowed_origins",
              "ray_address", "llm_backend", "llm_models", "ollama_url", "openai_url", "max_tokens_default",
              "max_tokens_limit", "llm_max_queued", "llm_threads",
-             "cache_store", "cache_ttl_s", "cache_max_bytes", "cache_max_entries", "cache_max_value_bytes"]
+             "cache_store", "cache_ttl_s", "cache_max_bytes", "cache_max_entries", "cache_max_value_bytes",
+             "allow_private_urls"]
     given: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.secret is not None:
         given["mesh_secret"] = args.secret

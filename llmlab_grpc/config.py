@@ -103,6 +103,10 @@ class NodeSettings(BaseSettings):
     llm_threads: int = Field(0, ge=0, le=256, description="llama.cpp CPU threads; 0 = min(cores, 4)")
     llm_timeout_s: float = Field(120.0, gt=0, le=3600, description="HTTP backends: seconds to wait for the server")
 
+    # Browser tool (role `tools`, docs/browser.md)
+    allow_private_urls: bool = Field(
+        False, description="let the browser open loopback, private and link-local addresses (never cloud metadata)")
+
     # LLM response cache (role `cache`, docs/cache.md)
     cache_store: Literal["ray", "memory"] = Field(
         "ray", description="where cached responses live: ray (Ray's object store) or memory (no Ray)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
 import struct
 
 import pytest
@@ -18,25 +17,7 @@ import pytest
 from llmlab_grpc.tools.base import ToolFailure
 from llmlab_grpc.tools.builtin.egress_proxy import BACKGROUND_REFUSAL, EgressProxy
 from llmlab_grpc.tools.builtin.url_guard import UrlGuard, UrlRefused, classify, parse_url
-
-
-class FakeDns:
-    """A test-controlled resolver: fixed answers per name, numeric hosts only otherwise."""
-
-    def __init__(self, answers: dict[str, list[str] | list[list[str]]]) -> None:
-        self.answers = answers
-        self.calls: list[str] = []
-
-    def __call__(self, host: str, port: int) -> list[str]:
-        self.calls.append(host)
-        answer = self.answers.get(host)
-        if answer is None:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
-            return [str(i[4][0]) for i in infos]
-        if answer and isinstance(answer[0], list):  # a sequence of answers: DNS rebinding
-            index = min(self.calls.count(host), len(answer)) - 1
-            return list(answer[index])
-        return list(answer)  # type: ignore[arg-type]
+from tests.dns_support import FakeDns
 
 
 @pytest.mark.parametrize(("address", "kind"), [

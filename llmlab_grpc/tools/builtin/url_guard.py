@@ -94,6 +94,13 @@ def classify(ip: IPAddress) -> str | None:
     return None
 
 
+def _same_address(host: str, ip: IPAddress) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")) == ip
+    except ValueError:
+        return False
+
+
 def system_resolver(host: str, port: int) -> list[str]:
     """Every address ``getaddrinfo`` gives for a TCP connection, in its order."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -140,7 +147,11 @@ class UrlGuard:
         kind = classify(ip)
         if kind is None:
             return None
-        subject = f"{host} resolves to {ip}, a" if host and host != str(ip) else f"{ip} is a"
+        shown = str(ip)
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            shown = f"{ip} (which reaches {inner})"
+        subject = f"{host} resolves to {shown}, a" if host and not _same_address(host, ip) else f"{shown} is a"
         if kind == "cloud metadata":
             return f"refused: {subject} cloud metadata address; these are never allowed"
         if self.allow_private:
