@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from typing import Any
 
@@ -19,7 +20,11 @@ _started_address: str | None = None
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
-    """Initialise Ray once for this process and return the ``ray`` module."""
+    """Initialise Ray once for this process and return the ``ray`` module.
+
+    Call it on the main thread: Ray ties the local cluster's processes to the thread that
+    started them, so a Ray started from a worker thread dies when that thread ends.
+    """
     global _started_address
     import ray
 
@@ -37,7 +42,13 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
         if target == "local":
             kwargs["num_cpus"] = num_cpus or max(2, os.cpu_count() or 2)
         log.info("starting Ray (%s)", target)
+        # ray.init replaces the SIGTERM handler with one that calls sys.exit, which would
+        # skip the node's graceful stop (goodbyes, drain); put the process's own back.
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if on_main else None
         ray.init(**kwargs)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         _started_address = target
         return ray
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 
 from llmlab_grpc.cache.entry import CacheEntry
 from llmlab_grpc.cache.keys import KEY_PARAMS, InvalidParams, params_to_proto
@@ -59,7 +58,7 @@ def _entry_json(entry: common_pb2.CacheEntry) -> dict[str, Any]:
 
 def _stats(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: Any) -> int:
     stats = stub.Stats(cache_pb2.StatsRequest(), metadata=metadata, timeout=TIMEOUT_S).stats
-    row = json_format.MessageToDict(stats, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    row = {f.name: getattr(stats, f.name) for f in stats.DESCRIPTOR.fields}  # plain numbers, every field
     if args.json:
         print(json.dumps(row, indent=2))
         return 0

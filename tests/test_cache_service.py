@@ -1,0 +1,127 @@
+"""The Cache gRPC service in-process: answers, validation and status codes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from llmlab_grpc.cache import CacheEntry, CacheManager
+from llmlab_grpc.cache.errors import StoreUnavailable
+from llmlab_grpc.cache.service import CacheService
+from llmlab_grpc.cache.stores import MemoryStore
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2
+
+LIMIT = 64
+
+
+class Served:
+    def __init__(self, service: CacheService, stub: cache_pb2_grpc.CacheStub) -> None:
+        self.service = service
+        self.manager = service.manager
+        self.stub = stub
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Served]:
+    service = CacheService(CacheManager(MemoryStore(), max_value_bytes=LIMIT, node_id="n1"), "n1")
+    server = grpc.aio.server()
+    cache_pb2_grpc.add_CacheServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield Served(service, cache_pb2_grpc.CacheStub(channel))
+    await server.stop(None)
+
+
+def lookup(prompt: str = "Tell me a joke", model: str = "smollm2", **params: Any) -> cache_pb2.CacheLookup:
+    return cache_pb2.CacheLookup(prompt=prompt, model=model, params=common_pb2.GenerationParams(**params))
+
+
+async def expect_code(call: Any, code: grpc.StatusCode, match: str = "") -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    assert err.value.code() == code, err.value.details()
+    assert match in (err.value.details() or "")
+    return err.value.details() or ""
+
+
+async def test_put_then_get_by_lookup_and_by_key(served: Served) -> None:
+    put = await served.stub.Put(cache_pb2.PutRequest(lookup=lookup(temperature=0), response="knock knock"))
+    assert put.entry.primary_node_id == "n1" and put.entry.response == "knock knock"
+    by_lookup = await served.stub.Get(cache_pb2.GetRequest(lookup=lookup(temperature=0)))
+    assert by_lookup.found and by_lookup.entry.response == "knock knock" and by_lookup.source_node_id == "n1"
+    by_key = await served.stub.Get(cache_pb2.GetRequest(key=put.key))
+    assert by_key.found and by_key.entry.key == put.key and by_key.entry.hits == 2
+    miss = await served.stub.Get(cache_pb2.GetRequest(lookup=lookup(temperature=1)))
+    assert not miss.found
+    stats = (await served.stub.Stats(cache_pb2.StatsRequest())).stats
+    assert (stats.hits, stats.misses, stats.puts, stats.entries, stats.store) == (2, 1, 1, 1, "memory")
+
+
+async def test_put_honours_ttl_and_critical(served: Served) -> None:
+    put = await served.stub.Put(cache_pb2.PutRequest(lookup=lookup(), response="r", ttl_ms=1500, critical=True))
+    assert put.entry.expires_unix_ms - put.entry.created_unix_ms == 1500
+    assert put.entry.critical
+
+
+async def test_delete_and_clear(served: Served) -> None:
+    put = await served.stub.Put(cache_pb2.PutRequest(lookup=lookup(), response="r"))
+    await served.stub.Put(cache_pb2.PutRequest(lookup=lookup("other"), response="s"))
+    assert (await served.stub.Delete(cache_pb2.DeleteRequest(key=put.key))).deleted
+    assert not (await served.stub.Delete(cache_pb2.DeleteRequest(lookup=lookup()))).deleted
+    assert (await served.stub.Clear(cache_pb2.ClearRequest())).removed == 1
+    assert not (await served.stub.Get(cache_pb2.GetRequest(lookup=lookup("other")))).found
+
+
+async def test_requests_naming_no_entry_are_invalid(served: Served) -> None:
+    stub = served.stub
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    await expect_code(stub.Get(cache_pb2.GetRequest()), invalid, "set key, or lookup")
+    await expect_code(stub.Delete(cache_pb2.DeleteRequest()), invalid, "set key, or lookup")
+    await expect_code(stub.Get(cache_pb2.GetRequest(key="not-a-key")), invalid, "64 lowercase hex")
+    await expect_code(stub.Get(cache_pb2.GetRequest(lookup=lookup(model=""))), invalid, "model is empty")
+    bad = common_pb2.GenerationParams(temperature=float("nan"))
+    await expect_code(stub.Get(cache_pb2.GetRequest(lookup=cache_pb2.CacheLookup(prompt="p", model="m", params=bad))),
+                      invalid, "temperature")
+
+
+async def test_bad_puts_are_invalid_and_store_nothing(served: Served) -> None:
+    stub = served.stub
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    await expect_code(stub.Put(cache_pb2.PutRequest(response="r")), invalid, "model is empty")
+    await expect_code(stub.Put(cache_pb2.PutRequest(lookup=lookup(model=""), response="r")), invalid, "model")
+    await expect_code(stub.Put(cache_pb2.PutRequest(lookup=lookup(), response="r", ttl_ms=-5)), invalid, "ttl_ms")
+    details = await expect_code(stub.Put(cache_pb2.PutRequest(lookup=lookup(), response="x" * (LIMIT + 1))), invalid)
+    assert f"at most {LIMIT} bytes" in details and "cache_max_value_bytes" in details
+    assert served.manager.get_stats()["puts"] == 0
+
+
+async def test_a_failing_store_is_unavailable(served: Served) -> None:
+    class DownStore(MemoryStore):
+        def put(self, value: str) -> str:
+            raise StoreUnavailable("Ray object store refused the value: raylet is gone")
+
+    served.manager.store = DownStore()
+    await expect_code(served.stub.Put(cache_pb2.PutRequest(lookup=lookup(), response="r")),
+                      grpc.StatusCode.UNAVAILABLE, "raylet")
+
+
+async def test_read_through_asks_the_hook_only_when_asked(served: Served) -> None:
+    remote = CacheManager(MemoryStore(), node_id="n2").put("p", "m", "from a replica")
+    asked: list[str] = []
+
+    async def fetch(key: str) -> tuple[CacheEntry, str] | None:
+        asked.append(key)
+        return (remote, "n2") if key == remote.key else None
+
+    request = cache_pb2.GetRequest(lookup=lookup("p", "m"))
+    assert not (await served.stub.Get(request)).found  # no hook yet: a plain miss
+    served.service.read_through = fetch
+    assert not (await served.stub.Get(request)).found  # hook set, but not asked for
+    request.read_through = True
+    reply = await served.stub.Get(request)
+    assert reply.found and reply.entry.response == "from a replica" and reply.source_node_id == "n2"
+    assert asked == [remote.key]
