@@ -307,6 +307,14 @@ async def test_loopback_page_refused_without_the_flag(
     assert len(site.paths) == before  # type: ignore[attr-defined]
 
 
+def test_built_from_node_settings() -> None:
+    from llmlab_grpc.config import NodeSettings
+
+    assert BrowserTool.from_settings(NodeSettings(allow_private_urls=True)).allow_private is True
+    assert BrowserTool.from_settings(NodeSettings()).allow_private is False
+    assert BrowserTool().allow_private is False
+
+
 @pytest.mark.parametrize("arguments", [
     {"url": "http://site.test/", "max_text_chars": MAX_TEXT_CHARS + 1},
     {"url": "http://site.test/", "timeout_ms": 60_000},
@@ -378,3 +386,24 @@ async def test_relaunch_after_the_browser_crashes(tool: BrowserTool, site: http.
     outcome = await tool.run({"url": _url(site, "/final")})
     assert outcome.ok, outcome.error
     assert tool.launches == launches + 1
+
+
+async def test_chromium_resolves_no_names_itself(tool: BrowserTool, site: http.server.ThreadingHTTPServer) -> None:
+    """Only the egress proxy resolves names: even a context dialling directly cannot use DNS or /etc/hosts."""
+    import socket
+
+    host = socket.gethostname()
+    try:
+        local = socket.gethostbyname(host)  # /etc/hosts or the local resolver; never a packet beyond loopback
+    except OSError:
+        local = ""
+    if not local.startswith("127."):
+        pytest.skip(f"{host} does not resolve to a loopback address here")
+    await tool._ensure_browser()
+    context = await tool._browser.new_context(proxy={"server": "http://127.0.0.1:9", "bypass": "*"})
+    try:
+        page = await context.new_page()
+        with pytest.raises(Exception, match="ERR_NAME_NOT_RESOLVED"):
+            await page.goto(f"http://{host}:{site.server_address[1]}/", timeout=10_000)
+    finally:
+        await context.close()

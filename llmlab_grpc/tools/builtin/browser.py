@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from llmlab_grpc.tools.base import Tool, ToolFailure
 from llmlab_grpc.tools.builtin.egress_proxy import EgressProxy
 from llmlab_grpc.tools.builtin.url_guard import Resolver, UrlGuard, UrlRefused, parse_url
+
+if TYPE_CHECKING:
+    from llmlab_grpc.config import NodeSettings
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,10 @@ CHROMIUM_ARGS = (
     "--disable-component-update", "--disable-sync",
     # WebRTC may not send UDP around the proxy (SOCKS carries TCP only), so it cannot reach the LAN either.
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
+    # Chromium resolves no name itself: the egress proxy does. Playwright adds this rule for a SOCKS
+    # proxy but wrapped in literal quotes, which Chromium rejects when no shell strips them (measured
+    # with Chromium 156); the last occurrence of a switch wins, so this unquoted one takes effect.
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
 )
 
 # Limits (documented in docs/browser.md; the input schema enforces them).
@@ -152,6 +159,11 @@ class BrowserTool(Tool):
         self._playwright: Any = None
         self._browser: Any = None
         self.proxy: EgressProxy | None = None
+
+    @classmethod
+    def from_settings(cls, settings: NodeSettings) -> BrowserTool:
+        """How a node builds its browser: ``--allow-private-urls`` (``allow_private_urls``) sets the policy."""
+        return cls(allow_private=bool(settings.allow_private_urls))
 
     @property
     def allow_private(self) -> bool:
