@@ -1,0 +1,234 @@
+"""Cache-hit latency, measured on this machine, against baselines measured in the same run.
+
+Prints median (p50) and p99 and a ratio for:
+- a plain dict lookup of the value by key                       (the in-process baseline)
+- CacheManager.get_by_key / .get (key hashing included), memory and ray stores (vs the dict)
+- Cache.Get over gRPC on loopback to a node process, memory and ray stores, one client
+  (vs a bare gRPC echo of the same response bytes between two processes: the floor)
+- Cache.Get throughput with 16 concurrent calls from one asyncio client (vs the echo's)
+
+Every loop is bounded by a count and a time limit; every process is stopped by PID.
+Run: .venv/bin/python scripts/bench/cache.py [--n 2000] [--size 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import grpc
+
+from llmlab_grpc.cache import CacheManager, cache_key
+from llmlab_grpc.cache.stores import make_store
+from llmlab_grpc.mesh.auth import bearer
+from llmlab_grpc.procs import NodeProcess, spawn_node
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc
+
+PROMPT, MODEL, PARAMS = "Tell me a joke", "smollm2-135m", {"temperature": 0.0}
+ECHO_METHOD = "/bench.Echo/Echo"
+TIME_LIMIT_S = 20.0
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def timed(fn: Callable[[], Any], n: int) -> list[float]:
+    """Seconds per call of ``fn``, n calls after a short warm-up, stopping at TIME_LIMIT_S."""
+    for _ in range(min(100, n)):
+        fn()
+    samples: list[float] = []
+    deadline = time.monotonic() + TIME_LIMIT_S
+    while len(samples) < n and time.monotonic() < deadline:
+        start = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def report(label: str, samples: list[float], baseline: float | None = None, base_name: str = "") -> float:
+    ordered = sorted(samples)
+    median = statistics.median(ordered)
+    ratio = f"  p50/{base_name}={median / baseline:8.2f}" if baseline else ""
+    print(f"{label:<44} n={len(samples):<5} p50={median * 1e6:9.1f} us  p99={percentile(ordered, 0.99) * 1e6:9.1f} us"
+          f"{ratio}", flush=True)
+    return median
+
+
+def report_rate(label: str, calls: int, seconds: float, baseline: float | None = None) -> float:
+    rate = calls / seconds
+    ratio = f"  rate/echo={rate / baseline:8.2f}" if baseline else ""
+    print(f"{label:<44} n={calls:<5} {rate:12.0f} calls/s{ratio}", flush=True)
+    return rate
+
+
+# -- the echo floor ------------------------------------------------------------------------------
+
+def serve_echo(size: int) -> None:
+    """Child mode: a bare grpc.aio server answering every call with ``size`` bytes."""
+
+    async def run() -> None:
+        payload = b"x" * size
+
+        async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return payload
+
+        server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
+        server.add_generic_rpc_handlers((handler,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(f"echo listening on 127.0.0.1:{port}", flush=True)
+        await server.wait_for_termination()
+
+    asyncio.run(run())
+
+
+def start_echo(size: int) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(size)], stdout=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("echo listening on "):
+        proc.kill()
+        raise RuntimeError(f"echo server did not start: {line!r}")
+    return proc, line.split()[-1]
+
+
+# -- concurrency ---------------------------------------------------------------------------------
+
+async def throughput(address: str, make_call: Callable[[grpc.aio.Channel], Callable[[], Any]], concurrency: int,
+                     n: int) -> float:
+    """Seconds for ``n`` calls made by ``concurrency`` tasks sharing one channel."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = make_call(channel)
+        for _ in range(20):
+            await call()
+        remaining = n
+        deadline = time.monotonic() + TIME_LIMIT_S
+
+        async def worker() -> int:
+            nonlocal remaining
+            done = 0
+            while remaining > 0 and time.monotonic() < deadline:
+                remaining -= 1
+                await call()
+                done += 1
+            return done
+
+        start = time.perf_counter()
+        done = sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
+        elapsed = time.perf_counter() - start
+    return elapsed * n / max(1, done)
+
+
+def echo_call(payload: bytes) -> Callable[[grpc.aio.Channel], Callable[[], Any]]:
+    def make(channel: grpc.aio.Channel) -> Callable[[], Any]:
+        method = channel.unary_unary(ECHO_METHOD)
+        return lambda: method(payload)
+
+    return make
+
+
+def cache_get_call(request: cache_pb2.GetRequest, metadata: Any) -> Callable[[grpc.aio.Channel], Callable[[], Any]]:
+    def make(channel: grpc.aio.Channel) -> Callable[[], Any]:
+        stub = cache_pb2_grpc.CacheStub(channel)
+        return lambda: stub.Get(request, metadata=metadata)
+
+    return make
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="cache-hit latency figures")
+    parser.add_argument("--n", type=int, default=2000, help="calls per in-process measurement (default 2000)")
+    parser.add_argument("--n-grpc", type=int, default=1000, help="calls per gRPC measurement (default 1000)")
+    parser.add_argument("--size", type=int, default=1024, help="response bytes (default 1024)")
+    parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    opts = parser.parse_args()
+    if opts.echo_server is not None:
+        serve_echo(opts.echo_server)
+        return 0
+
+    from llmlab_grpc.ray_runtime import ensure_ray
+
+    response = "x" * opts.size
+    key = cache_key(PROMPT, MODEL, PARAMS)
+    print(f"cache-hit latency, {opts.size} B response", flush=True)
+
+    plain = {key: response}
+    base = report("dict lookup (baseline)", timed(lambda: plain[key], opts.n))
+    ray = ensure_ray()
+    for store in ("memory", "ray"):
+        cache = CacheManager(make_store(store))
+        cache.put(PROMPT, MODEL, response, PARAMS)
+        report(f"CacheManager.get_by_key [{store}]", timed(lambda c=cache: c.get_by_key(key), opts.n), base, "dict")
+        report(f"CacheManager.get (key hashed) [{store}]",
+               timed(lambda c=cache: c.get(PROMPT, MODEL, PARAMS), opts.n), base, "dict")
+
+    secret = secrets.token_urlsafe(24)
+    nodes: list[NodeProcess] = []
+    echo_proc, echo_addr = start_echo(0)
+    try:
+        lookup = cache_pb2.CacheLookup(prompt=PROMPT, model=MODEL)
+        lookup.params.temperature = 0.0
+        request = cache_pb2.GetRequest(lookup=lookup)
+        gcs = ray.get_runtime_context().gcs_address
+        for store in ("memory", "ray"):
+            node = spawn_node(f"bench-cache-{store}", secret, "--roles", "cache", "--no-mdns",
+                              "--cache-store", store, "--ray-address", gcs)
+            nodes.append(node)
+            reply_size = node.call(cache_pb2_grpc.CacheStub, "Put", cache_pb2.PutRequest(
+                lookup=lookup, response=response)).ByteSize()
+        reply_size = cache_pb2.GetResponse(found=True, entry=nodes[0].call(
+            cache_pb2_grpc.CacheStub, "Get", request).entry).ByteSize()
+        echo_proc.kill()
+        echo_proc.wait()
+        echo_proc, echo_addr = start_echo(reply_size)
+        metadata = bearer(secret)
+
+        with grpc.insecure_channel(echo_addr) as channel:
+            echo = channel.unary_unary(ECHO_METHOD)
+            payload = request.SerializeToString()
+            floor = report(f"bare gRPC echo, {reply_size} B reply (floor)", timed(lambda: echo(payload), opts.n_grpc))
+        for node, store in zip(nodes, ("memory", "ray"), strict=True):
+            with grpc.insecure_channel(node.address) as channel:
+                stub = cache_pb2_grpc.CacheStub(channel)
+                assert stub.Get(request, metadata=metadata).found
+                report(f"Cache.Get over gRPC [{store}]",
+                       timed(lambda s=stub: s.Get(request, metadata=metadata), opts.n_grpc), floor, "echo")
+
+        for concurrency in (1, 16):
+            seconds = asyncio.run(throughput(
+                echo_addr, echo_call(payload), concurrency, opts.n_grpc))
+            echo_rate = report_rate(f"echo throughput, {concurrency} concurrent", opts.n_grpc, seconds)
+            for node, store in zip(nodes, ("memory", "ray"), strict=True):
+                seconds = asyncio.run(throughput(
+                    node.address,
+                    cache_get_call(request, metadata),
+                    concurrency, opts.n_grpc))
+                report_rate(f"Cache.Get throughput [{store}], {concurrency} concurrent", opts.n_grpc, seconds,
+                            echo_rate)
+    finally:
+        for node in nodes:
+            node.stop(signal.SIGTERM, timeout=30)
+        echo_proc.kill()
+        echo_proc.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
