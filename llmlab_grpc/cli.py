@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--cache-max-value-bytes", type=int, help="largest cached response, bytes (default 1 MiB)")
     node.add_argument("--allow-private-urls", action="store_true", default=None,
                       help="browser tool may open loopback/private/link-local addresses (LAN pages, tests)")
+    node.add_argument("--tools", dest="builtin_tools", metavar="NAMES",
+                      help="built-in tools to load: calculator,web_search,browser, all (default) or none")
+    node.add_argument("--tool-plugin", action="append", dest="tool_plugins", metavar="MODULE[:CLASS]",
+                      help="load Tool classes from this module; repeatable (also LLMLAB_TOOL_PLUGINS)")
+    node.add_argument("--search-backend", choices=["local", "searxng"],
+                      help="web_search backend (default: searxng when --search-url is set, else local)")
+    node.add_argument("--search-url", help="SearxNG base URL for web_search (or LLMLAB_SEARCH_URL)")
+    node.add_argument("--search-db", type=Path, help="local search index file (default $LLMLAB_HOME/search.db)")
     node.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     up = sub.add_parser("up", help="start a whole mesh on this machine and wait")
@@ -103,7 +111,8 @@ def _node_settings(args: argparse.Namespace) -> NodeSettings:
              "ray_address", "llm_backend", "llm_models", "ollama_url", "openai_url", "max_tokens_default",
              "max_tokens_limit", "llm_max_queued", "llm_threads",
              "cache_store", "cache_ttl_s", "cache_max_bytes", "cache_max_entries", "cache_max_value_bytes",
-             "allow_private_urls"]
+             "allow_private_urls",
+             "builtin_tools", "tool_plugins", "search_backend", "search_url", "search_db"]
     given: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.secret is not None:
         given["mesh_secret"] = args.secret

@@ -118,6 +118,19 @@ class NodeSettings(BaseSettings):
     cache_max_value_bytes: int = Field(1024 * 1024, ge=1, le=8 * 1024 * 1024,
                                        description="largest response (or prompt) one entry may hold, bytes")
 
+    # Tool execution (role `tools`, docs/tools.md)
+    builtin_tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["all"],
+        description="built-in tools to load: comma-separated names of calculator,web_search,browser; all; none")
+    tool_plugins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="extra tool modules to load: 'pkg.mod:ToolClass' or 'pkg.mod'")
+    search_backend: Literal["", "local", "searxng"] = Field(
+        "", description="web_search backend; empty = searxng when search_url is set, else local")
+    search_url: str = Field("", description="base URL of a SearxNG instance (LLMLAB_SEARCH_URL)")
+    search_db: Path | None = Field(None, description="local search index file; default $LLMLAB_HOME/search.db")
+    search_timeout_s: float = Field(5.0, gt=0, le=120, description="SearxNG: seconds per HTTP attempt")
+    search_retries: int = Field(2, ge=0, le=10, description="SearxNG: retries after a timeout, 429 or 5xx")
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -161,6 +174,23 @@ class NodeSettings(BaseSettings):
         if isinstance(value, str):
             value = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
         return value
+
+    @field_validator("builtin_tools", "tool_plugins", mode="before")
+    @classmethod
+    def _split_tool_lists(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @field_validator("builtin_tools")
+    @classmethod
+    def _known_builtins(cls, value: list[str]) -> list[str]:
+        known = ("calculator", "web_search", "browser")
+        unknown = [t for t in value if t not in (*known, "all", "none")]
+        if unknown:
+            raise ValueError(f"unknown built-in tool(s) {', '.join(unknown)}; choose from {', '.join(known)}, "
+                             "all or none")
+        return list(dict.fromkeys(value))
 
     @field_validator("llm_models", mode="before")
     @classmethod

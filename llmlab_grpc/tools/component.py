@@ -1,0 +1,81 @@
+"""The ``tools`` role: a registry of this node's tools, the router, and the ToolExecutor service.
+
+``node.components["tools"].router`` is how other parts of the node (the planner) run a
+tool anywhere in the mesh; ``.registry`` is where tools are added or removed at run time.
+``node.tools`` (announced in heartbeats and mDNS) follows the registry on every change.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from llmlab_grpc.proto.llmlab.v1 import tool_executor_pb2, tool_executor_pb2_grpc
+from llmlab_grpc.roles import RoleComponent, ServiceBinding
+from llmlab_grpc.tools.catalog import ToolCatalog
+from llmlab_grpc.tools.registry import (
+    BUILTIN_TOOLS,
+    ToolRegistry,
+    builtin_tools,
+    entry_point_tools,
+    module_tools,
+)
+from llmlab_grpc.tools.router import ToolRouter
+from llmlab_grpc.tools.service import ToolExecutorService
+
+if TYPE_CHECKING:
+    from llmlab_grpc.node import LlmlabNode
+
+log = logging.getLogger(__name__)
+
+
+def enabled_builtins(setting: list[str]) -> list[str]:
+    """``["all"]`` (the default) means every built-in; ``[]`` or ``["none"]`` none."""
+    if "all" in setting:
+        return list(BUILTIN_TOOLS)
+    return [name for name in setting if name != "none"]
+
+
+class ToolsComponent(RoleComponent):
+    """What the tools role adds to a node."""
+
+    def __init__(self, node: LlmlabNode) -> None:
+        super().__init__(node)
+        self.registry = ToolRegistry()
+        self.catalog = ToolCatalog(node, self.registry)
+        self.router = ToolRouter(node, self.registry, self.catalog)
+        self.service = ToolExecutorService(node, self.router, self.catalog)
+        self.registry.subscribe(self._announce)
+        node.peers.subscribe(lambda event, record: self.catalog.forget(record.node_id) if event == "left" else None)
+
+    def bindings(self) -> list[ServiceBinding]:
+        return [ServiceBinding(
+            tool_executor_pb2.DESCRIPTOR.services_by_name["ToolExecutor"].full_name,
+            self.service,
+            tool_executor_pb2_grpc.add_ToolExecutorServicer_to_server,
+        )]
+
+    async def start(self) -> None:
+        settings = self.node.settings
+        tools = [
+            *builtin_tools(enabled_builtins(list(getattr(settings, "builtin_tools", ["all"]))), settings),
+            *entry_point_tools(settings),
+            *module_tools(getattr(settings, "tool_plugins", []), settings),
+        ]
+        for tool in tools:
+            try:
+                await self.registry.add(tool)
+            except Exception as exc:
+                log.warning("tool %s left out: %s: %s", getattr(tool, "name", tool), type(exc).__name__, exc)
+        self._announce()
+        log.info("tools: %s", ", ".join(self.registry.names()) or "none")
+
+    async def stop(self) -> None:
+        await self.registry.close_all()
+
+    def _announce(self) -> None:
+        self.node.tools = self.registry.names()
+
+
+def build(node: LlmlabNode) -> ToolsComponent:
+    return ToolsComponent(node)
