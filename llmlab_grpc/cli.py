@@ -199,6 +199,7 @@ FEATURE_COMMANDS: list[str] = [
     # Modules with ``add_commands(subparsers, add_client_flags) -> {name: handler}``; one line per feature.
     "llmlab_grpc.commands.cache",
     "llmlab_grpc.commands.ask",
+    "llmlab_grpc.commands.tools",
 ]
 
 

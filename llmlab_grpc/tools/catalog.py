@@ -1,10 +1,11 @@
 """What tools the whole mesh has: this node's registry plus each live peer's own listing.
 
 Heartbeats already tell every node which tool *names* each peer has; descriptions,
-schemas and timeouts come from asking the peer (``ListTools(local_only=True)``). The
-answer is cached per peer until the names it announces change or ``CACHE_TTL_S``
-passes, so listing the mesh's tools costs no RPC in the common case and a tool
-registered at run time shows up within a heartbeat.
+schemas, timeouts and usage counters come from asking the peer
+(``ListTools(local_only=True)``, all peers at once, each bounded by
+``PEER_LIST_TIMEOUT_S``). The last answer of each peer is kept: the router reads tool
+timeouts from it, and a peer that does not answer is listed from it for
+``CACHE_TTL_S`` (then by tool names only).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CACHE_TTL_S = 5.0
-"""A peer's listing is asked again after this long even if its tool names did not change."""
+CACHE_TTL_S = 30.0
+"""How long a peer's last listing stands in for it when it does not answer."""
 PEER_LIST_TIMEOUT_S = 2.0
 """Deadline of the ListTools call to one peer; a slow peer is listed by tool names only."""
 
@@ -86,20 +87,19 @@ class ToolCatalog:
         return _merge(specs)
 
     async def _peer_specs(self, record: PeerRecord) -> list[common_pb2.ToolSpec]:
-        tools = tuple(record.info.tools)
-        cached = self._cache.get(record.node_id)
-        now = time.monotonic()
-        if cached is not None and cached.tools == tools and now - cached.at < CACHE_TTL_S:
-            return cached.specs
+        """The peer's own listing, asked now; its last answer (if recent) when it does not answer."""
         stub = tool_executor_pb2_grpc.ToolExecutorStub(self.node.channels.get(record.address))
         try:
             reply = await stub.ListTools(tool_executor_pb2.ListToolsRequest(local_only=True),
                                          timeout=PEER_LIST_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
             log.info("ListTools on %s failed: %s", record.info.name, err.code().name)
-            return []
+            cached = self._cache.get(record.node_id)
+            fresh = cached is not None and cached.tools == tuple(record.info.tools) \
+                and time.monotonic() - cached.at < CACHE_TTL_S
+            return cached.specs if fresh and cached is not None else []
         specs = list(reply.tools)
-        self._cache[record.node_id] = _Cached(tools, specs, now)
+        self._cache[record.node_id] = _Cached(tuple(record.info.tools), specs, time.monotonic())
         return specs
 
     def timeout_s(self, tool: str) -> float | None:
