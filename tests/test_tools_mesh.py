@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -191,3 +194,44 @@ def test_failover_when_the_chosen_node_is_killed(tmp_path: Path) -> None:
     finally:
         for node in nodes:
             node.stop(signal.SIGTERM, timeout=10)
+
+
+@pytest.mark.browser
+def test_cli_browser_through_the_mesh(tmp_path: Path) -> None:
+    from llmlab_grpc.tools.builtin.browser import chromium_available
+
+    if not chromium_available():
+        pytest.skip("needs Debian's Chromium at /usr/bin/chromium")
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html><head><title>Tools mesh page</title></head>"
+                                     "<body><p>Hello from 127.0.0.1</p><a href='/next.html'>next</a></body></html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    secret = secrets.token_urlsafe(24)
+    home = tmp_path / "home"
+    nodes: list[NodeProcess] = []
+    try:
+        router = spawn_node("br-a", secret, "--roles", "tools", "--tools", "none", "--no-mdns", log_dir=ARTIFACTS,
+                            env={"LLMLAB_HOME": str(home)})
+        nodes.append(router)
+        nodes.append(spawn_node("br-b", secret, "--roles", "tools", "--tools", "browser", "--allow-private-urls",
+                                "--no-mdns", "--peer", router.address, log_dir=ARTIFACTS,
+                                env={"LLMLAB_HOME": str(home)}))
+        wait_until(lambda: owners(router, "browser") == ["br-b"], timeout=30, what="the browser node")
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        shots = tmp_path / "shots"
+        done = cli("tool", "browser", "--arg", f"url={url}", "--arg", "screenshot=true", "--json",
+                   "--save-attachments", str(shots), "--target", router.address, secret=secret, home=home)
+        assert done.returncode == 0, done.stdout + done.stderr
+        body = json.loads(done.stdout)
+        assert body["node"] == "br-b" and body["result"]["title"] == "Tools mesh page"
+        assert body["attachments"][0]["name"] == "screenshot.png"
+        assert (shots / "screenshot.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    finally:
+        for node in nodes:
+            node.stop(signal.SIGTERM, timeout=10)
+        server.shutdown()
+        server.server_close()

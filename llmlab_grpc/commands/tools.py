@@ -24,6 +24,7 @@ from llmlab_grpc.tools.convert import from_struct, to_struct
 
 DEFAULT_TIMEOUT_S = 120.0
 LIST_TIMEOUT_S = 15.0
+SUMMARY_CHARS = 72
 
 
 class UsageError(Exception):
@@ -109,6 +110,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
     for row, where in zip(rows, nodes, strict=True):
         calls = sum(u["calls"] for u in row["usage"])
         summary = row["description"].split(". ")[0].rstrip(".")
+        summary = summary if len(summary) <= SUMMARY_CHARS else summary[:SUMMARY_CHARS - 1].rstrip() + "…"
         print(f"{row['name']:<{width}}  {where:<{node_width}}  calls {calls:<5}  {summary}")
     return 0
 
