@@ -3,6 +3,11 @@
 Only a direct, authenticated heartbeat that succeeds puts a peer in the table (or
 keeps it there). Seeds, gossip and mDNS merely propose addresses to try. A peer not
 heard from for ``peer_timeout_s`` is dropped; a goodbye (``Leave``) drops it at once.
+
+Mobile nodes (browsers paired with a bridge node) have no address to heartbeat. A
+bridge lists its own mobile nodes in its heartbeat answers; a successful heartbeat to
+the bridge is what vouches for them, so they are added and refreshed from that answer,
+removed when the bridge stops listing them, and dropped together with their bridge.
 """
 
 from __future__ import annotations
@@ -68,13 +73,15 @@ class Membership:
 
     async def beat(self) -> None:
         """One round: heartbeat every peer, seed and candidate; then drop the silent."""
-        known = {r.address for r in self.table.all()}
+        known = {r.address for r in self.table.all() if r.address}
         targets = known | set(self._seeds) | self._candidates
         self._candidates.clear()
         await asyncio.gather(*(self._heartbeat(a) for a in targets))
         for record in self.table.expire(self._timeout):
-            log.info("peer %s (%s) timed out", record.info.name, record.address)
-            await self._channels.drop(record.address)
+            log.info("peer %s (%s) timed out", record.info.name, record.address or "mobile")
+            self._drop_mobiles_of(record.node_id)
+            if record.address:
+                await self._channels.drop(record.address)
 
     def _request(self) -> node_pb2.HeartbeatRequest:
         stats = self._cache_stats()
@@ -105,9 +112,23 @@ class Membership:
         if self._recently_gone(receiver.node_id):
             return
         self.table.upsert(receiver, self._source_of(address), load=reply.load)
+        mobiles: set[str] = set()
         for info in reply.known_peers:
-            if info.node_id != self._self_info().node_id and info.node_id not in self.table:
+            if info.kind == common_pb2.NODE_KIND_MOBILE:
+                if info.via_node_id == receiver.node_id and info.mesh_id == receiver.mesh_id:
+                    self.table.upsert(info, "bridge")
+                    mobiles.add(info.node_id)
+            elif info.node_id != self._self_info().node_id and info.node_id not in self.table:
                 self.propose(info.address)
+        self._drop_mobiles_of(receiver.node_id, keep=mobiles)
+
+    def _drop_mobiles_of(self, bridge_id: str, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """Forget the mobile nodes a bridge no longer lists (or all of them when it is gone)."""
+        for record in self.table.all():
+            info = record.info
+            if info.kind == common_pb2.NODE_KIND_MOBILE and info.via_node_id == bridge_id \
+                    and info.node_id not in keep:
+                self.table.remove(info.node_id)
 
     def _source_of(self, address: str) -> str:
         record = self.table.by_address(address)
@@ -141,9 +162,11 @@ class Membership:
         """A peer said goodbye."""
         self._gone[node_id] = time.monotonic()
         record = self.table.remove(node_id)
+        self._drop_mobiles_of(node_id)
         if record is not None:
             log.info("peer %s left", record.info.name)
-            await self._channels.drop(record.address)
+            if record.address:
+                await self._channels.drop(record.address)
 
     async def stop(self, reason: str) -> None:
         """Stop beating and say goodbye to every peer (bounded to one second)."""
@@ -158,4 +181,4 @@ class Membership:
             with contextlib.suppress(grpc.aio.AioRpcError):
                 await node_pb2_grpc.NodeStub(self._channels.get(address)).Leave(request, timeout=1.0)
 
-        await asyncio.gather(*(goodbye(r.address) for r in self.table.all()))
+        await asyncio.gather(*(goodbye(r.address) for r in self.table.all() if r.address))

@@ -38,7 +38,10 @@ class NodeService(node_pb2_grpc.NodeServicer):
         if not request.sender.node_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "heartbeat without sender.node_id")
         self._membership.heard_from(request)
-        known = [r.info for r in self._membership.table.all() if r.info.kind != common_pb2.NODE_KIND_MOBILE]
+        # Mobile nodes travel only from their own bridge (the one vouching for them), never as hearsay.
+        me = self._info().node_id
+        known = [r.info for r in self._membership.table.all()
+                 if r.info.kind != common_pb2.NODE_KIND_MOBILE or r.info.via_node_id == me]
         return node_pb2.HeartbeatResponse(receiver=self._info(), load=self._load(), known_peers=known)
 
     async def Leave(self, request: node_pb2.LeaveRequest, context: grpc.aio.ServicerContext

@@ -1,0 +1,235 @@
+"""The read-only JSON status API behind the dashboard: ``/api/nodes|tasks|cache|tools|pairing``.
+
+Who may read it: a client on this machine (loopback address *and* a loopback or own
+host name in ``Host``, which stops DNS-rebinding pages), or anyone presenting the mesh
+secret as ``Authorization: Bearer <secret>``. Everything else gets 401: task texts,
+node addresses and above all the pairing token are not for the whole LAN.
+
+Tasks and tools are read over gRPC (``Planner.ListTasks``, ``ToolExecutor.ListTools``)
+from this node when it has the role, else from peers, so the API works whatever mix of
+roles the bridge node has and never reaches into another component's internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import grpc
+import segno
+from google.protobuf import json_format
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from llmlab_grpc.proto.llmlab.v1 import (
+    common_pb2,
+    planner_pb2,
+    planner_pb2_grpc,
+    tool_executor_pb2,
+    tool_executor_pb2_grpc,
+)
+
+if TYPE_CHECKING:
+    from llmlab_grpc.bridge.component import BridgeComponent
+
+RPC_TIMEOUT_S = 1.5
+MAX_TASKS = 100
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _state(state: int) -> str:
+    return common_pb2.PeerState.Name(state).removeprefix("PEER_STATE_").lower()
+
+
+def _dict(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+class StatusApi:
+    """Handlers of ``/api/*``; reads the bridge component's node, hub and pairing tokens."""
+
+    def __init__(self, bridge: BridgeComponent) -> None:
+        self.bridge = bridge
+        self.node = bridge.node
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/nodes", self.nodes),
+            Route("/api/tasks", self.tasks),
+            Route("/api/cache", self.cache),
+            Route("/api/tools", self.tools),
+            Route("/api/pairing", self.pairing),
+            Route("/healthz", self.health),
+        ]
+
+    # --- access ----------------------------------------------------------------
+
+    def _own_hosts(self) -> set[str]:
+        port = self.bridge.http.port
+        hosts = {f"{name}:{port}" for name in LOOPBACK_NAMES}
+        hosts |= {urlsplit(o).netloc for o in self.bridge.allowed_origins()}
+        return {h.lower() for h in hosts}
+
+    def denied(self, request: Request) -> JSONResponse | None:
+        """None when the caller may read the API, else the 401 answer."""
+        given = request.headers.get("authorization", "")
+        if given and hmac.compare_digest(given.encode(), f"Bearer {self.node.settings.mesh_secret}".encode()):
+            return None
+        client = request.client.host if request.client else None
+        if not given and _is_loopback(client) and request.headers.get("host", "").lower() in self._own_hosts():
+            return None
+        why = ("wrong mesh secret in Authorization" if given
+               else "the status API is for this machine or callers with 'Authorization: Bearer <mesh secret>'")
+        return JSONResponse({"error": why}, status_code=401, headers={"www-authenticate": "Bearer"})
+
+    # --- handlers --------------------------------------------------------------
+
+    async def health(self, request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True, "node_id": self.node.node_id})
+
+    def _row(self, info: common_pb2.NodeInfo, state: str, last_seen: float, source: str,
+             load: common_pb2.NodeLoad, stats: common_pb2.CacheStatistics | None) -> dict[str, Any]:
+        via = self.node.peers.get(info.via_node_id) if info.via_node_id else None
+        via_name = self.node.settings.name if info.via_node_id == self.node.node_id else (
+            via.info.name if via else info.via_node_id)
+        row: dict[str, Any] = {
+            "node_id": info.node_id, "name": info.name, "address": info.address,
+            "kind": "mobile" if info.kind == common_pb2.NODE_KIND_MOBILE else "grpc",
+            "via_node_id": info.via_node_id, "via_name": via_name if info.via_node_id else "",
+            "roles": list(info.roles), "tools": list(info.tools), "models": list(info.models),
+            "version": info.version, "http_url": info.http_url, "state": state,
+            "last_seen_unix_ms": int(last_seen * 1000), "source": source,
+            "load": _dict(load), "cache": _dict(stats) if stats is not None and stats.ByteSize() else None,
+        }
+        session = self.bridge.hub.sessions.get(info.node_id)
+        if session is not None:
+            row["mobile"] = session.summary()
+        return row
+
+    async def nodes(self, request: Request) -> JSONResponse:
+        if (denied := self.denied(request)) is not None:
+            return denied
+        rows = [self._row(self.node.info(), "self", time.time(), "self", self.node.load, self.node.cache_stats())]
+        for peer in self.node.peers.to_protos():
+            rows.append(self._row(peer.info, _state(peer.state), peer.last_seen.ToNanoseconds() / 1e9, peer.source,
+                                  peer.load, peer.cache_stats))
+        return JSONResponse({
+            "self": self.node.node_id,
+            "bridge": {"node_id": self.node.node_id, "name": self.node.settings.name,
+                       "http_url": self.node.http_url, "mobile_nodes": len(self.bridge.hub.sessions)},
+            "nodes": rows,
+            "generated_unix_ms": int(time.time() * 1000),
+        })
+
+    async def cache(self, request: Request) -> JSONResponse:
+        if (denied := self.denied(request)) is not None:
+            return denied
+        per_node: list[dict[str, Any]] = []
+        own = self.node.cache_stats()
+        if own is not None:
+            per_node.append({"node_id": self.node.node_id, "name": self.node.settings.name, "kind": "grpc",
+                             "stats": _dict(own)})
+        for record in self.node.peers.all():
+            if record.info.kind == common_pb2.NODE_KIND_MOBILE or "cache" in record.info.roles \
+                    or record.cache_stats.ByteSize():
+                per_node.append({
+                    "node_id": record.node_id, "name": record.info.name,
+                    "kind": "mobile" if record.info.kind == common_pb2.NODE_KIND_MOBILE else "grpc",
+                    "stats": _dict(record.cache_stats),
+                })
+        grpc_rows = [r for r in per_node if r["kind"] == "grpc"]
+        total = {k: sum(int(r["stats"].get(k, 0)) for r in grpc_rows)
+                 for k in ("hits", "misses", "puts", "evictions", "expirations", "entries", "bytes",
+                           "replica_entries", "replication_shortfall")}
+        lookups = total["hits"] + total["misses"]
+        total["hit_ratio"] = total["hits"] / lookups if lookups else 0.0
+        note = "" if grpc_rows else "no node with the cache role has reported statistics yet"
+        return JSONResponse({"total": total, "nodes": per_node, "note": note,
+                             "generated_unix_ms": int(time.time() * 1000)})
+
+    def _targets(self, role: str) -> list[tuple[str, str]]:
+        """(name, address) of this node (first, when it has the role) and live gRPC peers with it."""
+        targets = [(self.node.settings.name, self.node.address)] if role in self.node.settings.roles else []
+        targets += [(r.info.name, r.address) for r in self.node.peers.with_role(role) if r.address]
+        return targets
+
+    async def tasks(self, request: Request) -> JSONResponse:
+        if (denied := self.denied(request)) is not None:
+            return denied
+        try:
+            limit = max(1, min(MAX_TASKS, int(request.query_params.get("limit", "20"))))
+        except ValueError:
+            return JSONResponse({"error": "limit must be an integer 1-100"}, status_code=400)
+        targets = self._targets("planner")
+
+        async def ask(name: str, address: str) -> tuple[str, list[planner_pb2.Task], str]:
+            stub = planner_pb2_grpc.PlannerStub(self.node.channels.get(address))
+            try:
+                reply = await stub.ListTasks(planner_pb2.ListTasksRequest(limit=limit), timeout=RPC_TIMEOUT_S)
+            except grpc.aio.AioRpcError as err:
+                return name, [], f"{err.code().name}: {err.details()}"
+            return name, list(reply.tasks), ""
+
+        answers = await asyncio.gather(*(ask(n, a) for n, a in targets))
+        seen: dict[str, planner_pb2.Task] = {}
+        for _, tasks, _ in answers:
+            for task in tasks:
+                seen.setdefault(task.task_id, task)
+        ordered = sorted(seen.values(), key=lambda t: t.created_at.ToNanoseconds(), reverse=True)[:limit]
+        sources = [{"node": n, "ok": not err, "tasks": len(t), "error": err} for n, t, err in answers]
+        note = "" if ordered else ("no planner node in the mesh" if not targets
+                                   else "no tasks yet" if any(s["ok"] for s in sources)
+                                   else "no planner answered: " + "; ".join(s["error"] for s in sources))
+        return JSONResponse({"tasks": [_dict(t) for t in ordered], "sources": sources, "note": note,
+                             "generated_unix_ms": int(time.time() * 1000)})
+
+    async def tools(self, request: Request) -> JSONResponse:
+        if (denied := self.denied(request)) is not None:
+            return denied
+        specs: dict[str, dict[str, Any]] = {}
+        note = "no node with the tools role answered"
+        for name, address in self._targets("tools")[:3]:
+            stub = tool_executor_pb2_grpc.ToolExecutorStub(self.node.channels.get(address))
+            try:
+                reply = await stub.ListTools(tool_executor_pb2.ListToolsRequest(), timeout=RPC_TIMEOUT_S)
+            except grpc.aio.AioRpcError as err:
+                note = f"{name}: {err.code().name}: {err.details()}"
+                continue
+            specs = {s.name: _dict(s) for s in reply.tools}
+            note = ""
+            break
+        for spec in self.bridge.hub.tool_specs():  # this bridge's mobile nodes, surely current
+            row = specs.setdefault(spec.name, _dict(spec))
+            for node_id, node_name in zip(spec.node_ids, spec.node_names, strict=True):
+                if node_id not in row.setdefault("node_ids", []):
+                    row["node_ids"].append(node_id)
+                    row.setdefault("node_names", []).append(node_name)
+        return JSONResponse({"tools": [specs[n] for n in sorted(specs)], "note": note,
+                             "generated_unix_ms": int(time.time() * 1000)})
+
+    async def pairing(self, request: Request) -> JSONResponse:
+        if (denied := self.denied(request)) is not None:
+            return denied
+        token, expires = self.bridge.hub.pairing.current()
+        url = f"{self.node.http_url}/#token={token}"
+        qr = segno.make(url, error="m")
+        return JSONResponse(
+            {"token": token, "expires_unix_ms": int(expires * 1000), "ttl_s": self.bridge.hub.pairing.ttl_s,
+             "pwa_url": url, "qr_svg": qr.svg_data_uri(scale=5, border=2)},
+            headers={"cache-control": "no-store"},
+        )

@@ -1,0 +1,131 @@
+"""The ``bridge`` role: the node's HTTP side and the gateway to mobile nodes.
+
+It runs one ASGI app (``HttpServer``) on ``--http-port`` inside the node's event loop:
+``/`` the PWA a phone runs as a mobile node, ``/llmlab`` the dashboard, the read-only
+JSON API under ``/api``, the WebSocket ``/ws/task``, and the static files of the
+frontend. Other HTTP features (the OpenAI-compatible ``/v1`` API) add their routes with
+``node.components["bridge"].http.add_routes([...])``.
+
+``start`` sets ``node.http_url`` before the node is announced, and prints
+``llmlab node NAME dashboard URL/llmlab`` for launchers to relay.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
+
+from llmlab_grpc.bridge.api import StatusApi
+from llmlab_grpc.bridge.cache_sync import CacheSync, attach
+from llmlab_grpc.bridge.http import HttpServer
+from llmlab_grpc.bridge.hub import MobileHub
+from llmlab_grpc.bridge.tool_service import MobileToolExecutor
+from llmlab_grpc.bridge.ws import TaskSocket
+from llmlab_grpc.mesh.net import WILDCARDS, lan_ipv4_addresses
+from llmlab_grpc.proto.llmlab.v1 import tool_executor_pb2, tool_executor_pb2_grpc
+from llmlab_grpc.roles import RoleComponent, ServiceBinding
+from llmlab_grpc.tools.base import ToolOutcome
+
+if TYPE_CHECKING:
+    from llmlab_grpc.node import LlmlabNode
+
+mimetypes.add_type("application/manifest+json", ".webmanifest")
+
+
+def frontend_dir() -> Path:
+    """The PWA and dashboard files, shipped as package data of ``llmlab_grpc``."""
+    return Path(str(resources.files("llmlab_grpc") / "frontend"))
+
+
+class _Static(StaticFiles):
+    """Static files that browsers revalidate, so a changed frontend shows at the next load."""
+
+    def file_response(self, full_path: Any, stat_result: Any, scope: Scope, status_code: int = 200) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["cache-control"] = "no-cache"
+        return response
+
+
+class BridgeComponent(RoleComponent):
+    """HTTP server + mobile hub + cache sync of one bridge node."""
+
+    def __init__(self, node: LlmlabNode) -> None:
+        super().__init__(node)
+        settings = node.settings
+        self.hub = MobileHub(node)
+        self.cache_sync = CacheSync(self.hub, settings.bridge_max_message_bytes)
+        self.http = HttpServer(settings.http_host or settings.host, settings.http_port, settings.advertise_host,
+                               ws_max_size=4 * settings.bridge_max_message_bytes)
+        self.api = StatusApi(self)
+        self.socket = TaskSocket(self.hub, self.allowed_origins)
+        self._origins: set[str] = set()
+        files = frontend_dir()
+        self.http.routes.extend([
+            Route("/", self._page(files / "index.html")),
+            Route("/llmlab", self._page(files / "dashboard.html")),
+            Route("/llmlab/", lambda request: RedirectResponse("/llmlab", status_code=308)),
+            *self.api.routes(),
+            WebSocketRoute("/ws/task", self.socket.endpoint),
+            Mount("/", app=_Static(directory=files), name="frontend"),
+        ])
+
+    @staticmethod
+    def _page(path: Path) -> Any:
+        async def page(request: Request) -> Response:
+            return FileResponse(path, media_type="text/html", headers={"cache-control": "no-cache"})
+
+        return page
+
+    def bindings(self) -> list[ServiceBinding]:
+        if "tools" in self.node.settings.roles:
+            return []  # the tools role serves ToolExecutor and calls execute_on_mobile
+        return [ServiceBinding(
+            tool_executor_pb2.DESCRIPTOR.services_by_name["ToolExecutor"].full_name,
+            MobileToolExecutor(self.hub),
+            tool_executor_pb2_grpc.add_ToolExecutorServicer_to_server,
+        )]
+
+    def allowed_origins(self) -> set[str]:
+        return self._origins
+
+    def _compute_origins(self) -> set[str]:
+        port = self.http.port
+        hosts = {"127.0.0.1", "localhost", "[::1]"}
+        hosts.add(urlsplit(self.node.http_url).hostname or "127.0.0.1")
+        if self.http.host in WILDCARDS:
+            hosts.update(lan_ipv4_addresses())
+        origins = {f"http://{h if ':' not in h or h.startswith('[') else f'[{h}]'}:{port}" for h in hosts}
+        origins |= {o.rstrip("/").lower() for o in self.node.settings.bridge_allowed_origins}
+        return {o.lower() for o in origins}
+
+    async def start(self) -> None:
+        url = await self.http.start()
+        self.node.http_url = url
+        self._origins = self._compute_origins()
+        self.hub.start()
+        attach(self.cache_sync, self.node)
+        self.cache_sync.start()
+        print(f"llmlab node {self.node.settings.name} dashboard {url}/llmlab", flush=True)
+
+    async def stop(self) -> None:
+        await self.cache_sync.stop()
+        await self.hub.stop()
+        await self.http.stop()
+
+    async def execute_on_mobile(self, node_id: str, tool: str, arguments: dict[str, Any],
+                                timeout_s: float) -> ToolOutcome:
+        """Run a tool on a mobile node paired here; ``ToolFailure("UNAVAILABLE")`` means fail over."""
+        return await self.hub.execute(node_id, tool, arguments, timeout_s)
+
+
+def build(node: LlmlabNode) -> BridgeComponent:
+    return BridgeComponent(node)
