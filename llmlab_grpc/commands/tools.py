@@ -171,7 +171,7 @@ def cmd_tool(args: argparse.Namespace) -> int:
     if failed:
         print(f"llmlab tool: {args.name} failed {where}: {reply.error.code}: {reply.error.message}", file=sys.stderr)
         return 1
-    print(json.dumps(body["result"], indent=2))
+    print(json.dumps(body["result"], indent=2, ensure_ascii=False))
     for item in body["attachments"]:
         saved = f" -> {item['path']}" if "path" in item else " (use --save-attachments DIR to keep it)"
         print(f"attachment {item['name']} ({item['mime_type']}, {item['bytes']} bytes){saved}")
