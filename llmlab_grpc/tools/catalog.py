@@ -70,8 +70,8 @@ class ToolCatalog:
     async def mesh_specs(self, capability: str = "") -> list[common_pb2.ToolSpec]:
         """Every tool of this node and its live peers, merged by name, sorted."""
         specs = self.own_specs(capability)
-        peers = [r for r in self.node.peers.all() if r.info.tools]
-        grpc_peers = [r for r in peers if not _is_mobile(r) and r.address]
+        peers = [r for r in self.node.peers.all() if r.info.tools or "bridge" in r.info.roles]
+        grpc_peers = [r for r in peers if not _is_mobile(r) and r.address]  # a bridge lists its phones' tools
         replies = await asyncio.gather(*(self._peer_specs(r) for r in grpc_peers))
         described = {s.name for s in specs}
         for reply in replies:

@@ -10,10 +10,11 @@ Numbers are exact where they can be: integers and decimal literals become
 and constants that are irrational by nature (``sqrt`` of a non-square, ``log``,
 ``sin``, ``cos``, ``pi``, ``e``, fractional powers) produce floats.
 
-Every limit is checked *before* the work it bounds: a power's result size is
-estimated from bit lengths, so ``9**9**9**9`` or ``10**100000000`` is refused in
-microseconds instead of exhausting memory. The limits are the ``MAX_*`` constants
-below (documented in docs/tools.md).
+The work is bounded before it is done: a power's result size is estimated from bit
+lengths, so ``9**9**9**9`` or ``10**100000000`` is refused in microseconds instead of
+exhausting memory; every other operation works on values already within the digit
+limit (so it is cheap) and its result is checked against the limit. The limits are the
+``MAX_*`` constants below (documented in docs/tools.md).
 """
 
 from __future__ import annotations
