@@ -88,3 +88,17 @@ class SyncResponse(_message.Message):
     rejected: int
     last_key: str
     def __init__(self, stored: _Optional[int] = ..., rejected: _Optional[int] = ..., last_key: _Optional[str] = ...) -> None: ...
+
+class DropRequest(_message.Message):
+    __slots__ = ("keys", "sender_node_id")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    SENDER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    sender_node_id: str
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., sender_node_id: _Optional[str] = ...) -> None: ...
+
+class DropResponse(_message.Message):
+    __slots__ = ("dropped",)
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    dropped: int
+    def __init__(self, dropped: _Optional[int] = ...) -> None: ...

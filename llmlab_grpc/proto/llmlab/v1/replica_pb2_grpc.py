@@ -55,6 +55,11 @@ class ReplicaStub:
                 request_serializer=llmlab_dot_v1_dot_replica__pb2.SyncRequest.SerializeToString,
                 response_deserializer=llmlab_dot_v1_dot_replica__pb2.SyncResponse.FromString,
                 _registered_method=True)
+        self.Drop = channel.unary_unary(
+                '/llmlab.v1.Replica/Drop',
+                request_serializer=llmlab_dot_v1_dot_replica__pb2.DropRequest.SerializeToString,
+                response_deserializer=llmlab_dot_v1_dot_replica__pb2.DropResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicaServicer:
@@ -90,6 +95,14 @@ class ReplicaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Drop(self, request, context):
+        """Drop removes held copies of entries their primary deleted, so a deleted
+        entry is not read back from a replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +125,11 @@ def add_ReplicaServicer_to_server(servicer, server):
                     servicer.Sync,
                     request_deserializer=llmlab_dot_v1_dot_replica__pb2.SyncRequest.FromString,
                     response_serializer=llmlab_dot_v1_dot_replica__pb2.SyncResponse.SerializeToString,
+            ),
+            'Drop': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drop,
+                    request_deserializer=llmlab_dot_v1_dot_replica__pb2.DropRequest.FromString,
+                    response_serializer=llmlab_dot_v1_dot_replica__pb2.DropResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +241,33 @@ class Replica:
             '/llmlab.v1.Replica/Sync',
             llmlab_dot_v1_dot_replica__pb2.SyncRequest.SerializeToString,
             llmlab_dot_v1_dot_replica__pb2.SyncResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmlab.v1.Replica/Drop',
+            llmlab_dot_v1_dot_replica__pb2.DropRequest.SerializeToString,
+            llmlab_dot_v1_dot_replica__pb2.DropResponse.FromString,
             options,
             channel_credentials,
             insecure,
