@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="web_search backend (default: searxng when --search-url is set, else local)")
     node.add_argument("--search-url", help="SearxNG base URL for web_search (or LLMLAB_SEARCH_URL)")
     node.add_argument("--search-db", type=Path, help="local search index file (default $LLMLAB_HOME/search.db)")
+    node.add_argument("--replicas", type=int, dest="replica_count",
+                      help="replicas per cache entry besides its primary (default 2; 0 turns replication off)")
+    node.add_argument("--replication-queue", type=int, help="puts waiting to be replicated (default 1024)")
+    node.add_argument("--replication-retry", type=float, dest="replication_retry_s",
+                      help="seconds between retries of entries short of their replicas (default 5)")
     node.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     up = sub.add_parser("up", help="start a whole mesh on this machine and wait")
@@ -112,7 +117,8 @@ def _node_settings(args: argparse.Namespace) -> NodeSettings:
              "max_tokens_limit", "llm_max_queued", "llm_threads",
              "cache_store", "cache_ttl_s", "cache_max_bytes", "cache_max_entries", "cache_max_value_bytes",
              "allow_private_urls",
-             "builtin_tools", "tool_plugins", "search_backend", "search_url", "search_db"]
+             "builtin_tools", "tool_plugins", "search_backend", "search_url", "search_db",
+             "replica_count", "replication_queue", "replication_retry_s"]
     given: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.secret is not None:
         given["mesh_secret"] = args.secret

@@ -131,6 +131,13 @@ class NodeSettings(BaseSettings):
     search_timeout_s: float = Field(5.0, gt=0, le=120, description="SearxNG: seconds per HTTP attempt")
     search_retries: int = Field(2, ge=0, le=10, description="SearxNG: retries after a timeout, 429 or 5xx")
 
+    # Replication of cache entries (role `replica`, docs/replication.md)
+    replica_count: int = Field(2, ge=0, le=16, description="replicas per cache entry besides its primary (N)")
+    replication_queue: int = Field(1024, ge=1, le=1_000_000,
+                                   description="puts waiting to be replicated; beyond it they wait for the retry")
+    replication_retry_s: float = Field(5.0, gt=0, le=3600,
+                                       description="seconds between retries of entries short of N replicas")
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -1,0 +1,77 @@
+"""The ``replica`` role: the ``Replica`` service plus the node's ``Replicator``.
+
+With the ``cache`` role on the same node (the usual case), copies live in that cache's
+``CacheManager`` and this role also replicates the cache's own puts, answers
+``Cache.Get(read_through=True)`` from replicas on a local miss, and reports the
+replication shortfall in the cache's statistics. Without it, the role keeps copies in
+a ``CacheManager`` of its own, built from the same ``cache_*`` settings (same TTL and
+byte budget), and its statistics go out in heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from llmlab_grpc.cache.manager import CacheManager
+from llmlab_grpc.proto.llmlab.v1 import replica_pb2, replica_pb2_grpc
+from llmlab_grpc.replication.replicator import Replicator
+from llmlab_grpc.replication.service import ReplicaService
+from llmlab_grpc.roles import RoleComponent, ServiceBinding
+
+if TYPE_CHECKING:
+    from llmlab_grpc.node import LlmlabNode
+
+log = logging.getLogger(__name__)
+
+
+class ReplicaComponent(RoleComponent):
+    """Owns the node's replicator for the life of the process."""
+
+    def __init__(self, node: LlmlabNode) -> None:
+        super().__init__(node)
+        settings = node.settings
+        self._own: CacheManager | None = None
+        if "cache" not in settings.roles:
+            self._own = CacheManager.from_settings(settings, node_id=node.node_id)
+        self.replicator = Replicator(
+            self._manager, node.node_id, node.peers, node.channels,
+            replica_count=settings.replica_count, queue_size=settings.replication_queue,
+            retry_s=settings.replication_retry_s, self_name=settings.name,
+        )
+        self.service = ReplicaService(self.replicator)
+
+    def _manager(self) -> CacheManager:
+        """The cache role's manager when the node has one (every component is built before the
+        server serves, so it exists by the first call), else this role's own."""
+        if self._own is not None:
+            return self._own
+        return self.node.components["cache"].manager  # type: ignore[attr-defined, no-any-return]
+
+    def bindings(self) -> list[ServiceBinding]:
+        full_name = replica_pb2.DESCRIPTOR.services_by_name["Replica"].full_name
+        return [ServiceBinding(full_name, self.service, replica_pb2_grpc.add_ReplicaServicer_to_server)]
+
+    async def start(self) -> None:
+        self.replicator.self_address = self.node.address
+        self.replicator.start()
+        cache = self.node.components.get("cache")
+        if cache is not None:
+            cache.set_read_through(self.replicator.read_through)  # type: ignore[attr-defined]
+        else:
+            assert self._own is not None
+            self.node.cache_stats = self._own.stats_proto
+        log.info("replica ready: N=%d replicas per entry, queue %d, retry every %gs", self.replicator.replica_count,
+                 self.replicator.queue.maxsize, self.replicator.retry_s)
+
+    async def stop(self) -> None:
+        await self.replicator.stop()
+        cache = self.node.components.get("cache")
+        if cache is not None:
+            cache.set_read_through(None)  # type: ignore[attr-defined]
+        if self._own is not None:
+            self._own.close()
+
+
+def build(node: LlmlabNode) -> ReplicaComponent:
+    return ReplicaComponent(node)

@@ -1,0 +1,681 @@
+"""``Replicator``: keeps every cache entry on its primary plus N replica nodes, and reads copies back.
+
+Who does what, so that no two nodes need to agree on anything but the peer table:
+
+* The **primary** of an entry is the node whose cache it was put into. Only the primary
+  pushes copies (``replicate``): to the first N nodes of the entry's rendezvous ranking
+  over the live ``replica`` peers (``placement.py``), walking further down the ranking
+  when one does not answer. The nodes that acknowledged are recorded (``get_replicas``);
+  an entry with fewer than N is a **shortfall**, counted in the cache's statistics and
+  retried every ``retry_s`` seconds.
+* **Writes** never wait: the cache's put notifies this listener, which offers the key to
+  a bounded priority queue (critical first, then by hit count) that a few workers drain.
+* **Reads** (``read_through``, behind ``Cache.Get`` with ``read_through``): local miss →
+  the ranking's first N+1 nodes one by one → every other replica node at once → miss.
+  Each copy is verified (``integrity.py``) before it is returned; a bad one is refused.
+* **A peer leaves**: the primary re-replicates its entries whose live replica count fell
+  below N to the next nodes of their ranking, hottest first (``repair``). An entry whose
+  primary is gone is taken over by the first node of its ranking among the live replica
+  nodes (the most likely holder): it becomes the entry's primary and restores N replicas;
+  other holders hand their copy to that node in case it has none.
+* **A peer joins or returns**: each primary streams it the entries it now ranks among the
+  first N for (``sync_to_node``: ``Replica.Sync``, bounded batches, resumable after the
+  receiver's ``last_key``).
+* An explicit delete on the primary drops the copies too (``Replica.Drop``); eviction and
+  expiry stay local, since every copy has the same TTL and its own node's byte budget.
+
+Everything here runs on the node's event loop; cache listener calls may come from any
+thread and are handed over with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from llmlab_grpc.cache.entry import CacheEntry, EntryMeta
+from llmlab_grpc.cache.errors import InvalidCacheRequest, StoreUnavailable
+from llmlab_grpc.cache.keys import InvalidParams
+from llmlab_grpc.cache.manager import CacheListener, CacheManager
+from llmlab_grpc.mesh.channels import ChannelPool
+from llmlab_grpc.mesh.peers import PeerRecord, PeerTable
+from llmlab_grpc.proto.llmlab.v1 import common_pb2, replica_pb2, replica_pb2_grpc
+from llmlab_grpc.replication.integrity import RefusedCopy, verify_copy
+from llmlab_grpc.replication.placement import place, rank
+from llmlab_grpc.replication.queue import ReplicationQueue
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REPLICAS = 2
+STORE_TIMEOUT_S = 3.0
+FETCH_TIMEOUT_S = 2.0
+DROP_TIMEOUT_S = 2.0
+SYNC_CALL_TIMEOUT_S = 30.0
+SYNC_BATCH_ENTRIES = 64
+"""Entries per ``SyncRequest`` message."""
+SYNC_BATCH_BYTES = 2 * 1024 * 1024
+"""Bytes per ``SyncRequest`` message (a single larger entry travels alone)."""
+SYNC_CALL_MAX_ENTRIES = 1024
+"""Entries per ``Sync`` call; both sides enforce it, and a cut call resumes after ``last_key``."""
+SYNC_CALL_MAX_BYTES = 16 * 1024 * 1024
+"""Bytes a receiver buffers per ``Sync`` call before it answers (and the sender resumes)."""
+SYNC_ATTEMPTS = 3
+"""Failed ``Sync`` calls in a row before a sync is left to the next round."""
+RETRY_BATCH = 4096
+"""Short entries looked at per retry round, hottest first."""
+WORKERS = 4
+"""Concurrent replications of new puts."""
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Who holds an entry: its live primary (when one holds it), the other holders, and the placement now."""
+
+    key: str
+    primary: str
+    replicas: list[str]
+    placement: list[str]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Replicator(CacheListener):
+    """Replication for the cache of one node. See the module docstring for the protocol."""
+
+    def __init__(
+        self,
+        manager: CacheManager | Callable[[], CacheManager],
+        node_id: str,
+        peers: PeerTable,
+        channels: ChannelPool,
+        *,
+        replica_count: int = DEFAULT_REPLICAS,
+        queue_size: int = 1024,
+        retry_s: float = 5.0,
+        self_name: str = "",
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        if replica_count < 0:
+            raise ValueError("replica_count must be 0 or more")
+        self._manager_source = manager
+        self._manager: CacheManager | None = None if callable(manager) else manager
+        self.node_id = node_id
+        self.self_name = self_name or node_id
+        self.self_address = ""
+        self.peers = peers
+        self.channels = channels
+        self.replica_count = replica_count
+        self.retry_s = retry_s
+        self._clock = clock
+        self._acks: dict[str, set[str]] = {}  # owned key -> node ids that acknowledged a copy
+        self._short: set[str] = set()  # owned keys with fewer than N acknowledged live replicas
+        self.queue = ReplicationQueue(queue_size)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._wake = asyncio.Event()
+        self._repair_wanted = False
+        self._joined: set[str] = set()
+        self._idle_retry: tuple[frozenset[str], int] | None = None
+        self.counters = dict.fromkeys(
+            ("replicated", "copies_stored", "copies_refused", "repaired", "synced", "adopted", "refused_reads",
+             "deferred", "dropped"), 0)
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    @property
+    def manager(self) -> CacheManager:
+        if self._manager is None:
+            self._manager = self._manager_source()  # type: ignore[operator]
+        return self._manager
+
+    def start(self) -> None:
+        """Listen to the cache and the peer table; start the workers and the maintenance loop."""
+        self._loop = asyncio.get_running_loop()
+        self.manager.add_listener(self)
+        self.manager.replication_shortfall = self.shortfall
+        self.peers.subscribe(self.on_peer)
+        self._tasks = [asyncio.create_task(self._worker(), name=f"replication-worker-{i}") for i in range(WORKERS)]
+        self._tasks.append(asyncio.create_task(self._maintain(), name="replication-maintenance"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        self.manager.remove_listener(self)
+
+    def shortfall(self) -> int:
+        """Entries this node is primary of that have fewer than N acknowledged live replicas."""
+        return len(self._short) if self.replica_count else 0
+
+    def stats(self) -> dict[str, int]:
+        return {**self.counters, "queued": len(self.queue), "shortfall": self.shortfall(), "owned": len(self._acks)}
+
+    # -- peers ----------------------------------------------------------------------------------
+
+    def live_replica_ids(self) -> list[str]:
+        """Peers that can hold copies now: the ``replica`` role, a gRPC address, not mobile."""
+        return [r.node_id for r in self.peers.with_role("replica")
+                if r.address and r.info.kind != common_pb2.NODE_KIND_MOBILE]
+
+    def placement(self, key: str, primary: str | None = None) -> list[str]:
+        """The live replica peers in ``key``'s rendezvous order, without the primary (this node by default)."""
+        primary = self.node_id if primary is None else primary
+        return [n for n in rank(key, self.live_replica_ids()) if n != primary]
+
+    def name_of(self, node_id: str) -> tuple[str, str]:
+        """``(name, address)`` of a node; a node no longer in the table is named by its id."""
+        if node_id == self.node_id:
+            return self.self_name, self.self_address
+        record = self.peers.get(node_id)
+        return (record.info.name, record.address) if record is not None else (node_id, "")
+
+    def on_peer(self, event: str, record: PeerRecord) -> None:
+        """PeerTable listener: a departure asks for a repair pass, an arrival for a sync."""
+        if "replica" not in record.info.roles or record.info.kind == common_pb2.NODE_KIND_MOBILE:
+            return
+        if event == "left":
+            self._repair_wanted = True
+            self._joined.discard(record.node_id)
+        elif event == "joined":
+            self._joined.add(record.node_id)
+        self._wake.set()
+
+    def _stub(self, node_id: str) -> replica_pb2_grpc.ReplicaStub | None:
+        record = self.peers.get(node_id)
+        if record is None or not record.address:
+            return None
+        return replica_pb2_grpc.ReplicaStub(self.channels.get(record.address))
+
+    # -- the cache's listener -------------------------------------------------------------------
+
+    def _call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            fn(*args)
+        else:
+            loop.call_soon_threadsafe(fn, *args)
+
+    def on_put(self, entry: CacheEntry) -> None:
+        if self.replica_count and self._owns(entry):
+            self._call_soon(self._enqueue, entry.key, entry.critical, entry.hits)
+
+    def on_delete(self, key: str, reason: str) -> None:
+        self._call_soon(self._forget, key, reason)
+
+    def _owns(self, entry: EntryMeta) -> bool:
+        return entry.primary_node_id in ("", self.node_id)
+
+    def _enqueue(self, key: str, critical: bool, hits: int) -> None:
+        self._acks.setdefault(key, set())
+        self._short.add(key)
+        left_out = self.queue.offer(key, (critical, hits))
+        if left_out is not None:
+            self.counters["deferred"] += 1  # stays in the shortfall; the retry loop replicates it
+
+    def _forget(self, key: str, reason: str) -> None:
+        holders = self._acks.pop(key, None)
+        self._short.discard(key)
+        self.queue.discard(key)
+        if holders is not None and reason == "deleted" and self.manager.get_entry(key) is None:
+            targets = holders | set(place(key, self.live_replica_ids(), self.replica_count))
+            if targets:
+                self._spawn(self._drop_copies(key, targets))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _drop_copies(self, key: str, targets: set[str]) -> None:
+        request = replica_pb2.DropRequest(keys=[key], sender_node_id=self.node_id)
+
+        async def drop(node_id: str) -> None:
+            stub = self._stub(node_id)
+            if stub is not None:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await stub.Drop(request, timeout=DROP_TIMEOUT_S)
+
+        await asyncio.gather(*(drop(n) for n in targets))
+
+    # -- writing copies -------------------------------------------------------------------------
+
+    def _entry_for(self, key: str, value: CacheEntry | str) -> CacheEntry:
+        if isinstance(value, CacheEntry):
+            if value.key != key:
+                raise ValueError(f"entry {value.key[:12]}… is not the entry for key {key[:12]}…")
+            return value
+        entry = self.manager.get_entry(key)
+        if entry is None or entry.response != value:
+            raise ValueError(f"no live entry {key[:12]}… with that value in this node's cache")
+        return entry
+
+    async def _store(self, node_id: str, entry: common_pb2.CacheEntry) -> bool:
+        stub = self._stub(node_id)
+        if stub is None:
+            return False
+        try:
+            reply = await stub.Store(replica_pb2.StoreRequest(entry=entry, sender_node_id=self.node_id),
+                                     timeout=STORE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            log.debug("store of %s on %s failed: %s", entry.key[:12], node_id, err.code())
+            return False
+        if not reply.accepted:
+            log.info("%s refused a copy of %s: %s", node_id, entry.key[:12], reply.reason)
+        return reply.accepted
+
+    def _record(self, key: str, acked: Iterable[str]) -> None:
+        """Note acknowledged copies of an owned entry and whether it still falls short."""
+        if key not in self._acks:
+            if self.manager.get_entry(key) is None:
+                return  # deleted meanwhile
+            self._acks[key] = set()
+        holders = self._acks[key]
+        holders.update(acked)
+        holders &= set(self.live_replica_ids())
+        if len(holders) >= self.replica_count:
+            self._short.discard(key)
+        else:
+            self._short.add(key)
+
+    async def replicate(self, key: str, value: CacheEntry | str, num_replicas: int | None = None) -> list[str]:
+        """Make sure ``num_replicas`` (default N) live replica peers hold ``key``; returns those that do.
+
+        Tries the entry's placement first and walks down the ranking past nodes that fail
+        or refuse. ``value`` is the entry, or its response text (then the entry is read
+        from this node's cache and must hold exactly that value).
+        """
+        wanted = self.replica_count if num_replicas is None else num_replicas
+        entry = self._entry_for(key, value)
+        proto = entry.to_proto()
+        live = set(self.live_replica_ids())
+        holders = self._acks.setdefault(key, set()) if self._owns(entry) else set()
+        holders &= live
+        candidates = [n for n in self.placement(key, entry.primary_node_id or self.node_id) if n not in holders]
+        while len(holders) < wanted and candidates:
+            wave, candidates = candidates[: wanted - len(holders)], candidates[wanted - len(holders):]
+            results = await asyncio.gather(*(self._store(n, proto) for n in wave))
+            holders.update(n for n, ok in zip(wave, results, strict=True) if ok)
+        self.counters["replicated"] += 1
+        if self._owns(entry):
+            self._record(key, holders)
+        return sorted(holders)
+
+    def get_replicas(self, key: str) -> list[str]:
+        """The live nodes that acknowledged a copy of an entry this node is primary of."""
+        live = set(self.live_replica_ids())
+        return sorted(self._acks.get(key, set()) & live)
+
+    async def sync_to_node(self, node_id: str, entries: Iterable[CacheEntry | EntryMeta | str]) -> list[str]:
+        """Stream ``entries`` (hottest first) to ``node_id`` with ``Replica.Sync``; returns the keys it holds now.
+
+        Keys and metadata are read from this node's cache batch by batch (entries gone
+        meanwhile are skipped); whole ``CacheEntry`` objects are sent as given. A call
+        carries at most ``SYNC_CALL_MAX_ENTRIES`` in batches of ``SYNC_BATCH_ENTRIES`` /
+        ``SYNC_BATCH_BYTES``; the next call resumes after the ``last_key`` the receiver
+        reported, and a failed call is retried from the last confirmed key
+        (``SYNC_ATTEMPTS`` in a row at most).
+        """
+        items = list(entries)
+        stub = self._stub(node_id)
+        if stub is None or not items:
+            return []
+        acked: list[str] = []
+        done = failures = 0
+        while done < len(items):
+            chunk = items[done: done + SYNC_CALL_MAX_ENTRIES]
+            sent: list[str] = []
+            try:
+                reply = await stub.Sync(self._sync_requests(chunk, sent), timeout=SYNC_CALL_TIMEOUT_S)
+            except grpc.aio.AioRpcError as err:
+                failures += 1
+                if failures >= SYNC_ATTEMPTS or err.code() not in RETRYABLE:
+                    log.info("sync to %s stopped after %d of %d entries: %s", node_id, done, len(items), err.code())
+                    break
+                await asyncio.sleep(0.2 * failures)
+                continue
+            if not sent:
+                done += len(chunk)  # nothing in this chunk was still alive to send
+                continue
+            if reply.last_key not in sent:
+                failures += 1
+                if failures >= SYNC_ATTEMPTS:
+                    break
+                continue
+            failures = 0
+            processed = sent[: sent.index(reply.last_key) + 1]
+            if reply.rejected:
+                processed = await self._store_each(node_id, processed)  # learn which ones it refused
+            acked.extend(processed)
+            for key in processed:
+                if key in self._acks:
+                    self._record(key, [node_id])
+            done += self._position_after(chunk, reply.last_key)
+        self.counters["synced"] += len(acked)
+        return acked
+
+    @staticmethod
+    def _position_after(chunk: list[CacheEntry | EntryMeta | str], last_key: str) -> int:
+        for i, item in enumerate(chunk):
+            if (item if isinstance(item, str) else item.key) == last_key:
+                return i + 1
+        return len(chunk)
+
+    async def _sync_requests(self, chunk: list[CacheEntry | EntryMeta | str], sent: list[str]
+                             ) -> AsyncIterator[replica_pb2.SyncRequest]:
+        batch: list[common_pb2.CacheEntry] = []
+        size = 0
+        now = self._clock()
+        for item in chunk:
+            if isinstance(item, CacheEntry):
+                entry: CacheEntry | None = item
+            else:
+                entry = self.manager.get_entry(item if isinstance(item, str) else item.key)
+            if entry is None or entry.expired(now):
+                continue
+            proto = entry.to_proto()
+            length = proto.ByteSize()
+            if batch and (len(batch) >= SYNC_BATCH_ENTRIES or size + length > SYNC_BATCH_BYTES):
+                yield replica_pb2.SyncRequest(sender_node_id=self.node_id, entries=batch)
+                batch, size = [], 0
+            batch.append(proto)
+            sent.append(entry.key)
+            size += length
+        if batch:
+            yield replica_pb2.SyncRequest(sender_node_id=self.node_id, entries=batch)
+
+    async def _store_each(self, node_id: str, keys: list[str]) -> list[str]:
+        kept = []
+        for key in keys:
+            entry = self.manager.get_entry(key)
+            if entry is not None and await self._store(node_id, entry.to_proto()):
+                kept.append(key)
+        return kept
+
+    # -- receiving copies (the Replica service) -------------------------------------------------
+
+    def accept_copy(self, proto: common_pb2.CacheEntry, sender: str, live: set[str] | None = None
+                    ) -> tuple[bool, str]:
+        """Keep a copy sent by ``sender``: ``(held now, why not)``.
+
+        A copy is verified (key and checksum) and refused when expired or over this node's
+        limits. When this node already holds the same response, it keeps its own copy,
+        unless the sender is the entry's primary (its metadata wins: a new primary after a
+        takeover, a refreshed expiry). A copy whose primary is gone may be taken over here.
+        """
+        try:
+            entry = CacheEntry.from_proto(proto)
+        except InvalidParams as exc:
+            return self._refuse(proto.key, f"unusable params: {exc}")
+        existing = self.manager.get_entry(entry.key)
+        from_owner = bool(sender) and sender == entry.primary_node_id
+        if existing is None:
+            keep_ours = False
+        elif existing.checksum == entry.checksum:  # the same answer: only the owner may change its metadata
+            keep_ours = not from_owner or (existing.primary_node_id == entry.primary_node_id
+                                           and existing.expires_unix_ms == entry.expires_unix_ms)
+        else:  # another answer: the owner's write wins, else the newer one
+            keep_ours = not from_owner and existing.created_unix_ms >= entry.created_unix_ms
+        if not keep_ours:
+            try:
+                stored = self.manager.put_entry(entry, notify=False)
+            except (InvalidCacheRequest, InvalidParams, StoreUnavailable) as exc:
+                return self._refuse(entry.key, str(exc))
+            if stored is None:
+                return self._refuse(entry.key, "expired: an expired entry is never stored again")
+            self.counters["copies_stored"] += 1
+            existing = stored
+        assert existing is not None
+        if self._owns(existing):
+            if self.replica_count:
+                self._enqueue(existing.key, existing.critical, existing.hits)  # our own entry came back
+        else:
+            if existing.key in self._acks:  # another node's write replaced ours: it is the owner now
+                self._acks.pop(existing.key)
+                self._short.discard(existing.key)
+                self.queue.discard(existing.key)
+            self._maybe_adopt(existing, live)
+        return True, ""
+
+    def _refuse(self, key: str, reason: str) -> tuple[bool, str]:
+        self.counters["copies_refused"] += 1
+        log.warning("refused a copy of %s: %s", key[:12], reason)
+        return False, reason
+
+    def accept_batch(self, protos: list[common_pb2.CacheEntry], sender: str) -> tuple[int, int]:
+        """``accept_copy`` for a sync call's entries, coldest first so the hottest end up most
+        recently used (kept longest by LRU). Returns ``(stored, rejected)``."""
+        live = set(self.live_replica_ids())
+        stored = rejected = 0
+        for proto in reversed(protos):
+            ok, _ = self.accept_copy(proto, sender, live)
+            if ok:
+                stored += 1
+            else:
+                rejected += 1
+        return stored, rejected
+
+    def drop_copies(self, keys: Iterable[str], sender: str) -> int:
+        """Remove the copies of ``keys`` whose primary is ``sender``; returns how many went."""
+        dropped = 0
+        for key in keys:
+            entry = self.manager.get_entry(key)
+            if entry is not None and sender and entry.primary_node_id == sender and self.manager.delete(key):
+                dropped += 1
+        self.counters["dropped"] += dropped
+        return dropped
+
+    def _primary_gone(self, entry: EntryMeta) -> bool:
+        primary = entry.primary_node_id
+        return bool(primary) and primary != self.node_id and self.peers.get(primary) is None
+
+    def _successor(self, key: str, live: set[str]) -> str:
+        """The node that takes over an entry whose primary is gone: the first of its ranking."""
+        return rank(key, live | {self.node_id})[0]
+
+    def _maybe_adopt(self, entry: EntryMeta, live: set[str] | None = None) -> bool:
+        if not self.replica_count or not self._primary_gone(entry):
+            return False
+        live = set(self.live_replica_ids()) if live is None else live
+        if self._successor(entry.key, live) != self.node_id:
+            return False
+        return self._adopt(entry)
+
+    def _adopt(self, meta: EntryMeta) -> bool:
+        entry = self.manager.get_entry(meta.key)
+        if entry is None:
+            return False
+        try:
+            mine = self.manager.put_entry(dataclasses.replace(entry, primary_node_id=self.node_id), notify=False)
+        except (InvalidCacheRequest, StoreUnavailable) as exc:
+            log.warning("could not take over %s: %s", meta.key[:12], exc)
+            return False
+        if mine is None:
+            return False
+        log.info("took over entry %s from departed primary %s", meta.key[:12], meta.primary_node_id)
+        self.counters["adopted"] += 1
+        self._enqueue(mine.key, mine.critical, mine.hits)
+        return True
+
+    # -- reading copies -------------------------------------------------------------------------
+
+    async def fetch_verified(self, node_id: str, key: str) -> CacheEntry | None:
+        """``node_id``'s copy of ``key`` when it has a live, intact one; a bad copy is refused and logged."""
+        stub = self._stub(node_id)
+        if stub is None:
+            return None
+        try:
+            reply = await stub.Fetch(replica_pb2.FetchRequest(key=key), timeout=FETCH_TIMEOUT_S)
+        except grpc.aio.AioRpcError:
+            return None
+        if not reply.found:
+            return None
+        try:
+            return verify_copy(reply.entry, key, self._clock())
+        except RefusedCopy as exc:
+            self.counters["refused_reads"] += 1
+            log.warning("refused the copy of %s from %s: %s", key[:12], node_id, exc)
+            return None
+
+    async def read_through(self, key: str) -> tuple[CacheEntry, str] | None:
+        """A verified copy of ``key`` from a replica: the placement's first N+1 in order, then all others."""
+        order = self.placement(key, primary="")
+        first, rest = order[: self.replica_count + 1], order[self.replica_count + 1:]
+        for node_id in first:
+            entry = await self.fetch_verified(node_id, key)
+            if entry is not None:
+                return entry, node_id
+        found = await asyncio.gather(*(self.fetch_verified(n, key) for n in rest))
+        for node_id, entry in zip(rest, found, strict=True):
+            if entry is not None:
+                return entry, node_id
+        return None
+
+    async def locate(self, key: str) -> Location:
+        """Ask every live replica node (and this one) for a verified copy of ``key``."""
+        holders: dict[str, CacheEntry] = {}
+        local = self.manager.get_entry(key)
+        if local is not None:
+            holders[self.node_id] = local
+        others = self.placement(key, primary="")
+        copies = await asyncio.gather(*(self.fetch_verified(n, key) for n in others))
+        holders.update({n: e for n, e in zip(others, copies, strict=True) if e is not None})
+        primary = next((e.primary_node_id for e in holders.values() if e.primary_node_id in holders), "")
+        replicas = [n for n in rank(key, holders) if n != primary]
+        candidates = [*self.live_replica_ids(), self.node_id]
+        placement = place(key, candidates, self.replica_count, exclude=[primary] if primary else [])
+        return Location(key=key, primary=primary, replicas=replicas, placement=placement)
+
+    # -- background -----------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self.queue.get()
+            entry = self.manager.get_entry(key)
+            if entry is None or not self._owns(entry):
+                self._short.discard(key)
+                continue
+            try:
+                await self.replicate(key, entry)
+            except Exception:
+                log.exception("replicating %s failed", key[:12])
+
+    async def _maintain(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.retry_s)
+            self._wake.clear()
+            try:
+                if self._repair_wanted:
+                    self._repair_wanted = False
+                    await self.repair()
+                joined, self._joined = self._joined, set()
+                for node_id in sorted(joined):
+                    await self.sync_joined(node_id)
+                if self._short:
+                    await self.retry_short()
+            except Exception:  # a bug here must not end maintenance for good
+                log.exception("replication maintenance failed")
+
+    def _plan_owned(self, key: str, live: set[str], plan: dict[str, list[str]]) -> None:
+        holders = self._acks.setdefault(key, set())
+        holders &= live
+        missing = self.replica_count - len(holders)
+        if missing <= 0:
+            self._short.discard(key)
+            return
+        self._short.add(key)
+        for node_id in [n for n in rank(key, live) if n not in holders and n != self.node_id][:missing]:
+            plan.setdefault(node_id, []).append(key)
+
+    async def _push(self, plan: dict[str, list[str]]) -> int:
+        results = await asyncio.gather(*(self.sync_to_node(n, keys) for n, keys in plan.items()))
+        return sum(len(r) for r in results)
+
+    async def repair(self) -> int:
+        """After a departure: restore N replicas of owned entries, take over or hand over orphans.
+
+        Hottest first. Returns the number of copies pushed.
+        """
+        if not self.replica_count:
+            return 0
+        live = set(self.live_replica_ids())
+        plan: dict[str, list[str]] = {}
+        handover: dict[str, list[str]] = {}
+        for meta in self.manager.describe(hottest_first=True):
+            if self._primary_gone(meta):
+                successor = self._successor(meta.key, live)
+                if successor != self.node_id:
+                    handover.setdefault(successor, []).append(meta.key)
+                    continue
+                if not self._adopt(meta):
+                    continue
+            elif not self._owns(meta):
+                continue  # a copy for a live primary: repairing it is that primary's job
+            if meta.key not in self.queue:
+                self._plan_owned(meta.key, live, plan)
+        pushed = await self._push(plan)
+        handed = await asyncio.gather(*(self.sync_to_node(n, keys) for n, keys in handover.items()))
+        self.counters["repaired"] += pushed
+        if pushed or handover:
+            log.info("repair pushed %d copies and handed %d orphaned entries to their successors",
+                     pushed, sum(len(h) for h in handed))
+        return pushed
+
+    async def sync_joined(self, node_id: str) -> int:
+        """Stream a (re)joined peer the owned entries it should hold now, hottest first."""
+        live = set(self.live_replica_ids())
+        if not self.replica_count or node_id not in live:
+            return 0
+        keys = []
+        for meta in self.manager.describe(hottest_first=True):
+            if not self._owns(meta) or meta.key in self.queue:
+                continue
+            holders = self._acks.setdefault(meta.key, set())
+            holders &= live
+            if node_id in holders:
+                continue
+            ideal = place(meta.key, live, self.replica_count, exclude=[self.node_id])
+            fill = [n for n in rank(meta.key, live) if n not in holders and n != self.node_id]
+            if node_id in ideal or node_id in fill[: self.replica_count - len(holders)]:
+                keys.append(meta.key)
+        acked = await self.sync_to_node(node_id, keys)
+        if keys:
+            log.info("synced %d of %d entries to %s", len(acked), len(keys), node_id)
+        return len(acked)
+
+    async def retry_short(self) -> int:
+        """Try again for owned entries still short of N replicas, hottest first (bounded per round)."""
+        live = set(self.live_replica_ids())
+        signature = (frozenset(live), len(self._short))
+        if not live or signature == self._idle_retry:
+            return 0  # nothing changed since a round that found no node to try
+        plan: dict[str, list[str]] = {}
+        looked = 0
+        for meta in self.manager.describe(hottest_first=True):
+            if meta.key not in self._short or meta.key in self.queue or not self._owns(meta):
+                continue
+            self._plan_owned(meta.key, live, plan)
+            looked += 1
+            if looked >= RETRY_BATCH:
+                break
+        self._idle_retry = None if plan else signature
+        return await self._push(plan) if plan else 0

@@ -1,0 +1,99 @@
+"""The ``Replica`` gRPC service: where other nodes store, fetch, locate, sync and drop copies.
+
+Copies live in the node's ``CacheManager`` (the cache role's, or the replica role's own
+when the node has no cache role), so they obey the same TTL, byte budget and entry cap
+as everything else the node caches and show up as ``replica_entries`` in its statistics.
+A malformed request is INVALID_ARGUMENT; a copy that fails its checks is not an error
+but an answer (``accepted=false`` with the reason, or counted in ``rejected``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from llmlab_grpc.cache.keys import InvalidParams, cache_key, is_key
+from llmlab_grpc.proto.llmlab.v1 import replica_pb2, replica_pb2_grpc
+from llmlab_grpc.replication.replicator import SYNC_CALL_MAX_BYTES, SYNC_CALL_MAX_ENTRIES, Replicator
+
+log = logging.getLogger(__name__)
+
+MAX_DROP_KEYS = 10_000
+"""Keys one ``Drop`` request may name."""
+
+
+class ReplicaService(replica_pb2_grpc.ReplicaServicer):
+    """Serves one node's copies through its ``Replicator``."""
+
+    def __init__(self, replicator: Replicator) -> None:
+        self.replicator = replicator
+
+    def _ref(self, node_id: str) -> replica_pb2.NodeRef:
+        name, address = self.replicator.name_of(node_id)
+        return replica_pb2.NodeRef(node_id=node_id, name=name, address=address)
+
+    async def Store(self, request: replica_pb2.StoreRequest, context: grpc.aio.ServicerContext
+                    ) -> replica_pb2.StoreResponse:
+        if not request.HasField("entry") or not request.entry.key:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "StoreRequest.entry is empty: send the whole entry")
+        accepted, reason = self.replicator.accept_copy(request.entry, request.sender_node_id)
+        return replica_pb2.StoreResponse(accepted=accepted, reason=reason)
+
+    async def Fetch(self, request: replica_pb2.FetchRequest, context: grpc.aio.ServicerContext
+                    ) -> replica_pb2.FetchResponse:
+        if not is_key(request.key):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "key must be 64 lowercase hex digits (a sha256)")
+        entry = self.replicator.manager.get_entry(request.key)
+        if entry is None:
+            return replica_pb2.FetchResponse(found=False)
+        return replica_pb2.FetchResponse(found=True, entry=entry.to_proto())
+
+    async def Locate(self, request: replica_pb2.LocateRequest, context: grpc.aio.ServicerContext
+                     ) -> replica_pb2.LocateResponse:
+        key = request.key
+        if key:
+            if not is_key(key):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "key must be 64 lowercase hex digits (a sha256)")
+        else:
+            if not request.model:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "name the entry: set key, or prompt and model (model is empty)")
+            try:
+                key = cache_key(request.prompt, request.model, request.params)
+            except InvalidParams as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        found = await self.replicator.locate(key)
+        reply = replica_pb2.LocateResponse(key=key)
+        if found.primary:
+            reply.primary.CopyFrom(self._ref(found.primary))
+        reply.replicas.extend(self._ref(n) for n in found.replicas)
+        reply.placement.extend(self._ref(n) for n in found.placement)
+        return reply
+
+    async def Sync(self, request_iterator: AsyncIterator[replica_pb2.SyncRequest],
+                   context: grpc.aio.ServicerContext) -> replica_pb2.SyncResponse:
+        """Take up to ``SYNC_CALL_MAX_ENTRIES`` / ``SYNC_CALL_MAX_BYTES`` per call, then answer with
+        ``last_key``: the sender resumes after it in a new call."""
+        received = []
+        sender = ""
+        size = 0
+        async for request in request_iterator:
+            sender = sender or request.sender_node_id
+            received.extend(request.entries)
+            size += request.ByteSize()
+            if len(received) >= SYNC_CALL_MAX_ENTRIES or size >= SYNC_CALL_MAX_BYTES:
+                break
+        stored, rejected = self.replicator.accept_batch(received, sender)
+        return replica_pb2.SyncResponse(stored=stored, rejected=rejected,
+                                        last_key=received[-1].key if received else "")
+
+    async def Drop(self, request: replica_pb2.DropRequest, context: grpc.aio.ServicerContext
+                   ) -> replica_pb2.DropResponse:
+        if len(request.keys) > MAX_DROP_KEYS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{len(request.keys)} keys in one Drop; the limit is {MAX_DROP_KEYS}")
+        if not request.sender_node_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sender_node_id is empty")
+        return replica_pb2.DropResponse(dropped=self.replicator.drop_copies(request.keys, request.sender_node_id))
