@@ -25,8 +25,13 @@ def node_factory(secret: str) -> Iterator[Callable[..., NodeProcess]]:
     started: list[NodeProcess] = []
     ARTIFACTS.mkdir(exist_ok=True)
 
-    def make(name: str, *args: str, secret: str = secret, **kwargs: object) -> NodeProcess:
-        node = spawn_node(name, secret, *args, log_dir=ARTIFACTS, **kwargs)  # type: ignore[arg-type]
+    def make(name: str, *args: str, secret: str = secret, env: dict[str, str] | None = None,
+             **kwargs: object) -> NodeProcess:
+        # The cache role's default store is Ray, and a node alone starts its own Ray cluster
+        # (seconds and ~0.5 GB each): nodes under test cache in memory unless a test passes
+        # `--cache-store ray` (flags beat the environment) or its own LLMLAB_CACHE_STORE.
+        env = {"LLMLAB_CACHE_STORE": "memory", **(env or {})}
+        node = spawn_node(name, secret, *args, env=env, log_dir=ARTIFACTS, **kwargs)  # type: ignore[arg-type]
         started.append(node)
         return node
 
