@@ -104,7 +104,22 @@ class LocalMesh:
                 return
         raise RuntimeError(f"{node.name} did not start within {START_TIMEOUT_S:.0f} s; see {node.log_path}")
 
+    def _share_ray(self) -> None:
+        """One Ray for the whole local mesh, owned by this launcher; every node joins it.
+
+        Without it each node with the cache or llm role would start its own Ray cluster
+        (seconds and about 0.5 GB each, and several at once time out on a small machine).
+        A Ray address given by the user (``LLMLAB_RAY_ADDRESS``) is used as it is.
+        """
+        if os.environ.get("LLMLAB_RAY_ADDRESS") or "--ray-address" in self.extra_args:
+            return
+        from llmlab_grpc.ray_runtime import ensure_ray
+
+        ray = ensure_ray()
+        self.extra_args = [*self.extra_args, "--ray-address", ray.get_runtime_context().gcs_address]
+
     def start(self) -> None:
+        self._share_ray()
         deadline = time.monotonic() + START_TIMEOUT_S
         plan = plan_roles(self.count)
         first = self._spawn("node1", plan[0], [])
