@@ -87,8 +87,10 @@
       if (n.kind === 'mobile') kind.append(el('div', 'muted small', 'via ' + (n.via_name || n.via_node_id)));
       if (n.mobile && n.mobile.user_agent) kind.title = n.mobile.user_agent;
       tr.append(kind);
-      var roles = el('td', 'chips');
-      n.roles.forEach(function (r) { roles.append(el('span', 'chip role-' + r, r)); });
+      var roles = el('td');
+      var chips = el('div', 'chips');
+      n.roles.forEach(function (r) { chips.append(el('span', 'chip role-' + r, r)); });
+      roles.append(chips);
       tr.append(roles);
       tr.append(el('td', 'small', n.tools.concat(n.models).join(', ') || '-'));
       var health = el('td');
@@ -103,7 +105,8 @@
       if (n.mobile && n.mobile.current_task) loadCell.append(el('div', 'task-now busy', n.mobile.current_task));
       tr.append(loadCell);
       var c = n.cache;
-      var cacheText = c ? (c.entries || 0) + ' entries' + (c.store === 'browser' ? ' (replica)' :
+      var count = Number(c && c.entries || 0);
+      var cacheText = c ? count + (count === 1 ? ' entry' : ' entries') + (c.store === 'browser' ? ' (replica)' :
         ', hit ' + pct(c.hit_ratio)) : '-';
       tr.append(el('td', 'small', cacheText));
       body.append(tr);
@@ -123,7 +126,8 @@
   function drawChart() {
     var svg = $('hit-chart');
     svg.replaceChildren();
-    var W = 320, H = 120;
+    var W = Math.max(120, Math.round(svg.getBoundingClientRect().width) || 320), H = 120;
+    svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
     [0, 0.5, 1].forEach(function (level) {
       var y = H - level * (H - 10) - 5;
       var line = document.createElementNS(SVG_NS, 'line');
@@ -132,14 +136,14 @@
       line.setAttribute('class', 'grid');
       svg.append(line);
       var label = document.createElementNS(SVG_NS, 'text');
-      label.setAttribute('x', 2); label.setAttribute('y', y - 2);
+      label.setAttribute('x', 4); label.setAttribute('y', level === 1 ? y + 11 : y - 3);
       label.setAttribute('class', 'axis');
       label.textContent = Math.round(level * 100) + '%';
       svg.append(label);
     });
     if (!ratios.length) return;
     var points = ratios.map(function (p, i) {
-      var x = ratios.length === 1 ? W : (i / (HISTORY - 1)) * W + (HISTORY - ratios.length) / (HISTORY - 1) * W;
+      var x = ratios.length === 1 ? W : (i / (ratios.length - 1)) * W;  // fills the width until HISTORY points
       var y = H - p * (H - 10) - 5;
       return x.toFixed(1) + ',' + y.toFixed(1);
     });
@@ -176,7 +180,7 @@
       track.append(fill);
       row.append(track);
       row.append(el('span', 'bar-value', n.kind === 'mobile' ? (s.entries || 0) + ' replica' :
-        pct(s.hit_ratio) + ' of ' + ((s.hits || 0) + (s.misses || 0))));
+        pct(s.hit_ratio) + ' of ' + (Number(s.hits || 0) + Number(s.misses || 0))));
       bars.append(row);
     });
     $('cache-note').textContent = data.note || '';
