@@ -84,7 +84,29 @@ class ToolCatalog:
         for record in peers:
             if _is_mobile(record) and record.node_id not in listed and not capability:
                 specs.extend(_bare(name, record) for name in record.info.tools)
-        return _merge(specs)
+        return self._routable(_merge(specs))
+
+    def _routable(self, specs: list[common_pb2.ToolSpec]) -> list[common_pb2.ToolSpec]:
+        """Keep only nodes this node can route to now (itself and its peer table), so what is listed runs.
+
+        A bridge lists a phone the moment it pairs; the other nodes learn the phone from the
+        bridge's next heartbeat. Until then the phone is left out rather than listed unreachable.
+        """
+        me = self.node.node_id
+        kept = []
+        for spec in specs:
+            pairs = [(i, n) for i, n in zip(spec.node_ids, spec.node_names, strict=False)
+                     if i == me or i in self.node.peers]
+            if not pairs:
+                continue
+            ids = {i for i, _ in pairs}
+            usage = [u for u in spec.usage if u.node_id in ids]
+            del spec.node_ids[:], spec.node_names[:], spec.usage[:]
+            spec.node_ids.extend(i for i, _ in pairs)
+            spec.node_names.extend(n for _, n in pairs)
+            spec.usage.extend(usage)
+            kept.append(spec)
+        return kept
 
     async def _peer_specs(self, record: PeerRecord) -> list[common_pb2.ToolSpec]:
         """The peer's own listing, asked now; its last answer (if recent) when it does not answer."""
