@@ -152,7 +152,7 @@ def cmd_node(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(node.serve_forever(on_ready=ready))
-    except OSError as exc:
+    except (OSError, ConfigError) as exc:
         print(f"llmlab node: error: {exc}", file=sys.stderr)
         return 1
     return 0

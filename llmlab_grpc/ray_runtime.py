@@ -41,6 +41,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
         }
         if target == "local":
             kwargs["num_cpus"] = num_cpus or max(2, os.cpu_count() or 2)
+        if target == "local" or is_loopback_address(target):
+            keep_ray_on_loopback()
         log.info("starting Ray (%s)", target)
         # ray.init replaces the SIGTERM handler with one that calls sys.exit, which would
         # skip the node's graceful stop (goodbyes, drain); put the process's own back.
@@ -51,6 +53,31 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
             signal.signal(signal.SIGTERM, previous)
         _started_address = target
         return ray
+
+
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""Ray's switch for a one-machine cluster: every Ray process binds and dials 127.0.0.1.
+
+Without it Ray rewrites 127.0.0.1 to the machine's LAN address, so a node could not
+join a head bound to loopback, and a node's private Ray would listen on the LAN.
+Processes that join a loopback head (``llmlab up``'s nodes) need it in their
+environment before ``ray`` is imported; ``ensure_ray`` sets it for its own process.
+"""
+
+
+def is_loopback_address(address: str) -> bool:
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def keep_ray_on_loopback() -> None:
+    """Apply ``LOOPBACK_ENV`` to this process (and so to the Ray processes it starts)."""
+    import sys
+
+    os.environ.update(LOOPBACK_ENV)
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # ray already imported: the flag was read at import time
+        constants.ENABLE_RAY_CLUSTER = False
 
 
 def shutdown_ray() -> None:

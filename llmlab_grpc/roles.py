@@ -51,6 +51,7 @@ ROLE_FACTORIES: dict[str, str] = {
     # role: "module:function" returning a RoleComponent; features add their line here.
     "bridge": "llmlab_grpc.bridge.component:build",
     "cache": "llmlab_grpc.cache.component:build",
+    "llm": "llmlab_grpc.inference.role:build",
     "planner": "llmlab_grpc.planner.service:build",
     "tools": "llmlab_grpc.tools.component:build",
 }

@@ -1,0 +1,47 @@
+"""The ``llm`` role: Ray-hosted models behind the node's ``Inference`` service.
+
+``start`` joins (``--ray-address``) or starts the node's Ray, loads one actor per
+model and publishes the model names in ``node.models`` before the node is announced,
+so routers only ever see models that are loaded. ``node.load.generations_running``
+counts generations running or queued here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llmlab_grpc.inference.runtime import InferenceRuntime
+from llmlab_grpc.inference.service import InferenceService
+from llmlab_grpc.proto.llmlab.v1 import inference_pb2, inference_pb2_grpc
+from llmlab_grpc.roles import RoleComponent, ServiceBinding
+
+if TYPE_CHECKING:
+    from llmlab_grpc.node import LlmlabNode
+
+
+class LlmComponent(RoleComponent):
+    def __init__(self, node: LlmlabNode) -> None:
+        super().__init__(node)
+        self.runtime = InferenceRuntime(node.node_id, node.settings, on_load=self._count)
+
+    def _count(self, delta: int) -> None:
+        self.node.load.generations_running += delta
+
+    def bindings(self) -> list[ServiceBinding]:
+        return [ServiceBinding(
+            inference_pb2.DESCRIPTOR.services_by_name["Inference"].full_name,
+            InferenceService(self.runtime),
+            inference_pb2_grpc.add_InferenceServicer_to_server,
+        )]
+
+    async def start(self) -> None:
+        await self.runtime.start()
+        self.node.models = self.runtime.model_names()
+
+    async def stop(self) -> None:
+        self.node.models = []
+        await self.runtime.stop()
+
+
+def build(node: LlmlabNode) -> LlmComponent:
+    return LlmComponent(node)
