@@ -53,6 +53,7 @@ ROLE_FACTORIES: dict[str, str] = {
     "cache": "llmlab_grpc.cache.component:build",
     "llm": "llmlab_grpc.inference.role:build",
     "planner": "llmlab_grpc.planner.service:build",
+    "replica": "llmlab_grpc.replication.component:build",
     "tools": "llmlab_grpc.tools.component:build",
 }
 

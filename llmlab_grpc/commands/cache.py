@@ -149,9 +149,16 @@ def _add_parsers(sub: Any, add_client_flags: Callable[[argparse.ArgumentParser],
     clear = sub.add_parser("clear", help="remove every entry of the node's cache")
     for parser in (stats, get, put, delete, clear):
         add_client_flags(parser)
+    from llmlab_grpc.commands.replication import add_locate_parser  # imports this module: here, not at the top
+
+    add_locate_parser(sub, add_client_flags)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
+    if args.cache_command == "locate":  # talks to the Replica service: commands/replication.py
+        from llmlab_grpc.commands.replication import cmd_locate
+
+        return cmd_locate(args)
     handler = SUBCOMMANDS[args.cache_command]
     client = MeshClient.resolve(args.target, args.secret, args.tls_cert, args.tls_key, args.tls_ca)
     try:

@@ -452,7 +452,8 @@ class Replicator(CacheListener):
                 self._acks.pop(existing.key)
                 self._short.discard(existing.key)
                 self.queue.discard(existing.key)
-            self._maybe_adopt(existing, live)
+            if existing.primary_node_id != sender:  # a primary sending its own entry is alive, known or not
+                self._maybe_adopt(existing, live)
         return True, ""
 
     def _refuse(self, key: str, reason: str) -> tuple[bool, str]:
