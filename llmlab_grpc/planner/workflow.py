@@ -18,7 +18,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls, result_text, struct_to_dict
-from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, planner_pb2
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, inference_pb2, planner_pb2
 
 Emit = Callable[[planner_pb2.AskStreamResponse], Awaitable[None]]
 MessagesFrom = Callable[[dict[str, "StepResult"]], list[common_pb2.ChatMessage]]
@@ -146,23 +146,25 @@ class WorkflowManager:
                 peer = self.calls.node.peers.get(step.node_id)
                 step.node_name = (peer.info.name if peer else
                                   self.calls.node.settings.name if step.node_id == self.calls.node.node_id else "")
-                await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=step.node_id))
+                await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=step.node_id,
+                                                                       cache=step.cache))
                 await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=hit.entry.response))
                 return StepResult(text=hit.entry.response)
             step.cache = planner_pb2.CACHE_OUTCOME_MISS if cacheable else planner_pb2.CACHE_OUTCOME_BYPASS
             if not cacheable and "not cached" not in step.reason:
                 step.reason += "; not cached: sampling is random (temperature > 0 and no seed)"
         parts: list[str] = []
-        finish = ""
+        usage: inference_pb2.Usage | None = None
         failed_over: list[str] = []
         started = False
         async for cand, chunk in self.calls.generate(step.name, messages, spec.params, failed_over):
             if not started:
                 started = True
                 step.node_id, step.node_name = cand.node_id, cand.name
-                await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=cand.node_id))
+                await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=cand.node_id,
+                                                                       cache=step.cache))
             if chunk.HasField("usage"):
-                finish = chunk.usage.finish_reason
+                usage = chunk.usage
                 if chunk.usage.node_id:
                     step.node_id = chunk.usage.node_id
             elif chunk.text:
@@ -170,7 +172,14 @@ class WorkflowManager:
                 await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=chunk.text))
         step.failed_over.extend(failed_over)
         text = "".join(parts)
-        complete = bool(finish)  # a final usage message arrived: the stream was not cut off
-        if complete and spec.store_cache and cacheable and step.cache == planner_pb2.CACHE_OUTCOME_MISS:
+        complete = usage is not None  # a final usage message arrived: the stream was not cut off
+        if usage is not None:
+            step.usage.CopyFrom(planner_pb2.StepUsage(
+                prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
+                finish_reason=usage.finish_reason, tool_calls_json=usage.tool_calls_json))
+        # The cache holds text only: an answer made of tool calls would come back without them.
+        if (complete and not step.usage.tool_calls_json and spec.store_cache and cacheable
+                and step.cache == planner_pb2.CACHE_OUTCOME_MISS):
             await self.calls.cache_put(lookup, text)
-        return StepResult(text=text, data={"finish_reason": finish})
+        return StepResult(text=text, data={"finish_reason": step.usage.finish_reason,
+                                           "tool_calls_json": step.usage.tool_calls_json})

@@ -108,12 +108,14 @@ class PlanMade(_message.Message):
     def __init__(self, steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ...) -> None: ...
 
 class StepStarted(_message.Message):
-    __slots__ = ("step_id", "node_id")
+    __slots__ = ("step_id", "node_id", "cache")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     node_id: str
-    def __init__(self, step_id: _Optional[str] = ..., node_id: _Optional[str] = ...) -> None: ...
+    cache: CacheOutcome
+    def __init__(self, step_id: _Optional[str] = ..., node_id: _Optional[str] = ..., cache: _Optional[_Union[CacheOutcome, str]] = ...) -> None: ...
 
 class ToolResult(_message.Message):
     __slots__ = ("step_id", "result")
@@ -132,7 +134,7 @@ class TokenDelta(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("step_id", "kind", "name", "node_id", "node_name", "reason", "cache", "started_at", "duration_ms", "error", "depends_on", "arguments", "output", "failed_over")
+    __slots__ = ("step_id", "kind", "name", "node_id", "node_name", "reason", "cache", "started_at", "duration_ms", "error", "depends_on", "arguments", "output", "failed_over", "usage")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +149,7 @@ class Step(_message.Message):
     ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     FAILED_OVER_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     kind: StepKind
     name: str
@@ -161,7 +164,20 @@ class Step(_message.Message):
     arguments: _struct_pb2.Struct
     output: str
     failed_over: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, step_id: _Optional[str] = ..., kind: _Optional[_Union[StepKind, str]] = ..., name: _Optional[str] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., reason: _Optional[str] = ..., cache: _Optional[_Union[CacheOutcome, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[float] = ..., error: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output: _Optional[str] = ..., failed_over: _Optional[_Iterable[str]] = ...) -> None: ...
+    usage: StepUsage
+    def __init__(self, step_id: _Optional[str] = ..., kind: _Optional[_Union[StepKind, str]] = ..., name: _Optional[str] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., reason: _Optional[str] = ..., cache: _Optional[_Union[CacheOutcome, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[float] = ..., error: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output: _Optional[str] = ..., failed_over: _Optional[_Iterable[str]] = ..., usage: _Optional[_Union[StepUsage, _Mapping]] = ...) -> None: ...
+
+class StepUsage(_message.Message):
+    __slots__ = ("prompt_tokens", "completion_tokens", "finish_reason", "tool_calls_json")
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALLS_JSON_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    tool_calls_json: str
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., tool_calls_json: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
     __slots__ = ("task_id", "query", "status", "answer", "steps", "created_at", "total_ms", "planner_node_id", "error")
