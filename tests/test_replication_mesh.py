@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 
 import grpc
+import pytest
 
 from llmlab_grpc.cache.keys import cache_key, checksum
 from llmlab_grpc.planner.planner import effective_params
@@ -28,6 +29,7 @@ from llmlab_grpc.proto.llmlab.v1 import (
     replica_pb2,
     replica_pb2_grpc,
 )
+from tests.cache_support import ray_session  # noqa: F401 - session fixture
 from tests.helpers import NodeProcess, wait_until
 
 MODEL = "smollm2-135m"
@@ -186,3 +188,21 @@ def test_a_corrupted_copy_is_refused_and_not_stored(node_factory: Factory) -> No
                        iter([replica_pb2.SyncRequest(sender_node_id="elsewhere", entries=[intact, other])]))
     assert (synced.stored, synced.rejected) == (1, 1)
     assert holds(node, key) and stats(node).replica_entries == 1
+
+
+def test_copies_in_rays_object_store_outlive_the_primary_process(node_factory: Factory,
+                                                                 request: pytest.FixtureRequest) -> None:
+    """With the ``ray`` store, each copy is a Ray object owned by the node that keeps it, so the
+    SIGKILL of the primary (and of the objects it owned) leaves the replica's copy readable."""
+    runtime = request.getfixturevalue("ray_session").get_runtime_context()
+    ray = ["--cache-store", "ray", "--ray-address", runtime.gcs_address]
+    n1 = node_factory("ray-1", "--roles", "cache,replica", *FLAGS, *ray)
+    n2 = node_factory("ray-2", "--roles", "cache,replica", *FLAGS, *ray, "--peer", n1.address)
+    wait_for_mesh([n1, n2])
+    key = put(n1, "Where do copies live?", "In the object store of the node that keeps them.")
+    wait_until(lambda: holds(n2, key), timeout=20, what="the copy on ray-2")
+    assert stats(n2).store == "ray" and stats(n2).replica_entries == 1
+    n1.stop(signal.SIGKILL)
+    wait_gone("ray-1", [n2])
+    reply = n2.call(cache_pb2_grpc.CacheStub, "Get", cache_pb2.GetRequest(key=key))
+    assert reply.found and reply.entry.response == "In the object store of the node that keeps them."
