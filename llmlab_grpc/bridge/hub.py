@@ -234,7 +234,11 @@ class MobileHub:
             session_token=self.session_tokens.issue(node_id),
             rate_limit_per_s=int(self.node.settings.bridge_rate_per_s),
         )
-        await link.send(bridge_pb2.BridgeEnvelope(id=ref_id, welcome=welcome))
+        try:
+            await link.send(bridge_pb2.BridgeEnvelope(id=ref_id, welcome=welcome))
+        except Exception:
+            await self.drop(session, "gone before its welcome")
+            raise
         if refused:
             allowed = ", ".join(sorted(self.allowed_tools)) or "none"
             await link.send(error(INVALID_ARGUMENT, f"tools not accepted from mobile nodes: {', '.join(refused)} "
