@@ -1,0 +1,182 @@
+"""Generation speed of the embedded model: the runtime called directly vs through the mesh.
+
+Legs, measured in the same run on the same prompts (greedy, fixed seed, so every leg
+generates the same tokens), interleaved prompt by prompt so that the load of the
+machine falls on every leg alike:
+
+- ``direct`` (the baseline): ``LlamaCppBackend`` in this process, the very class the
+  Ray actor runs, with the same settings;
+- ``grpc``: ``Inference.Generate`` on an ``llmlab node --roles llm`` child process
+  (its own local Ray, the model on a Ray actor, tokens over a Ray streaming generator
+  and a gRPC server stream).
+
+Per leg: time to first token (TTFT) and tokens/s (completion tokens over the whole
+call), median and p99, and the ratio to the baseline as "overhead" (>1 = slower than
+direct; the issue's goal for the mesh is under 1.05).
+
+To add a leg (e.g. ``Planner.Ask``): write ``async def my_leg(prompt) -> Sample`` and
+append ``Leg("name", my_leg)`` to the list built in ``main``; setup and teardown go
+in ``legs()``'s ``AsyncExitStack``.
+
+Bounded: ``--prompts`` x ``--repeats`` calls per leg, ``--budget-s`` overall.
+Run: .venv/bin/python scripts/bench/inference.py [--repeats 3] [--max-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import secrets
+import signal
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from llmlab_grpc.inference.backends import BackendOptions, backend_class
+from llmlab_grpc.inference.client import generate_stream
+from llmlab_grpc.inference.types import Params, Usage
+from llmlab_grpc.mesh.channels import open_channel
+from llmlab_grpc.procs import spawn_node
+
+MODEL = "smollm2-135m"
+PROMPTS = [
+    "Tell me a joke.",
+    "What is the capital of France? Answer in one sentence.",
+    "Write a haiku about the sea.",
+    "Explain what a computer network is, briefly.",
+    "Give me three tips for sleeping well.",
+    "Describe a cat in two sentences.",
+]
+
+
+@dataclass
+class Sample:
+    ttft_s: float
+    tokens: int
+    total_s: float
+    text: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.total_s if self.total_s > 0 else 0.0
+
+
+@dataclass
+class Leg:
+    name: str
+    run: Callable[[str], Awaitable[Sample]]
+    samples: list[Sample] = field(default_factory=list)
+
+
+def direct_leg(max_tokens: int) -> Callable[[str], Awaitable[Sample]]:
+    backend = backend_class("llama_cpp")(MODEL, BackendOptions())
+    backend.load()
+    params = Params(max_tokens=max_tokens, temperature=0.0, seed=1)
+
+    async def run(prompt: str) -> Sample:
+        start = time.perf_counter()
+        first = 0.0
+        pieces: list[str] = []
+        tokens = 0
+        for event in backend.generate([{"role": "user", "content": prompt}], params):
+            if isinstance(event, str):
+                first = first or time.perf_counter() - start
+                pieces.append(event)
+            elif isinstance(event, Usage):
+                tokens = event.completion_tokens
+            else:
+                raise RuntimeError(event)
+        return Sample(first, tokens, time.perf_counter() - start, "".join(pieces))
+
+    return run
+
+
+def grpc_leg(address: str, secret: str, max_tokens: int) -> Callable[[str], Awaitable[Sample]]:
+    channel = open_channel(address, secret)
+    params = {"max_tokens": max_tokens, "temperature": 0.0, "seed": 1}
+
+    async def run(prompt: str) -> Sample:
+        start = time.perf_counter()
+        first = 0.0
+        pieces: list[str] = []
+        tokens = 0
+        async for response in generate_stream(channel, MODEL, [{"role": "user", "content": prompt}], params,
+                                              timeout=120):
+            if response.HasField("usage"):
+                tokens = response.usage.completion_tokens
+            else:
+                first = first or time.perf_counter() - start
+                pieces.append(response.text)
+        return Sample(first, tokens, time.perf_counter() - start, "".join(pieces))
+
+    return run
+
+
+@contextlib.asynccontextmanager
+async def legs(max_tokens: int) -> AsyncIterator[list[Leg]]:
+    secret = secrets.token_urlsafe(24)
+    node = spawn_node("bench-llm", secret, "--roles", "llm", "--no-mdns", start_timeout=120)
+    try:
+        yield [Leg("direct", direct_leg(max_tokens)), Leg("grpc", grpc_leg(node.address, secret, max_tokens))]
+    finally:
+        node.stop(signal.SIGTERM, timeout=20)
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+
+
+def report(all_legs: list[Leg]) -> None:
+    base = all_legs[0]
+    base_ttft = statistics.median(s.ttft_s for s in base.samples)
+    base_tps = statistics.median(s.tokens_per_s for s in base.samples)
+    print(f"{'leg':<8} {'n':>3}  {'TTFT median':>11} {'p99':>8} {'ratio':>6}   "
+          f"{'tok/s median':>12} {'p99':>7} {'overhead':>8}")
+    for leg in all_legs:
+        ttft = [s.ttft_s * 1000 for s in leg.samples]
+        tps = [s.tokens_per_s for s in leg.samples]
+        slowest = sorted(tps)[0]  # the p99 of a rate is its slow tail
+        print(f"{leg.name:<8} {len(leg.samples):>3}  {statistics.median(ttft):9.1f}ms {p99(ttft):6.1f}ms "
+              f"{statistics.median(ttft) / (base_ttft * 1000):6.3f}   {statistics.median(tps):12.1f} "
+              f"{slowest:7.1f} {base_tps / statistics.median(tps):8.3f}")
+    print(f"baseline: {base.name}; ratio = TTFT / baseline TTFT; overhead = baseline tok/s / tok/s "
+          "(p99 of tok/s is the slowest 1%)")
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=len(PROMPTS), help=f"1..{len(PROMPTS)}")
+    parser.add_argument("--repeats", type=int, default=3, help="passes over the prompts (1..20)")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--budget-s", type=float, default=300.0, help="stop measuring after this long")
+    args = parser.parse_args()
+    prompts = PROMPTS[: max(1, min(args.prompts, len(PROMPTS)))]
+    repeats = max(1, min(args.repeats, 20))
+    async with legs(args.max_tokens) as all_legs:
+        for leg in all_legs:  # warm-up: first calls pay for connections and caches
+            await leg.run(prompts[0])
+        deadline = time.monotonic() + args.budget_s
+        mismatched = 0
+        for _ in range(repeats):
+            for prompt in prompts:
+                if time.monotonic() > deadline:
+                    break
+                samples = [await leg.run(prompt) for leg in all_legs]
+                for leg, sample in zip(all_legs, samples, strict=True):
+                    leg.samples.append(sample)
+                mismatched += len({s.text for s in samples}) > 1
+    print(f"model {MODEL}, max_tokens {args.max_tokens}, greedy, {len(prompts)} prompts x {repeats} passes; "
+          f"legs produced different text for {mismatched} prompt(s)")
+    report(all_legs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
