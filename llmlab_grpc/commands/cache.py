@@ -65,6 +65,7 @@ def _stats(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: A
     print(f"store {stats.store}: {stats.entries}/{stats.max_entries} entries, {stats.bytes}/{stats.max_bytes} bytes")
     print(f"hits {stats.hits}  misses {stats.misses}  hit ratio {stats.hit_ratio:.1%}  puts {stats.puts}")
     print(f"evictions {stats.evictions}  expirations {stats.expirations}  replica entries {stats.replica_entries}")
+    print(f"replication shortfall {stats.replication_shortfall} (entries short of their N replicas)")
     return 0
 
 
