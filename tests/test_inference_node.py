@@ -7,6 +7,7 @@ for real; the Ollama and OpenAI backends talk to local servers speaking those AP
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -22,9 +23,12 @@ from typing import Any
 import grpc
 import pytest
 
+from llmlab_grpc.inference.client import generate_text, list_models
+from llmlab_grpc.inference.errors import InferenceError
 from llmlab_grpc.inference.ray_head import RayHead
 from llmlab_grpc.inference.ray_host import actor_name
 from llmlab_grpc.mesh.auth import bearer
+from llmlab_grpc.mesh.channels import open_channel
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, inference_pb2, inference_pb2_grpc, node_pb2, node_pb2_grpc
 from tests.helpers import NodeProcess, spawn_node, wait_until
 from tests.inference_fakes import FakeOllama, FakeOpenAI
@@ -291,3 +295,59 @@ def test_killed_llm_node_gives_a_clear_error_and_leaves_no_actor(
          actor_name("inf-victim", MODEL)], capture_output=True, text=True, timeout=90,
         env={**os.environ, **ray_head.node_env()})
     assert probe.stdout.strip().endswith("gone"), probe.stdout + probe.stderr[-2000:]
+
+
+# -- the client helpers: a peer's channel and this node's own runtime -----------------------
+LOCAL_RUNTIME = """
+import asyncio, json, sys
+from llmlab_grpc.config import NodeSettings
+from llmlab_grpc.inference.client import generate_stream, generate_text, list_models
+from llmlab_grpc.inference.errors import InferenceError
+from llmlab_grpc.inference.runtime import InferenceRuntime
+
+async def main():
+    settings = NodeSettings(mesh_secret="x" * 12, ray_address=sys.argv[1], llm_backend="openai",
+                            openai_url=sys.argv[2], llm_models=["m1"])
+    runtime = InferenceRuntime("inf-local", settings)
+    await runtime.start()
+    out = {"models": [m.name for m in await list_models(runtime)]}
+    text, usage = await generate_text(runtime, "m1", [{"role": "user", "content": "local call"}])
+    out["text"], out["node"] = text, usage.node_id
+    try:
+        await generate_text(runtime, "m1", [{"role": "user", "content": "slow 100"}], timeout=0.5)
+    except InferenceError as err:
+        out["timeout"] = err.code.name
+    try:
+        await generate_text(runtime, "nope", [{"role": "user", "content": "x"}])
+    except InferenceError as err:
+        out["unknown"] = err.code.name
+    await runtime.stop()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+def test_client_helpers_over_a_channel_and_in_process(llama_node: NodeProcess, ray_head: RayHead) -> None:
+    async def remote() -> None:
+        channel = open_channel(llama_node.address, llama_node.secret)
+        try:
+            assert [m.name for m in await list_models(channel)] == [MODEL]
+            text, usage = await generate_text(channel, MODEL, [{"role": "user", "content": "Hi"}], {"max_tokens": 8})
+            assert text and usage.node_id == "inf-llama" and usage.completion_tokens <= 8
+            with pytest.raises(InferenceError) as info:
+                await generate_text(channel, "gpt-9", [{"role": "user", "content": "Hi"}])
+            assert info.value.code == grpc.StatusCode.NOT_FOUND
+        finally:
+            await channel.close()
+
+    asyncio.run(remote())
+
+    with FakeOpenAI(["m1"]) as server:  # the local path, in a process that joins the module's Ray head
+        run = subprocess.run([sys.executable, "-c", LOCAL_RUNTIME, ray_head.address, server.url],
+                             capture_output=True, text=True, timeout=120, env={**os.environ, **ray_head.node_env()})
+        assert run.returncode == 0, run.stderr[-3000:]
+        out = json.loads(run.stdout.strip().splitlines()[-1])
+        assert out == {"models": ["m1"], "text": "echo: local call ", "node": "inf-local",
+                       "timeout": "DEADLINE_EXCEEDED", "unknown": "NOT_FOUND"}
+        wait_until(lambda: server.disconnects >= 1, 10, what="the timed-out stream to be closed at the backend")
