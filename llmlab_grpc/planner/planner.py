@@ -79,10 +79,8 @@ class Planner:
         self.store = store or TaskStore()
 
     def _user_messages(self, query: planner_pb2.Query, text: str) -> list[common_pb2.ChatMessage]:
-        messages = []
-        if query.params.system_prompt:
-            messages.append(common_pb2.ChatMessage(role="system", content=query.params.system_prompt))
-        messages.extend(query.history)
+        # No system turn here: params.system_prompt travels with the request and the llm node puts it first.
+        messages = list(query.history)
         messages.append(common_pb2.ChatMessage(role="user", content=text))
         return messages
 
