@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--replication-queue", type=int, help="puts waiting to be replicated (default 1024)")
     node.add_argument("--replication-retry", type=float, dest="replication_retry_s",
                       help="seconds between retries of entries short of their replicas (default 5)")
+    node.add_argument("--api-keys-file", type=Path,
+                      help="API key digests for the /v1 API (default $LLMLAB_HOME/api_keys.json)")
+    node.add_argument("--api-max-body-bytes", type=int, help="largest /v1 request body, bytes (default 1 MiB)")
+    node.add_argument("--api-timeout", type=float, dest="api_timeout_s",
+                      help="seconds a /v1 request may take before 504 (default 300)")
     node.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     up = sub.add_parser("up", help="start a whole mesh on this machine and wait")
@@ -118,7 +123,8 @@ def _node_settings(args: argparse.Namespace) -> NodeSettings:
              "cache_store", "cache_ttl_s", "cache_max_bytes", "cache_max_entries", "cache_max_value_bytes",
              "allow_private_urls",
              "builtin_tools", "tool_plugins", "search_backend", "search_url", "search_db",
-             "replica_count", "replication_queue", "replication_retry_s"]
+             "replica_count", "replication_queue", "replication_retry_s",
+             "api_keys_file", "api_max_body_bytes", "api_timeout_s"]
     given: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.secret is not None:
         given["mesh_secret"] = args.secret
@@ -206,6 +212,7 @@ FEATURE_COMMANDS: list[str] = [
     "llmlab_grpc.commands.cache",
     "llmlab_grpc.commands.ask",
     "llmlab_grpc.commands.tools",
+    "llmlab_grpc.commands.apikey",
 ]
 
 

@@ -138,6 +138,13 @@ class NodeSettings(BaseSettings):
     replication_retry_s: float = Field(5.0, gt=0, le=3600,
                                        description="seconds between retries of entries short of N replicas")
 
+    # OpenAI-compatible HTTP API on the bridge's port (role `bridge`, docs/openai_api.md)
+    api_keys_file: Path | None = Field(None, description="API key digests for /v1; default $LLMLAB_HOME/api_keys.json")
+    api_max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024,
+                                    description="largest /v1 request body, bytes (413 beyond)")
+    api_timeout_s: float = Field(300.0, gt=0, le=3600,
+                                 description="seconds a /v1 request may take before 504 (the work is cancelled)")
+
     @classmethod
     def settings_customise_sources(
         cls,

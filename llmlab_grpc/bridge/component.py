@@ -2,9 +2,9 @@
 
 It runs one ASGI app (``HttpServer``) on ``--http-port`` inside the node's event loop:
 ``/`` the PWA a phone runs as a mobile node, ``/llmlab`` the dashboard, the read-only
-JSON API under ``/api``, the WebSocket ``/ws/task``, and the static files of the
-frontend. Other HTTP features (the OpenAI-compatible ``/v1`` API) add their routes with
-``node.components["bridge"].http.add_routes([...])``.
+JSON API under ``/api``, the WebSocket ``/ws/task``, the OpenAI-compatible ``/v1`` API
+(llmlab_grpc.openai_api), and the static files of the frontend. Other HTTP features add
+their routes with ``node.components["bridge"].http.add_routes([...])``.
 
 ``start`` sets ``node.http_url`` before the node is announced, and prints
 ``llmlab node NAME dashboard URL/llmlab`` for launchers to relay.
@@ -31,6 +31,7 @@ from llmlab_grpc.bridge.hub import MobileHub
 from llmlab_grpc.bridge.tool_service import MobileToolExecutor
 from llmlab_grpc.bridge.ws import TaskSocket
 from llmlab_grpc.mesh.net import WILDCARDS, lan_ipv4_addresses
+from llmlab_grpc.openai_api import mount as mount_openai_api
 from llmlab_grpc.proto.llmlab.v1 import tool_executor_pb2, tool_executor_pb2_grpc
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
 from llmlab_grpc.tools.base import ToolOutcome
@@ -77,6 +78,7 @@ class BridgeComponent(RoleComponent):
             WebSocketRoute("/ws/task", self.socket.endpoint),
             Mount("/", app=_Static(directory=files), name="frontend"),
         ])
+        self.openai_api = mount_openai_api(node, self.http)
 
     @staticmethod
     def _page(path: Path) -> Any:

@@ -1,0 +1,137 @@
+"""The way from an HTTP request to a planner, and the mesh's models.
+
+``PlannerGateway.events(query, deadline)`` yields the planner's ``AskStreamResponse``
+events, ending with ``final`` (the task), and raises ``ApiError`` when the task failed
+or the deadline passed. It uses this node's planner when the node has the role, else
+``Planner.AskStream`` on a planner peer (failing over while nothing was received), so
+a bridge-only node serves the API as well. Closing the generator early (the client
+went away) cancels the work: a generation nobody reads stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from llmlab_grpc.openai_api.errors import ApiError, deadline
+from llmlab_grpc.planner.mesh_calls import FAILOVER_CODES, MeshCalls
+from llmlab_grpc.planner.planner import QueryError
+from llmlab_grpc.proto.llmlab.v1 import inference_pb2, inference_pb2_grpc, planner_pb2, planner_pb2_grpc
+
+if TYPE_CHECKING:
+    from llmlab_grpc.node import LlmlabNode
+
+LIST_MODELS_TIMEOUT_S = 2.0
+
+
+class PlannerGateway:
+    """Planner access and model listing for the ``/v1`` routes of one node."""
+
+    def __init__(self, node: LlmlabNode) -> None:
+        self.node = node
+        self.calls = MeshCalls(node)
+
+    # -- models -----------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        """Models of this node and of every live llm peer, from the peer table (no calls)."""
+        return self.calls.models()
+
+    async def model_details(self) -> dict[str, list[dict[str, Any]]]:
+        """model → the nodes serving it, asked with ``Inference.ListModels`` (peer table on failure)."""
+        targets = [(c.node_id, c.name, c.address) for c in self.calls.candidates("llm")]
+
+        async def ask(node_id: str, name: str, address: str) -> list[dict[str, Any]]:
+            stub = inference_pb2_grpc.InferenceStub(self.node.channels.get(address))
+            try:
+                reply = await stub.ListModels(inference_pb2.ListModelsRequest(), timeout=LIST_MODELS_TIMEOUT_S)
+            except grpc.aio.AioRpcError:
+                known = self.node.models if node_id == self.node.node_id else (
+                    p.info.models if (p := self.node.peers.get(node_id)) else [])
+                return [{"model": m, "node_id": node_id, "node_name": name} for m in known]
+            return [{"model": m.name, "node_id": node_id, "node_name": name, "backend": m.backend,
+                     "context_length": m.context_length, "loaded": m.loaded} for m in reply.models]
+
+        found: dict[str, list[dict[str, Any]]] = {}
+        for rows in await asyncio.gather(*(ask(*t) for t in targets)):
+            for row in rows:
+                found.setdefault(row.pop("model"), []).append(row)
+        return found
+
+    # -- planning ---------------------------------------------------------------------
+    async def events(self, query: planner_pb2.Query, timeout_s: float
+                     ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + timeout_s
+        component = self.node.components.get("planner")
+        source = (self._local(component.planner, query, until, timeout_s) if component is not None
+                  else self._remote(query, until, timeout_s))
+        async for event in source:
+            yield event
+
+    async def _local(self, planner: Any, query: planner_pb2.Query, until: float, timeout_s: float
+                     ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
+        queue: asyncio.Queue[planner_pb2.AskStreamResponse | None] = asyncio.Queue()
+
+        async def run() -> tuple[planner_pb2.Task, grpc.StatusCode | None]:
+            try:
+                return await planner.ask(query, queue.put)  # type: ignore[no-any-return]
+            finally:
+                queue.put_nowait(None)
+
+        loop = asyncio.get_running_loop()
+        job = asyncio.create_task(run(), name="openai-api-ask")
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), max(0.0, until - loop.time()))
+                except TimeoutError:
+                    raise deadline(timeout_s) from None
+                if event is None:
+                    break
+                yield event
+            try:
+                task, status = await job
+            except QueryError as exc:
+                raise ApiError.from_grpc(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+            yield planner_pb2.AskStreamResponse(task_id=task.task_id, final=task)
+            if status is not None:
+                raise ApiError.from_grpc(status, f"{task.error} (task {task.task_id})")
+        finally:
+            if not job.done():
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await job
+
+    async def _remote(self, query: planner_pb2.Query, until: float, timeout_s: float
+                      ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
+        loop = asyncio.get_running_loop()
+        candidates = self.calls.candidates("planner")
+        if not candidates:
+            raise ApiError(503, "no planner node is alive in the mesh: start a node with the planner role",
+                           "server_error", "no_planner_node", headers={"retry-after": "2"})
+        last: grpc.aio.AioRpcError | None = None
+        for cand in candidates:
+            stub = planner_pb2_grpc.PlannerStub(self.node.channels.get(cand.address))
+            call = stub.AskStream(planner_pb2.AskStreamRequest(query=query), timeout=max(0.001, until - loop.time()))
+            received = False
+            try:
+                async for event in call:
+                    received = True
+                    yield event
+                return
+            except grpc.aio.AioRpcError as err:
+                if not received and err.code() in FAILOVER_CODES - {grpc.StatusCode.DEADLINE_EXCEEDED}:
+                    self.calls.suspect(cand.node_id)
+                    last = err
+                    continue
+                if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and loop.time() >= until:
+                    raise deadline(timeout_s) from err
+                raise ApiError.from_grpc(err.code(), f"{err.details()} (planner {cand.name})") from err
+            finally:
+                call.cancel()
+        assert last is not None
+        raise ApiError.from_grpc(last.code(), f"no planner node could take the request: {last.details()}")

@@ -1,0 +1,177 @@
+"""The ``/v1`` routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /v1/models/{id}``.
+
+Every request is authenticated before its body is read; the body is read with a size
+limit (413), parsed (400 on malformed JSON) and validated (400 naming the field). A
+model must be served by a live llm node: none alive is 503, an unknown name 404. The
+answer carries ``x-llmlab-cache`` (hit, miss, bypass, none) and ``x-llmlab-task-id``
+headers, and a ``llmlab`` field with the trace. Any other ``/v1`` path is a 404 in
+OpenAI's error shape.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from llmlab_grpc.openai_api import translate
+from llmlab_grpc.openai_api.auth import ApiAuth, default_keys_path
+from llmlab_grpc.openai_api.errors import ApiError, bad_request, no_llm_node, unknown_model
+from llmlab_grpc.openai_api.gateway import PlannerGateway
+from llmlab_grpc.openai_api.schemas import ChatCompletionRequest, completion, model_entry
+from llmlab_grpc.openai_api.streaming import chunks, open_stream
+
+if TYPE_CHECKING:
+    from llmlab_grpc.node import LlmlabNode
+
+log = logging.getLogger(__name__)
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
+def _param(loc: tuple[Any, ...]) -> str:
+    """pydantic's ("messages", 0, "role") as OpenAI's "messages[0].role"."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in TYPE_TAGS or not str(part).isidentifier():
+            continue  # the union branch ("str", "list[ContentPart]", ...) pydantic adds to the location
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    param = _param(tuple(first["loc"]))
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+    return bad_request(f"{param}: {message}{more}" if param else f"{message}{more}", param or None)
+
+
+class OpenAIApi:
+    """Handlers of the ``/v1`` routes of one node."""
+
+    def __init__(self, node: LlmlabNode) -> None:
+        self.node = node
+        settings = node.settings
+        self.auth = ApiAuth(settings.mesh_secret, settings.api_keys_file or default_keys_path())
+        self.gateway = PlannerGateway(node)
+        self.max_body = settings.api_max_body_bytes
+        self.timeout_s = settings.api_timeout_s
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/chat/completions", self._guard(self.chat_completions, "POST"), methods=ALL_METHODS),
+            Route("/v1/models", self._guard(self.list_models, "GET"), methods=ALL_METHODS),
+            Route("/v1/models/{model:path}", self._guard(self.get_model, "GET"), methods=ALL_METHODS),
+            Route("/v1/{rest:path}", self._guard(self.not_found, None), methods=ALL_METHODS),
+            Route("/v1", self._guard(self.not_found, None), methods=ALL_METHODS),
+        ]
+
+    def _guard(self, handler: Any, method: str | None) -> Any:
+        """Authenticate, check the method, and turn every ``ApiError`` into its JSON answer."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                principal = self.auth.check(request.headers.get("authorization"))
+                if method is not None and request.method != method:
+                    raise ApiError(405, f"{request.url.path} takes {method}, not {request.method}",
+                                   code="method_not_allowed", headers={"allow": method})
+                request.state.principal = principal
+                return await handler(request)  # type: ignore[no-any-return]
+            except ApiError as err:
+                return err.response()
+
+        return endpoint
+
+    # -- /v1/models -------------------------------------------------------------------------
+    async def list_models(self, request: Request) -> Response:
+        details = await self.gateway.model_details()
+        return JSONResponse({"object": "list", "data": [model_entry(name, nodes) for name, nodes in details.items()]})
+
+    async def get_model(self, request: Request) -> Response:
+        name = request.path_params["model"]
+        details = await self.gateway.model_details()
+        if name not in details:
+            raise unknown_model(name, list(details))
+        return JSONResponse(model_entry(name, details[name]))
+
+    async def not_found(self, request: Request) -> Response:
+        raise ApiError(404, f"{request.method} {request.url.path} is not part of the llmlab OpenAI API: it serves "
+                            "POST /v1/chat/completions and GET /v1/models", code="unknown_url")
+
+    # -- /v1/chat/completions ---------------------------------------------------------------
+    async def _body(self, request: Request) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            raise self._too_large()
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > self.max_body:
+                raise self._too_large()
+        try:
+            return json.loads(body)
+        except ValueError as exc:
+            raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
+
+    def _too_large(self) -> ApiError:
+        return ApiError(413, f"the request body is larger than {self.max_body} bytes (the node's "
+                             "--api-max-body-bytes)", code="request_too_large")
+
+    async def chat_completions(self, request: Request) -> Response:
+        data = await self._body(request)
+        if not isinstance(data, dict):
+            raise bad_request("the request body must be a JSON object", code="invalid_json")
+        try:
+            chat = ChatCompletionRequest.model_validate(data)
+        except ValidationError as exc:
+            raise _validation_error(exc) from exc
+        query = translate.to_query(chat, request.headers.get("cache-control", ""))
+        models = self.gateway.model_names()
+        if not models:
+            raise no_llm_node()
+        if chat.model not in models:
+            raise unknown_model(chat.model, models)
+        created = int(time.time())
+        events = self.gateway.events(query, self.timeout_s)
+        if chat.stream:
+            try:
+                opening = await open_stream(events)
+            except BaseException:
+                await events.aclose()
+                raise
+            headers = {"x-llmlab-cache": opening.cache, "x-llmlab-task-id": opening.task_id,
+                       "cache-control": "no-cache", "x-accel-buffering": "no"}
+            include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
+
+            async def body() -> Any:
+                try:
+                    async for piece in chunks(opening, events, chat.model, created, include_usage):
+                        yield piece
+                finally:
+                    await events.aclose()
+
+            return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+        task = None
+        try:
+            async for event in events:
+                if event.WhichOneof("event") == "final":
+                    task = event.final
+        finally:
+            await events.aclose()
+        if task is None:  # pragma: no cover - the gateway always ends with final or raises
+            raise ApiError(500, "the planner ended without a task", "server_error", "internal_error")
+        usage, source = translate.usage(task)
+        answer = completion(translate.completion_id(task.task_id), created, chat.model, translate.message(task),
+                            translate.finish_reason(task), usage, translate.extension(task, source))
+        return JSONResponse(answer, headers={"x-llmlab-cache": translate.cache_outcome(task),
+                                             "x-llmlab-task-id": task.task_id})

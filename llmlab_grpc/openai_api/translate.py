@@ -1,0 +1,200 @@
+"""OpenAI chat requests to planner ``Query``s, and finished ``Task``s back to OpenAI answers.
+
+Request side: the last message (which must be the user's) is the query text; leading
+system/developer messages become the system prompt; every other turn is history, with
+assistant tool calls and tool results kept. ``tools`` pass through to the model as
+``params.tools_json`` with ``no_tools`` set, so the planner does not route to a mesh
+tool behind the caller's back; ``"llmlab": {"tools": false}`` sets ``no_tools`` alone.
+``Cache-Control: no-cache`` skips the cache, ``no-store`` only stops storing.
+
+Answer side: the *answer step* is the last step of the trace (a proposal step, when the
+planner asked the model to pick a tool, comes before the plan). Usage is what the llm
+nodes counted for every generation of the request; when the answer itself was not
+generated (a cache hit, a tool's result) its tokens are estimated as ceil(chars / 4)
+and ``llmlab.usage`` says ``"estimate"`` instead of ``"model"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from typing import Any
+
+from llmlab_grpc.openai_api.errors import bad_request
+from llmlab_grpc.openai_api.schemas import ChatCompletionRequest
+from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
+
+CHARS_PER_TOKEN = 4
+
+
+def to_query(request: ChatCompletionRequest, cache_control: str = "") -> planner_pb2.Query:
+    """The planner query for ``request``; ``ApiError`` (400) names a message it cannot use."""
+    messages = request.messages
+    texts: list[str] = []
+    for i, message in enumerate(messages):
+        try:
+            texts.append(message.text(i))
+        except ValueError as exc:
+            raise bad_request(str(exc), f"messages[{i}].content") from exc
+    last = len(messages) - 1
+    if messages[last].role != "user":
+        raise bad_request(f"the last message has role {messages[last].role!r}; it must be the user's: llmlab "
+                          "answers the newest user turn (earlier turns, tool calls and tool results are history)",
+                          f"messages[{last}].role")
+    system: list[str] = []
+    start = 0
+    while start < last and messages[start].role in ("system", "developer"):
+        system.append(texts[start])
+        start += 1
+    query = planner_pb2.Query(text=texts[last], model=request.model,
+                              cache_nondeterministic=request.llmlab.cache_nondeterministic)
+    for i in range(start, last):
+        query.history.append(_turn(messages[i], texts[i]))
+    params = query.params
+    params.system_prompt = "\n\n".join(s for s in system if s)
+    if request.temperature is not None:
+        params.temperature = request.temperature
+    if request.top_p is not None:
+        params.top_p = request.top_p
+    if (limit := request.token_limit()) is not None:
+        params.max_tokens = min(limit, 2**31 - 1)
+    if request.seed is not None:
+        params.seed = request.seed
+    params.stop.extend(request.stop_list())
+    tools = request.function_tools()
+    if tools:
+        params.tools_json = json.dumps(tools, separators=(",", ":"), sort_keys=True)
+    query.no_tools = bool(tools) or not request.llmlab.tools
+    directives = {d.strip().lower() for d in cache_control.split(",")}
+    query.no_cache = "no-cache" in directives
+    query.no_store = "no-store" in directives
+    return query
+
+
+def _turn(message: Any, text: str) -> common_pb2.ChatMessage:
+    role = "system" if message.role == "developer" else message.role
+    turn = common_pb2.ChatMessage(role=role, content=text, tool_call_id=message.tool_call_id or "")
+    if message.tool_calls:
+        turn.tool_calls_json = json.dumps([c.model_dump() for c in message.tool_calls], separators=(",", ":"))
+    return turn
+
+
+# --- answers -------------------------------------------------------------------------------
+
+
+def approx_tokens(text: str) -> int:
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
+
+
+def answer_step(task: planner_pb2.Task) -> planner_pb2.Step | None:
+    return task.steps[-1] if task.steps else None
+
+
+def _name(enum: Any, value: int, prefix: str) -> str:
+    return enum.Name(value).removeprefix(prefix).lower()
+
+
+def cache_outcome(task: planner_pb2.Task) -> str:
+    """hit, miss, bypass or none: how the cache took part in the answer step."""
+    step = answer_step(task)
+    if step is None or step.cache == planner_pb2.CACHE_OUTCOME_UNSPECIFIED:
+        return "none"
+    return _name(planner_pb2.CacheOutcome, step.cache, "CACHE_OUTCOME_")
+
+
+def tool_calls(step: planner_pb2.Step | None) -> list[dict[str, Any]]:
+    """The model's tool calls in OpenAI's shape (ids filled in, arguments as a JSON string)."""
+    raw = step.usage.tool_calls_json if step is not None and step.HasField("usage") else ""
+    try:
+        calls = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    out = []
+    for call in calls if isinstance(calls, list) else []:
+        if not isinstance(call, dict):
+            continue
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        arguments = function.get("arguments", "")
+        out.append({
+            "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": str(function.get("name", "")),
+                         "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)},
+        })
+    return out
+
+
+def finish_reason(task: planner_pb2.Task) -> str:
+    step = answer_step(task)
+    if tool_calls(step):
+        return "tool_calls"
+    if step is not None and step.HasField("usage") and step.usage.finish_reason == "length":
+        return "length"
+    return "stop"
+
+
+def prompt_text(query: planner_pb2.Query) -> str:
+    return "\n".join([query.params.system_prompt, *(t.content for t in query.history), query.text])
+
+
+def usage(task: planner_pb2.Task) -> tuple[dict[str, int], str]:
+    """The ``usage`` block and where its numbers come from: "model" or "estimate"."""
+    counted = [s.usage for s in task.steps if s.HasField("usage")]
+    prompt = sum(u.prompt_tokens for u in counted)
+    completion = sum(u.completion_tokens for u in counted)
+    step = answer_step(task)
+    source = "model"
+    if step is None or not step.HasField("usage"):
+        source = "estimate"
+        completion += approx_tokens(task.answer)
+        if step is not None and step.kind == planner_pb2.STEP_KIND_LLM:  # a cache hit: a model read it once
+            prompt += approx_tokens(prompt_text(task.query))
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}, source
+
+
+def step_row(step: planner_pb2.Step) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "step_id": step.step_id,
+        "kind": _name(planner_pb2.StepKind, step.kind, "STEP_KIND_"),
+        "name": step.name,
+        "node_id": step.node_id,
+        "node_name": step.node_name,
+        "reason": step.reason,
+        "cache": "none" if not step.cache else _name(planner_pb2.CacheOutcome, step.cache, "CACHE_OUTCOME_"),
+        "duration_ms": round(step.duration_ms, 2),
+    }
+    if step.error:
+        row["error"] = step.error
+    if step.failed_over:
+        row["failed_over"] = list(step.failed_over)
+    if step.HasField("usage"):
+        row["usage"] = {"prompt_tokens": step.usage.prompt_tokens,
+                        "completion_tokens": step.usage.completion_tokens,
+                        "finish_reason": step.usage.finish_reason}
+    return row
+
+
+def extension(task: planner_pb2.Task, usage_source: str) -> dict[str, Any]:
+    """The ``llmlab`` field of an answer: the task and its execution trace."""
+    return {
+        "task_id": task.task_id,
+        "planner_node_id": task.planner_node_id,
+        "cache": cache_outcome(task),
+        "usage": usage_source,
+        "total_ms": round(task.total_ms, 2),
+        "steps": [step_row(s) for s in task.steps],
+    }
+
+
+def message(task: planner_pb2.Task) -> dict[str, Any]:
+    calls = tool_calls(answer_step(task))
+    out: dict[str, Any] = {"role": "assistant", "content": task.answer if task.answer or not calls else None,
+                           "refusal": None}
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
+def completion_id(task_id: str) -> str:
+    return f"chatcmpl-{task_id}"
