@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
