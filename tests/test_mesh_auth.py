@@ -19,7 +19,7 @@ def test_mesh_id_is_a_digest_not_the_secret() -> None:
 
 
 def test_no_token_wrong_token_right_token(node_factory, secret) -> None:  # type: ignore[no-untyped-def]
-    node = node_factory("auth", "--no-mdns")
+    node = node_factory("auth", "--roles", "cache,replica", "--no-mdns")
     with grpc.insecure_channel(node.address) as channel:
         stub = node_pb2_grpc.NodeStub(channel)
         with pytest.raises(grpc.RpcError) as missing:
@@ -49,9 +49,11 @@ def test_streaming_rpcs_are_guarded_too(node_factory) -> None:  # type: ignore[n
 
 def test_node_of_another_mesh_is_not_a_peer(node_factory, secret) -> None:  # type: ignore[no-untyped-def]
     """Static seeds pointing across meshes: both sides refuse, neither table gains the other."""
-    ours = node_factory("ours", "--no-mdns")
-    theirs = node_factory("theirs", "--no-mdns", "--peer", ours.address, secret="a-different-mesh-secret")
-    friend = node_factory("friend", "--no-mdns", "--peer", ours.address)
+    ours = node_factory("ours", "--roles", "cache,replica", "--no-mdns")
+    theirs = node_factory(
+        "theirs", "--roles", "cache,replica", "--no-mdns", "--peer", ours.address, secret="a-different-mesh-secret"
+    )
+    friend = node_factory("friend", "--roles", "cache,replica", "--no-mdns", "--peer", ours.address)
     wait_until(lambda: ours.peer_names() == {"friend"}, 15, what="the same-mesh peer to join")
     time.sleep(2.5)  # a few heartbeat rounds in which the other mesh keeps knocking
     assert ours.peer_names() == {"friend"}
@@ -60,11 +62,14 @@ def test_node_of_another_mesh_is_not_a_peer(node_factory, secret) -> None:  # ty
 
 
 def test_other_mesh_announcement_ignored_over_mdns(node_factory) -> None:  # type: ignore[no-untyped-def]
-    a = node_factory("mdns-a", "--mdns-interface", "127.0.0.1")
-    b = node_factory("mdns-b", "--mdns-interface", "127.0.0.1")
-    other = node_factory("mdns-other", "--mdns-interface", "127.0.0.1", secret="yet-another-secret-1")
-    wait_until(lambda: a.peer_names() == {"mdns-b"} and b.peer_names() == {"mdns-a"}, 20,
-               what="same-mesh zeroconf discovery")
+    a = node_factory("mdns-a", "--roles", "cache,replica", "--mdns-interface", "127.0.0.1")
+    b = node_factory("mdns-b", "--roles", "cache,replica", "--mdns-interface", "127.0.0.1")
+    other = node_factory(
+        "mdns-other", "--roles", "cache,replica", "--mdns-interface", "127.0.0.1", secret="yet-another-secret-1"
+    )
+    wait_until(
+        lambda: a.peer_names() == {"mdns-b"} and b.peer_names() == {"mdns-a"}, 20, what="same-mesh zeroconf discovery"
+    )
     time.sleep(2.5)
     assert "mdns-other" not in a.peer_names() | b.peer_names()
     assert other.peer_names() == set()

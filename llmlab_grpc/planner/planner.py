@@ -168,8 +168,7 @@ class Planner:
                                "the query may need a tool: the model was shown the tools' JSON Schemas"),
                     messages=lambda _r: [common_pb2.ChatMessage(**m) for m in proposal_messages(text, catalogue)],
                     params=proposal_params, use_cache=use_cache, store_cache=store_cache)
-                await workflow.run([propose])
-                task.steps.append(propose.step)
+                await workflow.run([propose])  # records the step in the task's trace
                 outcome = workflow.results["p1"]
                 if not outcome.ok:
                     raise MeshCallError(workflow.first_error, propose.step.error)
