@@ -10,6 +10,7 @@ Ctrl-C/SIGTERM stops every node it started (SIGTERM, then SIGKILL after a grace)
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import grpc
 
@@ -27,6 +28,11 @@ from llmlab_grpc.mesh.auth import bearer
 from llmlab_grpc.procs import LISTEN_RE
 from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc
 from llmlab_grpc.state import home, read_state, write_state
+
+if TYPE_CHECKING:
+    from llmlab_grpc.inference.ray_head import RayHead
+
+DASHBOARD_RE = re.compile(r"^llmlab node (?P<name>\S+) dashboard (?P<url>\S+)$")
 
 START_TIMEOUT_S = 60.0
 
@@ -52,6 +58,7 @@ class LaunchedNode:
     process: subprocess.Popen[str]
     address: str = ""
     log_path: Path = field(default_factory=Path)
+    dashboard: str = ""
 
 
 def mesh_secret() -> str:
@@ -72,6 +79,8 @@ class LocalMesh:
         self.secret = mesh_secret()
         self.nodes: list[LaunchedNode] = []
         self.out = out
+        self.ray_head: RayHead | None = None
+        self.extra_env: dict[str, str] = {}
 
     def _spawn(self, name: str, roles: list[str], seeds: list[str]) -> LaunchedNode:
         log_dir = home() / "logs"
@@ -82,7 +91,7 @@ class LocalMesh:
         cmd += ["--mdns-interface", self.mdns_interface] if self.mdns else ["--no-mdns"]
         for seed in seeds:
             cmd += ["--peer", seed]
-        env = {**os.environ, "LLMLAB_MESH_SECRET": self.secret}  # not argv: keep it out of `ps`
+        env = {**os.environ, **self.extra_env, "LLMLAB_MESH_SECRET": self.secret}  # not argv: keep it out of `ps`
         log_file = open(log_path, "w")  # noqa: SIM115 - owned by the child for its lifetime
         process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, text=True, env=env,
                                    stdin=subprocess.DEVNULL)
@@ -96,6 +105,9 @@ class LocalMesh:
             line = node.process.stdout.readline()
             if not line:
                 raise RuntimeError(f"{node.name} exited before listening; see {node.log_path}")
+            dashboard = DASHBOARD_RE.match(line)
+            if dashboard:
+                node.dashboard = dashboard.group("url")
             match = LISTEN_RE.match(line)
             if match:
                 node.address = match.group("address")
@@ -105,18 +117,21 @@ class LocalMesh:
         raise RuntimeError(f"{node.name} did not start within {START_TIMEOUT_S:.0f} s; see {node.log_path}")
 
     def _share_ray(self) -> None:
-        """One Ray for the whole local mesh, owned by this launcher; every node joins it.
+        """One Ray head for the whole local mesh, as its own process; every node joins it.
 
         Without it each node with the cache or llm role would start its own Ray cluster
         (seconds and about 0.5 GB each, and several at once time out on a small machine).
-        A Ray address given by the user (``LLMLAB_RAY_ADDRESS``) is used as it is.
+        The head is a separate process (``ray start --head --block``) so that no node's
+        death takes the others' Ray down; it is stopped after the nodes. A Ray address
+        given by the user (``LLMLAB_RAY_ADDRESS`` or ``--ray-address``) is used as it is.
         """
         if os.environ.get("LLMLAB_RAY_ADDRESS") or "--ray-address" in self.extra_args:
             return
-        from llmlab_grpc.ray_runtime import ensure_ray
+        from llmlab_grpc.inference.ray_head import RayHead
 
-        ray = ensure_ray()
-        self.extra_args = [*self.extra_args, "--ray-address", ray.get_runtime_context().gcs_address]
+        self.ray_head = RayHead.start()
+        self.extra_args = [*self.extra_args, *self.ray_head.node_args()]
+        self.extra_env.update(self.ray_head.node_env())
 
     def start(self) -> None:
         self._share_ray()
@@ -154,7 +169,8 @@ class LocalMesh:
     def write_state(self) -> Path:
         return write_state({
             "secret": self.secret,
-            "nodes": [{"name": n.name, "address": n.address, "roles": n.roles, "pid": n.process.pid}
+            "nodes": [{"name": n.name, "address": n.address, "roles": n.roles, "pid": n.process.pid,
+                       **({"http_url": n.dashboard.removesuffix("/llmlab")} if n.dashboard else {})}
                       for n in self.nodes],
         })
 
@@ -170,6 +186,9 @@ class LocalMesh:
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait()
+        if self.ray_head is not None:
+            self.ray_head.stop()
+            self.ray_head = None
 
 
 def run_up(count: int, mdns: bool, mdns_interface: str, extra_args: list[str]) -> int:
@@ -187,6 +206,9 @@ def run_up(count: int, mdns: bool, mdns_interface: str, extra_args: list[str]) -
     width = max(len(n.name) for n in mesh.nodes)
     for node in mesh.nodes:
         print(f"{node.name:<{width}}  {node.address:<21}  {','.join(node.roles)}", flush=True)
+    for node in mesh.nodes:
+        if node.dashboard:
+            print(f"dashboard: {node.dashboard}", flush=True)
     path = mesh.write_state()
     print(f"state: {path}", flush=True)
     print("ready", flush=True)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
-FIRST_QUESTIONS: list[str] = []  # filled as `llmlab ask` lands: the planner issue
+FIRST_QUESTIONS: list[str] = ["What is 25 * 67?", "Tell me a joke"]
 
 
 def main() -> int:
@@ -34,7 +34,7 @@ def main() -> int:
         subprocess.run([llmlab, "peers"], check=True)
         for question in FIRST_QUESTIONS:
             print(f"\n$ llmlab ask {question!r}", flush=True)
-            status |= subprocess.run([llmlab, "ask", question]).returncode
+            status |= subprocess.run([llmlab, "ask", question, "--trace"]).returncode
         if opts.once:
             return status
         print("\nThe mesh is running; try `.venv/bin/llmlab peers` in another shell. Ctrl-C stops it.", flush=True)
