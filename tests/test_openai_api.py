@@ -1,6 +1,6 @@
 """The OpenAI-compatible /v1 API on real node processes, called with the official ``openai`` package.
 
-One mesh for the module, joined to one Ray head: ``oa-api`` (planner, tools, llm with
+One mesh for the module, joined to the session's Ray head: ``oa-api`` (planner, tools, llm with
 the embedded SmolLM2, cache, bridge), ``oa-tooly`` (llm only, the ``openai`` backend
 in front of a local server speaking the OpenAI API, whose model calls tools), and
 ``oa-edge`` (bridge only: it must reach the planner of ``oa-api`` over gRPC).
@@ -22,6 +22,7 @@ import pytest
 
 from llmlab_grpc.inference.ray_head import RayHead
 from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc
+from tests.conftest import ray_env
 from tests.helpers import NodeProcess, spawn_node, wait_until
 from tests.inference_fakes import FakeOpenAI
 
@@ -54,24 +55,23 @@ class Mesh:
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def mesh(tmp_path_factory: pytest.TempPathFactory, ray_head: RayHead) -> Iterator[Mesh]:
     pytest.importorskip("llama_cpp")
     home = tmp_path_factory.mktemp("openai-home")
     ARTIFACTS.mkdir(exist_ok=True)
     secret = secrets.token_urlsafe(24)
     keys_file = home / "api_keys.json"
-    head = RayHead.start(home_dir=home)
     fake = FakeOpenAI([FAKE]).__enter__()
-    env = {**head.node_env(), "LLMLAB_CACHE_STORE": "memory", "LLMLAB_HOME": str(home)}
+    env = {**ray_env(ray_head), "LLMLAB_CACHE_STORE": "memory", "LLMLAB_HOME": str(home)}
     started: list[NodeProcess] = []
     try:
         api = spawn_node("oa-api", secret, "--no-mdns", "--roles", "planner,tools,llm,cache,bridge",
-                         "--http-port", "0", "--api-keys-file", str(keys_file), *head.node_args(),
+                         "--http-port", "0", "--api-keys-file", str(keys_file),
                          env=env, log_dir=ARTIFACTS, start_timeout=120)
         started.append(api)
         started.append(spawn_node("oa-tooly", secret, "--no-mdns", "--roles", "llm", "--llm-backend", "openai",
                                   "--openai-url", f"{fake.url}/v1", "--llm-models", FAKE, "--peer", api.address,
-                                  *head.node_args(), env=env, log_dir=ARTIFACTS, start_timeout=120))
+                                  env=env, log_dir=ARTIFACTS, start_timeout=120))
         edge = spawn_node("oa-edge", secret, "--no-mdns", "--roles", "bridge", "--http-port", "0",
                           "--api-timeout", "2", "--peer", api.address, env=env, log_dir=ARTIFACTS)
         started.append(edge)
@@ -82,7 +82,6 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         for node in reversed(started):
             node.stop(timeout=20)
         fake.__exit__(None, None, None)
-        head.stop()
 
 
 def ask(client: openai.OpenAI, text: str, model: str = MODEL, **kwargs: object) -> openai.types.chat.ChatCompletion:
