@@ -221,6 +221,14 @@ def test_function_calling_passes_through_to_the_model(mesh: Mesh) -> None:
     deltas = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
     assert [(d.index, d.function.name) for d in deltas] == [(0, "get_weather")]  # type: ignore[union-attr]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    # The second half: the tool's result goes back and the model continues from it.
+    follow_up = client.chat.completions.create(model=FAKE, messages=[
+        *messages, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}])  # type: ignore[list-item]
+    assert follow_up.choices[0].message.content == "echo: What is the weather in Paris?"
+    sent = mesh.fake.requests[-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    assert sent[1]["tool_calls"][0]["id"] == "call_abc" and sent[2]["tool_call_id"] == "call_abc"
 
 
 def test_unknown_model_is_not_found(mesh: Mesh) -> None:

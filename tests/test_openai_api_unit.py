@@ -44,6 +44,18 @@ def test_conversation_becomes_system_prompt_history_and_text() -> None:
     assert not query.no_tools and not query.no_cache and not query.no_store
 
 
+def test_a_conversation_ending_with_a_tool_result_is_continued() -> None:
+    query = translate.to_query(request(tools=[TOOL], messages=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]))
+    assert query.text == ""
+    assert [t.role for t in query.history] == ["user", "assistant", "tool"]
+    assert query.history[-1].content == "sunny" and query.no_tools
+
+
 def test_parameters_are_carried() -> None:
     query = translate.to_query(request(temperature=0, top_p=0.5, seed=9, stop="END", max_tokens=50,
                                        max_completion_tokens=20), "no-cache, No-Store")

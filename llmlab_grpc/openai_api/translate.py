@@ -1,10 +1,12 @@
 """OpenAI chat requests to planner ``Query``s, and finished ``Task``s back to OpenAI answers.
 
-Request side: the last message (which must be the user's) is the query text; leading
-system/developer messages become the system prompt; every other turn is history, with
-assistant tool calls and tool results kept. ``tools`` pass through to the model as
-``params.tools_json`` with ``no_tools`` set, so the planner does not route to a mesh
-tool behind the caller's back; ``"llmlab": {"tools": false}`` sets ``no_tools`` alone.
+Request side: the last message (the user's) is the query text; leading system/developer
+messages become the system prompt; every other turn is history, with assistant tool
+calls and tool results kept. A conversation that ends with tool results (the second
+half of function calling) is all history and an empty text: the model continues it.
+``tools`` pass through to the model as ``params.tools_json`` with ``no_tools`` set, so
+the planner does not route to a mesh tool behind the caller's back;
+``"llmlab": {"tools": false}`` sets ``no_tools`` alone.
 ``Cache-Control: no-cache`` skips the cache, ``no-store`` only stops storing.
 
 Answer side: the *answer step* is the last step of the trace (a proposal step, when the
@@ -38,18 +40,19 @@ def to_query(request: ChatCompletionRequest, cache_control: str = "") -> planner
         except ValueError as exc:
             raise bad_request(str(exc), f"messages[{i}].content") from exc
     last = len(messages) - 1
-    if messages[last].role != "user":
-        raise bad_request(f"the last message has role {messages[last].role!r}; it must be the user's: llmlab "
-                          "answers the newest user turn (earlier turns, tool calls and tool results are history)",
+    if messages[last].role not in ("user", "tool"):
+        raise bad_request(f"the last message has role {messages[last].role!r}; it must be the user's (or a tool "
+                          "result, to continue a function call): llmlab answers the newest user turn",
                           f"messages[{last}].role")
+    continuation = messages[last].role == "tool"  # text stays empty: the model continues the call
     system: list[str] = []
     start = 0
     while start < last and messages[start].role in ("system", "developer"):
         system.append(texts[start])
         start += 1
-    query = planner_pb2.Query(text=texts[last], model=request.model,
+    query = planner_pb2.Query(text="" if continuation else texts[last], model=request.model,
                               cache_nondeterministic=request.llmlab.cache_nondeterministic)
-    for i in range(start, last):
+    for i in range(start, last + 1 if continuation else last):
         query.history.append(_turn(messages[i], texts[i]))
     params = query.params
     params.system_prompt = "\n\n".join(s for s in system if s)

@@ -49,8 +49,13 @@ def effective_params(query: planner_pb2.Query) -> common_pb2.GenerationParams:
     return params
 
 
+def continues_tool_call(query: planner_pb2.Query) -> bool:
+    """No new text after a tool result: the model is to continue the function call (OpenAI's second turn)."""
+    return not query.text.strip() and bool(query.history) and query.history[-1].role == "tool"
+
+
 def validate_query(query: planner_pb2.Query) -> None:
-    if not query.text.strip():
+    if not query.text.strip() and not continues_tool_call(query):
         raise QueryError("the query text is empty: ask something, e.g. 'What is 25 * 67?'")
     if len(query.text) > MAX_QUERY_CHARS:
         raise QueryError(f"the query is {len(query.text)} characters; the limit is {MAX_QUERY_CHARS}")
@@ -81,7 +86,8 @@ class Planner:
     def _user_messages(self, query: planner_pb2.Query, text: str) -> list[common_pb2.ChatMessage]:
         # No system turn here: params.system_prompt travels with the request and the llm node puts it first.
         messages = list(query.history)
-        messages.append(common_pb2.ChatMessage(role="user", content=text))
+        if text:
+            messages.append(common_pb2.ChatMessage(role="user", content=text))
         return messages
 
     async def ask(self, query: planner_pb2.Query, emit: Emit) -> tuple[planner_pb2.Task, grpc.StatusCode | None]:
@@ -154,6 +160,9 @@ class Planner:
             return [tool_spec, generation("s2", f"the query asks for more than the {tool} result: "
                                                 "the model phrases the answer from it", phrase_messages, ["s1"])]
 
+        if continues_tool_call(query):
+            return [generation("s1", "the conversation ends with a tool result: the model continues it",
+                               lambda _r: self._user_messages(query, text))]
         if not query.no_tools:
             rule = match_rules(text)
             if rule is not None:
