@@ -25,6 +25,7 @@ import secrets
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -186,8 +187,10 @@ def main() -> int:
     repeats = max(1, min(args.repeats, 20))
     hits = max(1, min(args.hits, 5000))
     secret = secrets.token_urlsafe(24)
+    log_dir = Path(tempfile.mkdtemp(prefix="llmlab-bench-"))
+    print(f"node log: {log_dir / 'bench-openai.log'}")
     node = spawn_node("bench-openai", secret, "--roles", "planner,tools,llm,cache,bridge", "--no-mdns",
-                      "--http-port", "0", env={"LLMLAB_CACHE_STORE": "memory"}, start_timeout=180)
+                      "--http-port", "0", env={"LLMLAB_CACHE_STORE": "memory"}, start_timeout=180, log_dir=log_dir)
     try:
         info = node.call(node_pb2_grpc.NodeStub, "GetInfo", node_pb2.GetInfoRequest()).info
         client = openai.OpenAI(base_url=f"{info.http_url}/v1", api_key=secret, max_retries=0, timeout=300)
