@@ -231,6 +231,27 @@ def test_function_calling_passes_through_to_the_model(mesh: Mesh) -> None:
     assert sent[1]["tool_calls"][0]["id"] == "call_abc" and sent[2]["tool_call_id"] == "call_abc"
 
 
+def test_a_client_that_goes_away_stops_the_generation(mesh: Mesh) -> None:
+    before = mesh.fake.disconnects
+    stream = mesh.client().chat.completions.create(
+        model=FAKE, messages=[{"role": "user", "content": "slow 80"}], stream=True,
+        extra_headers={"Cache-Control": "no-cache"})
+    words = 0
+    for chunk in stream:
+        words += bool(chunk.choices and chunk.choices[0].delta.content)
+        if words == 2:
+            break
+    stream.close()
+    wait_until(lambda: mesh.fake.disconnects > before, 6, what="the model server to see the stream closed")
+
+
+def test_errors_before_a_stream_starts_keep_their_status(mesh: Mesh) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        list(mesh.client().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],
+                                                   max_tokens=999_999, stream=True))
+    assert "max_tokens" in err.value.message
+
+
 def test_unknown_model_is_not_found(mesh: Mesh) -> None:
     with pytest.raises(openai.NotFoundError) as err:
         ask(mesh.client(), "hi", model="gpt-4o")
