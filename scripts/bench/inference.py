@@ -8,13 +8,14 @@ machine falls on every leg alike:
   Ray actor runs, with the same settings;
 - ``grpc``: ``Inference.Generate`` on an ``llmlab node --roles llm`` child process
   (its own local Ray, the model on a Ray actor, tokens over a Ray streaming generator
-  and a gRPC server stream).
+  and a gRPC server stream);
+- ``planner``: ``Planner.AskStream`` on the same node (planning, routing, trace).
 
 Per leg: time to first token (TTFT) and tokens/s (completion tokens over the whole
 call), median and p99, and the ratio to the baseline as "overhead" (>1 = slower than
 direct; the issue's goal for the mesh is under 1.05).
 
-To add a leg (e.g. ``Planner.Ask``): write ``async def my_leg(prompt) -> Sample`` and
+To add a leg: write ``async def my_leg(prompt) -> Sample`` and
 append ``Leg("name", my_leg)`` to the list built in ``main``; setup and teardown go
 in ``legs()``'s ``AsyncExitStack``.
 
@@ -118,12 +119,38 @@ def grpc_leg(address: str, secret: str, max_tokens: int) -> Callable[[str], Awai
     return run
 
 
+def planner_leg(address: str, secret: str, max_tokens: int) -> Callable[[str], Awaitable[Sample]]:
+    """``Planner.AskStream``: planning, routing and the trace on top of the grpc leg.
+
+    Tokens are counted as streamed token events (llama.cpp streams one token per piece);
+    the cache and tools are off so every sample is a real generation.
+    """
+    from llmlab_grpc.proto.llmlab.v1 import planner_pb2, planner_pb2_grpc
+
+    stub = planner_pb2_grpc.PlannerStub(open_channel(address, secret))
+
+    async def run(prompt: str) -> Sample:
+        query = planner_pb2.Query(text=prompt, no_cache=True, no_tools=True)
+        query.params.max_tokens, query.params.temperature, query.params.seed = max_tokens, 0.0, 1
+        start = time.perf_counter()
+        first = 0.0
+        pieces: list[str] = []
+        async for event in stub.AskStream(planner_pb2.AskStreamRequest(query=query), timeout=120):
+            if event.WhichOneof("event") == "token":
+                first = first or time.perf_counter() - start
+                pieces.append(event.token.text)
+        return Sample(first, len(pieces), time.perf_counter() - start, "".join(pieces))
+
+    return run
+
+
 @contextlib.asynccontextmanager
 async def legs(max_tokens: int) -> AsyncIterator[list[Leg]]:
     secret = secrets.token_urlsafe(24)
-    node = spawn_node("bench-llm", secret, "--roles", "llm", "--no-mdns", start_timeout=120)
+    node = spawn_node("bench-llm", secret, "--roles", "planner,llm", "--no-mdns", start_timeout=120)
     try:
-        yield [Leg("direct", direct_leg(max_tokens)), Leg("grpc", grpc_leg(node.address, secret, max_tokens))]
+        yield [Leg("direct", direct_leg(max_tokens)), Leg("grpc", grpc_leg(node.address, secret, max_tokens)),
+               Leg("planner", planner_leg(node.address, secret, max_tokens))]
     finally:
         node.stop(signal.SIGTERM, timeout=20)
 
