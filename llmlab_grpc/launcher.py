@@ -209,6 +209,7 @@ def run_up(count: int, mdns: bool, mdns_interface: str, extra_args: list[str]) -
     for node in mesh.nodes:
         if node.dashboard:
             print(f"dashboard: {node.dashboard}", flush=True)
+            print(f"openai api: {node.dashboard.removesuffix('/llmlab')}/v1", flush=True)
     path = mesh.write_state()
     print(f"state: {path}", flush=True)
     print("ready", flush=True)
