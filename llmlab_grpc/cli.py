@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-mdns", action="store_true", help="no zeroconf: nodes find each other by seeds")
     up.add_argument("--mdns-interface", default="127.0.0.1",
                     help="zeroconf interface for the local mesh (default 127.0.0.1: never the LAN)")
+    up.add_argument("--allow-private-urls", action="store_true",
+                    help="let the browser tool open loopback/private addresses (pages on this machine)")
 
     peers = sub.add_parser("peers", help="show a node's peer table")
     _add_client_flags(peers)
@@ -170,7 +172,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.nodes < 1 or args.nodes > 32:
         print("llmlab up: error: --nodes must be between 1 and 32", file=sys.stderr)
         return 2
-    return run_up(args.nodes, mdns=not args.no_mdns, mdns_interface=args.mdns_interface, extra_args=[])
+    extra = ["--allow-private-urls"] if args.allow_private_urls else []
+    return run_up(args.nodes, mdns=not args.no_mdns, mdns_interface=args.mdns_interface, extra_args=extra)
 
 
 def _state_name(state: int) -> str:
