@@ -13,7 +13,6 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,41 +27,14 @@ from llmlab_grpc.mesh.membership import Membership
 from llmlab_grpc.mesh.net import advertised_host
 from llmlab_grpc.mesh.peers import PeerTable
 from llmlab_grpc.proto.llmlab.v1 import (
-    cache_pb2,
-    cache_pb2_grpc,
     common_pb2,
-    inference_pb2,
-    inference_pb2_grpc,
     node_pb2,
     node_pb2_grpc,
-    planner_pb2,
-    planner_pb2_grpc,
-    replica_pb2,
-    replica_pb2_grpc,
-    tool_executor_pb2,
-    tool_executor_pb2_grpc,
 )
 from llmlab_grpc.roles import RoleComponent, ServiceBinding, load_factory
 from llmlab_grpc.services.node_service import NodeService
-from llmlab_grpc.services.unimplemented import not_yet
 
 log = logging.getLogger(__name__)
-PLACEHOLDER_ROLES = ("planner", "tools", "llm", "cache", "replica")
-
-
-def _placeholder(role: str) -> ServiceBinding:
-    """The UNIMPLEMENTED servicer of a role whose work is not built yet."""
-    table: dict[str, tuple[Any, str, Any, str]] = {
-        "planner": (planner_pb2, "Planner", planner_pb2_grpc, "the planner issue"),
-        "tools": (tool_executor_pb2, "ToolExecutor", tool_executor_pb2_grpc, "the tool execution issue"),
-        "llm": (inference_pb2, "Inference", inference_pb2_grpc, "the inference issue"),
-        "cache": (cache_pb2, "Cache", cache_pb2_grpc, "the cache issue"),
-        "replica": (replica_pb2, "Replica", replica_pb2_grpc, "the replication issue"),
-    }
-    pb2, service, pb2_grpc, lands_with = table[role]
-    full_name = pb2.DESCRIPTOR.services_by_name[service].full_name
-    servicer = not_yet(getattr(pb2_grpc, f"{service}Servicer"), service, lands_with)
-    return ServiceBinding(full_name, servicer, getattr(pb2_grpc, f"add_{service}Servicer_to_server"))
 
 
 class LlmlabNode:
@@ -110,15 +82,14 @@ class LlmlabNode:
         )
 
     def _build_components(self) -> list[ServiceBinding]:
-        """Instantiate each role's component; roles without one get a placeholder service."""
+        """Instantiate each role's component (roles.py) and collect its gRPC services."""
         bindings = []
         for role in self.settings.roles:
             factory = load_factory(role)
-            if factory is not None:
-                component = self.components[role] = factory(self)
-                bindings.extend(component.bindings())
-            elif role in PLACEHOLDER_ROLES:
-                bindings.append(_placeholder(role))
+            if factory is None:
+                raise ValueError(f"role {role!r} has no component in llmlab_grpc.roles.ROLE_FACTORIES")
+            component = self.components[role] = factory(self)
+            bindings.extend(component.bindings())
         return bindings
 
     async def start(self) -> str:

@@ -1,7 +1,6 @@
 """What each role adds to a node, found by name so features plug in without touching node.py.
 
-A role factory is ``build(node) -> RoleComponent``. A role whose factory is not listed
-(yet) serves its gRPC service as an honest UNIMPLEMENTED placeholder.
+A role factory is ``build(node) -> RoleComponent``; every role in ``llmlab_grpc.ROLES`` has one.
 """
 
 from __future__ import annotations
