@@ -22,7 +22,6 @@ import asyncio
 import json
 import secrets
 import signal
-import statistics
 import sys
 import tempfile
 import threading
@@ -41,24 +40,12 @@ from llmlab_grpc.mesh.auth import bearer
 from llmlab_grpc.procs import NodeProcess, spawn_node
 from llmlab_grpc.proto.llmlab.v1 import tool_executor_pb2, tool_executor_pb2_grpc
 from llmlab_grpc.tools.convert import to_struct
+from scripts.bench.stats import report
 
 WARMUP = 20
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def report(label: str, samples_ms: list[float], baseline_ms: float | None, extra: str = "") -> float:
-    ordered = sorted(samples_ms)
-    median = statistics.median(ordered)
-    ratio = f"  median/direct={median / baseline_ms:6.1f}x" if baseline_ms else ""
-    print(f"{label:<40} n={len(ordered):<5} median={median:8.3f} ms  p99={percentile(ordered, 0.99):8.3f} ms"
-          f"{ratio}{extra}", flush=True)
-    return median
 
 
 class Caller:
@@ -82,7 +69,7 @@ class Caller:
     def timed(self, request: tool_executor_pb2.ExecuteRequest) -> float:
         started = time.perf_counter()
         self.execute(request)
-        return (time.perf_counter() - started) * 1000
+        return time.perf_counter() - started
 
 
 def mobile_request(node_id: str) -> tool_executor_pb2.ExecuteRequest:
@@ -185,7 +172,7 @@ def bench_browser(base_url: str, token: str, caller: Caller, calls: int, max_sec
             node_id = page.evaluate("window.llmlabWorker.nodeId")
             wait_for_row(caller.node, [node_id])
             samples = sequential(caller, [mobile_request(node_id)], calls, max_seconds)
-            report("bridge → 1 Chromium page", samples, baseline)
+            report("bridge → 1 Chromium page", samples, baseline, base_name="direct")
         finally:
             browser.close()
 
@@ -211,14 +198,14 @@ def main() -> int:
                 token = json.loads(response.read())["token"]
             caller = Caller(node)
             direct = tool_executor_pb2.ExecuteRequest(tool="calculator", arguments=to_struct({"expression": "25*67"}))
-            baseline = report("direct gRPC Execute (calculator)", sequential(caller, [direct], calls,
-                                                                             opts.max_seconds), None)
+            baseline = report("direct gRPC Execute (calculator)",
+                              sequential(caller, [direct], calls, opts.max_seconds))
 
             one = Mobiles(base_url, token, 1)
             try:
                 wait_for_row(node, [c.node_id for c in one.clients])
                 report("bridge → 1 ws client", sequential(caller, [mobile_request(one.clients[0].node_id)], calls,
-                                                           opts.max_seconds), baseline)
+                                                           opts.max_seconds), baseline, base_name="direct")
             finally:
                 one.close()
 
@@ -228,13 +215,14 @@ def main() -> int:
                 wait_for_row(node, ids)
                 requests = [mobile_request(i) for i in ids]
                 report(f"bridge → {clients} ws clients, 1 caller", sequential(caller, requests, calls,
-                                                                             opts.max_seconds), baseline)
+                                                                             opts.max_seconds), baseline,
+                       base_name="direct")
                 samples, rate = concurrent(caller, [direct] * clients, calls, opts.max_seconds)
-                loaded = report(f"direct gRPC Execute, {clients} callers", samples, baseline,
-                                f"  throughput={rate:7.0f} calls/s")
+                loaded = report(f"direct gRPC Execute, {clients} callers", samples, baseline, base_name="direct",
+                                extra=f"  throughput={rate:7.0f} calls/s")
                 samples, rate = concurrent(caller, requests, calls, opts.max_seconds)
                 bridged = report(f"bridge → {clients} ws clients, {clients} callers", samples, baseline,
-                                 f"  throughput={rate:7.0f} calls/s")
+                                 base_name="direct", extra=f"  throughput={rate:7.0f} calls/s")
                 print(f"{'':<40} under {clients} callers: bridge median / direct median = "
                       f"{bridged / loaded:.1f}x", flush=True)
             finally:

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -34,14 +33,11 @@ from llmlab_grpc.cache.stores import make_store
 from llmlab_grpc.mesh.auth import bearer
 from llmlab_grpc.procs import NodeProcess, spawn_node
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc
+from scripts.bench.stats import report
 
 PROMPT, MODEL, PARAMS = "Tell me a joke", "smollm2-135m", {"temperature": 0.0}
 ECHO_METHOD = "/bench.Echo/Echo"
 TIME_LIMIT_S = 20.0
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def timed(fn: Callable[[], Any], n: int) -> list[float]:
@@ -55,15 +51,6 @@ def timed(fn: Callable[[], Any], n: int) -> list[float]:
         fn()
         samples.append(time.perf_counter() - start)
     return samples
-
-
-def report(label: str, samples: list[float], baseline: float | None = None, base_name: str = "") -> float:
-    ordered = sorted(samples)
-    median = statistics.median(ordered)
-    ratio = f"  p50/{base_name}={median / baseline:8.2f}" if baseline else ""
-    print(f"{label:<44} n={len(samples):<5} p50={median * 1e6:9.1f} us  p99={percentile(ordered, 0.99) * 1e6:9.1f} us"
-          f"{ratio}", flush=True)
-    return median
 
 
 def report_rate(label: str, calls: int, seconds: float, baseline: float | None = None) -> float:
@@ -170,14 +157,16 @@ def main() -> int:
     print(f"cache-hit latency, {opts.size} B response", flush=True)
 
     plain = {key: response}
-    base = report("dict lookup (baseline)", timed(lambda: plain[key], opts.n))
+    base = report("dict lookup (baseline)", timed(lambda: plain[key], opts.n), unit="us", width=44)
     ray = ensure_ray()
     for store in ("memory", "ray"):
         cache = CacheManager(make_store(store))
         cache.put(PROMPT, MODEL, response, PARAMS)
-        report(f"CacheManager.get_by_key [{store}]", timed(lambda c=cache: c.get_by_key(key), opts.n), base, "dict")
+        report(f"CacheManager.get_by_key [{store}]", timed(lambda c=cache: c.get_by_key(key), opts.n), base,
+               base_name="dict", unit="us", width=44)
         report(f"CacheManager.get (key hashed) [{store}]",
-               timed(lambda c=cache: c.get(PROMPT, MODEL, PARAMS), opts.n), base, "dict")
+               timed(lambda c=cache: c.get(PROMPT, MODEL, PARAMS), opts.n), base, base_name="dict", unit="us",
+               width=44)
 
     secret = secrets.token_urlsafe(24)
     nodes: list[NodeProcess] = []
@@ -203,13 +192,15 @@ def main() -> int:
         with grpc.insecure_channel(echo_addr) as channel:
             echo = channel.unary_unary(ECHO_METHOD)
             payload = request.SerializeToString()
-            floor = report(f"bare gRPC echo, {reply_size} B reply (floor)", timed(lambda: echo(payload), opts.n_grpc))
+            floor = report(f"bare gRPC echo, {reply_size} B reply (floor)", timed(lambda: echo(payload), opts.n_grpc),
+                           unit="us", width=44)
         for node, store in zip(nodes, ("memory", "ray"), strict=True):
             with grpc.insecure_channel(node.address) as channel:
                 stub = cache_pb2_grpc.CacheStub(channel)
                 assert stub.Get(request, metadata=metadata).found
                 report(f"Cache.Get over gRPC [{store}]",
-                       timed(lambda s=stub: s.Get(request, metadata=metadata), opts.n_grpc), floor, "echo")
+                       timed(lambda s=stub: s.Get(request, metadata=metadata), opts.n_grpc), floor,
+                       base_name="echo", unit="us", width=44)
 
         for concurrency in (1, 16):
             seconds = asyncio.run(throughput(

@@ -15,7 +15,6 @@ import argparse
 import os
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from llmlab_grpc.procs import NodeProcess, spawn_node
+from scripts.bench.stats import report
 
 
 def poll(predicate: Callable[[], bool], limit_s: float) -> float:
@@ -38,12 +38,9 @@ def poll(predicate: Callable[[], bool], limit_s: float) -> float:
     raise TimeoutError(f"not within {limit_s} s")
 
 
-def report(label: str, samples: list[float], named: float) -> None:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-    median = statistics.median(ordered)
-    print(f"{label:<34} n={len(samples):<3} median={median:6.3f} s  p99={p99:6.3f} s  "
-          f"named={named:g} s  median/named={median / named:5.2f}")
+def report_named(label: str, samples: list[float], named: float) -> None:
+    """One line of figures against the figure the issue names (a constant, not measured here)."""
+    report(label, samples, named, base_name="named", unit="s", width=34, extra=f"  (named figure {named:g} s)")
 
 
 def bench_up(trials: int) -> list[float]:
@@ -100,10 +97,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="membership figures")
     parser.add_argument("--trials", type=int, default=5)
     opts = parser.parse_args()
-    report("llmlab up --nodes 3 to ready", bench_up(max(1, opts.trials // 2)), 30.0)
-    report("SIGTERM peer leaves a table", bench_departure(signal.SIGTERM, opts.trials), 2.0)
-    report("SIGKILL peer leaves a table", bench_departure(signal.SIGKILL, opts.trials), 6.0)
-    report("zeroconf discovery on loopback", bench_zeroconf(max(1, opts.trials // 2)), 2.0)
+    report_named("llmlab up --nodes 3 to ready", bench_up(max(1, opts.trials // 2)), 30.0)
+    report_named("SIGTERM peer leaves a table", bench_departure(signal.SIGTERM, opts.trials), 2.0)
+    report_named("SIGKILL peer leaves a table", bench_departure(signal.SIGKILL, opts.trials), 6.0)
+    report_named("zeroconf discovery on loopback", bench_zeroconf(max(1, opts.trials // 2)), 2.0)
     return 0
 
 

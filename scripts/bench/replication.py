@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import secrets
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -39,23 +38,11 @@ from llmlab_grpc.node import LlmlabNode
 from llmlab_grpc.procs import NodeProcess, spawn_node
 from llmlab_grpc.proto.llmlab.v1 import replica_pb2, replica_pb2_grpc
 from llmlab_grpc.replication import Replicator, place
+from scripts.bench.stats import report
 
 MODEL = "smollm2-135m"
 HEARTBEAT_S, PEER_TIMEOUT_S = 0.3, 1.5
 TIME_LIMIT_S = 60.0
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def report(label: str, samples: list[float], baseline: float | None = None) -> float:
-    ordered = sorted(samples)
-    median = statistics.median(ordered)
-    ratio = f"  p50/local={median / baseline:8.1f}" if baseline else ""
-    print(f"{label:<46} n={len(samples):<5} p50={median * 1e6:9.1f} us  p99={percentile(ordered, 0.99) * 1e6:9.1f} us"
-          f"{ratio}", flush=True)
-    return median
 
 
 async def until(predicate: Callable[[], bool], what: str, limit_s: float = TIME_LIMIT_S) -> float:
@@ -93,8 +80,8 @@ async def bench_puts(node: LlmlabNode, replicator: Replicator, n: int) -> None:
         manager.clear()
     print(f"puts of a {len('answer 0 ' * 20)}-byte answer; replicated = acknowledged by N={replicator.replica_count} "
           f"peer processes over gRPC", flush=True)
-    base = report("local put (CacheManager.put)", local)
-    report("replicated put (put + Replica.Store x N)", replicated, base)
+    base = report("local put (CacheManager.put)", local, unit="us", width=46)
+    report("replicated put (put + Replica.Store x N)", replicated, base, base_name="local", unit="us", width=46)
 
 
 def held_by(peer: NodeProcess, keys: list[str]) -> set[str]:

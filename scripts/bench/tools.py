@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import secrets
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -32,21 +31,10 @@ from llmlab_grpc.procs import NodeProcess, spawn_node
 from llmlab_grpc.proto.llmlab.v1 import tool_executor_pb2, tool_executor_pb2_grpc
 from llmlab_grpc.tools.builtin.calculator import CalculatorTool
 from llmlab_grpc.tools.convert import to_struct
+from scripts.bench.stats import report
 
 EXPRESSION = "25 * 67 + sqrt(16) / 3"
 WARMUP = 30
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def report(label: str, samples_ms: list[float], baseline_ms: float | None) -> float:
-    ordered = sorted(samples_ms)
-    median = statistics.median(ordered)
-    ratio = f"  median/in-process={median / baseline_ms:7.1f}x" if baseline_ms else ""
-    print(f"{label:<24} n={len(ordered):<5} median={median:8.3f} ms  p99={percentile(ordered, 0.99):8.3f} ms{ratio}")
-    return median
 
 
 def bench_in_process(calls: int, max_seconds: float) -> list[float]:
@@ -60,7 +48,7 @@ def bench_in_process(calls: int, max_seconds: float) -> list[float]:
         for _ in range(calls):
             started = time.perf_counter()
             outcome = await tool.run({"expression": EXPRESSION})
-            samples.append((time.perf_counter() - started) * 1000)
+            samples.append(time.perf_counter() - started)
             assert outcome.ok, outcome.error
             if time.monotonic() > stop:
                 break
@@ -82,7 +70,7 @@ def bench_grpc(node: NodeProcess, calls: int, max_seconds: float, expect_node: s
         for _ in range(calls):
             started = time.perf_counter()
             reply = execute(request, metadata=metadata, timeout=10)
-            samples.append((time.perf_counter() - started) * 1000)
+            samples.append(time.perf_counter() - started)
             assert not reply.HasField("error") and reply.node_name == expect_node, reply
             if time.monotonic() > stop:
                 break
@@ -108,7 +96,7 @@ def main() -> int:
     opts = parser.parse_args()
     calls = max(10, min(opts.calls, 100_000))
 
-    baseline = report("in-process tool.run", bench_in_process(calls, opts.max_seconds), None)
+    baseline = report("in-process tool.run", bench_in_process(calls, opts.max_seconds), width=24)
     secret = secrets.token_urlsafe(24)
     nodes: list[NodeProcess] = []
     with tempfile.TemporaryDirectory() as home:
@@ -120,9 +108,11 @@ def main() -> int:
             router = spawn_node("bench-router", secret, "--roles", "tools", "--tools", "none", "--no-mdns",
                                 "--peer", calc.address, env=env)
             nodes.append(router)
-            report("gRPC Execute, direct", bench_grpc(calc, calls, opts.max_seconds, "bench-calc"), baseline)
+            report("gRPC Execute, direct", bench_grpc(calc, calls, opts.max_seconds, "bench-calc"), baseline,
+                   base_name="in-process", width=24)
             wait_for_route(router)
-            report("gRPC Execute, 1 hop", bench_grpc(router, calls, opts.max_seconds, "bench-calc"), baseline)
+            report("gRPC Execute, 1 hop", bench_grpc(router, calls, opts.max_seconds, "bench-calc"), baseline,
+                   base_name="in-process", width=24)
         finally:
             for node in nodes:
                 node.stop(signal.SIGTERM, timeout=10)
