@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import secrets
 import signal
-import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -44,6 +43,7 @@ from llmlab_grpc.inference.client import generate_stream
 from llmlab_grpc.inference.types import Params, Usage
 from llmlab_grpc.mesh.channels import open_channel
 from llmlab_grpc.procs import spawn_node
+from scripts.bench.stats import generation_table
 
 MODEL = "smollm2-135m"
 PROMPTS = [
@@ -155,26 +155,10 @@ async def legs(max_tokens: int) -> AsyncIterator[list[Leg]]:
         node.stop(signal.SIGTERM, timeout=20)
 
 
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-
-
 def report(all_legs: list[Leg]) -> None:
-    base = all_legs[0]
-    base_ttft = statistics.median(s.ttft_s for s in base.samples)
-    base_tps = statistics.median(s.tokens_per_s for s in base.samples)
-    print(f"{'leg':<8} {'n':>3}  {'TTFT median':>11} {'p99':>8} {'ratio':>6}   "
-          f"{'tok/s median':>12} {'p99':>7} {'overhead':>8}")
-    for leg in all_legs:
-        ttft = [s.ttft_s * 1000 for s in leg.samples]
-        tps = [s.tokens_per_s for s in leg.samples]
-        slowest = sorted(tps)[0]  # the p99 of a rate is its slow tail
-        print(f"{leg.name:<8} {len(leg.samples):>3}  {statistics.median(ttft):9.1f}ms {p99(ttft):6.1f}ms "
-              f"{statistics.median(ttft) / (base_ttft * 1000):6.3f}   {statistics.median(tps):12.1f} "
-              f"{slowest:7.1f} {base_tps / statistics.median(tps):8.3f}")
-    print(f"baseline: {base.name}; ratio = TTFT / baseline TTFT; overhead = baseline tok/s / tok/s "
-          "(p99 of tok/s is the slowest 1%)")
+    """The TTFT and tokens/s table, ``direct`` (the first leg) as the baseline."""
+    generation_table([(leg.name, [s.ttft_s for s in leg.samples], [s.tokens_per_s for s in leg.samples])
+                      for leg in all_legs])
 
 
 async def main() -> int:

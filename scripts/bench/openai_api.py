@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import secrets
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from llmlab_grpc.mesh.auth import bearer
 from llmlab_grpc.procs import NodeProcess, spawn_node
 from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc, planner_pb2, planner_pb2_grpc
+from scripts.bench.stats import generation_table, report
 
 MODEL = "smollm2-135m"
 PROMPTS = [
@@ -116,26 +116,10 @@ def http_leg(client: openai.OpenAI, max_tokens: int) -> Callable[[str], Sample]:
     return run
 
 
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
-
-
 def report_generation(legs: list[Leg]) -> None:
-    base = legs[0]
-    base_ttft = statistics.median(s.ttft_s for s in base.samples)
-    base_tps = statistics.median(s.tokens_per_s for s in base.samples)
-    print(f"{'leg':<6} {'n':>3}  {'TTFT median':>11} {'p99':>8} {'ratio':>6}   "
-          f"{'tok/s median':>12} {'p99':>7} {'overhead':>8}")
-    for leg in legs:
-        ttft = [s.ttft_s * 1000 for s in leg.samples]
-        tps = [s.tokens_per_s for s in leg.samples]
-        slowest = sorted(tps)[0]  # the p99 of a rate is its slow tail
-        print(f"{leg.name:<6} {len(leg.samples):>3}  {statistics.median(ttft):9.1f}ms {p99(ttft):6.1f}ms "
-              f"{statistics.median(ttft) / (base_ttft * 1000):6.3f}   {statistics.median(tps):12.1f} "
-              f"{slowest:7.1f} {base_tps / statistics.median(tps):8.3f}")
-    print(f"baseline: {base.name}; ratio = TTFT / baseline TTFT; overhead = baseline tok/s / tok/s "
-          "(p99 of tok/s is the slowest 1%)")
+    """The TTFT and tokens/s table, ``grpc`` (the first leg) as the baseline."""
+    generation_table([(leg.name, [s.ttft_s for s in leg.samples], [s.tokens_per_s for s in leg.samples])
+                      for leg in legs])
 
 
 def measure_hits(node: NodeProcess, client: openai.OpenAI, count: int, deadline: float) -> None:
@@ -162,17 +146,13 @@ def measure_hits(node: NodeProcess, client: openai.OpenAI, count: int, deadline:
         for name, call in (("grpc", via_grpc), ("http", via_http)):
             start = time.perf_counter()
             outcomes.add(call())
-            times[name].append((time.perf_counter() - start) * 1000)
+            times[name].append(time.perf_counter() - start)
     if outcomes != {"hit"}:
         print(f"warning: cache outcomes seen {sorted(outcomes)} (expected only hit)")
-    base = statistics.median(times["grpc"])
     print(f"\ncache hit, {len(times['http'])} calls per leg ({HIT_PROMPT!r}, non-streamed)")
-    print(f"{'leg':<6} {'p50':>9} {'p99':>9} {'ratio':>6}")
-    for name in ("grpc", "http"):
-        values = times[name]
-        median = statistics.median(values)
-        print(f"{name:<6} {median:7.2f}ms {p99(values):7.2f}ms {median / base:6.3f}")
-    print("baseline: grpc (Planner.Ask); ratio = p50 / baseline p50")
+    base = report("grpc", times["grpc"], width=6)
+    report("http", times["http"], base, base_name="grpc", width=6)
+    print("baseline: grpc (Planner.Ask)")
 
 
 def main() -> int:
