@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from llmlab_grpc.bridge.hub import MobileHub, MobileSession
+from llmlab_grpc.loop_hop import call_in_loop
 from llmlab_grpc.proto.llmlab.v1 import bridge_pb2, common_pb2
 
 if TYPE_CHECKING:
@@ -166,21 +167,11 @@ def attach(sync: CacheSync, node: LlmlabNode) -> bool:
     loop = asyncio.get_running_loop()
 
     class _Listener(CacheListener):
-        def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is loop:
-                fn(*args)
-            else:
-                loop.call_soon_threadsafe(fn, *args)
-
         def on_put(self, entry: Any) -> None:
-            self._in_loop(sync.on_put, entry.to_proto())
+            call_in_loop(loop, sync.on_put, entry.to_proto())
 
         def on_delete(self, key: str, reason: str) -> None:
-            self._in_loop(sync.on_delete, key)
+            call_in_loop(loop, sync.on_delete, key)
 
     def snapshot(limit: int) -> list[common_pb2.CacheEntry]:
         entries = (manager.get_entry(meta.key) for meta in manager.describe(hottest_first=True, limit=limit))

@@ -45,6 +45,7 @@ from llmlab_grpc.cache.entry import CacheEntry, EntryMeta
 from llmlab_grpc.cache.errors import InvalidCacheRequest, StoreUnavailable
 from llmlab_grpc.cache.keys import InvalidParams
 from llmlab_grpc.cache.manager import CacheListener, CacheManager
+from llmlab_grpc.loop_hop import call_in_loop
 from llmlab_grpc.mesh.channels import ChannelPool
 from llmlab_grpc.mesh.peers import PeerRecord, PeerTable
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, replica_pb2, replica_pb2_grpc
@@ -206,14 +207,7 @@ class Replicator(CacheListener):
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            fn(*args)
-        else:
-            loop.call_soon_threadsafe(fn, *args)
+        call_in_loop(loop, fn, *args)
 
     def on_put(self, entry: CacheEntry) -> None:
         if self.replica_count and self._owns(entry):
