@@ -38,11 +38,11 @@ def ray_env(head: RayHead) -> dict[str, str]:
 
 
 def needs_ray(args: tuple[str, ...], env: dict[str, str]) -> bool:
-    """The llm role always runs on Ray; the cache role only with the Ray store."""
+    """The llm role always runs on Ray (every backend is hosted by an actor); the cache role only
+    with the Ray store."""
     roles = args[args.index("--roles") + 1].split(",") if "--roles" in args else ["llm"]  # default: all roles
     ray_cache = "--cache-store" in args and args[args.index("--cache-store") + 1] == "ray"
-    external_llm = "--llm-backend" in args and args[args.index("--llm-backend") + 1] != "llama_cpp"
-    return ("llm" in roles and not external_llm) or ray_cache or env.get("LLMLAB_CACHE_STORE") == "ray"
+    return "llm" in roles or ray_cache or env.get("LLMLAB_CACHE_STORE") == "ray"
 
 
 @pytest.fixture
