@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 
 import grpc
@@ -44,6 +45,7 @@ class LlmlabNode:
         settings.check()
         self.settings = settings
         self.node_id = settings.effective_node_id
+        self.started_unix_ms = int(time.time() * 1000)
         self.mesh_id = mesh_id(settings.mesh_secret)
         self.tls = (
             TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_ca)
@@ -79,6 +81,7 @@ class LlmlabNode:
             mesh_id=self.mesh_id,
             kind=common_pb2.NODE_KIND_GRPC,
             http_url=self.http_url,
+            started_unix_ms=self.started_unix_ms,
         )
 
     def _build_components(self) -> list[ServiceBinding]:

@@ -58,6 +58,11 @@ class PeerRecord:
         )
 
 
+def restarted(old: common_pb2.NodeInfo, new: common_pb2.NodeInfo) -> bool:
+    """Whether ``new`` describes a later process than ``old`` (both must carry a start time)."""
+    return bool(old.started_unix_ms and new.started_unix_ms and old.started_unix_ms != new.started_unix_ms)
+
+
 class PeerTable:
     """node_id → PeerRecord, with join/leave notifications."""
 
@@ -85,6 +90,10 @@ class PeerTable:
         if info.node_id == self._self_id or not info.node_id:
             return None
         record = self._peers.get(info.node_id)
+        if record is not None and restarted(record.info, info):
+            # Same id, new process: it lost its state, so it left and joined again.
+            self.remove(info.node_id)
+            record = None
         joined = record is None
         if record is None:
             record = self._peers[info.node_id] = PeerRecord(info=info, source=source)

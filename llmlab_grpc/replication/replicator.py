@@ -189,6 +189,10 @@ class Replicator(CacheListener):
         if "replica" not in record.info.roles or record.info.kind == common_pb2.NODE_KIND_MOBILE:
             return
         if event == "left":
+            # Its copies are gone with it (a node that restarts fast is also "left" first):
+            # forget its acks now, or a sync on its return would think it still holds them.
+            for holders in self._acks.values():
+                holders.discard(record.node_id)
             self._repair_wanted = True
             self._joined.discard(record.node_id)
         elif event == "joined":

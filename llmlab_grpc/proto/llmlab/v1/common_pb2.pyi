@@ -32,7 +32,7 @@ PEER_STATE_SUSPECT: PeerState
 PEER_STATE_GONE: PeerState
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "name", "address", "roles", "tools", "models", "version", "mesh_id", "kind", "via_node_id", "http_url")
+    __slots__ = ("node_id", "name", "address", "roles", "tools", "models", "version", "mesh_id", "kind", "via_node_id", "http_url", "started_unix_ms")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class NodeInfo(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     VIA_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HTTP_URL_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     address: str
@@ -55,7 +56,8 @@ class NodeInfo(_message.Message):
     kind: NodeKind
     via_node_id: str
     http_url: str
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., mesh_id: _Optional[str] = ..., kind: _Optional[_Union[NodeKind, str]] = ..., via_node_id: _Optional[str] = ..., http_url: _Optional[str] = ...) -> None: ...
+    started_unix_ms: int
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., mesh_id: _Optional[str] = ..., kind: _Optional[_Union[NodeKind, str]] = ..., via_node_id: _Optional[str] = ..., http_url: _Optional[str] = ..., started_unix_ms: _Optional[int] = ...) -> None: ...
 
 class NodeLoad(_message.Message):
     __slots__ = ("in_flight", "tools_running", "generations_running")
