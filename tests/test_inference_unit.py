@@ -217,3 +217,14 @@ def test_llama_max_tokens_stop_and_determinism(smollm: object) -> None:
     cut, usage = run(smollm, "Name three colors.", Params(max_tokens=40, temperature=0.0, stop=(word,)))
     assert word not in cut and full.startswith(cut)
     assert isinstance(usage, Usage) and usage.finish_reason == "stop"
+
+
+def test_coalesce_text_merges_pieces_within_the_interval_and_passes_the_rest() -> None:
+    from llmlab_grpc.inference.ray_host import coalesce_text
+
+    usage = Usage(prompt_tokens=1, completion_tokens=3, finish_reason="stop")
+    merged = list(coalesce_text(iter(["a", "b", "c", usage]), interval_s=60.0))
+    assert merged == ["a", "bc", usage]  # the first piece at once, the rest together, usage last
+    separate = list(coalesce_text(iter(["a", "b", usage]), interval_s=0.0))
+    assert separate == ["a", "b", usage]
+    assert list(coalesce_text(iter(["x", "y"]), interval_s=60.0)) == ["x", "y"]

@@ -67,7 +67,7 @@ class ModelActor:
     @ray.method(concurrency_group="gen", num_returns="streaming")
     def generate(self, messages: list[Message], params: Params) -> Iterator[Event]:
         try:
-            yield from self.backend.generate(messages, params)
+            yield from coalesce_text(self.backend.generate(messages, params))
         except Exception as exc:  # a backend bug must end this stream, not the actor
             log.exception("generation failed")
             yield GenerationError("INTERNAL", f"{type(exc).__name__}: {exc}")
@@ -75,6 +75,37 @@ class ModelActor:
     @ray.method(concurrency_group="meta")
     def shutdown(self) -> None:
         self.backend.close()
+
+
+COALESCE_S = 0.05
+"""Text pieces produced within this long of the last one sent travel together.
+
+Every yielded item is a Ray object (put, announced, fetched): on a 2-core machine that
+work is taken from the model's own threads, and one object per token cost 10-15% of
+tokens/s. The first piece still goes out at once (time to first token is untouched), and
+50 ms (20 updates a second) still reads as a smooth stream.
+"""
+
+
+def coalesce_text(events: Iterator[Event], interval_s: float = COALESCE_S) -> Iterator[Event]:
+    """Merge consecutive text pieces so that at most one leaves per ``interval_s``; others pass."""
+    pending: list[str] = []
+    last_sent = 0.0
+    for event in events:
+        if isinstance(event, str):
+            pending.append(event)
+            now = time.monotonic()
+            if now - last_sent >= interval_s:
+                yield "".join(pending)
+                pending.clear()
+                last_sent = now
+            continue
+        if pending:
+            yield "".join(pending)
+            pending.clear()
+        yield event
+    if pending:
+        yield "".join(pending)
 
 
 _remote_classes: dict[int, Any] = {}

@@ -122,7 +122,7 @@ def grpc_leg(address: str, secret: str, max_tokens: int) -> Callable[[str], Awai
 def planner_leg(address: str, secret: str, max_tokens: int) -> Callable[[str], Awaitable[Sample]]:
     """``Planner.AskStream``: planning, routing and the trace on top of the grpc leg.
 
-    Tokens are counted as streamed token events (llama.cpp streams one token per piece);
+    Tokens are the completion tokens the llm node reported (the final task's step usage);
     the cache and tools are off so every sample is a real generation.
     """
     from llmlab_grpc.proto.llmlab.v1 import planner_pb2, planner_pb2_grpc
@@ -135,11 +135,14 @@ def planner_leg(address: str, secret: str, max_tokens: int) -> Callable[[str], A
         start = time.perf_counter()
         first = 0.0
         pieces: list[str] = []
+        tokens = 0
         async for event in stub.AskStream(planner_pb2.AskStreamRequest(query=query), timeout=120):
             if event.WhichOneof("event") == "token":
                 first = first or time.perf_counter() - start
                 pieces.append(event.token.text)
-        return Sample(first, len(pieces), time.perf_counter() - start, "".join(pieces))
+            elif event.WhichOneof("event") == "final":
+                tokens = sum(step.usage.completion_tokens for step in event.final.steps)
+        return Sample(first, tokens, time.perf_counter() - start, "".join(pieces))
 
     return run
 
