@@ -53,12 +53,20 @@ class CacheService(cache_pb2_grpc.CacheServicer):
     async def Get(self, request: cache_pb2.GetRequest, context: grpc.aio.ServicerContext) -> cache_pb2.GetResponse:
         try:
             key = _key_of(request.key, request.lookup, request.HasField("lookup"))
-            entry = self.manager.get_by_key(key)
         except (InvalidCacheRequest, InvalidParams) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return await self.lookup(key, read_through=request.read_through)
+
+    async def lookup(self, key: str, read_through: bool = False) -> cache_pb2.GetResponse:
+        """This node's live entry for ``key``, else (with ``read_through``) a verified replica's.
+
+        The planner of this node calls it in-process for its cache hits, skipping the
+        loopback gRPC hop; ``Get`` is the same lookup for everyone else.
+        """
+        entry = self.manager.get_by_key(key)
         if entry is not None:
             return cache_pb2.GetResponse(found=True, entry=entry.to_proto(), source_node_id=self.node_id)
-        if request.read_through and self.read_through is not None:
+        if read_through and self.read_through is not None:
             found = await self.read_through(key)
             if found is not None:
                 remote, source = found

@@ -4,12 +4,14 @@ Every call goes to a node chosen from the peer table (this node first when it ha
 role, then the least busy peers) over the node's authenticated channels, failing over
 on UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED. Going through gRPC even to
 this node keeps one code path, one set of status codes and one trace for local and
-remote work alike.
+remote work alike; the one exception is this node's own cache, read and written
+in-process, because a cache hit is the path whose latency matters most.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 
+from llmlab_grpc.cache.keys import cache_key
 from llmlab_grpc.proto.llmlab.v1 import (
     cache_pb2,
     cache_pb2_grpc,
@@ -31,6 +34,7 @@ from llmlab_grpc.proto.llmlab.v1 import (
 if TYPE_CHECKING:
     from llmlab_grpc.node import LlmlabNode
 
+log = logging.getLogger(__name__)
 FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 SUSPECT_FOR_S = 10.0
 """A node that just failed us is tried last for this long (heartbeats drop it if it is dead)."""
@@ -134,8 +138,21 @@ class MeshCalls:
         return {}
 
     # -- cache ------------------------------------------------------------------------
+    def _local_cache(self) -> Any:
+        """This node's cache component, when it has the role (hits then cost no RPC)."""
+        return self.node.components.get("cache")
+
     async def cache_get(self, lookup: cache_pb2.CacheLookup) -> cache_pb2.GetResponse | None:
         """A live entry, or None (a miss, or no cache node reachable: the cache is best effort)."""
+        local = self._local_cache()
+        if local is not None:
+            try:
+                reply = await local.service.lookup(cache_key(lookup.prompt, lookup.model, lookup.params),
+                                                   read_through=True)
+            except Exception:  # a broken store is a miss, never a failed answer
+                log.exception("local cache lookup failed")
+                return None
+            return reply if reply.found else None
         for cand in self.candidates("cache"):
             stub = cache_pb2_grpc.CacheStub(self.node.channels.get(cand.address))
             try:
@@ -148,6 +165,15 @@ class MeshCalls:
         return None
 
     async def cache_put(self, lookup: cache_pb2.CacheLookup, response: str) -> bool:
+        """Store an answer on this node's cache (replication follows), else on a cache peer."""
+        local = self._local_cache()
+        if local is not None:
+            try:
+                local.manager.put(lookup.prompt, lookup.model, response, lookup.params)
+            except Exception as exc:  # too big, store down: the answer stands, uncached
+                log.warning("not cached: %s", exc)
+                return False
+            return True
         for cand in self.candidates("cache"):
             stub = cache_pb2_grpc.CacheStub(self.node.channels.get(cand.address))
             try:

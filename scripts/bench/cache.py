@@ -6,6 +6,10 @@ Prints median (p50) and p99 and a ratio for:
 - Cache.Get over gRPC on loopback to a node process, memory and ray stores, one client
   (vs a bare gRPC echo of the same response bytes between two processes: the floor)
 - Cache.Get throughput with 16 concurrent calls from one asyncio client (vs the echo's)
+- the same GET against a Redis server on loopback (Debian redis-server, redis-py), as the
+  ratio llmlab/Redis; skipped with a note when either is not installed
+- a cache hit through Planner.Ask on a planner+llm+cache node (goal p50 under 1.5 ms; the
+  original plan's bar is 100 ms) and its speed-up over a miss on the embedded model
 
 Every loop is bounded by a count and a time limit; every process is stopped by PID.
 Run: .venv/bin/python scripts/bench/cache.py [--n 2000] [--size 1024]
@@ -139,11 +143,103 @@ def cache_get_call(request: cache_pb2.GetRequest, metadata: Any) -> Callable[[gr
 
 # -- the run -------------------------------------------------------------------------------------
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bench_redis(response: str, n: int, cache_get_median: float | None) -> None:
+    """GET latency and throughput of a loopback Redis holding the same value."""
+    import shutil
+
+    try:
+        import redis
+        import redis.asyncio as aredis
+    except ImportError:
+        print("redis: skipped (pip install redis)")
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        print("redis: skipped (apt-get install redis-server)")
+        return
+    port = free_port()
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                             "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.set("joke", response)
+        median = report("redis GET (loopback)", timed(lambda: client.get("joke"), n), unit="us", width=44)
+        if cache_get_median:
+            print(f"{'llmlab Cache.Get [memory] / redis GET':<44} ratio={cache_get_median / median:5.2f}x")
+
+        async def rate(concurrency: int) -> float:
+            aclient = aredis.Redis(host="127.0.0.1", port=port)
+            start = time.perf_counter()
+
+            async def worker(count: int) -> None:
+                for _ in range(count):
+                    await aclient.get("joke")
+
+            await asyncio.gather(*(worker(n // concurrency) for _ in range(concurrency)))
+            elapsed = time.perf_counter() - start
+            await aclient.aclose()
+            return elapsed
+
+        for concurrency in (1, 16):
+            report_rate(f"redis throughput, {concurrency} concurrent", n, asyncio.run(rate(concurrency)))
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def bench_planner(secret: str, gcs: str, n: int, misses: int) -> NodeProcess:
+    """Cache hits through Planner.Ask vs misses that run the embedded model."""
+    from llmlab_grpc.proto.llmlab.v1 import planner_pb2, planner_pb2_grpc
+
+    node = spawn_node("bench-planner", secret, "--roles", "planner,llm,cache", "--no-mdns", "--cache-store", "ray",
+                      "--ray-address", gcs, start_timeout=120)
+    metadata = bearer(secret)
+    with grpc.insecure_channel(node.address) as channel:
+        stub = planner_pb2_grpc.PlannerStub(channel)
+
+        def ask(text: str) -> planner_pb2.Task:
+            query = planner_pb2.Query(text=text, no_tools=True)
+            query.params.max_tokens = 48
+            return stub.Ask(planner_pb2.AskRequest(query=query), metadata=metadata, timeout=120).task
+
+        miss_samples = []
+        for i in range(misses):
+            start = time.perf_counter()
+            task = ask(f"Tell me a joke about the number {i}")
+            miss_samples.append(time.perf_counter() - start)
+            assert task.steps[0].cache == planner_pb2.CACHE_OUTCOME_MISS
+        miss = report("Planner.Ask, miss (embedded model, 48 tok)", miss_samples, unit="ms", width=44)
+        assert ask(PROMPT).answer  # stored
+        assert ask(PROMPT).steps[0].cache == planner_pb2.CACHE_OUTCOME_HIT
+        hit = report("Planner.Ask, cache hit (goal p50 < 1.5 ms)", timed(lambda: ask(PROMPT), n), unit="ms",
+                     width=44)
+        print(f"{'hit speed-up over a miss':<44} {miss / hit:8.0f}x  (original plan's bar for a hit: 100 ms)")
+    return node
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="cache-hit latency figures")
     parser.add_argument("--n", type=int, default=2000, help="calls per in-process measurement (default 2000)")
     parser.add_argument("--n-grpc", type=int, default=1000, help="calls per gRPC measurement (default 1000)")
     parser.add_argument("--size", type=int, default=1024, help="response bytes (default 1024)")
+    parser.add_argument("--misses", type=int, default=5, help="Planner.Ask misses on the model (default 5)")
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.echo_server is not None:
@@ -194,13 +290,16 @@ def main() -> int:
             payload = request.SerializeToString()
             floor = report(f"bare gRPC echo, {reply_size} B reply (floor)", timed(lambda: echo(payload), opts.n_grpc),
                            unit="us", width=44)
+        cache_get_median: float | None = None
         for node, store in zip(nodes, ("memory", "ray"), strict=True):
             with grpc.insecure_channel(node.address) as channel:
                 stub = cache_pb2_grpc.CacheStub(channel)
                 assert stub.Get(request, metadata=metadata).found
-                report(f"Cache.Get over gRPC [{store}]",
-                       timed(lambda s=stub: s.Get(request, metadata=metadata), opts.n_grpc), floor,
-                       base_name="echo", unit="us", width=44)
+                median = report(f"Cache.Get over gRPC [{store}]",
+                                timed(lambda s=stub: s.Get(request, metadata=metadata), opts.n_grpc), floor,
+                                base_name="echo", unit="us", width=44)
+                cache_get_median = cache_get_median or median
+        bench_redis(response, opts.n_grpc, cache_get_median)
 
         for concurrency in (1, 16):
             seconds = asyncio.run(throughput(
@@ -213,6 +312,7 @@ def main() -> int:
                     concurrency, opts.n_grpc))
                 report_rate(f"Cache.Get throughput [{store}], {concurrency} concurrent", opts.n_grpc, seconds,
                             echo_rate)
+        nodes.append(bench_planner(secret, gcs, opts.n_grpc, opts.misses))
     finally:
         for node in nodes:
             node.stop(signal.SIGTERM, timeout=30)
