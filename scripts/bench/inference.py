@@ -43,29 +43,8 @@ from llmlab_grpc.inference.client import generate_stream
 from llmlab_grpc.inference.types import Params, Usage
 from llmlab_grpc.mesh.channels import open_channel
 from llmlab_grpc.procs import spawn_node
+from scripts.bench.generation import MODEL, PROMPTS, Sample
 from scripts.bench.stats import generation_table
-
-MODEL = "smollm2-135m"
-PROMPTS = [
-    "Tell me a joke.",
-    "What is the capital of France? Answer in one sentence.",
-    "Write a haiku about the sea.",
-    "Explain what a computer network is, briefly.",
-    "Give me three tips for sleeping well.",
-    "Describe a cat in two sentences.",
-]
-
-
-@dataclass
-class Sample:
-    ttft_s: float
-    tokens: int
-    total_s: float
-    text: str
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.total_s if self.total_s > 0 else 0.0
 
 
 @dataclass

@@ -38,30 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from llmlab_grpc.mesh.auth import bearer
 from llmlab_grpc.procs import NodeProcess, spawn_node
 from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc, planner_pb2, planner_pb2_grpc
+from scripts.bench.generation import MODEL, PROMPTS, Sample
 from scripts.bench.stats import generation_table, report
 
-MODEL = "smollm2-135m"
-PROMPTS = [
-    "Tell me a joke.",
-    "What is the capital of France? Answer in one sentence.",
-    "Write a haiku about the sea.",
-    "Explain what a computer network is, briefly.",
-    "Give me three tips for sleeping well.",
-    "Describe a cat in two sentences.",
-]
 HIT_PROMPT = "Name a famous painter."
-
-
-@dataclass
-class Sample:
-    ttft_s: float
-    tokens: int
-    total_s: float
-    text: str
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.total_s if self.total_s > 0 else 0.0
 
 
 @dataclass
