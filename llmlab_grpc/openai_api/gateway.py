@@ -11,7 +11,6 @@ went away) cancels the work: a generation nobody reads stops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +18,7 @@ import grpc
 
 from llmlab_grpc.openai_api.errors import ApiError, deadline
 from llmlab_grpc.planner.mesh_calls import FAILOVER_CODES, MeshCalls
-from llmlab_grpc.planner.planner import QueryError
+from llmlab_grpc.planner.planner import QueryError, TaskFailed
 from llmlab_grpc.proto.llmlab.v1 import inference_pb2, inference_pb2_grpc, planner_pb2, planner_pb2_grpc
 
 if TYPE_CHECKING:
@@ -74,37 +73,24 @@ class PlannerGateway:
 
     async def _local(self, planner: Any, query: planner_pb2.Query, until: float, timeout_s: float
                      ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
-        queue: asyncio.Queue[planner_pb2.AskStreamResponse | None] = asyncio.Queue()
-
-        async def run() -> tuple[planner_pb2.Task, grpc.StatusCode | None]:
-            try:
-                return await planner.ask(query, queue.put)  # type: ignore[no-any-return]
-            finally:
-                queue.put_nowait(None)
-
+        """This node's planner stream, each wait for an event bounded by the request's deadline."""
         loop = asyncio.get_running_loop()
-        job = asyncio.create_task(run(), name="openai-api-ask")
+        events = planner.stream(query)
         try:
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), max(0.0, until - loop.time()))
+                    event = await asyncio.wait_for(anext(events), max(0.0, until - loop.time()))
+                except StopAsyncIteration:
+                    return
                 except TimeoutError:
                     raise deadline(timeout_s) from None
-                if event is None:
-                    break
+                except QueryError as exc:
+                    raise ApiError.from_grpc(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+                except TaskFailed as exc:
+                    raise ApiError.from_grpc(exc.code, exc.message) from exc
                 yield event
-            try:
-                task, status = await job
-            except QueryError as exc:
-                raise ApiError.from_grpc(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
-            yield planner_pb2.AskStreamResponse(task_id=task.task_id, final=task)
-            if status is not None:
-                raise ApiError.from_grpc(status, f"{task.error} (task {task.task_id})")
         finally:
-            if not job.done():
-                job.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await job
+            await events.aclose()
 
     async def _remote(self, query: planner_pb2.Query, until: float, timeout_s: float
                       ) -> AsyncIterator[planner_pb2.AskStreamResponse]:

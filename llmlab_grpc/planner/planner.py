@@ -11,8 +11,11 @@ Order of decisions (each recorded as the step's reason):
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -37,6 +40,16 @@ PHRASE_SYSTEM = "Answer the user's question in one or two sentences using the to
 
 class QueryError(ValueError):
     """The query itself is unusable (INVALID_ARGUMENT)."""
+
+
+class TaskFailed(Exception):
+    """A task ended without an answer; ``code`` is the gRPC status that says why."""
+
+    def __init__(self, task: planner_pb2.Task, code: grpc.StatusCode) -> None:
+        self.task = task
+        self.code = code
+        self.message = f"{task.error} (task {task.task_id})"
+        super().__init__(self.message)
 
 
 def effective_params(query: planner_pb2.Query) -> common_pb2.GenerationParams:
@@ -129,6 +142,36 @@ class Planner:
         task.total_ms = (time.perf_counter() - t0) * 1000
         self.store.save(task)
         return task, status
+
+    async def stream(self, query: planner_pb2.Query) -> AsyncIterator[planner_pb2.AskStreamResponse]:
+        """``ask`` as a stream: each event as it happens, then ``final`` with the task.
+
+        Raises ``QueryError`` for an unusable query, and ``TaskFailed`` after ``final`` when
+        the task failed. Closing the generator early (the caller went away) cancels the work,
+        so a generation nobody reads stops. ``Planner.AskStream`` and the OpenAI API both
+        consume this one loop.
+        """
+        queue: asyncio.Queue[planner_pb2.AskStreamResponse | None] = asyncio.Queue()
+
+        async def run() -> tuple[planner_pb2.Task, grpc.StatusCode | None]:
+            try:
+                return await self.ask(query, queue.put)
+            finally:
+                queue.put_nowait(None)
+
+        job = asyncio.create_task(run(), name="planner-stream")
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+            task, status = await job
+            yield planner_pb2.AskStreamResponse(task_id=task.task_id, final=task)
+            if status is not None:
+                raise TaskFailed(task, status)
+        finally:
+            if not job.done():
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await job
 
     async def _plan(self, query: planner_pb2.Query, task: planner_pb2.Task, workflow: WorkflowManager,
                     emit: Emit) -> list[StepSpec]:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
 
-from llmlab_grpc.planner.planner import Planner, QueryError
+from llmlab_grpc.planner.planner import Planner, QueryError, TaskFailed
 from llmlab_grpc.planner.tasks import MAX_TASKS
 from llmlab_grpc.proto.llmlab.v1 import planner_pb2, planner_pb2_grpc
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
@@ -39,38 +37,19 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
         except QueryError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if status is not None:
-            await context.abort(status, f"{task.error} (task {task.task_id})")
+            failed = TaskFailed(task, status)
+            await context.abort(failed.code, failed.message)
         return planner_pb2.AskResponse(task=task)
 
     async def AskStream(self, request: planner_pb2.AskStreamRequest, context: grpc.aio.ServicerContext
                         ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
-        queue: asyncio.Queue[planner_pb2.AskStreamResponse | None] = asyncio.Queue()
-
-        async def emit(event: planner_pb2.AskStreamResponse) -> None:
-            await queue.put(event)
-
-        async def run() -> tuple[planner_pb2.Task, grpc.StatusCode | None]:
-            try:
-                return await self.planner.ask(request.query, emit)
-            finally:
-                await queue.put(None)
-
-        job = asyncio.create_task(run())
         try:
-            while (event := await queue.get()) is not None:
+            async for event in self.planner.stream(request.query):
                 yield event
-            try:
-                task, status = await job
-            except QueryError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            yield planner_pb2.AskStreamResponse(task_id=task.task_id, final=task)
-            if status is not None:
-                await context.abort(status, f"{task.error} (task {task.task_id})")
-        finally:
-            if not job.done():
-                job.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await job
+        except QueryError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except TaskFailed as exc:
+            await context.abort(exc.code, exc.message)
 
     async def GetTask(self, request: planner_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
                       ) -> planner_pb2.GetTaskResponse:
