@@ -10,11 +10,12 @@ import pytest
 
 from llmlab_grpc.bridge.cache_sync import MAX_ENTRY_BYTES, CacheSync
 from llmlab_grpc.bridge.pairing import PairingTokens, SessionTokens
-from llmlab_grpc.bridge.protocol import ProtocolError, decode, encode, from_struct, to_struct
+from llmlab_grpc.bridge.protocol import ProtocolError, decode, encode
 from llmlab_grpc.bridge.ratelimit import TokenBucket
 from llmlab_grpc.mesh.membership import Membership
 from llmlab_grpc.mesh.peers import PeerTable
 from llmlab_grpc.proto.llmlab.v1 import bridge_pb2, common_pb2
+from llmlab_grpc.tools.convert import from_struct, to_struct
 
 
 class Clock:

@@ -29,11 +29,10 @@ from llmlab_grpc.bridge.protocol import (
     UNAUTHENTICATED,
     ProtocolError,
     error,
-    from_struct,
-    to_struct,
 )
 from llmlab_grpc.proto.llmlab.v1 import bridge_pb2, common_pb2
 from llmlab_grpc.tools.base import InvalidArguments, ToolFailure, ToolOutcome
+from llmlab_grpc.tools.convert import from_struct, to_struct
 
 if TYPE_CHECKING:
     from llmlab_grpc.node import LlmlabNode

@@ -8,10 +8,8 @@ hostile client gets an ``INVALID_ARGUMENT`` error back instead of being half-und
 from __future__ import annotations
 
 import json
-import math
-from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
 from llmlab_grpc.proto.llmlab.v1 import bridge_pb2
 
@@ -64,24 +62,3 @@ def encode(envelope: bridge_pb2.BridgeEnvelope) -> str:
 
 def error(code: str, message: str, ref_id: str = "") -> bridge_pb2.BridgeEnvelope:
     return bridge_pb2.BridgeEnvelope(error=bridge_pb2.BridgeError(code=code, message=message, ref_id=ref_id))
-
-
-def to_struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    struct.update(value)
-    return struct
-
-
-def _tidy(value: Any) -> Any:
-    """Struct numbers are doubles; give integral ones back as ints (a status 200, not 200.0)."""
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _tidy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_tidy(v) for v in value]
-    return value
-
-
-def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return _tidy(json_format.MessageToDict(struct))  # type: ignore[no-any-return]

@@ -11,9 +11,9 @@ from __future__ import annotations
 import grpc
 
 from llmlab_grpc.bridge.hub import MobileHub
-from llmlab_grpc.bridge.protocol import from_struct, to_struct
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, tool_executor_pb2, tool_executor_pb2_grpc
 from llmlab_grpc.tools.base import InvalidArguments, ToolFailure
+from llmlab_grpc.tools.convert import from_struct, to_struct
 
 FAILOVER_CODES = frozenset({"UNAVAILABLE"})
 

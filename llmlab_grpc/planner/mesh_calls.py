@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2
 
 from llmlab_grpc.cache.keys import cache_key
 from llmlab_grpc.proto.llmlab.v1 import (
@@ -30,6 +29,7 @@ from llmlab_grpc.proto.llmlab.v1 import (
     tool_executor_pb2,
     tool_executor_pb2_grpc,
 )
+from llmlab_grpc.tools.convert import from_struct, to_struct
 
 if TYPE_CHECKING:
     from llmlab_grpc.node import LlmlabNode
@@ -101,8 +101,7 @@ class MeshCalls:
     async def execute_tool(self, tool: str, arguments: dict[str, Any], task_id: str
                            ) -> tool_executor_pb2.ExecuteResponse:
         """Run a tool on a tools node (whose router may forward it to the node that has it)."""
-        request = tool_executor_pb2.ExecuteRequest(tool=tool, task_id=task_id)
-        request.arguments.update(arguments)
+        request = tool_executor_pb2.ExecuteRequest(tool=tool, arguments=to_struct(arguments), task_id=task_id)
         failed: list[str] = []
         last: grpc.aio.AioRpcError | None = None
         for cand in self.candidates("tools"):
@@ -132,7 +131,7 @@ class MeshCalls:
                 continue
             return {
                 t.name: {"description": t.description,
-                         "input_schema": json_format.MessageToDict(t.input_schema)}
+                         "input_schema": from_struct(t.input_schema)}
                 for t in reply.tools
             }
         return {}
@@ -229,10 +228,6 @@ class MeshCalls:
                 call.cancel()
         assert last is not None
         raise MeshCallError(last.code(), f"every llm node serving {model!r} failed: {last.details()}")
-
-
-def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(struct)
 
 
 def result_text(tool: str, result: dict[str, Any]) -> str:

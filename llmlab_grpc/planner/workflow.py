@@ -17,8 +17,9 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls, result_text, struct_to_dict
+from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls, result_text
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, inference_pb2, planner_pb2
+from llmlab_grpc.tools.convert import from_struct
 
 Emit = Callable[[planner_pb2.AskStreamResponse], Awaitable[None]]
 MessagesFrom = Callable[[dict[str, "StepResult"]], list[common_pb2.ChatMessage]]
@@ -124,7 +125,7 @@ class WorkflowManager:
         step.failed_over.extend(reply.failed_over)
         if reply.HasField("error") and reply.error.code:
             raise MeshCallError(None, f"{step.name} failed: {reply.error.code}: {reply.error.message}")
-        data = struct_to_dict(reply.result)
+        data = from_struct(reply.result)
         await self._event(tool_result=planner_pb2.ToolResult(step_id=step.step_id, result=reply.result))
         return StepResult(text=result_text(step.name, data), data=data)
 
