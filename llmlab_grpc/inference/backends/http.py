@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from llmlab_grpc.inference.backends.base import Backend, BackendOptions
+from llmlab_grpc.inference.backends.base import Backend, BackendOptions, ModelLoadError
 from llmlab_grpc.inference.types import GenerationError
 
 MAX_ERROR_BODY = 300
@@ -23,6 +23,12 @@ class HttpBackend(Backend):
     """A model served by another process over HTTP; the actor holds one pooled client."""
 
     parallel = 4  # the server batches or queues; a few streams at once keep it busy
+    models_path = ""
+    """Where the server lists its models, below ``base_url`` (``/api/tags``, ``/models``)."""
+    models_field = ""
+    """The JSON field holding that list (``models``, ``data``)."""
+    name_field = ""
+    """The field naming a model in it (``name``, ``id``)."""
 
     def __init__(self, model: str, options: BackendOptions) -> None:
         super().__init__(model, options)
@@ -32,6 +38,24 @@ class HttpBackend(Backend):
     @classmethod
     def base_url(cls, url: str) -> str:
         return url.rstrip("/")
+
+    @classmethod
+    def listed_models(cls, client: httpx.Client, url: str) -> dict[str, dict[str, Any]]:
+        """name → the server's record of every model it lists; raises httpx/JSON errors."""
+        response = client.get(f"{url}{cls.models_path}")
+        response.raise_for_status()
+        return {m[cls.name_field]: m for m in response.json().get(cls.models_field, []) if m.get(cls.name_field)}
+
+    @classmethod
+    def default_models(cls, options: BackendOptions) -> list[str]:
+        """Every model the server lists, so naming the backend alone serves what it has."""
+        url = cls.base_url(options.url)
+        with make_client(options) as client:
+            try:
+                return list(cls.listed_models(client, url))
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                failure = describe_failure(cls.kind, url, options.timeout_s, exc)
+                raise ModelLoadError(f"{failure.message}; or name the models with --llm-models") from exc
 
     def close(self) -> None:
         self.client.close()

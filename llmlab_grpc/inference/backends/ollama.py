@@ -14,33 +14,20 @@ from typing import Any
 
 import httpx
 
-from llmlab_grpc.inference.backends.base import BackendOptions, ModelLoadError
-from llmlab_grpc.inference.backends.http import HttpBackend, describe_failure, make_client
+from llmlab_grpc.inference.backends.http import HttpBackend
 from llmlab_grpc.inference.types import Event, GenerationError, Message, ModelDescription, Params, Usage
 
 
 class OllamaBackend(HttpBackend):
     kind = "ollama"
 
-    @classmethod
-    def default_models(cls, options: BackendOptions) -> list[str]:
-        """Every model the server has, so `--llm-backend ollama` alone serves what is pulled."""
-        with make_client(options) as client:
-            try:
-                response = client.get(f"{cls.base_url(options.url)}/api/tags")
-                response.raise_for_status()
-                return [m["name"] for m in response.json().get("models", []) if m.get("name")]
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                failure = describe_failure(cls.kind, options.url, options.timeout_s, exc)
-                raise ModelLoadError(f"{failure.message}; or name the models with --llm-models") from exc
+    models_path, models_field, name_field = "/api/tags", "models", "name"
 
     def load(self) -> ModelDescription:
         """Check the server lists the model; an unreachable server is not fatal (it may start later)."""
         try:
-            response = self.client.get(f"{self.url}/api/tags")
-            response.raise_for_status()
-            names = {m.get("name") for m in response.json().get("models", [])}
-        except (httpx.HTTPError, ValueError) as exc:
+            names = self.listed_models(self.client, self.url)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
             return ModelDescription(self.model, self.kind, loaded=False,
                                     detail={"error": self.failure(exc).message})
         present = self.model in names or f"{self.model}:latest" in names

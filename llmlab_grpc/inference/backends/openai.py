@@ -16,8 +16,7 @@ from typing import Any
 
 import httpx
 
-from llmlab_grpc.inference.backends.base import BackendOptions, ModelLoadError
-from llmlab_grpc.inference.backends.http import HttpBackend, describe_failure, make_client
+from llmlab_grpc.inference.backends.http import HttpBackend
 from llmlab_grpc.inference.types import Event, GenerationError, Message, ModelDescription, Params, Usage
 
 
@@ -30,23 +29,12 @@ class OpenAIBackend(HttpBackend):
         url = url.rstrip("/")
         return url if url.endswith("/v1") else f"{url}/v1"
 
-    @classmethod
-    def default_models(cls, options: BackendOptions) -> list[str]:
-        with make_client(options) as client:
-            try:
-                response = client.get(f"{cls.base_url(options.url)}/models")
-                response.raise_for_status()
-                return [m["id"] for m in response.json().get("data", []) if m.get("id")]
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                failure = describe_failure(cls.kind, cls.base_url(options.url), options.timeout_s, exc)
-                raise ModelLoadError(f"{failure.message}; or name the models with --llm-models") from exc
+    models_path, models_field, name_field = "/models", "data", "id"
 
     def load(self) -> ModelDescription:
         try:
-            response = self.client.get(f"{self.url}/models")
-            response.raise_for_status()
-            models = {m.get("id"): m for m in response.json().get("data", [])}
-        except (httpx.HTTPError, ValueError) as exc:
+            models = self.listed_models(self.client, self.url)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
             return ModelDescription(self.model, self.kind, loaded=False, detail={"error": self.failure(exc).message})
         entry = models.get(self.model)
         if entry is None:
