@@ -181,7 +181,7 @@ def _state_name(state: int) -> str:
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
-    client = MeshClient.resolve(args.target, args.secret, args.tls_cert, args.tls_key, args.tls_ca)
+    client = MeshClient.from_args(args)
     try:
         reply = node_pb2_grpc.NodeStub(client.channel).ListPeers(
             node_pb2.ListPeersRequest(), metadata=client.metadata, timeout=5.0)

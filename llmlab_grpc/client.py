@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -38,6 +39,11 @@ class MeshClient:
 
     def close(self) -> None:
         self.channel.close()
+
+    @classmethod
+    def from_args(cls, args: Any) -> MeshClient:
+        """``resolve`` from the client flags every command shares (``cli._add_client_flags``)."""
+        return cls.resolve(args.target, args.secret, args.tls_cert, args.tls_key, args.tls_ca)
 
     @classmethod
     def resolve(

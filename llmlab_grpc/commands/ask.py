@@ -69,7 +69,7 @@ def print_trace(task: planner_pb2.Task) -> None:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    client = MeshClient.resolve(args.target, args.secret, args.tls_cert, args.tls_key, args.tls_ca)
+    client = MeshClient.from_args(args)
     stub = planner_pb2_grpc.PlannerStub(client.channel)
     query = build_query(args)
     try:
@@ -107,7 +107,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    client = MeshClient.resolve(args.target, args.secret, args.tls_cert, args.tls_key, args.tls_ca)
+    client = MeshClient.from_args(args)
     try:
         reply = planner_pb2_grpc.PlannerStub(client.channel).ListTasks(
             planner_pb2.ListTasksRequest(limit=args.limit), metadata=client.metadata, timeout=10)

@@ -161,7 +161,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
         return cmd_locate(args)
     handler = SUBCOMMANDS[args.cache_command]
-    client = MeshClient.resolve(args.target, args.secret, args.tls_cert, args.tls_key, args.tls_ca)
+    client = MeshClient.from_args(args)
     try:
         return handler(args, cache_pb2_grpc.CacheStub(client.channel), client.metadata)
     except UsageError as exc:

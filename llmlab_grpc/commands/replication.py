@@ -86,7 +86,7 @@ def holders(reply: replica_pb2.LocateResponse) -> list[replica_pb2.NodeRef]:
 
 
 def cmd_locate(args: argparse.Namespace) -> int:
-    client = MeshClient.resolve(args.target, args.secret, args.tls_cert, args.tls_key, args.tls_ca)
+    client = MeshClient.from_args(args)
     try:
         request = locate_request(args, client)
         reply = replica_pb2_grpc.ReplicaStub(client.channel).Locate(

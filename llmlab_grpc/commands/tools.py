@@ -87,7 +87,7 @@ def _spec_json(spec: Any) -> dict[str, Any]:
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
-    client = MeshClient.resolve(args.target, args.secret, args.tls_cert, args.tls_key, args.tls_ca)
+    client = MeshClient.from_args(args)
     try:
         reply = tool_executor_pb2_grpc.ToolExecutorStub(client.channel).ListTools(
             tool_executor_pb2.ListToolsRequest(local_only=args.local, capability=args.capability),
@@ -132,7 +132,7 @@ def cmd_tool(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"llmlab tool: error: {exc}", file=sys.stderr)
         return 2
-    client = MeshClient.resolve(args.target, args.secret, args.tls_cert, args.tls_key, args.tls_ca)
+    client = MeshClient.from_args(args)
     request = tool_executor_pb2.ExecuteRequest(tool=args.name, arguments=to_struct(arguments),
                                                target_node_id=args.node)
     try:
