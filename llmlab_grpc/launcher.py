@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -25,7 +25,7 @@ import grpc
 
 from llmlab_grpc import ROLES
 from llmlab_grpc.mesh.auth import bearer
-from llmlab_grpc.procs import LISTEN_RE
+from llmlab_grpc.procs import NodeProcess, start_node
 from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc
 from llmlab_grpc.state import home, read_state, write_state
 
@@ -53,12 +53,26 @@ def plan_roles(count: int) -> list[list[str]]:
 class LaunchedNode:
     """A node process started by the launcher."""
 
-    name: str
     roles: list[str]
-    process: subprocess.Popen[str]
-    address: str = ""
-    log_path: Path = field(default_factory=Path)
-    dashboard: str = ""
+    proc: NodeProcess
+    log_path: Path
+
+    @property
+    def name(self) -> str:
+        return self.proc.name
+
+    @property
+    def process(self) -> subprocess.Popen[str]:
+        return self.proc.process
+
+    @property
+    def address(self) -> str:
+        return self.proc.address
+
+    @property
+    def dashboard(self) -> str:
+        """The URL from the bridge's "dashboard" line (printed before "listening on"), if any."""
+        return next((m.group("url") for line in self.proc.output if (m := DASHBOARD_RE.match(line))), "")
 
 
 def mesh_secret() -> str:
@@ -85,35 +99,22 @@ class LocalMesh:
     def _spawn(self, name: str, roles: list[str], seeds: list[str]) -> LaunchedNode:
         log_dir = home() / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"{name}.log"
-        cmd = [sys.executable, "-m", "llmlab_grpc", "node", "--name", name, "--roles", ",".join(roles),
-               "--host", "127.0.0.1", "--port", "0", *self.extra_args]
-        cmd += ["--mdns-interface", self.mdns_interface] if self.mdns else ["--no-mdns"]
+        args = ["--roles", ",".join(roles), *self.extra_args]
+        args += ["--mdns-interface", self.mdns_interface] if self.mdns else ["--no-mdns"]
         for seed in seeds:
-            cmd += ["--peer", seed]
-        env = {**os.environ, **self.extra_env, "LLMLAB_MESH_SECRET": self.secret}  # not argv: keep it out of `ps`
-        log_file = open(log_path, "w")  # noqa: SIM115 - owned by the child for its lifetime
-        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_file, text=True, env=env,
-                                   stdin=subprocess.DEVNULL)
-        node = LaunchedNode(name=name, roles=roles, process=process, log_path=log_path)
+            args += ["--peer", seed]
+        log_path = log_dir / f"{name}.log"
+        node = LaunchedNode(roles, start_node(name, self.secret, *args, env=self.extra_env, log_path=log_path,
+                                              log_mode="w"), log_path)
         self.nodes.append(node)
         return node
 
     def _await_address(self, node: LaunchedNode, deadline: float) -> None:
-        assert node.process.stdout is not None
-        while time.monotonic() < deadline:
-            line = node.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"{node.name} exited before listening; see {node.log_path}")
-            dashboard = DASHBOARD_RE.match(line)
-            if dashboard:
-                node.dashboard = dashboard.group("url")
-            match = LISTEN_RE.match(line)
-            if match:
-                node.address = match.group("address")
-                # Keep draining stdout so the child never blocks on a full pipe.
-                threading.Thread(target=lambda: node.process.stdout.read(), daemon=True).start()  # type: ignore[union-attr]
-                return
+        node.proc.listening.wait(max(0.0, deadline - time.monotonic()))
+        if node.address:
+            return
+        if node.process.poll() is not None:
+            raise RuntimeError(f"{node.name} exited before listening; see {node.log_path}")
         raise RuntimeError(f"{node.name} did not start within {START_TIMEOUT_S:.0f} s; see {node.log_path}")
 
     def _share_ray(self) -> None:

@@ -29,6 +29,7 @@ class NodeProcess:
     process: subprocess.Popen[str]
     address: str = ""
     output: list[str] = field(default_factory=list)
+    listening: threading.Event = field(default_factory=threading.Event)
 
     @property
     def pid(self) -> int:
@@ -61,29 +62,40 @@ class NodeProcess:
             return self.process.wait()
 
 
-def spawn_node(name: str, secret: str, *args: str, env: dict[str, str] | None = None,
-               start_timeout: float = 60.0, log_dir: Path | None = None) -> NodeProcess:
-    """Start a node and wait for its "listening on" line."""
+def start_node(name: str, secret: str, *args: str, env: dict[str, str] | None = None,
+               log_path: Path | None = None, log_mode: str = "a") -> NodeProcess:
+    """Start a node on 127.0.0.1:0 without waiting; a thread reads its stdout.
+
+    The secret travels in the environment, never in argv, so it stays out of ``ps``.
+    Every stdout line lands in ``output``; the "listening on" line sets ``address`` and
+    ``listening`` (which is also set when stdout closes, i.e. the node exited).
+    """
     cmd = [sys.executable, "-m", "llmlab_grpc", "node", "--name", name, "--host", "127.0.0.1", "--port", "0", *args]
     full_env = {**os.environ, "LLMLAB_MESH_SECRET": secret, **(env or {})}
-    stderr = open(log_dir / f"{name}.log", "a") if log_dir else subprocess.DEVNULL  # noqa: SIM115
+    stderr = open(log_path, log_mode) if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child's for life
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=full_env,
                                stdin=subprocess.DEVNULL)
     node = NodeProcess(name=name, secret=secret, process=process)
-    found = threading.Event()
 
     def read() -> None:
         assert process.stdout is not None
-        for line in process.stdout:
+        for line in process.stdout:  # read to the end so the child never blocks on a full pipe
             node.output.append(line)
             match = LISTEN_RE.match(line)
-            if match and not found.is_set():
+            if match and not node.listening.is_set():
                 node.address = match.group("address")
-                found.set()
-        found.set()
+                node.listening.set()
+        node.listening.set()
 
     threading.Thread(target=read, daemon=True).start()
-    if not found.wait(start_timeout) or not node.address:
+    return node
+
+
+def spawn_node(name: str, secret: str, *args: str, env: dict[str, str] | None = None,
+               start_timeout: float = 60.0, log_dir: Path | None = None) -> NodeProcess:
+    """Start a node and wait for its "listening on" line."""
+    node = start_node(name, secret, *args, env=env, log_path=log_dir / f"{name}.log" if log_dir else None)
+    if not node.listening.wait(start_timeout) or not node.address:
         node.stop(signal.SIGKILL)
         raise AssertionError(f"node {name} did not start: {''.join(node.output)}")
     return node
