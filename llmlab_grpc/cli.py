@@ -117,17 +117,8 @@ def _node_settings(args: argparse.Namespace) -> NodeSettings:
         import os
 
         os.environ["LLMLAB_CONFIG"] = str(args.config)
-    names = ["name", "node_id", "roles", "host", "port", "advertise_host", "peers", "mdns_interface",
-             "heartbeat_interval_s", "peer_timeout_s", "tls_cert", "tls_key", "tls_ca",
-             "http_port", "http_host", "bridge_allowed_origins",
-             "ray_address", "llm_backend", "llm_models", "ollama_url", "openai_url", "max_tokens_default",
-             "max_tokens_limit", "llm_max_queued", "llm_threads",
-             "cache_store", "cache_ttl_s", "cache_max_bytes", "cache_max_entries", "cache_max_value_bytes",
-             "allow_private_urls",
-             "builtin_tools", "tool_plugins", "search_backend", "search_url", "search_db",
-             "replica_count", "replication_queue", "replication_retry_s",
-             "api_keys_file", "api_max_body_bytes", "api_timeout_s"]
-    given: dict[str, Any] = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    # A flag whose dest names a setting overrides it when given (flags default to None).
+    given: dict[str, Any] = {k: v for k, v in vars(args).items() if k in NodeSettings.model_fields and v is not None}
     if args.secret is not None:
         given["mesh_secret"] = args.secret
     if args.no_mdns:
