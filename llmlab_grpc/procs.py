@@ -71,6 +71,13 @@ def start_node(name: str, secret: str, *args: str, env: dict[str, str] | None = 
     ``listening`` (which is also set when stdout closes, i.e. the node exited).
     """
     cmd = [sys.executable, "-m", "llmlab_grpc", "node", "--name", name, "--host", "127.0.0.1", "--port", "0", *args]
+    return launch(cmd, name, secret, env=env, log_path=log_path, log_mode=log_mode)
+
+
+def launch(cmd: list[str], name: str, secret: str, env: dict[str, str] | None = None,
+           log_path: Path | None = None, log_mode: str = "a") -> NodeProcess:
+    """Run ``cmd`` (an `llmlab node` command line, possibly behind a wrapper that execs it, such
+    as ``ip netns exec``) and follow its stdout as :func:`start_node` describes."""
     full_env = {**os.environ, "LLMLAB_MESH_SECRET": secret, **(env or {})}
     stderr = open(log_path, log_mode) if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child's for life
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=full_env,

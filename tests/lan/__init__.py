@@ -1,0 +1,1 @@
+"""LAN tests: real node processes on hosts made of network namespaces (see harness.py)."""
