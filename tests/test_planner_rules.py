@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from llmlab_grpc.planner.proposal import parse_proposal, proposal_messages
-from llmlab_grpc.planner.rules import match_rules, might_need_tool
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmlab_grpc.planner.planner import MAX_QUERY_CHARS, RULES_INLINE_CHARS, hints_off_loop
+from llmlab_grpc.planner.proposal import MAX_PROPOSAL_CHARS, parse_proposal, proposal_messages
+from llmlab_grpc.planner.rules import (
+    match_arithmetic,
+    match_rules,
+    match_search,
+    match_url,
+    might_need_tool,
+    route_hints,
+)
 from llmlab_grpc.planner.tasks import TaskStore
 from llmlab_grpc.planner.workflow import cache_prompt, is_deterministic
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
@@ -121,3 +137,98 @@ def test_determinism_and_cache_prompt() -> None:
     assert cache_prompt(lone) == "Tell me a joke"
     two = [common_pb2.ChatMessage(role="system", content="be brief"), *lone]
     assert cache_prompt(two) != cache_prompt(lone) and "be brief" in cache_prompt(two)
+
+
+# -- no input holds the planner (issue 16) ---------------------------------------------------------
+
+HANG_GUARD_S = 10.0
+"""Far above what any rule takes at the length limit (tens of ms): tripping it means a hang, not
+slowness. The cubic pattern this replaced took hours at 32,000 characters."""
+
+
+class Hang(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def hang_guard(what: str) -> Iterator[None]:
+    """Interrupt the body after ``HANG_GUARD_S`` (SIGALRM: ``re`` checks for signals while it matches)."""
+    def fire(_signum: int, _frame: Any) -> None:
+        raise Hang(f"{what} did not return within {HANG_GUARD_S} s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, HANG_GUARD_S)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+RULES: list[Callable[[str], Any]] = [match_url, match_search, match_arithmetic, might_need_tool, route_hints]
+# Pieces of what each pattern looks for, and what makes regexes backtrack: runs of spaces,
+# optional words, digits and dots, unclosed parentheses, half URLs, wide characters.
+TOKENS = ["search", "look", "look up", "lookup", "find", "google", "please", "web", "the web", "for", "open",
+          "visit", "screenshot", "take a screenshot of", "show me", "http://", "https://", "a", "b", "ab",
+          "1", "25", "0.5", ".", "?", "!", ",", ";", " ", "   ", "\t", "\n", "x", "X", "*", "**", "+", "-",
+          "/", "//", "%", "^", "(", ")", "sqrt", "sqrt(", "e", "pi", "\u00d7", "\u00f7", "\u00b7",
+          "example.com", "a.", "a-", ":80", "/path", "'", '"', "<", ">", "=", "\u00e9", "\U0001f600",
+          "how many", "how", "2024-05", "_"]
+
+
+@st.composite
+def adversarial_text(draw: st.DrawFn) -> str:
+    """A short head, a unit repeated up to the planner's length limit, and a tail that may break a match."""
+    head = "".join(draw(st.lists(st.sampled_from(TOKENS), max_size=4)))
+    unit = "".join(draw(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=6)))
+    tail = "".join(draw(st.lists(st.sampled_from(TOKENS), max_size=3)))
+    length = draw(st.integers(min_value=1, max_value=MAX_QUERY_CHARS))
+    body = unit * max(1, (length - len(head) - len(tail)) // len(unit))
+    return (head + body)[: MAX_QUERY_CHARS - len(tail)] + tail
+
+
+@pytest.mark.timeout(600)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(adversarial_text())
+def test_no_rule_hangs_on_adversarial_text_up_to_the_limit(text: str) -> None:
+    assert len(text) <= MAX_QUERY_CHARS
+    for rule in RULES:
+        with hang_guard(f"{rule.__name__} on {text[:40]!r}… ({len(text)} characters)"):
+            rule(text)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("spaces", [200, 400, 2_400, MAX_QUERY_CHARS - len("search ab")])
+def test_the_redos_string_of_issue_16_is_a_plain_search(spaces: int) -> None:
+    """"search a" + N spaces + "b" backtracked in cubic time (17 s for one 2,409-character request)."""
+    text = "search a" + " " * spaces + "b"
+    with hang_guard(f"the rules on the issue's ReDoS string with {spaces} spaces"):
+        hints = route_hints(text)
+    assert hints.rule is not None and hints.rule.tool == "web_search"
+    assert hints.rule.arguments == {"query": "a" + " " * spaces + "b"}
+
+
+@pytest.mark.parametrize(
+    ("query", "q"),
+    [("search ??", None), ("search for", "for"), ("search  the weather!?", "the weather"),
+     ("find a\nb", None), ("google cats \n", "cats"), ("please web search the web for x ? !", "x ?")],
+)
+def test_search_terms_edge_cases(query: str, q: str | None) -> None:
+    rule = match_search(query)
+    assert (rule.arguments["query"] if rule else None) == q
+
+
+def test_long_texts_are_matched_off_the_event_loop_with_the_same_result() -> None:
+    text = "search " + "gRPC health " * (RULES_INLINE_CHARS // 8)
+    assert len(text) > RULES_INLINE_CHARS
+    hints = asyncio.run(hints_off_loop(text))
+    assert hints == route_hints(text) and hints.rule is not None and not hints.note
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("output", ["{" * 100_000, '{"' * 50_000, "{}" * 50_000 + "x",
+                                    " " * MAX_PROPOSAL_CHARS + '{"tool": null}'])
+def test_proposal_parsing_is_bounded(output: str) -> None:
+    with hang_guard("parse_proposal"):
+        proposal = parse_proposal(output, CATALOGUE)
+    assert proposal.tool is None and "no tool is needed" not in proposal.reason

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls
 from llmlab_grpc.planner.proposal import MAX_PROPOSAL_TOKENS, parse_proposal, proposal_messages
-from llmlab_grpc.planner.rules import match_rules, might_need_tool
+from llmlab_grpc.planner.rules import RouteHints, route_hints
 from llmlab_grpc.planner.tasks import TaskStore
 from llmlab_grpc.planner.workflow import Emit, StepResult, StepSpec, WorkflowManager
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
@@ -31,7 +32,14 @@ from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
 if TYPE_CHECKING:
     from llmlab_grpc.node import LlmlabNode
 
+log = logging.getLogger(__name__)
+
 MAX_QUERY_CHARS = 32_000
+RULES_INLINE_CHARS = 2_000
+"""Texts up to this length are matched against the rules on the event loop (microseconds);
+longer ones in a worker thread, so no query holds the loop that serves every other call."""
+RULES_BUDGET_S = 2.0
+"""How long the planner waits for the rules on one text before it plans without them."""
 MAX_HISTORY_TURNS = 64
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_SEED = 42
@@ -81,6 +89,23 @@ def validate_query(query: planner_pb2.Query) -> None:
         raise QueryError("top_p must be in (0, 1]")
     if params.HasField("max_tokens") and params.max_tokens < 1:
         raise QueryError("max_tokens must be at least 1")
+
+
+async def hints_off_loop(text: str) -> RouteHints:
+    """``route_hints(text)``: inline for a short text, else in a thread within ``RULES_BUDGET_S``.
+
+    The rules are linear in the text, so the budget only trips on a starved machine; then the
+    query is planned as if no rule matched, and the trace says why.
+    """
+    if len(text) <= RULES_INLINE_CHARS:
+        return route_hints(text)
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(route_hints, text), RULES_BUDGET_S)
+    except TimeoutError:
+        log.warning("the planner's rules took over %.1f s on a %d-character query", RULES_BUDGET_S, len(text))
+        return RouteHints(rule=None, toolish=False,
+                          note=f"the deterministic rules took over {RULES_BUDGET_S:g} s on this "
+                               f"{len(text)}-character query and were skipped")
 
 
 def _step(step_id: str, kind: int, name: str, reason: str, depends_on: list[str] | None = None
@@ -206,12 +231,14 @@ class Planner:
         if continues_tool_call(query):
             return [generation("s1", "the conversation ends with a tool result: the model continues it",
                                lambda _r: self._user_messages(query, text))]
+        hints = RouteHints(rule=None, toolish=False)
         if not query.no_tools:
-            rule = match_rules(text)
+            hints = await hints_off_loop(text)
+            rule = hints.rule
             if rule is not None:
                 return tool_then_maybe_phrase(rule.tool, rule.arguments, rule.reason, rule.phrase_with_model)
-        plain_reason = "no tool needed: plain generation"
-        if not query.no_tools and model and might_need_tool(text):
+        plain_reason = f"{hints.note}: plain generation" if hints.note else "no tool needed: plain generation"
+        if not query.no_tools and model and hints.toolish:
             catalogue = await self.calls.tool_catalogue()
             if catalogue:
                 proposal_params = common_pb2.GenerationParams(temperature=0.0, max_tokens=MAX_PROPOSAL_TOKENS)

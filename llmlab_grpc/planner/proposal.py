@@ -16,6 +16,12 @@ import jsonschema
 from pydantic import BaseModel, ValidationError
 
 MAX_PROPOSAL_TOKENS = 96
+MAX_PROPOSAL_CHARS = 8_192
+"""Model output looked at for a tool call: 96 tokens fit many times over; a backend that ignores
+max_tokens cannot make the parse (which runs on the planner's event loop) long."""
+MAX_JSON_STARTS = 8
+"""Opening braces tried as the start of the call: each try scans to the end of the text, so this
+keeps the search linear (``{{{{…`` with no closing brace would be quadratic)."""
 
 
 class ProposedCall(BaseModel):
@@ -51,7 +57,9 @@ def proposal_messages(query: str, tools: dict[str, dict[str, Any]]) -> list[dict
 
 def _first_json_object(text: str) -> str | None:
     start = text.find("{")
-    while start != -1:
+    for _ in range(MAX_JSON_STARTS):
+        if start == -1:
+            break
         depth = 0
         in_string = False
         escaped = False
@@ -77,8 +85,11 @@ def _first_json_object(text: str) -> str | None:
 
 
 def parse_proposal(output: str, tools: dict[str, dict[str, Any]]) -> Proposal:
-    """Validate the model's output against the protocol and the chosen tool's schema."""
-    raw = _first_json_object(output)
+    """Validate the model's output against the protocol and the chosen tool's schema.
+
+    Only the first ``MAX_PROPOSAL_CHARS`` characters count: the call is the model's whole answer.
+    """
+    raw = _first_json_object(output[:MAX_PROPOSAL_CHARS])
     if raw is None:
         return Proposal(None, {}, f"model proposed no JSON tool call ({output.strip()[:80]!r})")
     try:

@@ -35,10 +35,15 @@ _OPEN_RE = re.compile(
     re.IGNORECASE,
 )
 _DOMAIN_RE = re.compile(r"^(?:[a-z0-9-]+\.)+[a-z]{2,}(?::\d+)?(?:/\S*)?$", re.IGNORECASE)
-_SEARCH_RE = re.compile(
-    r"^\s*(?:please\s+)?(?:web\s+)?(?:search|look\s*up|lookup|find|google)\s+(?:the\s+web\s+)?(?:for\s+)?(?P<q>.+?)\s*[?.!]*\s*$",
+# Only the request's opening words are a pattern; the search terms are the rest of the text, with
+# trailing punctuation cut by string methods. A lazy ``(?P<q>.+?)`` followed by optional trailing
+# runs backtracked in cubic time ("search a" + spaces + "b": 17 s at 2,400 characters, issue 16).
+# Possessive quantifiers never give back what they took, so the prefix is linear too.
+_SEARCH_PREFIX_RE = re.compile(
+    r"\s*+(?:please\s++)?(?:web\s++)?(?:search|look\s*+up|lookup|find|google)\s++(?:the\s++web\s++)?(?:for\s++)?",
     re.IGNORECASE,
 )
+_SEARCH_TRAILER = "?.!"
 
 
 @dataclass
@@ -115,10 +120,13 @@ def match_url(text: str) -> RuleMatch | None:
 
 
 def match_search(text: str) -> RuleMatch | None:
-    m = _SEARCH_RE.match(text)
-    if not m or not m.group("q").strip():
+    """ "search/look up/find/google [the web] [for] TERMS", TERMS on one line, trailing ?.! dropped."""
+    m = _SEARCH_PREFIX_RE.match(text)
+    if not m:
         return None
-    query = m.group("q").strip()
+    query = text[m.end():].rstrip().rstrip(_SEARCH_TRAILER).strip()
+    if not query or "\n" in query:
+        return None
     return RuleMatch(tool="web_search", arguments={"query": query},
                      reason=f"rule: the query asks to search for {query!r}")
 
@@ -138,3 +146,23 @@ TOOLISH_WORDS = re.compile(
 def might_need_tool(text: str) -> bool:
     """Cheap gate for asking the model to propose a tool call (most chat needs none)."""
     return bool(TOOLISH_WORDS.search(text))
+
+
+@dataclass
+class RouteHints:
+    """What the text alone says about routing: a rule's tool call, else whether a tool may help."""
+
+    rule: RuleMatch | None
+    toolish: bool
+    note: str = ""
+
+
+def route_hints(text: str) -> RouteHints:
+    """Every rule and the tool gate in one call, so the planner can run them off its event loop.
+
+    Each pattern here is linear in the length of ``text`` (``tests/test_planner_rules.py`` feeds
+    adversarial strings up to the planner's 32,000-character limit through every rule); at that
+    length they still take tens of milliseconds, which is why long texts go to a thread.
+    """
+    rule = match_rules(text)
+    return RouteHints(rule=rule, toolish=rule is None and might_need_tool(text))
