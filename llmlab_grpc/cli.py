@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--max-tokens-default", type=int, help="max_tokens of a request that sets none (default 256)")
     node.add_argument("--max-tokens-limit", type=int, help="largest max_tokens a request may ask (default 2048)")
     node.add_argument("--llm-max-queued", type=int, help="generations queued per model before RESOURCE_EXHAUSTED")
+    node.add_argument("--first-token-timeout", type=float, dest="first_token_timeout_s",
+                      help="planner: seconds to wait for an llm node's first piece before the next (default 20)")
     node.add_argument("--llm-threads", type=int, help="llama.cpp CPU threads (default 0: min(cores, 4))")
     node.add_argument("--cache-store", choices=["ray", "memory"],
                       help="where the cache role keeps responses (default ray: Ray's object store)")

@@ -102,6 +102,10 @@ class NodeSettings(BaseSettings):
     llm_max_queued: int = Field(8, ge=0, le=1024, description="generations waiting per model before RESOURCE_EXHAUSTED")
     llm_threads: int = Field(0, ge=0, le=256, description="llama.cpp CPU threads; 0 = min(cores, 4)")
     llm_timeout_s: float = Field(120.0, gt=0, le=3600, description="HTTP backends: seconds to wait for the server")
+    first_token_timeout_s: float = Field(
+        20.0, gt=0, le=3600,
+        description="planner: seconds an llm node may go without sending a piece of a generation (the first "
+                    "one included, queue wait included) before the planner abandons it (next llm node first)")
 
     # Browser tool (role `tools`, docs/browser.md)
     allow_private_urls: bool = Field(

@@ -9,7 +9,8 @@ per streamed chunk. The last user message steers it:
 
 ``max_tokens`` / ``num_predict`` cut the chunks ("length"); a ``stop`` string cuts the
 text before it. Every request body is recorded in ``requests``; a client that goes
-away mid-stream is counted in ``disconnects``.
+away mid-stream is counted in ``disconnects``. A server made with ``stall=True`` accepts
+every generation request and never answers it (until it is closed): a backend that hangs.
 """
 
 from __future__ import annotations
@@ -61,15 +62,21 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"{}")
         with self.server.lock:
             self.server.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+        if self.server.stall:
+            self.server.released.wait()
+            self.close_connection = True
+            return
         self.server.post(self, body)
 
 
 class FakeLlmServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, models: list[str]) -> None:
+    def __init__(self, models: list[str], stall: bool = False) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.models = models
+        self.stall = stall
+        self.released = threading.Event()
         self.requests: list[dict[str, Any]] = []
         self.disconnects = 0
         self.lock = threading.Lock()
@@ -84,6 +91,7 @@ class FakeLlmServer(ThreadingHTTPServer):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.released.set()
         self.shutdown()
         self.server_close()
 
@@ -155,8 +163,8 @@ class FakeOllama(FakeLlmServer):
 class FakeOpenAI(FakeLlmServer):
     """``GET /v1/models``, ``POST /v1/chat/completions`` (Server-Sent Events), optional bearer key."""
 
-    def __init__(self, models: list[str], api_key: str = "") -> None:
-        super().__init__(models)
+    def __init__(self, models: list[str], api_key: str = "", stall: bool = False) -> None:
+        super().__init__(models, stall)
         self.api_key = api_key
 
     def _authorized(self, handler: _Handler) -> bool:

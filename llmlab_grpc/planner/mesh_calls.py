@@ -10,6 +10,7 @@ in-process, because a cache hit is the path whose latency matters most.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -187,12 +188,16 @@ class MeshCalls:
     # -- models -----------------------------------------------------------------------
     async def generate(
         self, model: str, messages: list[common_pb2.ChatMessage], params: common_pb2.GenerationParams,
-        failed_over: list[str],
+        failed_over: list[Failover],
     ) -> AsyncIterator[tuple[Candidate, inference_pb2.GenerateResponse]]:
         """Stream a generation from the first llm node that accepts it.
 
-        Fails over to the next node while nothing has been received yet; once text has
-        flowed, a broken stream is the caller's error (the answer would be spliced).
+        Fails over to the next node while nothing has been received yet, including when a
+        node sends nothing for ``first_token_timeout_s`` (a backend that accepted and went
+        silent, a Ray stream that never yields, a paused process): that node's call is
+        cancelled, which stops its work. Once text has flowed, a broken or silent stream is
+        the caller's error (the answer would be spliced). Every node left behind is
+        appended to ``failed_over`` with why.
         """
         request = inference_pb2.GenerateRequest(model=model, messages=messages, params=params)
         candidates = self.candidates("llm", model)
@@ -200,21 +205,34 @@ class MeshCalls:
             known = ", ".join(self.models()) or "none"
             raise MeshCallError(grpc.StatusCode.UNAVAILABLE if known == "none" else grpc.StatusCode.NOT_FOUND,
                                 f"no live llm node serves model {model!r} (models in the mesh: {known})")
-        last: grpc.aio.AioRpcError | None = None
+        silence_s = self.node.settings.first_token_timeout_s
+        last: Failover | None = None
         for cand in candidates:
             stub = inference_pb2_grpc.InferenceStub(self.node.channels.get(cand.address))
             call = stub.Generate(request, timeout=600)
             received = False
             try:
-                async for chunk in call:
+                while (chunk := await _next_piece(call, silence_s)) is not None:
                     received = True
                     yield cand, chunk
                 return
+            except TimeoutError as err:
+                self.suspect(cand.node_id)
+                if received:
+                    raise MeshCallError(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"llm node {cand.name} went silent mid-answer (nothing for {silence_s:g} s, "
+                        "--first-token-timeout); ask again and another llm node will answer") from err
+                last = Failover(cand.node_id, cand.name, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"sent no first token within {silence_s:g} s (--first-token-timeout)")
+                failed_over.append(last)
+                log.warning("llm node %s %s: trying the next one", cand.name, last.why)
             except grpc.aio.AioRpcError as err:
                 if not received and err.code() in FAILOVER_CODES:
-                    failed_over.append(cand.node_id)
                     self.suspect(cand.node_id)
-                    last = err
+                    last = Failover(cand.node_id, cand.name, err.code(),
+                                    f"{err.code().name}: {(err.details() or '')[:MAX_WHY_CHARS]}")
+                    failed_over.append(last)
                     continue
                 if received:
                     self.suspect(cand.node_id)
@@ -227,7 +245,32 @@ class MeshCalls:
             finally:
                 call.cancel()
         assert last is not None
-        raise MeshCallError(last.code(), f"every llm node serving {model!r} failed: {last.details()}")
+        tried = "; ".join(f.describe() for f in failed_over)
+        raise MeshCallError(last.code, f"every llm node serving {model!r} failed: {tried}")
+
+
+MAX_WHY_CHARS = 200
+"""Characters of a node's error message kept in a failover note (the step's reason)."""
+
+
+@dataclass
+class Failover:
+    """An llm node the planner left for the next one, and why (shown in the step's trace)."""
+
+    node_id: str
+    name: str
+    code: grpc.StatusCode
+    why: str
+
+    def describe(self) -> str:
+        return f"llm node {self.name} {self.why}" if self.code == grpc.StatusCode.DEADLINE_EXCEEDED \
+            else f"llm node {self.name}: {self.why}"
+
+
+async def _next_piece(call: Any, silence_s: float) -> inference_pb2.GenerateResponse | None:
+    """The stream's next message, None at its end; ``TimeoutError`` after ``silence_s`` without one."""
+    message = await asyncio.wait_for(call.read(), silence_s)
+    return None if message is grpc.aio.EOF else message
 
 
 def result_text(tool: str, result: dict[str, Any]) -> str:

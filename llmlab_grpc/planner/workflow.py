@@ -17,7 +17,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls, result_text
+from llmlab_grpc.planner.mesh_calls import Failover, MeshCallError, MeshCalls, result_text
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, inference_pb2, planner_pb2
 from llmlab_grpc.tools.convert import from_struct
 
@@ -156,22 +156,26 @@ class WorkflowManager:
                 step.reason += "; not cached: sampling is random (temperature > 0 and no seed)"
         parts: list[str] = []
         usage: inference_pb2.Usage | None = None
-        failed_over: list[str] = []
+        failed_over: list[Failover] = []
         started = False
-        async for cand, chunk in self.calls.generate(step.name, messages, spec.params, failed_over):
-            if not started:
-                started = True
-                step.node_id, step.node_name = cand.node_id, cand.name
-                await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=cand.node_id,
-                                                                       cache=step.cache))
-            if chunk.HasField("usage"):
-                usage = chunk.usage
-                if chunk.usage.node_id:
-                    step.node_id = chunk.usage.node_id
-            elif chunk.text:
-                parts.append(chunk.text)
-                await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=chunk.text))
-        step.failed_over.extend(failed_over)
+        try:
+            async for cand, chunk in self.calls.generate(step.name, messages, spec.params, failed_over):
+                if not started:
+                    started = True
+                    step.node_id, step.node_name = cand.node_id, cand.name
+                    await self._event(step_started=planner_pb2.StepStarted(
+                        step_id=step.step_id, node_id=cand.node_id, cache=step.cache))
+                if chunk.HasField("usage"):
+                    usage = chunk.usage
+                    if chunk.usage.node_id:
+                        step.node_id = chunk.usage.node_id
+                elif chunk.text:
+                    parts.append(chunk.text)
+                    await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=chunk.text))
+        finally:  # the trace says which nodes were left and why, whether or not another answered
+            step.failed_over.extend(f.node_id for f in failed_over)
+            if failed_over:
+                step.reason += "; failed over: " + "; ".join(f.describe() for f in failed_over)
         text = "".join(parts)
         complete = usage is not None  # a final usage message arrived: the stream was not cut off
         if usage is not None:
