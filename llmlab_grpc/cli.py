@@ -209,6 +209,7 @@ FEATURE_COMMANDS: list[str] = [
     "llmlab_grpc.commands.ask",
     "llmlab_grpc.commands.tools",
     "llmlab_grpc.commands.apikey",
+    "llmlab_grpc.commands.metrics",
 ]
 
 

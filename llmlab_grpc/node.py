@@ -27,6 +27,8 @@ from llmlab_grpc.mesh.discovery import Announcement, MdnsDiscovery
 from llmlab_grpc.mesh.membership import Membership
 from llmlab_grpc.mesh.net import advertised_host
 from llmlab_grpc.mesh.peers import PeerTable
+from llmlab_grpc.metrics import MetricsInterceptor, NodeMetrics
+from llmlab_grpc.metrics.collectors import NodeCollector
 from llmlab_grpc.proto.llmlab.v1 import (
     common_pb2,
     node_pb2,
@@ -60,6 +62,9 @@ class LlmlabNode:
         self.http_url = ""
         self.load = common_pb2.NodeLoad()
         self.cache_stats: Callable[[], common_pb2.CacheStatistics | None] = lambda: None
+        self.metrics = NodeMetrics()
+        """This node's Prometheus series; roles record into it and register their collectors."""
+        self.metrics.add(NodeCollector(self.info, lambda: self.load, self.peers.to_protos))
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._bindings: list[ServiceBinding] = []
@@ -97,7 +102,8 @@ class LlmlabNode:
 
     async def start(self) -> str:
         """Bind, serve, announce, and start heartbeats. Returns the bound address."""
-        server = grpc.aio.server(interceptors=[AuthInterceptor(self.settings.mesh_secret)], options=CHANNEL_OPTIONS)
+        interceptors = [MetricsInterceptor(self.metrics), AuthInterceptor(self.settings.mesh_secret)]
+        server = grpc.aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
         bind = f"{self.settings.host}:{self.settings.port}"
         port = (
             server.add_secure_port(bind, self.tls.server_credentials())
@@ -117,7 +123,8 @@ class LlmlabNode:
             load=lambda: self.load,
             cache_stats=lambda: self.cache_stats(),
         )
-        node_service = NodeService(self.info, self.membership, lambda: self.load, lambda: self.cache_stats())
+        node_service = NodeService(self.info, self.membership, lambda: self.load, lambda: self.cache_stats(),
+                                   self.metrics.exposition)
         self._bindings = [
             ServiceBinding(
                 node_pb2.DESCRIPTOR.services_by_name["Node"].full_name,

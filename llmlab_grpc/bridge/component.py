@@ -2,9 +2,9 @@
 
 It runs one ASGI app (``HttpServer``) on ``--http-port`` inside the node's event loop:
 ``/`` the PWA a phone runs as a mobile node, ``/llmlab`` the dashboard, the read-only
-JSON API under ``/api``, the WebSocket ``/ws/task``, the OpenAI-compatible ``/v1`` API
-(llmlab_grpc.openai_api), and the static files of the frontend. Other HTTP features add
-their routes with ``node.components["bridge"].http.add_routes([...])``.
+JSON API under ``/api``, the node's Prometheus metrics at ``/metrics``, the WebSocket
+``/ws/task``, the OpenAI-compatible ``/v1`` API (llmlab_grpc.openai_api), and the static
+files of the frontend. Other HTTP features add their routes with ``node.components["bridge"].http.add_routes([...])``.
 
 ``start`` sets ``node.http_url`` before the node is announced, and prints
 ``llmlab node NAME dashboard URL/llmlab`` for launchers to relay.
@@ -31,6 +31,7 @@ from llmlab_grpc.bridge.hub import MobileHub
 from llmlab_grpc.bridge.tool_service import MobileToolExecutor
 from llmlab_grpc.bridge.ws import TaskSocket
 from llmlab_grpc.mesh.net import WILDCARDS, lan_ipv4_addresses
+from llmlab_grpc.metrics import CONTENT_TYPE
 from llmlab_grpc.openai_api import mount as mount_openai_api
 from llmlab_grpc.proto.llmlab.v1 import tool_executor_pb2, tool_executor_pb2_grpc
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
@@ -75,6 +76,7 @@ class BridgeComponent(RoleComponent):
             Route("/llmlab", self._page(files / "dashboard.html")),
             Route("/llmlab/", lambda request: RedirectResponse("/llmlab", status_code=308)),
             *self.api.routes(),
+            Route("/metrics", self._metrics),
             WebSocketRoute("/ws/task", self.socket.endpoint),
             Mount("/", app=_Static(directory=files), name="frontend"),
         ])
@@ -86,6 +88,12 @@ class BridgeComponent(RoleComponent):
             return FileResponse(path, media_type="text/html", headers={"cache-control": "no-cache"})
 
         return page
+
+    async def _metrics(self, request: Request) -> Response:
+        """The node's metrics for Prometheus; readable by whoever may read ``/api`` (loopback or the secret)."""
+        if (denied := self.api.denied(request)) is not None:
+            return denied
+        return Response(self.node.metrics.exposition(), media_type=CONTENT_TYPE)
 
     def bindings(self) -> list[ServiceBinding]:
         if "tools" in self.node.settings.roles:

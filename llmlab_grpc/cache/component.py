@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from llmlab_grpc.cache.manager import CacheManager
 from llmlab_grpc.cache.service import CacheService, ReadThrough
+from llmlab_grpc.metrics.collectors import CacheCollector
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
 
@@ -38,6 +39,7 @@ class CacheComponent(RoleComponent):
         self.manager = CacheManager.from_settings(node.settings, node_id=node.node_id)
         self.service = CacheService(self.manager, node.node_id)
         node.cache_stats = self.manager.stats_proto
+        node.metrics.add(CacheCollector.of(self.manager))
         self._sweeper: asyncio.Task[None] | None = None
 
     def set_read_through(self, read_through: ReadThrough | None) -> None:

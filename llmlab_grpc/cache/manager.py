@@ -503,6 +503,14 @@ class CacheManager:
             "replication_shortfall": shortfall,
         }
 
+    def stats_by_namespace(self) -> dict[str, dict[str, Any]]:
+        """``{namespace: statistics}`` for the metrics exporter (``metrics/collectors.py``).
+
+        Until entries carry a namespace every figure belongs to the namespace ``""``; a cache
+        with namespaces returns one dict per namespace with the same keys as ``get_stats``.
+        """
+        return {"": self.get_stats()}
+
     def stats_proto(self) -> common_pb2.CacheStatistics:
         """The statistics as sent in heartbeats, ``Node.GetInfo`` and ``Cache.Stats``."""
         stats = self.get_stats()

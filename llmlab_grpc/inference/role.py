@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from llmlab_grpc.inference.runtime import InferenceRuntime
 from llmlab_grpc.inference.service import InferenceService
+from llmlab_grpc.inference.types import Usage
 from llmlab_grpc.proto.llmlab.v1 import inference_pb2, inference_pb2_grpc
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
 
@@ -22,10 +23,18 @@ if TYPE_CHECKING:
 class LlmComponent(RoleComponent):
     def __init__(self, node: LlmlabNode) -> None:
         super().__init__(node)
-        self.runtime = InferenceRuntime(node.node_id, node.settings, on_load=self._count)
+        self.runtime = InferenceRuntime(node.node_id, node.settings, on_load=self._count, on_done=self._done)
 
     def _count(self, delta: int) -> None:
         self.node.load.generations_running += delta
+
+    def _done(self, model: str, usage: Usage | None, seconds: float, decode_seconds: float) -> None:
+        """Tokens and speed into the node's metrics (one that failed or was cancelled counts as incomplete)."""
+        if usage is None:
+            self.node.metrics.generation_done(model, 0, 0, seconds, 0.0, outcome="incomplete")
+        else:
+            self.node.metrics.generation_done(model, usage.prompt_tokens, usage.completion_tokens, seconds,
+                                              decode_seconds)
 
     def bindings(self) -> list[ServiceBinding]:
         return [ServiceBinding(

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -48,12 +49,15 @@ class InferenceRuntime:
     """Models of one node on Ray, behind validation. ``await start()``, then ``generate``."""
 
     def __init__(self, node_id: str, settings: NodeSettings,
-                 on_load: Callable[[int], None] = lambda delta: None) -> None:
+                 on_load: Callable[[int], None] = lambda delta: None,
+                 on_done: Callable[[str, Usage | None, float, float], None] = lambda *_: None) -> None:
         self.node_id = node_id
         self.settings = settings
         self.backend = settings.llm_backend
         self.options = backend_options(settings)
         self._on_load = on_load
+        self._on_done = on_done
+        """Hears each generation's end: (model, usage or None when it failed, seconds, decode seconds)."""
         self._host: Any = None  # RayHost once started (imported lazily: importing ray costs ~1 s)
         self.problem = ""  # why the node serves no model, when that is the case
 
@@ -109,14 +113,23 @@ class InferenceRuntime:
     async def generate(self, request: inference_pb2.GenerateRequest) -> AsyncIterator[inference_pb2.GenerateResponse]:
         """Text pieces as ``GenerateResponse(text=…)``, then one ``GenerateResponse(usage=…)``."""
         model, messages, params = self.parse(request)
-        async for event in self._host.stream(model, messages, params):
-            if isinstance(event, Usage):
-                yield inference_pb2.GenerateResponse(usage=inference_pb2.Usage(
-                    prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
-                    finish_reason=event.finish_reason, model=model, node_id=self.node_id,
-                    tool_calls_json=event.tool_calls_json))
-            elif event:
-                yield inference_pb2.GenerateResponse(text=event)
+        started = time.perf_counter()
+        first = 0.0
+        usage: Usage | None = None
+        try:
+            async for event in self._host.stream(model, messages, params):
+                if isinstance(event, Usage):
+                    usage = event
+                    yield inference_pb2.GenerateResponse(usage=inference_pb2.Usage(
+                        prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
+                        finish_reason=event.finish_reason, model=model, node_id=self.node_id,
+                        tool_calls_json=event.tool_calls_json))
+                elif event:
+                    first = first or time.perf_counter()
+                    yield inference_pb2.GenerateResponse(text=event)
+        finally:
+            ended = time.perf_counter()
+            self._on_done(model, usage, ended - started, ended - first if first else 0.0)
 
     def parse(self, request: inference_pb2.GenerateRequest) -> tuple[str, list[Message], Params]:
         """Check a request against the node's models and limits; ``InferenceError`` says what is wrong."""

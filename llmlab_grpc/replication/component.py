@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from llmlab_grpc.cache.manager import CacheManager
+from llmlab_grpc.metrics.collectors import CacheCollector, ReplicationCollector
 from llmlab_grpc.proto.llmlab.v1 import replica_pb2, replica_pb2_grpc
 from llmlab_grpc.replication.replicator import Replicator
 from llmlab_grpc.replication.service import ReplicaService
@@ -40,6 +41,9 @@ class ReplicaComponent(RoleComponent):
             retry_s=settings.replication_retry_s, self_name=settings.name,
         )
         self.service = ReplicaService(self.replicator)
+        node.metrics.add(ReplicationCollector(self.replicator.stats))
+        if self._own is not None:  # copies kept without the cache role: export that cache too
+            node.metrics.add(CacheCollector.of(self._own))
 
     def _manager(self) -> CacheManager:
         """The cache role's manager when the node has one (every component is built before the

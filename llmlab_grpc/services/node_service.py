@@ -19,11 +19,13 @@ class NodeService(node_pb2_grpc.NodeServicer):
         membership: Membership,
         load: Callable[[], common_pb2.NodeLoad],
         cache_stats: Callable[[], common_pb2.CacheStatistics | None],
+        metrics: Callable[[], bytes] = lambda: b"",
     ) -> None:
         self._info = info
         self._membership = membership
         self._load = load
         self._cache_stats = cache_stats
+        self._metrics = metrics
 
     async def GetInfo(self, request: node_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
                       ) -> node_pb2.GetInfoResponse:
@@ -50,3 +52,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "leave without node_id")
         await self._membership.left(request.node_id)
         return node_pb2.LeaveResponse()
+
+    async def GetMetrics(self, request: node_pb2.GetMetricsRequest, context: grpc.aio.ServicerContext
+                         ) -> node_pb2.GetMetricsResponse:
+        return node_pb2.GetMetricsResponse(text=self._metrics().decode(), node_id=self._info().node_id)

@@ -55,6 +55,11 @@ class NodeStub:
                 request_serializer=llmlab_dot_v1_dot_node__pb2.LeaveRequest.SerializeToString,
                 response_deserializer=llmlab_dot_v1_dot_node__pb2.LeaveResponse.FromString,
                 _registered_method=True)
+        self.GetMetrics = channel.unary_unary(
+                '/llmlab.v1.Node/GetMetrics',
+                request_serializer=llmlab_dot_v1_dot_node__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=llmlab_dot_v1_dot_node__pb2.GetMetricsResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -90,6 +95,14 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetrics(self, request, context):
+        """GetMetrics returns this node's metrics in the Prometheus text exposition format,
+        the same text a bridge serves at GET /metrics (`llmlab metrics --target` prints it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +125,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.Leave,
                     request_deserializer=llmlab_dot_v1_dot_node__pb2.LeaveRequest.FromString,
                     response_serializer=llmlab_dot_v1_dot_node__pb2.LeaveResponse.SerializeToString,
+            ),
+            'GetMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetrics,
+                    request_deserializer=llmlab_dot_v1_dot_node__pb2.GetMetricsRequest.FromString,
+                    response_serializer=llmlab_dot_v1_dot_node__pb2.GetMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +241,33 @@ class Node:
             '/llmlab.v1.Node/Leave',
             llmlab_dot_v1_dot_node__pb2.LeaveRequest.SerializeToString,
             llmlab_dot_v1_dot_node__pb2.LeaveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmlab.v1.Node/GetMetrics',
+            llmlab_dot_v1_dot_node__pb2.GetMetricsRequest.SerializeToString,
+            llmlab_dot_v1_dot_node__pb2.GetMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,121 @@
+"""Collectors read at scrape time from the parts that already keep the figures.
+
+Nothing here runs on a request path: a scrape calls ``collect`` and each collector reads
+its source once (the cache's statistics take its lock for a dictionary copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from llmlab_grpc.proto.llmlab.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from llmlab_grpc.cache.manager import CacheManager
+
+CACHE_COUNTERS = {
+    "hits": "Lookups answered from the cache",
+    "misses": "Lookups that found nothing usable",
+    "puts": "Entries stored",
+    "evictions": "Entries removed to respect the byte budget or the entry cap",
+    "expirations": "Entries removed because their TTL ran out",
+    "lost": "Entries dropped because the store lost their value",
+}
+CACHE_GAUGES = {
+    "entries": "Entries held now",
+    "bytes": "Bytes of cached values held now",
+    "replica_entries": "Entries held as replicas for other nodes",
+}
+REPLICATION_GAUGES = {
+    "queued": ("llmlab_replication_queue_depth", "Cache keys waiting to be replicated"),
+    "shortfall": ("llmlab_replication_shortfall", "Entries this node is primary of with fewer than N live replicas"),
+    "owned": ("llmlab_replication_owned", "Entries this node is primary of and tracks replicas for"),
+}
+
+
+class CacheCollector(Collector):
+    """Counters and sizes of a cache, one series per namespace.
+
+    ``stats`` returns ``{namespace: statistics dict}`` (``CacheManager.stats_by_namespace``);
+    a cache without namespaces reports everything under the namespace ``""``.
+    """
+
+    def __init__(self, stats: Callable[[], dict[str, dict[str, Any]]], limits: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+        self._limits = limits
+
+    @classmethod
+    def of(cls, manager: CacheManager) -> CacheCollector:
+        """The collector of a ``CacheManager``."""
+        return cls(manager.stats_by_namespace,
+                   lambda: {"max_bytes": manager.max_bytes, "max_entries": manager.max_entries})
+
+    def collect(self) -> Iterator[Metric]:
+        by_namespace = self._stats()
+        for name, text in CACHE_COUNTERS.items():
+            family = CounterMetricFamily(f"llmlab_cache_{name}", text, labels=["namespace"])
+            for namespace, stats in by_namespace.items():
+                family.add_metric([namespace], float(stats.get(name, 0)))
+            yield family
+        for name, text in CACHE_GAUGES.items():
+            gauge = GaugeMetricFamily(f"llmlab_cache_{name}", text, labels=["namespace"])
+            for namespace, stats in by_namespace.items():
+                gauge.add_metric([namespace], float(stats.get(name, 0)))
+            yield gauge
+        limits = self._limits()
+        yield GaugeMetricFamily("llmlab_cache_max_bytes", "The cache's byte budget", value=limits["max_bytes"])
+        yield GaugeMetricFamily("llmlab_cache_max_entries", "The cache's entry cap", value=limits["max_entries"])
+
+
+class ReplicationCollector(Collector):
+    """The replicator's queue depth, shortfall and event counters (``Replicator.stats``)."""
+
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        for key, (name, text) in REPLICATION_GAUGES.items():
+            yield GaugeMetricFamily(name, text, value=float(stats.get(key, 0)))
+        events = CounterMetricFamily("llmlab_replication_events", "Replication events by kind (replicated, "
+                                     "copies_stored, repaired, synced, ...)", labels=["event"])
+        for key, value in sorted(stats.items()):
+            if key not in REPLICATION_GAUGES:
+                events.add_metric([key], float(value))
+        yield events
+
+
+def _state_name(state: int) -> str:
+    return common_pb2.PeerState.Name(state).removeprefix("PEER_STATE_").lower()
+
+
+class NodeCollector(Collector):
+    """Who the node is, its load, and its peers by state (every state listed, 0 when none)."""
+
+    def __init__(self, info: Callable[[], common_pb2.NodeInfo], load: Callable[[], common_pb2.NodeLoad],
+                 peers: Callable[[], list[common_pb2.Peer]]) -> None:
+        self._info = info
+        self._load = load
+        self._peers = peers
+
+    def collect(self) -> Iterator[Metric]:
+        info = self._info()
+        yield InfoMetricFamily("llmlab_node", "This node", value={
+            "node_id": info.node_id, "name": info.name, "version": info.version, "roles": ",".join(info.roles)})
+        load = self._load()
+        yield GaugeMetricFamily("llmlab_load_in_flight", "Requests being served", value=load.in_flight)
+        yield GaugeMetricFamily("llmlab_load_tools_running", "Tool executions running", value=load.tools_running)
+        yield GaugeMetricFamily("llmlab_load_generations_running", "Generations running or queued",
+                                value=load.generations_running)
+        counts = {_state_name(v): 0 for k, v in common_pb2.PeerState.items() if v != 0}
+        for peer in self._peers():
+            name = _state_name(peer.state)
+            counts[name] = counts.get(name, 0) + 1
+        family = GaugeMetricFamily("llmlab_peers", "Peers in this node's table, by state", labels=["state"])
+        for name, count in sorted(counts.items()):
+            family.add_metric([name], float(count))
+        yield family

@@ -1,0 +1,131 @@
+"""``MetricsInterceptor``: a count and a latency for every gRPC call a node serves.
+
+It is the outermost server interceptor, so calls refused by authentication are counted
+too (code UNAUTHENTICATED). Only methods the server has a handler for are recorded, so
+a client inventing method names cannot create new series. The wrapped handler of each
+method is built once and reused while the inner handler stays the same object (the
+servicer's registered handler), so a call pays two clock reads and two metric updates.
+
+The status code is the one the handler ended with: OK, the code of ``context.abort`` or
+``context.set_code``, CANCELLED when the client went away, UNKNOWN for an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from llmlab_grpc.metrics.registry import NodeMetrics
+
+
+def _split(method: str) -> tuple[str, str]:
+    """``/llmlab.v1.Cache/Get`` -> (``llmlab.v1.Cache``, ``Get``)."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return service or "unknown", name or "unknown"
+
+
+def _code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED"
+    try:
+        code = context.code()
+    except Exception:  # an older grpc without ServicerContext.code()
+        code = None
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if isinstance(code, int):  # some grpc versions hand back the raw status number
+        return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
+    return "OK" if exc is None else "UNKNOWN"
+
+
+class _Recorder:
+    """The counters of one method, resolved once so a call does no label lookups for latency."""
+
+    def __init__(self, metrics: NodeMetrics, method: str) -> None:
+        self.service, self.method = _split(method)
+        self._requests = metrics.grpc_requests
+        self._latency = metrics.grpc_latency.labels(self.service, self.method)
+        self._ok = metrics.grpc_requests.labels(self.service, self.method, "OK")
+
+    def done(self, started: float, context: grpc.aio.ServicerContext, exc: BaseException | None) -> None:
+        self._latency.observe(time.perf_counter() - started)
+        code = _code(context, exc)
+        (self._ok if code == "OK" else self._requests.labels(self.service, self.method, code)).inc()
+
+
+def _unary(rec: _Recorder, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
+        try:
+            result = await inner(request, context)
+        except BaseException as exc:
+            rec.done(started, context, exc)
+            raise
+        rec.done(started, context, None)
+        return result
+
+    return call
+
+
+def _streaming(rec: _Recorder, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        started = time.perf_counter()
+        try:
+            async for message in inner(request, context):
+                yield message
+        except BaseException as exc:
+            rec.done(started, context, exc)
+            raise
+        rec.done(started, context, None)
+
+    return call
+
+
+def _wrap(rec: _Recorder, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(inner: Any) -> Any:
+        return _streaming(rec, inner) if inspect.isasyncgenfunction(inner) else _unary(rec, inner)
+
+    shape = {"request_deserializer": handler.request_deserializer,
+             "response_serializer": handler.response_serializer}
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **shape)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream), **shape)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **shape)
+    if handler.stream_stream is not None:
+        return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **shape)
+    return handler
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every call to a registered method into ``metrics``."""
+
+    def __init__(self, metrics: NodeMetrics) -> None:
+        self.metrics = metrics
+        self._recorders: dict[str, _Recorder] = {}
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:  # no such method: grpc answers UNIMPLEMENTED, and no series is made
+            return handler
+        method = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        rec = self._recorders.get(method)
+        if rec is None:
+            rec = self._recorders[method] = _Recorder(self.metrics, method)
+        wrapped = _wrap(rec, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
