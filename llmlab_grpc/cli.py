@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--tls-cert", type=Path, help="server/client certificate (PEM)")
     node.add_argument("--tls-key", type=Path, help="private key (PEM)")
     node.add_argument("--tls-ca", type=Path, help="CA (PEM): enables mTLS")
+    node.add_argument("--state-dir", type=Path,
+                      help="this node's own state, e.g. the last known models (default $LLMLAB_HOME/nodes/<node id>)")
     node.add_argument("--config", type=Path, help="TOML file ([node] table); or LLMLAB_CONFIG")
     node.add_argument("--http-port", type=int, help="HTTP port of the bridge role (default 0: any free port)")
     node.add_argument("--http-host", help="address the bridge's HTTP server binds (default: --host)")

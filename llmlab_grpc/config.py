@@ -70,6 +70,8 @@ class NodeSettings(BaseSettings):
     tls_key: Path | None = None
     tls_ca: Path | None = None
     drain_s: float = Field(5.0, ge=0, le=60, description="grace period for in-flight calls on stop")
+    state_dir: Path | None = Field(
+        None, description="this node's own state (last known models); default $LLMLAB_HOME/nodes/<node id>")
 
     # HTTP side and mobile bridge (role `bridge`, docs/bridge.md)
     http_port: int = Field(0, ge=0, le=65535, description="HTTP port of the bridge (PWA, dashboard, API); 0 = any")
@@ -227,6 +229,13 @@ class NodeSettings(BaseSettings):
     @property
     def effective_node_id(self) -> str:
         return self.node_id or self.name
+
+    @property
+    def node_state_dir(self) -> Path:
+        """``state_dir``, else ``$LLMLAB_HOME/nodes/<node id>`` (``./.llmlab`` without LLMLAB_HOME)."""
+        if self.state_dir is not None:
+            return self.state_dir
+        return Path(os.environ.get("LLMLAB_HOME") or ".llmlab") / "nodes" / self.effective_node_id
 
     @property
     def tls_enabled(self) -> bool:

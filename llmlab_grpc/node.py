@@ -24,6 +24,7 @@ from llmlab_grpc.config import NodeSettings
 from llmlab_grpc.mesh.auth import AuthInterceptor, mesh_id
 from llmlab_grpc.mesh.channels import CHANNEL_OPTIONS, ChannelPool, TlsFiles
 from llmlab_grpc.mesh.discovery import Announcement, MdnsDiscovery
+from llmlab_grpc.mesh.known_models import KnownModels
 from llmlab_grpc.mesh.membership import Membership
 from llmlab_grpc.mesh.net import advertised_host
 from llmlab_grpc.mesh.peers import PeerTable
@@ -56,6 +57,9 @@ class LlmlabNode:
         )
         self.channels = ChannelPool(settings.mesh_secret, self.tls)
         self.peers = PeerTable(self.node_id, settings.heartbeat_interval_s)
+        self.known_models = KnownModels(settings.node_state_dir, self.mesh_id)
+        """Models once served in this mesh (persisted): a cached answer stays askable when none is alive."""
+        self.peers.subscribe(self.known_models.on_peer)
         self.address = ""
         self.tools: list[str] = []
         self.models: list[str] = []
@@ -145,6 +149,8 @@ class LlmlabNode:
         self._server = server
         for component in self.components.values():
             await component.start()
+        if self.models:
+            self.known_models.observe(self.models, default=self.models[0])
         for name in ["", *names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.membership.start()

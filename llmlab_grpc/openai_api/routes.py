@@ -2,7 +2,9 @@
 
 Every request is authenticated before its body is read; the body is read with a size
 limit (413), parsed (400 on malformed JSON) and validated (400 naming the field). A
-model must be served by a live llm node: none alive is 503, an unknown name 404. The
+model must be known to the mesh: an unknown name is 404, and no model ever seen is 503. A
+model once served but offline now is still asked: a cached answer is a 200, a miss a 503
+naming the model. The
 answer carries ``x-llmlab-cache`` (hit, miss, bypass, none) and ``x-llmlab-task-id``
 headers, and a ``llmlab`` field with the trace. Any other ``/v1`` path is a 404 in
 OpenAI's error shape.
@@ -136,11 +138,13 @@ class OpenAIApi:
         except ValidationError as exc:
             raise _validation_error(exc) from exc
         query = translate.to_query(chat, request.headers.get("cache-control", ""))
-        models = self.gateway.model_names()
-        if not models:
+        # A model once served here but offline now still goes to the planner: its cached
+        # answers are 200s, and a miss is the planner's 503 naming the offline model.
+        known = self.gateway.calls.known_models()
+        if not known:
             raise no_llm_node()
-        if chat.model not in models:
-            raise unknown_model(chat.model, models)
+        if chat.model not in known:
+            raise unknown_model(chat.model, self.gateway.model_names() or known)
         created = int(time.time())
         events = self.gateway.events(query, self.timeout_s)
         if chat.stream:

@@ -85,18 +85,40 @@ class MeshCalls:
         self.suspects[node_id] = time.monotonic()
 
     def default_model(self) -> str:
+        """This node's first model, else the first live llm peer's, else the last default seen.
+
+        The last one keeps a cached answer askable when no llm node is alive: the model is
+        part of the cache key.
+        """
         if self.node.models:
             return self.node.models[0]
         for peer in self.node.peers.with_role("llm"):
             if peer.info.models:
                 return peer.info.models[0]
-        return ""
+        return self.node.known_models.default
 
     def models(self) -> list[str]:
+        """Models served by a live node now."""
         names = list(self.node.models)
         for peer in self.node.peers.with_role("llm"):
             names.extend(m for m in peer.info.models if m not in names)
         return names
+
+    def known_models(self) -> list[str]:
+        """Models served now, then those served earlier in this mesh (offline now, maybe still cached)."""
+        names = self.models()
+        names.extend(m for m in self.node.known_models.names() if m not in names)
+        return names
+
+    def is_live(self, model: str) -> bool:
+        return bool(model) and bool(self.candidates("llm", model))
+
+    def offline_error(self, model: str) -> MeshCallError:
+        """UNAVAILABLE for a model once served here whose nodes are all gone (a cache miss needs one)."""
+        live = ", ".join(self.models()) or "none"
+        return MeshCallError(grpc.StatusCode.UNAVAILABLE,
+                             f"model {model!r} is offline: no node serving it is alive, and the answer is not "
+                             f"cached (models alive now: {live}); start an llm node serving {model!r} and retry")
 
     # -- tools ------------------------------------------------------------------------
     async def execute_tool(self, tool: str, arguments: dict[str, Any], task_id: str
@@ -202,6 +224,8 @@ class MeshCalls:
         request = inference_pb2.GenerateRequest(model=model, messages=messages, params=params)
         candidates = self.candidates("llm", model)
         if not candidates:
+            if model in self.node.known_models:
+                raise self.offline_error(model)
             known = ", ".join(self.models()) or "none"
             raise MeshCallError(grpc.StatusCode.UNAVAILABLE if known == "none" else grpc.StatusCode.NOT_FOUND,
                                 f"no live llm node serves model {model!r} (models in the mesh: {known})")

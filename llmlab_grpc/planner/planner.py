@@ -216,6 +216,9 @@ class Planner:
 
         def tool_then_maybe_phrase(tool: str, arguments: dict, reason: str, phrase: bool) -> list[StepSpec]:
             tool_spec = StepSpec(step=_step("s1", planner_pb2.STEP_KIND_TOOL, tool, reason), tool_arguments=arguments)
+            if phrase and model and not self.calls.is_live(model):
+                tool_spec.step.reason += f"; model {model} is offline: the {tool} result is the answer"
+                return [tool_spec]
             if not phrase or not model:
                 return [tool_spec]
 
@@ -238,7 +241,7 @@ class Planner:
             if rule is not None:
                 return tool_then_maybe_phrase(rule.tool, rule.arguments, rule.reason, rule.phrase_with_model)
         plain_reason = f"{hints.note}: plain generation" if hints.note else "no tool needed: plain generation"
-        if not query.no_tools and model and hints.toolish:
+        if not query.no_tools and model and hints.toolish and self.calls.is_live(model):
             catalogue = await self.calls.tool_catalogue()
             if catalogue:
                 proposal_params = common_pb2.GenerationParams(temperature=0.0, max_tokens=MAX_PROPOSAL_TOKENS)
