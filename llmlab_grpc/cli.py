@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--cache-max-bytes", type=int, help="cache byte budget, LRU beyond (default 256 MiB)")
     node.add_argument("--cache-max-entries", type=int, help="cache entry cap, LRU beyond (default 100000)")
     node.add_argument("--cache-max-value-bytes", type=int, help="largest cached response, bytes (default 1 MiB)")
+    node.add_argument("--semantic-cache", action="store_true", default=None,
+                      help="semantic cache lookups and stores for every query this node plans (docs/cache.md)")
+    node.add_argument("--semantic-min-similarity", type=float,
+                      help="similarity threshold of a semantic hit (default 0.9; the guard applies too)")
+    node.add_argument("--bridge-sync-namespaces", metavar="NAMES",
+                      help="cache namespaces synced to paired phones, comma-separated; * = all (default), "
+                           "default = the default namespace")
+    node.add_argument("--bridge-sync-private", action="store_true", default=None,
+                      help="also sync entries stored with per-user API keys to paired phones (default: never)")
     node.add_argument("--allow-private-urls", action="store_true", default=None,
                       help="browser tool may open loopback/private/link-local addresses (LAN pages, tests)")
     node.add_argument("--tools", dest="builtin_tools", metavar="NAMES",

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from llmlab_grpc import ROLES
@@ -42,6 +42,19 @@ class _TomlSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class NamespacePolicy(BaseModel):
+    """Defaults of one cache namespace (``[node.cache_namespaces.NAME]`` in the TOML file).
+
+    A request's own controls win over these; these win over the node's defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    ttl_s: float | None = Field(None, gt=0, le=30 * 86400, description="time to live of entries stored here")
+    max_age_s: float | None = Field(None, ge=0, description="accept only cached answers at most this old")
+    semantic: bool | None = Field(None, description="semantic lookups and stores for queries in this namespace")
+    min_similarity: float | None = Field(None, gt=0, le=1, description="similarity threshold of a semantic hit")
 
 
 def default_name() -> str:
@@ -88,6 +101,11 @@ class NodeSettings(BaseSettings):
     bridge_mobile_tools: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http_fetch", "local_cache"],
         description="tools a mobile node may announce; others are refused")
+    bridge_sync_namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"],
+        description="cache namespaces synced to paired phones; * is every namespace, '' (or default) the default one")
+    bridge_sync_private: bool = Field(
+        False, description="also sync entries stored with a per-user API key to paired phones (off: they stay private)")
 
     # LLM inference on Ray (role `llm`, docs/inference.md)
     ray_address: str = Field("", description="join this Ray cluster (HOST:PORT or 'auto'); empty = own local Ray")
@@ -123,6 +141,12 @@ class NodeSettings(BaseSettings):
                                    description="entry cap; least recently used go beyond it")
     cache_max_value_bytes: int = Field(1024 * 1024, ge=1, le=8 * 1024 * 1024,
                                        description="largest response (or prompt) one entry may hold, bytes")
+    cache_namespaces: dict[str, NamespacePolicy] = Field(
+        default_factory=dict, description="per-namespace defaults: ttl_s, max_age_s, semantic, min_similarity "
+                                          "(TOML table or JSON in LLMLAB_CACHE_NAMESPACES)")
+    semantic_cache: bool = Field(False, description="semantic lookups and stores for every query this node plans")
+    semantic_min_similarity: float = Field(0.9, gt=0, le=1, description="default similarity threshold of a "
+                                                                          "semantic hit (the guard applies too)")
 
     # Tool execution (role `tools`, docs/tools.md)
     builtin_tools: Annotated[list[str], NoDecode] = Field(
@@ -193,6 +217,15 @@ class NodeSettings(BaseSettings):
     def _split_bridge_lists(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [o.strip().rstrip("/") for o in value.split(",") if o.strip()]
+        return value
+
+    @field_validator("bridge_sync_namespaces", mode="before")
+    @classmethod
+    def _split_sync_namespaces(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [n.strip() for n in value.split(",")]
+        if isinstance(value, list):
+            value = ["" if n in ("default", "") else n for n in value]
         return value
 
     @field_validator("builtin_tools", "tool_plugins", mode="before")

@@ -6,6 +6,12 @@ delete of the local cache, coalesced over ``BATCH_DELAY_S`` and cut into message
 fit the bridge's message limit. Entries carry ``expires_unix_ms``; the browser drops
 them when that time passes. Entries whose response is over ``MAX_ENTRY_BYTES`` are not
 sent (a phone's storage is small) and neither are already-expired ones.
+
+A phone sees only what it may (``SyncPolicy``): entries of the namespaces the bridge
+allows (``bridge_sync_namespaces``, default every namespace) and never an entry stored
+with a per-user API key (``writer`` set: another user's private prompt and answer)
+unless ``bridge_sync_private`` says so. Copies go out without their semantic vector and
+writer name, which a phone has no use for.
 """
 
 from __future__ import annotations
@@ -38,11 +44,35 @@ def _fits(entry: common_pb2.CacheEntry) -> bool:
     return entry.expires_unix_ms == 0 or entry.expires_unix_ms > time.time() * 1000
 
 
+class SyncPolicy:
+    """Which cache entries a paired phone may hold."""
+
+    def __init__(self, namespaces: Iterable[str] = ("*",), private: bool = False) -> None:
+        names = set(namespaces)
+        self.every_namespace = "*" in names
+        self.namespaces = frozenset(names - {"*"})
+        self.private = private
+
+    def allows(self, entry: common_pb2.CacheEntry) -> bool:
+        if entry.writer and not self.private:
+            return False
+        return self.every_namespace or entry.namespace in self.namespaces
+
+
+def _for_phone(entry: common_pb2.CacheEntry) -> common_pb2.CacheEntry:
+    copy = common_pb2.CacheEntry()
+    copy.CopyFrom(entry)
+    copy.ClearField("embedding")
+    copy.ClearField("writer")
+    return copy
+
+
 class CacheSync:
     """Batches local cache changes and pushes them to the replica-keeping mobile nodes."""
 
-    def __init__(self, hub: MobileHub, max_message_bytes: int) -> None:
+    def __init__(self, hub: MobileHub, max_message_bytes: int, policy: SyncPolicy | None = None) -> None:
         self.hub = hub
+        self.policy = policy or SyncPolicy()
         self.budget = int(max_message_bytes * 0.8)
         self._puts: OrderedDict[str, common_pb2.CacheEntry] = OrderedDict()
         self._deletes: OrderedDict[str, None] = OrderedDict()
@@ -59,8 +89,11 @@ class CacheSync:
     def on_put(self, entry: common_pb2.CacheEntry) -> None:
         if entry.size_bytes > MAX_ENTRY_BYTES or len(entry.response) > MAX_ENTRY_BYTES or not _fits(entry):
             return
+        if not self.policy.allows(entry):
+            self.on_delete(entry.key)  # it may replace an entry the phone holds
+            return
         self._deletes.pop(entry.key, None)
-        self._puts[entry.key] = entry
+        self._puts[entry.key] = _for_phone(entry)
         self._puts.move_to_end(entry.key)
         while len(self._puts) > MAX_PENDING:
             self._puts.popitem(last=False)
@@ -145,8 +178,9 @@ class CacheSync:
         except Exception:
             log.exception("cache snapshot for %s failed", session.name)
             return
-        entries = [e for e in found
-                   if _fits(e) and e.size_bytes <= MAX_ENTRY_BYTES and len(e.response) <= MAX_ENTRY_BYTES]
+        entries = [_for_phone(e) for e in found
+                   if _fits(e) and e.size_bytes <= MAX_ENTRY_BYTES and len(e.response) <= MAX_ENTRY_BYTES
+                   and self.policy.allows(e)]
         if entries:
             await self._send(session, self._batches(entries, []))
 

@@ -25,7 +25,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from llmlab_grpc.bridge.api import StatusApi
-from llmlab_grpc.bridge.cache_sync import CacheSync, attach
+from llmlab_grpc.bridge.cache_sync import CacheSync, SyncPolicy, attach
 from llmlab_grpc.bridge.http import HttpServer
 from llmlab_grpc.bridge.hub import MobileHub
 from llmlab_grpc.bridge.tool_service import MobileToolExecutor
@@ -64,7 +64,8 @@ class BridgeComponent(RoleComponent):
         super().__init__(node)
         settings = node.settings
         self.hub = MobileHub(node)
-        self.cache_sync = CacheSync(self.hub, settings.bridge_max_message_bytes)
+        self.cache_sync = CacheSync(self.hub, settings.bridge_max_message_bytes,
+                                    SyncPolicy(settings.bridge_sync_namespaces, settings.bridge_sync_private))
         self.http = HttpServer(settings.http_host or settings.host, settings.http_port, settings.advertise_host,
                                ws_max_size=4 * settings.bridge_max_message_bytes)
         self.api = StatusApi(self)

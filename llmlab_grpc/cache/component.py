@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from llmlab_grpc.cache.manager import CacheManager
+from llmlab_grpc.cache.semantic import SemanticCache
 from llmlab_grpc.cache.service import CacheService, ReadThrough
 from llmlab_grpc.metrics.collectors import CacheCollector
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc
@@ -38,6 +39,8 @@ class CacheComponent(RoleComponent):
         super().__init__(node)
         self.manager = CacheManager.from_settings(node.settings, node_id=node.node_id)
         self.service = CacheService(self.manager, node.node_id)
+        self.semantic = SemanticCache(self.manager, node.node_id, node.settings.semantic_min_similarity)
+        self.service.semantic = self.semantic
         node.cache_stats = self.manager.stats_proto
         node.metrics.add(CacheCollector.of(self.manager))
         self._sweeper: asyncio.Task[None] | None = None
@@ -72,6 +75,7 @@ class CacheComponent(RoleComponent):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         self.manager.close()
+        self.semantic.close()
 
 
 def build(node: LlmlabNode) -> CacheComponent:

@@ -7,6 +7,7 @@ them; ``to_proto``/``from_proto`` convert at the gRPC edge.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +30,16 @@ class EntryMeta:
     checksum: str
     critical: bool = False
     primary_node_id: str = ""
+    namespace: str = ""
+    writer: str = ""
+    """Empty for the mesh; else the per-user API key that stored it (a private entry)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    semantic_text: str = ""
+    context_hash: str = ""
+    embedding: bytes = b""
+    """float32 vector (``array('f')`` bytes) of ``semantic_text``; empty when not indexed."""
 
     def expired(self, now_unix_ms: int) -> bool:
         return now_unix_ms >= self.expires_unix_ms
@@ -54,6 +65,13 @@ class CacheEntry(EntryMeta):
             critical=self.critical,
             primary_node_id=self.primary_node_id,
             params=params_to_proto(self.params),
+            namespace=self.namespace,
+            writer=self.writer,
+            usage=common_pb2.CachedUsage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                                         finish_reason=self.finish_reason),
+            semantic_text=self.semantic_text,
+            context_hash=self.context_hash,
+            embedding=array("f", self.embedding) if self.embedding else (),
         )
 
     @classmethod
@@ -70,6 +88,14 @@ class CacheEntry(EntryMeta):
             checksum=proto.checksum,
             critical=proto.critical,
             primary_node_id=proto.primary_node_id,
+            namespace=proto.namespace,
+            writer=proto.writer,
+            prompt_tokens=proto.usage.prompt_tokens,
+            completion_tokens=proto.usage.completion_tokens,
+            finish_reason=proto.usage.finish_reason,
+            semantic_text=proto.semantic_text,
+            context_hash=proto.context_hash,
+            embedding=array("f", proto.embedding).tobytes() if proto.embedding else b"",
             response=proto.response,
         )
 

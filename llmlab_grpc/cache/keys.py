@@ -2,7 +2,10 @@
 
 A key is the sha256 hex of the canonical JSON (sorted keys, no whitespace, UTF-8 kept
 as is) of ``{"prompt", "model", "params"}``, where ``params`` holds only the settings
-that change what the model generates (``KEY_PARAMS``) and only those that are set.
+that change what the model generates (``KEY_PARAMS``) and only those that are set,
+plus ``"namespace"`` when the entry is in a named namespace (so the default
+namespace's keys are the keys made before namespaces existed, and the same prompt in
+two namespaces is two entries).
 Everything else (streaming, timeouts, which node runs it) is ignored on purpose, so
 the same question hits the cache whoever asks it and however the call is shaped.
 
@@ -121,15 +124,29 @@ def params_to_proto(params: Params) -> common_pb2.GenerationParams:
     return common_pb2.GenerationParams(**normalize_params(params))
 
 
-def canonical_json(prompt: str, model: str, params: Params = None) -> str:
+MAX_NAMESPACE_CHARS = 128
+_NAMESPACE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:@/-")
+
+
+def check_namespace(namespace: str) -> str:
+    """``namespace`` when it is a usable name (empty, or 1-128 of ``A-Za-z0-9._:@/-``); InvalidParams otherwise."""
+    if len(namespace) > MAX_NAMESPACE_CHARS or not set(namespace) <= _NAMESPACE_CHARS:
+        raise InvalidParams(f"cache namespace {namespace[:40]!r}: use at most {MAX_NAMESPACE_CHARS} letters, digits "
+                            "or . _ : @ / -")
+    return namespace
+
+
+def canonical_json(prompt: str, model: str, params: Params = None, namespace: str = "") -> str:
     """The exact text that is hashed; useful to debug why two keys differ."""
-    body = {"prompt": prompt, "model": model, "params": normalize_params(params)}
+    body: dict[str, Any] = {"prompt": prompt, "model": model, "params": normalize_params(params)}
+    if namespace:
+        body["namespace"] = check_namespace(namespace)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def cache_key(prompt: str, model: str, params: Params = None) -> str:
-    """sha256 hex of ``canonical_json(prompt, model, params)``."""
-    return hashlib.sha256(canonical_json(prompt, model, params).encode("utf-8")).hexdigest()
+def cache_key(prompt: str, model: str, params: Params = None, namespace: str = "") -> str:
+    """sha256 hex of ``canonical_json(prompt, model, params, namespace)``."""
+    return hashlib.sha256(canonical_json(prompt, model, params, namespace).encode("utf-8")).hexdigest()
 
 
 def is_deterministic(params: Params) -> bool:

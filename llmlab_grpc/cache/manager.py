@@ -9,8 +9,10 @@ counters only change under it, so concurrent puts and gets lose no update.
 
 Policy lives here, once, whatever the store (``stores/``):
 
-* **Key**: ``keys.cache_key`` (prompt, model, generation-affecting params).
-* **TTL**: ``ttl_s`` by default, per entry on ``put``. An expired entry is never
+* **Key**: ``keys.cache_key`` (prompt, model, generation-affecting params, namespace).
+* **TTL**: per entry on ``put``, else the namespace's default (``namespace_ttl_s``), else
+  ``ttl_s``. A lookup may also ask for a maximum age (``max_age_s``): an older entry is a
+  miss for that caller and stays for others. An expired entry is never
   returned; it is reclaimed lazily when touched, and by ``sweep`` (the cache role runs
   it periodically; ``put`` runs it before evicting) from a heap ordered by expiry, so a
   sweep costs only the entries that did expire.
@@ -26,6 +28,11 @@ entry), ``describe`` lists entries hottest first (hit counts feed priority), ent
 whose ``primary_node_id`` is another node count as ``replica_entries``, and listeners
 hear every put and removal. Whether a non-deterministic answer may be cached
 (``keys.is_deterministic``) is the caller's decision, not the cache's.
+
+Semantic cache: an entry stored with an ``embedding`` is added to ``index`` (a
+``semantic.SemanticIndex``, when the node has one) and leaves it with the entry, whatever
+removes it; a replica copy brings its vector along, so the index of every node that
+holds an entry can find it.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from typing import Any
 
 from llmlab_grpc.cache.entry import CacheEntry, EntryMeta
 from llmlab_grpc.cache.errors import CorruptEntry, InvalidCacheRequest, StoreUnavailable, ValueTooLarge
-from llmlab_grpc.cache.keys import Params, cache_key, checksum, normalize_params
+from llmlab_grpc.cache.keys import Params, cache_key, check_namespace, checksum, normalize_params
 from llmlab_grpc.cache.stores import MemoryStore, ValueStore, make_store
 from llmlab_grpc.proto.llmlab.v1 import common_pb2
 
@@ -73,6 +80,32 @@ class CacheListener:
         """``key`` left the cache; ``reason`` is deleted, cleared, evicted, expired or lost."""
 
 
+@dataclass(frozen=True)
+class EntryExtras:
+    """What an entry may carry besides its key inputs and response (namespace, writer, the
+    generation's usage, the semantic cache's text, context hash and vector)."""
+
+    namespace: str = ""
+    writer: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""
+    semantic_text: str = ""
+    context_hash: str = ""
+    embedding: bytes = b""
+
+    def fields(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+    @classmethod
+    def of(cls, entry: EntryMeta) -> EntryExtras | None:
+        extras = cls(**{f: getattr(entry, f) for f in cls.__dataclass_fields__})
+        return None if extras == _NO_EXTRAS else extras
+
+
+_NO_EXTRAS = EntryExtras()
+
+
 @dataclass
 class _Slot:
     """One entry in the index: metadata plus the store's handle to the value."""
@@ -90,13 +123,17 @@ class _Slot:
     handle: Any
     hits: int = 0
     seq: int = 0
+    extras: EntryExtras | None = None
+
+    def _extra_fields(self) -> dict[str, Any]:
+        return {} if self.extras is None else self.extras.fields()
 
     def meta(self) -> EntryMeta:
         return EntryMeta(
             key=self.key, prompt=self.prompt, model=self.model, params=dict(self.params),
             created_unix_ms=self.created_unix_ms, expires_unix_ms=self.expires_unix_ms, hits=self.hits,
             size_bytes=self.size_bytes, checksum=self.checksum, critical=self.critical,
-            primary_node_id=self.primary_node_id,
+            primary_node_id=self.primary_node_id, **self._extra_fields(),
         )
 
     def entry(self, response: str, hits: int | None = None) -> CacheEntry:
@@ -105,6 +142,7 @@ class _Slot:
             created_unix_ms=self.created_unix_ms, expires_unix_ms=self.expires_unix_ms,
             hits=self.hits if hits is None else hits, size_bytes=self.size_bytes, checksum=self.checksum,
             critical=self.critical, primary_node_id=self.primary_node_id, response=response,
+            **self._extra_fields(),
         )
 
 
@@ -121,6 +159,7 @@ class CacheManager:
         max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
         node_id: str = "",
         clock: Clock = time.time,
+        namespace_ttl_s: dict[str, float] | None = None,
     ) -> None:
         if ttl_s <= 0 or max_bytes <= 0 or max_entries <= 0 or max_value_bytes <= 0:
             raise ValueError("cache ttl_s, max_bytes, max_entries and max_value_bytes must be positive")
@@ -130,6 +169,10 @@ class CacheManager:
         self.max_entries = max_entries
         self.max_value_bytes = min(max_value_bytes, max_bytes)
         self.node_id = node_id
+        self.namespace_ttl_s = dict(namespace_ttl_s or {})
+        """Default TTL per namespace (config ``cache_namespaces``), used when a put names none."""
+        self.index: Any = None
+        """The node's ``SemanticIndex`` (set by the cache role when semantic lookups are on)."""
         self._clock = clock
         self._lock = threading.Lock()
         self._slots: OrderedDict[str, _Slot] = OrderedDict()  # least recently used first
@@ -154,6 +197,8 @@ class CacheManager:
             max_value_bytes=settings.cache_max_value_bytes,
             node_id=node_id,
             clock=clock,
+            namespace_ttl_s={name: policy.ttl_s for name, policy in getattr(settings, "cache_namespaces", {}).items()
+                             if policy.ttl_s is not None},
         )
 
     # -- listeners ------------------------------------------------------------------------------
@@ -175,6 +220,8 @@ class CacheManager:
     def _notify_removed(self, removed: list[tuple[_Slot, str]]) -> None:
         for slot, _ in removed:
             self.store.release(slot.handle)
+            if self.index is not None and slot.extras is not None and slot.extras.embedding:
+                self.index.remove(slot.key)
         if not self._listeners:
             return
         for slot, reason in removed:
@@ -189,16 +236,22 @@ class CacheManager:
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
 
-    def get(self, prompt: str, model: str, params: Params = None) -> str | None:
+    def now_ms(self) -> int:
+        """The cache's clock (injected in tests), unix milliseconds."""
+        return self._now_ms()
+
+    def get(self, prompt: str, model: str, params: Params = None, namespace: str = "",
+            max_age_s: float | None = None) -> str | None:
         """The cached response for this call, or ``None``. Counts a hit or a miss."""
-        entry = self.get_by_key(cache_key(prompt, model, params))
+        entry = self.get_by_key(cache_key(prompt, model, params, namespace), max_age_s=max_age_s)
         return None if entry is None else entry.response
 
-    def get_by_key(self, key: str, record: bool = True) -> CacheEntry | None:
+    def get_by_key(self, key: str, record: bool = True, max_age_s: float | None = None) -> CacheEntry | None:
         """The live entry for ``key``, or ``None``.
 
         With ``record`` (the default) this is a lookup: it counts a hit or a miss, bumps the
-        entry's hit count and its LRU position. ``record=False`` only peeks.
+        entry's hit count and its LRU position. ``record=False`` only peeks. With
+        ``max_age_s`` an entry created longer ago than that is a miss (and is kept).
         """
         now = self._now_ms()
         removed: list[tuple[_Slot, str]] = []
@@ -207,6 +260,8 @@ class CacheManager:
             if slot is not None and now >= slot.expires_unix_ms:
                 removed.append((self._remove(key), "expired"))
                 self._counters["expirations"] += 1
+                slot = None
+            if slot is not None and max_age_s is not None and now - slot.created_unix_ms > max_age_s * 1000:
                 slot = None
             if slot is None:
                 if record:
@@ -268,9 +323,9 @@ class CacheManager:
                 f"entry (cache_max_value_bytes)"
             )
 
-    def _ttl_ms(self, ttl: float | None) -> int:
+    def _ttl_ms(self, ttl: float | None, namespace: str = "") -> int:
         if ttl is None:
-            return int(self.ttl_s * 1000)
+            return int(self.namespace_ttl_s.get(namespace, self.ttl_s) * 1000)
         if ttl <= 0:
             raise InvalidCacheRequest(f"ttl must be positive seconds, not {ttl}")
         return max(1, int(ttl * 1000))
@@ -283,16 +338,19 @@ class CacheManager:
         params: Params = None,
         ttl: float | None = None,
         critical: bool = False,
+        extras: EntryExtras | None = None,
     ) -> CacheEntry:
         """Store ``response`` for this call (replacing any entry of the same key) and return it.
 
-        ``ttl`` in seconds (default: the cache's ``ttl_s``). Raises ``ValueTooLarge`` over the
-        per-entry limit, ``InvalidCacheRequest`` for an empty model or a bad ttl,
-        ``InvalidParams`` for unusable parameters and ``StoreUnavailable`` when the store fails.
+        ``ttl`` in seconds (default: the namespace's, else the cache's ``ttl_s``). ``extras``
+        carry the namespace (part of the key), the writer, the generation's usage and the
+        semantic cache's fields. Raises ``ValueTooLarge`` over the per-entry limit,
+        ``InvalidCacheRequest`` for an empty model or a bad ttl, ``InvalidParams`` for
+        unusable parameters or namespace and ``StoreUnavailable`` when the store fails.
         """
         if not isinstance(response, str):
             raise InvalidCacheRequest(f"a cached response must be a string, not {type(response).__name__}")
-        return self._put(prompt, model, response, params, ttl, critical, obj=None)
+        return self._put(prompt, model, response, params, ttl, critical, obj=None, extras=extras)
 
     def put_ref(
         self,
@@ -302,23 +360,25 @@ class CacheManager:
         params: Params = None,
         ttl: float | None = None,
         critical: bool = False,
+        extras: EntryExtras | None = None,
     ) -> CacheEntry:
         """Like ``put`` with a Ray ``ObjectRef`` holding the response, made by any task or actor.
 
         The store takes its own copy (see ``stores/ray_store.py``), so the entry survives the
         death of the worker that made ``ref``.
         """
-        return self._put(prompt, model, None, params, ttl, critical, obj=ref)
+        return self._put(prompt, model, None, params, ttl, critical, obj=ref, extras=extras)
 
     def _put(
         self, prompt: str, model: str, response: str | None, params: Params, ttl: float | None,
-        critical: bool, obj: Any,
+        critical: bool, obj: Any, extras: EntryExtras | None = None,
     ) -> CacheEntry:
         if not model:
             raise InvalidCacheRequest("model is empty: name the model the response is for")
-        key = cache_key(prompt, model, params)
+        namespace = check_namespace(extras.namespace) if extras is not None else ""
+        key = cache_key(prompt, model, params, namespace)
         norm = normalize_params(params)
-        ttl_ms = self._ttl_ms(ttl)
+        ttl_ms = self._ttl_ms(ttl, namespace)
         self._check_size("the prompt", len(prompt.encode("utf-8")))
         if obj is None:
             assert response is not None
@@ -333,7 +393,7 @@ class CacheManager:
         slot = _Slot(
             key=key, prompt=prompt, model=model, params=norm, created_unix_ms=now, expires_unix_ms=now + ttl_ms,
             size_bytes=size, checksum=checksum(response), critical=critical, primary_node_id=self.node_id,
-            handle=handle,
+            handle=handle, extras=None if extras == _NO_EXTRAS else extras,
         )
         entry = self._insert(slot, response, keep_hits=True)
         self._notify_put(entry)
@@ -352,7 +412,7 @@ class CacheManager:
             entry = CacheEntry.from_proto(entry)
         if not entry.model:
             raise InvalidCacheRequest("model is empty: name the model the response is for")
-        expected = cache_key(entry.prompt, entry.model, entry.params)
+        expected = cache_key(entry.prompt, entry.model, entry.params, entry.namespace)
         if entry.key != expected:
             raise CorruptEntry(f"entry key {entry.key[:12]}… does not match its prompt, model and params")
         if entry.checksum != checksum(entry.response):
@@ -367,7 +427,7 @@ class CacheManager:
             key=entry.key, prompt=entry.prompt, model=entry.model, params=normalize_params(entry.params),
             created_unix_ms=entry.created_unix_ms, expires_unix_ms=entry.expires_unix_ms, size_bytes=size,
             checksum=entry.checksum, critical=entry.critical, primary_node_id=entry.primary_node_id,
-            handle=handle, hits=entry.hits,
+            handle=handle, hits=entry.hits, extras=EntryExtras.of(entry),
         )
         stored = self._insert(slot, entry.response, keep_hits=False)
         if notify:
@@ -402,6 +462,12 @@ class CacheManager:
         for old_slot, reason in removed:
             if reason == "replaced":
                 self.store.release(old_slot.handle)
+        if self.index is not None:
+            if slot.extras is not None and slot.extras.embedding:
+                if slot.key in self._slots:  # (not evicted at once by its own put)
+                    self.index.add(entry)
+            elif any(r == "replaced" for _, r in removed):
+                self.index.remove(slot.key)
         self._notify_removed([(s, r) for s, r in removed if r != "replaced"])
         return entry
 
@@ -419,9 +485,9 @@ class CacheManager:
         self._notify_removed([(slot, "deleted" if live else "expired")])
         return live
 
-    def delete_lookup(self, prompt: str, model: str, params: Params = None) -> bool:
+    def delete_lookup(self, prompt: str, model: str, params: Params = None, namespace: str = "") -> bool:
         """``delete`` by what the key is made from."""
-        return self.delete(cache_key(prompt, model, params))
+        return self.delete(cache_key(prompt, model, params, namespace))
 
     def clear(self) -> int:
         """Remove every entry; returns how many there were. Counters are kept."""
@@ -431,6 +497,8 @@ class CacheManager:
             self._expiry.clear()
             self._bytes = 0
             self._replicas = 0
+        if self.index is not None:
+            self.index.clear()
         self._notify_removed([(s, "cleared") for s in slots])
         return len(slots)
 

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
 from llmlab_grpc.cache.entry import CacheEntry
 from llmlab_grpc.cache.errors import InvalidCacheRequest, InvalidParams, StoreUnavailable
 from llmlab_grpc.cache.keys import cache_key, is_key
-from llmlab_grpc.cache.manager import CacheManager
-from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc
+from llmlab_grpc.cache.manager import CacheManager, EntryExtras
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _key_of(key: str, lookup: cache_pb2.CacheLookup, has_lookup: bool) -> str:
         raise InvalidCacheRequest("name the entry: set key, or lookup with prompt and model")
     if not lookup.model:
         raise InvalidCacheRequest("lookup.model is empty: name the model the response is for")
-    return cache_key(lookup.prompt, lookup.model, lookup.params)
+    return cache_key(lookup.prompt, lookup.model, lookup.params, lookup.namespace)
 
 
 class CacheService(cache_pb2_grpc.CacheServicer):
@@ -49,28 +50,53 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         self.manager = manager
         self.node_id = node_id
         self.read_through: ReadThrough | None = None
+        self.semantic: Any = None
+        """The node's ``SemanticCache`` (embedder + index + guard), when it has one."""
 
     async def Get(self, request: cache_pb2.GetRequest, context: grpc.aio.ServicerContext) -> cache_pb2.GetResponse:
         try:
             key = _key_of(request.key, request.lookup, request.HasField("lookup"))
         except (InvalidCacheRequest, InvalidParams) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return await self.lookup(key, read_through=request.read_through)
+        if request.max_age_ms < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"max_age_ms must be 0 (any age) or positive, not {request.max_age_ms}")
+        max_age_s = request.max_age_ms / 1000 if request.max_age_ms else None
+        reply = await self.lookup(key, read_through=request.read_through, max_age_s=max_age_s)
+        if request.semantic and (not reply.found or request.candidates > 0):
+            if not request.HasField("lookup") or not request.lookup.model:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "a semantic lookup needs lookup with prompt and model (not a key)")
+            if not 0 <= request.min_similarity <= 1 or request.candidates < 0:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    "min_similarity must be in [0, 1] and candidates 0 or more")
+            semantic = await self.semantic_lookup(request.lookup, request.min_similarity, max_age_s,
+                                                  min(request.candidates, 50))
+            if reply.found:
+                reply.candidates.extend(semantic.candidates)
+            else:
+                reply = semantic
+        return reply
 
-    async def lookup(self, key: str, read_through: bool = False) -> cache_pb2.GetResponse:
+    async def lookup(self, key: str, read_through: bool = False, max_age_s: float | None = None
+                     ) -> cache_pb2.GetResponse:
         """This node's live entry for ``key``, else (with ``read_through``) a verified replica's.
 
         The planner of this node calls it in-process for its cache hits, skipping the
-        loopback gRPC hop; ``Get`` is the same lookup for everyone else.
+        loopback gRPC hop; ``Get`` is the same lookup for everyone else. ``max_age_s``
+        refuses entries created longer ago than that (a replica's copy too).
         """
-        entry = self.manager.get_by_key(key)
+        entry = self.manager.get_by_key(key, max_age_s=max_age_s)
         if entry is not None:
-            return cache_pb2.GetResponse(found=True, entry=entry.to_proto(), source_node_id=self.node_id)
+            return cache_pb2.GetResponse(found=True, entry=entry.to_proto(), source_node_id=self.node_id,
+                                         match="exact")
         if read_through and self.read_through is not None:
             found = await self.read_through(key)
             if found is not None:
                 remote, source = found
-                return cache_pb2.GetResponse(found=True, entry=remote.to_proto(), source_node_id=source)
+                if max_age_s is None or self.manager.now_ms() - remote.created_unix_ms <= max_age_s * 1000:
+                    return cache_pb2.GetResponse(found=True, entry=remote.to_proto(), source_node_id=source,
+                                                 match="exact")
         return cache_pb2.GetResponse(found=False)
 
     async def Put(self, request: cache_pb2.PutRequest, context: grpc.aio.ServicerContext) -> cache_pb2.PutResponse:
@@ -80,15 +106,42 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                 raise InvalidCacheRequest("lookup.model is empty: name the model the response is for")
             if request.ttl_ms < 0:
                 raise InvalidCacheRequest(f"ttl_ms must be positive (0 means the node's default), not {request.ttl_ms}")
-            entry = self.manager.put(
-                lookup.prompt, lookup.model, request.response, lookup.params,
-                ttl=request.ttl_ms / 1000 if request.ttl_ms else None, critical=request.critical,
-            )
+            entry = await self.store(lookup, request.response, ttl_s=request.ttl_ms / 1000 if request.ttl_ms else None,
+                                     critical=request.critical, semantic=request.semantic, writer=request.writer,
+                                     usage=request.usage)
         except (InvalidCacheRequest, InvalidParams) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         return cache_pb2.PutResponse(key=entry.key, entry=entry.to_proto())
+
+    async def store(self, lookup: cache_pb2.CacheLookup, response: str, *, ttl_s: float | None = None,
+                    critical: bool = False, semantic: bool = False, writer: str = "",
+                    usage: common_pb2.CachedUsage | None = None) -> CacheEntry:
+        """Store ``response`` for ``lookup``: ``Put``, and the planner of this node in-process.
+
+        With ``semantic`` (and a semantic index on this node) the entry's question is
+        embedded first, off the event loop, so the vector is stored and replicated with it.
+        """
+        usage = usage or common_pb2.CachedUsage()
+        semantic_text = lookup.semantic_text or lookup.prompt
+        embedding = b""
+        if semantic and self.semantic is not None:
+            embedding = await self.semantic.embed(semantic_text)
+        extras = EntryExtras(namespace=lookup.namespace, writer=writer, prompt_tokens=usage.prompt_tokens,
+                             completion_tokens=usage.completion_tokens, finish_reason=usage.finish_reason,
+                             semantic_text=semantic_text if embedding else lookup.semantic_text,
+                             context_hash=lookup.context_hash, embedding=embedding)
+        return self.manager.put(lookup.prompt, lookup.model, response, lookup.params, ttl=ttl_s, critical=critical,
+                                extras=extras)
+
+    async def semantic_lookup(self, lookup: cache_pb2.CacheLookup, min_similarity: float = 0.0,
+                              max_age_s: float | None = None, candidates: int = 0) -> cache_pb2.GetResponse:
+        """The best guarded semantic match for ``lookup`` in this node's index (see ``cache/semantic``)."""
+        if self.semantic is None:
+            return cache_pb2.GetResponse(found=False)
+        return await self.semantic.lookup(lookup, min_similarity=min_similarity, max_age_s=max_age_s,
+                                          candidates=candidates)
 
     async def Delete(
         self, request: cache_pb2.DeleteRequest, context: grpc.aio.ServicerContext

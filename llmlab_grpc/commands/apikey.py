@@ -26,9 +26,10 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     path = _path(args)
     try:
         if args.action == "add":
-            key = add_key(path, args.name)
+            key = add_key(path, args.name, args.namespace or "")
             print(key)
-            print(f"llmlab apikey: key {args.name!r} added to {path}; it is shown only now, store it safely",
+            pinned = f", pinned to cache namespace {args.namespace!r}" if args.namespace else ""
+            print(f"llmlab apikey: key {args.name!r} added to {path}{pinned}; it is shown only now, store it safely",
                   file=sys.stderr)
             return 0
         if args.action == "remove":
@@ -37,8 +38,8 @@ def cmd_apikey(args: argparse.Namespace) -> int:
                 return 1
             print(f"removed {args.name}")
             return 0
-        rows = [{"name": r.name, "created": datetime.fromtimestamp(r.created_unix, UTC).isoformat(timespec="seconds")}
-                for r in list_keys(path)]
+        rows = [{"name": r.name, "created": datetime.fromtimestamp(r.created_unix, UTC).isoformat(timespec="seconds"),
+                 "namespace": r.namespace} for r in list_keys(path)]
     except (KeyFileError, OSError) as exc:
         print(f"llmlab apikey: error: {exc}", file=sys.stderr)
         return 1
@@ -47,7 +48,8 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     elif not rows:
         print(f"no API keys in {path} (llmlab apikey add NAME makes one)")
     for row in rows if not args.json else []:
-        print(f"{row['name']}  {row['created']}")
+        pinned = f"  namespace {row['namespace']}" if row["namespace"] else ""
+        print(f"{row['name']}  {row['created']}{pinned}")
     return 0
 
 
@@ -58,7 +60,10 @@ def add_commands(subparsers: Any, add_client_flags: Callable[[argparse.ArgumentP
     for name, text in (("add", "make a key for NAME and print it once"), ("remove", "delete NAME's key")):
         sub = actions.add_parser(name, help=text)
         sub.add_argument("name", metavar="NAME", help="who the key is for, e.g. alice or ci-bot")
-        sub.set_defaults(json=False)
+        sub.set_defaults(json=False, namespace=None)
+    actions.choices["add"].add_argument(
+        "--namespace", help="pin the key to this cache namespace: it can read and write no other, and no other "
+                            "per-user key can use this one")
     listing = actions.add_parser("list", help="show the names of the keys (never the keys)")
     listing.add_argument("--json", action="store_true", help="print JSON")
     for sub in actions.choices.values():

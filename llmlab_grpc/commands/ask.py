@@ -58,6 +58,16 @@ def build_query(args: argparse.Namespace) -> planner_pb2.Query:
         query.params.system_prompt = args.system
     for stop in args.stop or []:
         query.params.stop.append(stop)
+    if args.namespace:
+        query.cache.namespace = args.namespace
+    if args.ttl is not None:
+        query.cache.ttl_s = args.ttl
+    if args.max_age is not None:
+        query.cache.max_age_s = args.max_age
+    if args.semantic is not None:
+        query.cache.semantic = args.semantic
+    if args.min_similarity is not None:
+        query.cache.min_similarity = args.min_similarity
     return query
 
 
@@ -146,6 +156,12 @@ def add_commands(sub: Any, add_client_flags: Callable[[argparse.ArgumentParser],
     ask.add_argument("--cache-random", action="store_true",
                      help="allow caching a random (temperature > 0, no seed) generation")
     ask.add_argument("--no-tools", action="store_true", help="always generate; never route to a tool")
+    ask.add_argument("--namespace", help="cache namespace (part of the key; default: the default namespace)")
+    ask.add_argument("--ttl", type=float, help="time to live of the stored answer, seconds")
+    ask.add_argument("--max-age", type=float, help="accept only a cached answer at most this many seconds old")
+    ask.add_argument("--semantic", action=argparse.BooleanOptionalAction, default=None,
+                     help="semantic cache lookup and store (default: the namespace's or node's setting)")
+    ask.add_argument("--min-similarity", type=float, help="similarity threshold of a semantic hit")
     add_client_flags(ask)
     tasks = sub.add_parser("tasks", help="recent tasks of a planner, newest first")
     tasks.add_argument("--limit", type=int, default=20)

@@ -48,12 +48,16 @@ def parse_params(pairs: list[str] | None) -> common_pb2.GenerationParams:
 def _lookup(args: argparse.Namespace) -> cache_pb2.CacheLookup:
     if args.prompt is None or not args.model:
         raise UsageError("give --prompt and --model (or --key)")
-    return cache_pb2.CacheLookup(prompt=args.prompt, model=args.model, params=parse_params(args.param))
+    return cache_pb2.CacheLookup(prompt=args.prompt, model=args.model, params=parse_params(args.param),
+                                 namespace=args.namespace or "")
 
 
 def _entry_json(entry: common_pb2.CacheEntry) -> dict[str, Any]:
-    """The entry with plain JSON numbers (the proto mapping would quote int64) and only set params."""
-    return CacheEntry.from_proto(entry).as_dict()
+    """The entry with plain JSON numbers (the proto mapping would quote int64) and only set params;
+    the embedding as its dimension."""
+    row = CacheEntry.from_proto(entry).as_dict()
+    row["embedding"] = len(entry.embedding)
+    return row
 
 
 def _stats(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: Any) -> int:
@@ -70,18 +74,40 @@ def _stats(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: A
 
 
 def _get(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: Any) -> int:
-    request = cache_pb2.GetRequest(read_through=args.read_through)
+    if args.max_age is not None and args.max_age < 0:
+        raise UsageError("--max-age must be 0 or more seconds")
+    request = cache_pb2.GetRequest(read_through=args.read_through, semantic=args.semantic,
+                                   max_age_ms=round(args.max_age * 1000) if args.max_age else 0)
     if args.key:
+        if args.semantic:
+            raise UsageError("--semantic looks up by --prompt and --model, not --key")
         request.key = args.key
     else:
         request.lookup.CopyFrom(_lookup(args))
+    if args.semantic:
+        request.min_similarity = args.min_similarity or 0.0
+        request.candidates = args.candidates
     reply = stub.Get(request, metadata=metadata, timeout=TIMEOUT_S)
     if args.json:
         body: dict[str, Any] = {"found": reply.found}
         if reply.found:
-            body.update(entry=_entry_json(reply.entry), source_node_id=reply.source_node_id)
+            body.update(entry=_entry_json(reply.entry), source_node_id=reply.source_node_id, match=reply.match)
+            if reply.match == "semantic":
+                body["similarity"] = round(reply.similarity, 4)
+        if reply.candidates:
+            body["candidates"] = [{"key": c.key, "semantic_text": c.semantic_text,
+                                   "similarity": round(c.similarity, 4), "accepted": c.accepted,
+                                   **({"refused_because": c.refused_because} if c.refused_because else {})}
+                                  for c in reply.candidates]
         print(json.dumps(body, indent=2, ensure_ascii=False))
-    elif reply.found:
+        return 0 if reply.found else 1
+    for c in reply.candidates:
+        verdict = "accepted" if c.accepted else f"refused: {c.refused_because}"
+        print(f"candidate {c.similarity:.4f} {c.semantic_text[:60]!r} ({verdict})", file=sys.stderr)
+    if reply.found:
+        if reply.match == "semantic":
+            print(f"llmlab cache: semantic hit, similarity {reply.similarity:.4f}, matched "
+                  f"{reply.entry.semantic_text or reply.entry.prompt!r}", file=sys.stderr)
         print(reply.entry.response)
     else:
         print("llmlab cache: miss", file=sys.stderr)
@@ -93,7 +119,7 @@ def _put(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: Any
         raise UsageError("--ttl must be positive seconds")
     response = sys.stdin.read() if args.response == "-" else args.response
     request = cache_pb2.PutRequest(lookup=_lookup(args), response=response, critical=args.critical,
-                                   ttl_ms=round(args.ttl * 1000) if args.ttl else 0)
+                                   ttl_ms=round(args.ttl * 1000) if args.ttl else 0, semantic=args.semantic)
     reply = stub.Put(request, metadata=metadata, timeout=TIMEOUT_S)
     if args.json:
         print(json.dumps({"key": reply.key, "entry": _entry_json(reply.entry)}, indent=2, ensure_ascii=False))
@@ -131,6 +157,7 @@ def _add_lookup_flags(parser: argparse.ArgumentParser, key: bool) -> None:
     parser.add_argument("--model", help="the model that produced it")
     parser.add_argument("--param", action="append", metavar="NAME=VALUE",
                         help=f"generation parameter in the key ({', '.join(KEY_PARAMS)}); repeatable")
+    parser.add_argument("--namespace", help="cache namespace (part of the key; default: the default namespace)")
     if key:
         parser.add_argument("--key", help="the entry's key (sha256 hex) instead of --prompt/--model/--param")
 
@@ -140,11 +167,18 @@ def _add_parsers(sub: Any, add_client_flags: Callable[[argparse.ArgumentParser],
     get = sub.add_parser("get", help="print a cached response (exit 1 on a miss)")
     _add_lookup_flags(get, key=True)
     get.add_argument("--read-through", action="store_true", help="on a local miss also ask replicas")
+    get.add_argument("--max-age", type=float, help="accept only an entry at most this many seconds old")
+    get.add_argument("--semantic", action="store_true",
+                     help="on an exact miss, find an entry whose question means the same (guarded)")
+    get.add_argument("--min-similarity", type=float, help="similarity threshold (default: the node's)")
+    get.add_argument("--candidates", type=int, default=5,
+                     help="with --semantic: show this many nearest entries and the guard's verdict (default 5)")
     put = sub.add_parser("put", help="store a response; prints its key")
     _add_lookup_flags(put, key=False)
     put.add_argument("--response", required=True, help="the response text to store; - reads it from stdin")
     put.add_argument("--ttl", type=float, help="time to live, seconds (default: the node's cache_ttl_s)")
     put.add_argument("--critical", action="store_true", help="always replicate this entry")
+    put.add_argument("--semantic", action="store_true", help="index the entry for semantic lookups")
     delete = sub.add_parser("delete", help="remove one entry (exit 1 when there was none)")
     _add_lookup_flags(delete, key=True)
     clear = sub.add_parser("clear", help="remove every entry of the node's cache")

@@ -6,6 +6,10 @@ its digest. A plain sha256 is enough because the keys are 256-bit random strings
 dictionary to try); a slow KDF like scrypt would only cost CPU on every request. Every
 comparison is constant-time. The file is re-read when it changes, so adding or
 removing a key needs no restart.
+
+A key may be **pinned** to a cache namespace (``llmlab apikey add NAME --namespace NS``):
+its requests read and write that namespace only, and a namespace some key is pinned to
+is closed to every other per-user key (the mesh secret reaches every namespace).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmlab_grpc.openai_api.errors import unauthorized
+from llmlab_grpc.cache.keys import InvalidParams, check_namespace
+from llmlab_grpc.openai_api.errors import ApiError, unauthorized
 from llmlab_grpc.state import home
 
 KEY_PREFIX = "llk_"
@@ -46,6 +51,30 @@ class KeyRecord:
     name: str
     sha256: str
     created_unix: int
+    namespace: str = ""
+    """The cache namespace the key is pinned to; empty: not pinned."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the mesh (secret holder) or a per-user key, and its pinned namespace."""
+
+    name: str
+    namespace: str = ""
+    per_user: bool = True
+
+    def cache_namespace(self, asked: str | None, reserved: frozenset[str]) -> str:
+        """The namespace this caller's request uses; ``ApiError`` 403 when it may not use ``asked``."""
+        if self.namespace:
+            if asked not in (None, self.namespace):
+                raise ApiError(403, f"this API key is pinned to cache namespace {self.namespace!r}; it cannot use "
+                                    f"{asked!r}", code="namespace_forbidden")
+            return self.namespace
+        namespace = asked or ""
+        if self.per_user and namespace in reserved:
+            raise ApiError(403, f"cache namespace {namespace!r} belongs to the API keys pinned to it",
+                           code="namespace_forbidden")
+        return namespace
 
 
 def _read(path: Path) -> list[KeyRecord]:
@@ -56,7 +85,7 @@ def _read(path: Path) -> list[KeyRecord]:
     except (OSError, ValueError) as exc:
         raise KeyFileError(f"cannot read API key file {path}: {exc}") from exc
     rows = data.get("keys", []) if isinstance(data, dict) else []
-    return [KeyRecord(str(r["name"]), str(r["sha256"]), int(r.get("created_unix", 0)))
+    return [KeyRecord(str(r["name"]), str(r["sha256"]), int(r.get("created_unix", 0)), str(r.get("namespace", "")))
             for r in rows if isinstance(r, dict) and "name" in r and "sha256" in r]
 
 
@@ -65,8 +94,8 @@ def _write(path: Path, records: list[KeyRecord]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    body: dict[str, Any] = {"keys": [{"name": r.name, "sha256": r.sha256, "created_unix": r.created_unix}
-                                     for r in records]}
+    body: dict[str, Any] = {"keys": [{"name": r.name, "sha256": r.sha256, "created_unix": r.created_unix,
+                                      **({"namespace": r.namespace} if r.namespace else {})} for r in records]}
     with os.fdopen(fd, "w") as fh:
         json.dump(body, fh, indent=2)
         fh.write("\n")
@@ -74,15 +103,19 @@ def _write(path: Path, records: list[KeyRecord]) -> None:
     os.replace(tmp, path)
 
 
-def add_key(path: Path, name: str) -> str:
-    """Create a key for ``name`` and return it; only its digest is stored."""
+def add_key(path: Path, name: str, namespace: str = "") -> str:
+    """Create a key for ``name`` (pinned to cache ``namespace`` when given) and return it; only its digest is stored."""
     if not NAME_RE.match(name):
         raise KeyFileError(f"key name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-'")
+    try:
+        check_namespace(namespace)
+    except InvalidParams as exc:
+        raise KeyFileError(str(exc)) from exc
     records = _read(path)
     if any(r.name == name for r in records):
         raise KeyFileError(f"a key named {name!r} exists; remove it first (llmlab apikey remove {name})")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    _write(path, [*records, KeyRecord(name, digest(key), int(time.time()))])
+    _write(path, [*records, KeyRecord(name, digest(key), int(time.time()), namespace)])
     return key
 
 
@@ -123,7 +156,15 @@ class ApiAuth:
         return self._records
 
     def check(self, header: str | None) -> str:
-        """The principal ("mesh" or a key's name); ``ApiError`` 401 when the header is missing or wrong."""
+        """The principal's name ("mesh" or a key's name); ``ApiError`` 401 when the header is missing or wrong."""
+        return self.principal(header).name
+
+    def reserved_namespaces(self) -> frozenset[str]:
+        """Namespaces some key is pinned to: closed to every other per-user key."""
+        return frozenset(r.namespace for r in self._keys() if r.namespace)
+
+    def principal(self, header: str | None) -> Principal:
+        """Who is calling; ``ApiError`` 401 when the header is missing or wrong."""
         if not header:
             raise unauthorized("missing API key: send 'Authorization: Bearer <mesh secret or llmlab API key>' "
                                "(the secret is in .llmlab/mesh.json; llmlab apikey add NAME makes a key)")
@@ -132,12 +173,12 @@ class ApiAuth:
         if scheme.lower() != "bearer" or not token:
             raise unauthorized("the Authorization header must be 'Bearer <key>'")
         if hmac.compare_digest(token.encode(), self._secret):
-            return MESH_PRINCIPAL
+            return Principal(MESH_PRINCIPAL, per_user=False)
         given = digest(token)
-        found = ""
+        found: KeyRecord | None = None
         for record in self._keys():  # no early exit: the time taken does not depend on which key matched
             if hmac.compare_digest(given, record.sha256):
-                found = record.name
-        if found:
-            return found
+                found = record
+        if found is not None:
+            return Principal(found.name, found.namespace)
         raise unauthorized("incorrect API key: it is neither the mesh secret nor a key made with llmlab apikey add")

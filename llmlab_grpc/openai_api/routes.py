@@ -4,9 +4,10 @@ Every request is authenticated before its body is read; the body is read with a 
 limit (413), parsed (400 on malformed JSON) and validated (400 naming the field). A
 model must be known to the mesh: an unknown name is 404, and no model ever seen is 503. A
 model once served but offline now is still asked: a cached answer is a 200, a miss a 503
-naming the model. The
-answer carries ``x-llmlab-cache`` (hit, miss, bypass, none) and ``x-llmlab-task-id``
-headers, and a ``llmlab`` field with the trace. Any other ``/v1`` path is a 404 in
+naming the model. The answer carries ``x-llmlab-cache`` (hit, semantic-hit, miss, bypass,
+none; a semantic hit adds ``x-llmlab-cache-similarity`` and ``x-llmlab-cache-matched-prompt``,
+URL-encoded) and ``x-llmlab-task-id`` headers, and a ``llmlab`` field with the trace. Any
+other ``/v1`` path is a 404 in
 OpenAI's error shape.
 """
 
@@ -83,7 +84,7 @@ class OpenAIApi:
 
         async def endpoint(request: Request) -> Response:
             try:
-                principal = self.auth.check(request.headers.get("authorization"))
+                principal = self.auth.principal(request.headers.get("authorization"))
                 if method is not None and request.method != method:
                     raise ApiError(405, f"{request.url.path} takes {method}, not {request.method}",
                                    code="method_not_allowed", headers={"allow": method})
@@ -137,7 +138,8 @@ class OpenAIApi:
             chat = ChatCompletionRequest.model_validate(data)
         except ValidationError as exc:
             raise _validation_error(exc) from exc
-        query = translate.to_query(chat, request.headers.get("cache-control", ""))
+        query = translate.to_query(chat, request.headers.get("cache-control", ""), request.state.principal,
+                                   self.auth.reserved_namespaces())
         # A model once served here but offline now still goes to the planner: its cached
         # answers are 200s, and a miss is the planner's 503 naming the offline model.
         known = self.gateway.calls.known_models()
@@ -153,7 +155,7 @@ class OpenAIApi:
             except BaseException:
                 await events.aclose()
                 raise
-            headers = {"x-llmlab-cache": opening.cache, "x-llmlab-task-id": opening.task_id,
+            headers = {**opening.headers, "x-llmlab-task-id": opening.task_id,
                        "cache-control": "no-cache", "x-accel-buffering": "no"}
             include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
 
@@ -177,5 +179,5 @@ class OpenAIApi:
         usage, source = translate.usage(task)
         answer = completion(translate.completion_id(task.task_id), created, chat.model, translate.message(task),
                             translate.finish_reason(task), usage, translate.extension(task, source))
-        return JSONResponse(answer, headers={"x-llmlab-cache": translate.cache_outcome(task),
+        return JSONResponse(answer, headers={**translate.cache_headers(translate.answer_step(task)),
                                              "x-llmlab-task-id": task.task_id})

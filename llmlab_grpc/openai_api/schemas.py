@@ -87,6 +87,20 @@ class LlmlabOptions(BaseModel):
         False, description="cache the answer even when sampling is random (temperature > 0 without seed)")
 
 
+class CacheOptions(BaseModel):
+    """The ``cache`` object of a request, in LiteLLM's shape (``extra_body={"cache": {...}}``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    namespace: str | None = Field(None, max_length=128, description="cache namespace (part of the key)")
+    ttl: float | None = Field(None, gt=0, le=30 * 86400, description="time to live of the stored answer, seconds")
+    s_maxage: float | None = Field(None, alias="s-maxage", ge=0,
+                                   description="accept only a cached answer at most this many seconds old")
+    no_cache: bool = Field(False, alias="no-cache", description="neither look up nor store")
+    no_store: bool = Field(False, alias="no-store", description="look up but do not store")
+    semantic: bool | None = Field(None, description="semantic lookup and store (llmlab extension)")
+    min_similarity: float | None = Field(None, gt=0, le=1, description="similarity threshold of a semantic hit")
+
+
 class ChatCompletionRequest(_Lenient):
     model: str = Field(min_length=1, max_length=256)
     messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -104,6 +118,7 @@ class ChatCompletionRequest(_Lenient):
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
     llmlab: LlmlabOptions = Field(default_factory=LlmlabOptions)
+    cache: CacheOptions = Field(default_factory=CacheOptions)
 
     @field_validator("n")
     @classmethod

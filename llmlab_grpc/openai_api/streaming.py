@@ -38,6 +38,7 @@ class Opening:
     task_id: str = ""
     answer_step: str = ""
     cache: str = "none"
+    headers: dict[str, str] = field(default_factory=lambda: {"x-llmlab-cache": "none"})
 
 
 async def open_stream(events: AsyncIterator[planner_pb2.AskStreamResponse]) -> Opening:
@@ -54,11 +55,14 @@ async def open_stream(events: AsyncIterator[planner_pb2.AskStreamResponse]) -> O
         if kind == "plan_made" and event.plan_made.steps:
             opening.answer_step = event.plan_made.steps[-1].step_id
         elif kind == "step_started" and event.step_started.step_id == opening.answer_step:
-            outcome = event.step_started.cache
-            opening.cache = translate._name(planner_pb2.CacheOutcome, outcome, "CACHE_OUTCOME_") if outcome else "none"
+            started = event.step_started
+            opening.headers = translate.cache_headers(planner_pb2.Step(cache=started.cache,
+                                                                       cache_match=started.cache_match))
+            opening.cache = opening.headers["x-llmlab-cache"]
             break
         elif kind == "final" and event.final.status != planner_pb2.TASK_STATUS_FAILED:
-            opening.cache = translate.cache_outcome(event.final)
+            opening.headers = translate.cache_headers(translate.answer_step(event.final))
+            opening.cache = opening.headers["x-llmlab-cache"]
             break  # (a failed task: the next read raises its ApiError)
     return opening
 

@@ -7,7 +7,12 @@ half of function calling) is all history and an empty text: the model continues 
 ``tools`` pass through to the model as ``params.tools_json`` with ``no_tools`` set, so
 the planner does not route to a mesh tool behind the caller's back;
 ``"llmlab": {"tools": false}`` sets ``no_tools`` alone.
-``Cache-Control: no-cache`` skips the cache, ``no-store`` only stops storing.
+Cache controls come from the body's ``cache`` object in LiteLLM's shape (``namespace``,
+``ttl``, ``s-maxage``, ``no-cache``, ``no-store``; llmlab adds ``semantic`` and
+``min_similarity``) and from ``Cache-Control`` request headers: ``no-cache`` skips the
+cache, ``no-store`` only stops storing, ``max-age=N`` / ``s-maxage=N`` accept only answers
+at most N seconds old. The namespace is the caller's to choose unless its API key is
+pinned to one (``auth.Principal``).
 
 Answer side: the *answer step* is the last step of the trace (a proposal step, when the
 planner asked the model to pick a tool, comes before the plan). Usage is what the llm
@@ -22,7 +27,9 @@ import json
 import math
 import uuid
 from typing import Any
+from urllib.parse import quote
 
+from llmlab_grpc.openai_api.auth import MESH_PRINCIPAL, Principal
 from llmlab_grpc.openai_api.errors import bad_request
 from llmlab_grpc.openai_api.schemas import ChatCompletionRequest
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
@@ -30,8 +37,34 @@ from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
 CHARS_PER_TOKEN = 4
 
 
-def to_query(request: ChatCompletionRequest, cache_control: str = "") -> planner_pb2.Query:
-    """The planner query for ``request``; ``ApiError`` (400) names a message it cannot use."""
+def parse_cache_control(header: str) -> tuple[set[str], float | None]:
+    """(directives without a value, the max age in seconds or None) of a ``Cache-Control`` header.
+
+    ``max-age`` and ``s-maxage`` both bound the age of a cached answer (the smaller wins);
+    a malformed value is a 400 naming the header.
+    """
+    flags: set[str] = set()
+    max_age: float | None = None
+    for part in header.split(",")[:32]:
+        name, sep, value = part.strip().lower().partition("=")
+        name = name.strip()
+        if not name:
+            continue
+        if name in ("max-age", "s-maxage") and sep:
+            value = value.strip().strip('"')
+            if not value.isdigit() or len(value) > 10:
+                raise bad_request(f"Cache-Control {name}={value[:20]!r}: give whole seconds, e.g. {name}=60",
+                                  "Cache-Control")
+            max_age = float(value) if max_age is None else min(max_age, float(value))
+        else:
+            flags.add(name)
+    return flags, max_age
+
+
+def to_query(request: ChatCompletionRequest, cache_control: str = "", principal: Principal | None = None,
+             reserved_namespaces: frozenset[str] = frozenset()) -> planner_pb2.Query:
+    """The planner query for ``request``; ``ApiError`` (400) names a message it cannot use, 403 a
+    namespace the caller's key may not use."""
     messages = request.messages
     texts: list[str] = []
     for i, message in enumerate(messages):
@@ -69,9 +102,24 @@ def to_query(request: ChatCompletionRequest, cache_control: str = "") -> planner
     if tools:
         params.tools_json = json.dumps(tools, separators=(",", ":"), sort_keys=True)
     query.no_tools = bool(tools) or not request.llmlab.tools
-    directives = {d.strip().lower() for d in cache_control.split(",")}
-    query.no_cache = "no-cache" in directives
-    query.no_store = "no-store" in directives
+    directives, max_age = parse_cache_control(cache_control)
+    options = request.cache
+    query.no_cache = "no-cache" in directives or options.no_cache
+    query.no_store = "no-store" in directives or options.no_store
+    control = query.cache
+    principal = principal or Principal(MESH_PRINCIPAL, per_user=False)
+    control.namespace = principal.cache_namespace(options.namespace, reserved_namespaces)
+    if principal.per_user:
+        control.writer = principal.name
+    if options.ttl is not None:
+        control.ttl_s = options.ttl
+    ages = [a for a in (max_age, options.s_maxage) if a is not None]
+    if ages:
+        control.max_age_s = min(ages)
+    if options.semantic is not None:
+        control.semantic = options.semantic
+    if options.min_similarity is not None:
+        control.min_similarity = options.min_similarity
     return query
 
 
@@ -98,12 +146,31 @@ def _name(enum: Any, value: int, prefix: str) -> str:
     return enum.Name(value).removeprefix(prefix).lower()
 
 
-def cache_outcome(task: planner_pb2.Task) -> str:
-    """hit, miss, bypass or none: how the cache took part in the answer step."""
-    step = answer_step(task)
-    if step is None or step.cache == planner_pb2.CACHE_OUTCOME_UNSPECIFIED:
+def outcome_name(outcome: int) -> str:
+    """hit, semantic-hit, miss, bypass or none: a ``CacheOutcome`` as the ``x-llmlab-cache`` header says it."""
+    if outcome == planner_pb2.CACHE_OUTCOME_UNSPECIFIED:
         return "none"
-    return _name(planner_pb2.CacheOutcome, step.cache, "CACHE_OUTCOME_")
+    return _name(planner_pb2.CacheOutcome, outcome, "CACHE_OUTCOME_").replace("_", "-")
+
+
+def cache_outcome(task: planner_pb2.Task) -> str:
+    """hit, semantic-hit, miss, bypass or none: how the cache took part in the answer step."""
+    step = answer_step(task)
+    return "none" if step is None else outcome_name(step.cache)
+
+
+def is_hit(step: planner_pb2.Step | None) -> bool:
+    return step is not None and step.cache in (planner_pb2.CACHE_OUTCOME_HIT, planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT)
+
+
+def cache_headers(step: planner_pb2.Step | None) -> dict[str, str]:
+    """``x-llmlab-cache`` and, for a semantic hit, its similarity and the question it matched."""
+    outcome = "none" if step is None else outcome_name(step.cache)
+    headers = {"x-llmlab-cache": outcome}
+    if step is not None and step.cache == planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT:
+        headers["x-llmlab-cache-similarity"] = f"{step.cache_match.similarity:.4f}"
+        headers["x-llmlab-cache-matched-prompt"] = quote(step.cache_match.matched_prompt[:512], safe=" ?!,.'")
+    return headers
 
 
 def tool_calls(step: planner_pb2.Step | None) -> list[dict[str, Any]]:
@@ -148,7 +215,11 @@ def usage(task: planner_pb2.Task) -> tuple[dict[str, int], str]:
     completion = sum(u.completion_tokens for u in counted)
     step = answer_step(task)
     source = "model"
-    if step is None or not step.HasField("usage"):
+    if is_hit(step) and step is not None and step.HasField("usage"):
+        source = "cache"  # what the generation behind the cached answer reported
+        if not step.usage.prompt_tokens:
+            prompt += approx_tokens(prompt_text(task.query))
+    elif step is None or not step.HasField("usage"):
         source = "estimate"
         completion += approx_tokens(task.answer)
         if step is not None and step.kind == planner_pb2.STEP_KIND_LLM:  # a cache hit: a model read it once
@@ -164,9 +235,13 @@ def step_row(step: planner_pb2.Step) -> dict[str, Any]:
         "node_id": step.node_id,
         "node_name": step.node_name,
         "reason": step.reason,
-        "cache": "none" if not step.cache else _name(planner_pb2.CacheOutcome, step.cache, "CACHE_OUTCOME_"),
+        "cache": outcome_name(step.cache),
         "duration_ms": round(step.duration_ms, 2),
     }
+    if is_hit(step):
+        row["cache_match"] = {"key": step.cache_match.key, "matched_prompt": step.cache_match.matched_prompt,
+                              "similarity": round(step.cache_match.similarity, 4),
+                              "namespace": step.cache_match.namespace}
     if step.error:
         row["error"] = step.error
     if step.failed_over:

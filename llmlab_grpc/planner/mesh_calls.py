@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from llmlab_grpc.cache.keys import cache_key
+from llmlab_grpc.planner.cache_controls import CacheControls
 from llmlab_grpc.proto.llmlab.v1 import (
     cache_pb2,
     cache_pb2_grpc,
@@ -164,21 +165,35 @@ class MeshCalls:
         """This node's cache component, when it has the role (hits then cost no RPC)."""
         return self.node.components.get("cache")
 
-    async def cache_get(self, lookup: cache_pb2.CacheLookup) -> cache_pb2.GetResponse | None:
-        """A live entry, or None (a miss, or no cache node reachable: the cache is best effort)."""
+    async def cache_get(self, lookup: cache_pb2.CacheLookup, controls: CacheControls | None = None
+                        ) -> cache_pb2.GetResponse | None:
+        """A live entry, or None (a miss, or no cache node reachable: the cache is best effort).
+
+        ``controls`` add the maximum age and, with ``semantic``, a guarded semantic lookup
+        after an exact miss (``reply.match`` says which).
+        """
+        controls = controls or CacheControls()
         local = self._local_cache()
         if local is not None:
             try:
-                reply = await local.service.lookup(cache_key(lookup.prompt, lookup.model, lookup.params),
-                                                   read_through=True)
+                reply = await local.service.lookup(
+                    cache_key(lookup.prompt, lookup.model, lookup.params, lookup.namespace),
+                    read_through=True, max_age_s=controls.max_age_s)
+                if not reply.found and controls.semantic:
+                    reply = await local.service.semantic_lookup(lookup, controls.min_similarity, controls.max_age_s)
             except Exception:  # a broken store is a miss, never a failed answer
                 log.exception("local cache lookup failed")
                 return None
             return reply if reply.found else None
+        request = cache_pb2.GetRequest(lookup=lookup, read_through=True, semantic=controls.semantic,
+                                       min_similarity=controls.min_similarity if controls.semantic else 0.0,
+                                       max_age_ms=round(controls.max_age_s * 1000) if controls.max_age_s else 0)
+        if controls.max_age_s == 0:
+            return None  # nothing is young enough
         for cand in self.candidates("cache"):
             stub = cache_pb2_grpc.CacheStub(self.node.channels.get(cand.address))
             try:
-                reply = await stub.Get(cache_pb2.GetRequest(lookup=lookup, read_through=True), timeout=5)
+                reply = await stub.Get(request, timeout=5)
             except grpc.aio.AioRpcError as err:
                 if err.code() in FAILOVER_CODES:
                     continue
@@ -186,20 +201,26 @@ class MeshCalls:
             return reply if reply.found else None
         return None
 
-    async def cache_put(self, lookup: cache_pb2.CacheLookup, response: str) -> bool:
+    async def cache_put(self, lookup: cache_pb2.CacheLookup, response: str, controls: CacheControls | None = None,
+                        usage: common_pb2.CachedUsage | None = None) -> bool:
         """Store an answer on this node's cache (replication follows), else on a cache peer."""
+        controls = controls or CacheControls()
         local = self._local_cache()
         if local is not None:
             try:
-                local.manager.put(lookup.prompt, lookup.model, response, lookup.params)
+                await local.service.store(lookup, response, ttl_s=controls.ttl_s, semantic=controls.semantic,
+                                          writer=controls.writer, usage=usage)
             except Exception as exc:  # too big, store down: the answer stands, uncached
                 log.warning("not cached: %s", exc)
                 return False
             return True
+        request = cache_pb2.PutRequest(lookup=lookup, response=response, semantic=controls.semantic,
+                                       writer=controls.writer, usage=usage,
+                                       ttl_ms=max(1, round(controls.ttl_s * 1000)) if controls.ttl_s else 0)
         for cand in self.candidates("cache"):
             stub = cache_pb2_grpc.CacheStub(self.node.channels.get(cand.address))
             try:
-                await stub.Put(cache_pb2.PutRequest(lookup=lookup, response=response), timeout=5)
+                await stub.Put(request, timeout=5)
             except grpc.aio.AioRpcError as err:
                 if err.code() in FAILOVER_CODES:
                     continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from llmlab_grpc.planner import cache_controls
+from llmlab_grpc.planner.cache_controls import CacheControls
 from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls
 from llmlab_grpc.planner.proposal import MAX_PROPOSAL_TOKENS, parse_proposal, proposal_messages
 from llmlab_grpc.planner.rules import RouteHints, route_hints
@@ -73,6 +76,14 @@ def effective_params(query: planner_pb2.Query) -> common_pb2.GenerationParams:
 def continues_tool_call(query: planner_pb2.Query) -> bool:
     """No new text after a tool result: the model is to continue the function call (OpenAI's second turn)."""
     return not query.text.strip() and bool(query.history) and query.history[-1].role == "tool"
+
+
+def query_controls(query: planner_pb2.Query, settings: object) -> CacheControls:
+    """The query's cache controls resolved against the node's namespace policies (QueryError when unusable)."""
+    try:
+        return cache_controls.resolve(query, settings)
+    except ValueError as exc:
+        raise QueryError(str(exc)) from exc
 
 
 def validate_query(query: planner_pb2.Query) -> None:
@@ -135,6 +146,7 @@ class Planner:
         """
         status: grpc.StatusCode | None = None
         validate_query(query)
+        query_controls(query, self.node.settings)
         created = Timestamp()
         created.GetCurrentTime()
         task = planner_pb2.Task(task_id=uuid.uuid4().hex[:16], query=query, status=planner_pb2.TASK_STATUS_RUNNING,
@@ -205,6 +217,7 @@ class Planner:
         params = effective_params(query)
         use_cache = not query.no_cache
         store_cache = not query.no_store
+        controls = query_controls(query, self.node.settings)
 
         def generation(step_id: str, reason: str, build: object, depends: list[str] | None = None) -> StepSpec:
             if not model:
@@ -212,7 +225,7 @@ class Planner:
                                     "no llm node in the mesh: start a node with the llm role")
             return StepSpec(step=_step(step_id, planner_pb2.STEP_KIND_LLM, model, reason, depends),
                             messages=build, params=params, use_cache=use_cache,  # type: ignore[arg-type]
-                            store_cache=store_cache)
+                            store_cache=store_cache, controls=controls)
 
         def tool_then_maybe_phrase(tool: str, arguments: dict, reason: str, phrase: bool) -> list[StepSpec]:
             tool_spec = StepSpec(step=_step("s1", planner_pb2.STEP_KIND_TOOL, tool, reason), tool_arguments=arguments)
@@ -249,7 +262,8 @@ class Planner:
                     step=_step("p1", planner_pb2.STEP_KIND_LLM, model,
                                "the query may need a tool: the model was shown the tools' JSON Schemas"),
                     messages=lambda _r: [common_pb2.ChatMessage(**m) for m in proposal_messages(text, catalogue)],
-                    params=proposal_params, use_cache=use_cache, store_cache=store_cache)
+                    params=proposal_params, use_cache=use_cache, store_cache=store_cache,
+                    controls=dataclasses.replace(controls, semantic=False))
                 await workflow.run([propose])  # records the step in the task's trace
                 outcome = workflow.results["p1"]
                 if not outcome.ok:

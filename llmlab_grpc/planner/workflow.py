@@ -9,7 +9,10 @@ timing, error) and the manager emits stream events as things happen, so ``Ask`` 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -17,6 +20,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from llmlab_grpc.planner.cache_controls import CacheControls
 from llmlab_grpc.planner.mesh_calls import Failover, MeshCallError, MeshCalls, result_text
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, inference_pb2, planner_pb2
 from llmlab_grpc.tools.convert import from_struct
@@ -44,6 +48,7 @@ class StepSpec:
     params: common_pb2.GenerationParams = field(default_factory=common_pb2.GenerationParams)
     use_cache: bool = True
     store_cache: bool = True
+    controls: CacheControls = field(default_factory=CacheControls)
 
 
 def is_deterministic(params: common_pb2.GenerationParams) -> bool:
@@ -57,6 +62,40 @@ def cache_prompt(messages: list[common_pb2.ChatMessage]) -> str:
         return messages[0].content
     return json.dumps([{"role": m.role, "content": m.content} for m in messages], ensure_ascii=False,
                       separators=(",", ":"))
+
+
+def semantic_parts(messages: list[common_pb2.ChatMessage]) -> tuple[str, str]:
+    """(the last user turn, sha256 hex of the turns before it; "" when there are none).
+
+    What a semantic lookup compares: the question by meaning, everything before it exactly.
+    A conversation that does not end with a user turn has no question: ("", "").
+    """
+    if not messages or messages[-1].role != "user":
+        return "", ""
+    earlier = messages[:-1]
+    if not earlier:
+        return messages[-1].content, ""
+    body = json.dumps([{"role": m.role, "content": m.content, "tool_call_id": m.tool_call_id,
+                        "tool_calls_json": m.tool_calls_json} for m in earlier],
+                      ensure_ascii=False, separators=(",", ":"))
+    return messages[-1].content, hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+_PIECE = re.compile(r"\s*\S+")
+MAX_REPLAY_PIECES = 256
+
+
+def replay_pieces(text: str) -> list[str]:
+    """A cached answer cut into word-aligned pieces (a word with the whitespace before it), so a
+    hit streams like a generation; long answers go out in at most ``MAX_REPLAY_PIECES`` pieces."""
+    words = _PIECE.findall(text)
+    if not words:
+        return [text] if text else []
+    tail = text[sum(len(w) for w in words):]  # trailing whitespace
+    if tail:
+        words[-1] += tail
+    per = -(-len(words) // MAX_REPLAY_PIECES)
+    return ["".join(words[i:i + per]) for i in range(0, len(words), per)]
 
 
 class WorkflowManager:
@@ -129,28 +168,54 @@ class WorkflowManager:
         await self._event(tool_result=planner_pb2.ToolResult(step_id=step.step_id, result=reply.result))
         return StepResult(text=result_text(step.name, data), data=data)
 
+    async def _replay(self, step: planner_pb2.Step, hit: cache_pb2.GetResponse) -> StepResult:
+        """Answer ``step`` from a cache hit: the trace says which entry (and how similar, for a
+        semantic hit), and the text streams in word-aligned pieces ending with the usage the
+        generation behind the entry reported."""
+        entry = hit.entry
+        semantic = hit.match == "semantic"
+        step.cache = planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT if semantic else planner_pb2.CACHE_OUTCOME_HIT
+        step.cache_match.CopyFrom(planner_pb2.CacheMatch(
+            key=entry.key, matched_prompt=entry.semantic_text or entry.prompt,
+            similarity=hit.similarity if semantic else 1.0, namespace=entry.namespace))
+        if semantic:
+            step.reason += (f"; semantic cache hit (similarity {hit.similarity:.3f}) on "
+                            f"{step.cache_match.matched_prompt!r}")
+        step.node_id = hit.source_node_id or entry.primary_node_id
+        peer = self.calls.node.peers.get(step.node_id)
+        step.node_name = (peer.info.name if peer else
+                          self.calls.node.settings.name if step.node_id == self.calls.node.node_id else "")
+        await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=step.node_id,
+                                                               cache=step.cache, cache_match=step.cache_match))
+        for piece in replay_pieces(entry.response):
+            await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=piece))
+            await asyncio.sleep(0)  # let the stream's reader send each piece as it comes
+        usage = entry.usage
+        step.usage.CopyFrom(planner_pb2.StepUsage(
+            prompt_tokens=usage.prompt_tokens, finish_reason=usage.finish_reason or "stop",
+            completion_tokens=usage.completion_tokens or max(1, -(-len(entry.response) // 4))))
+        return StepResult(text=entry.response, data={"finish_reason": step.usage.finish_reason, "tool_calls_json": ""})
+
     async def _run_llm(self, spec: StepSpec) -> StepResult:
         step = spec.step
         assert spec.messages is not None
         messages = spec.messages(self.results)
-        lookup = cache_pb2.CacheLookup(prompt=cache_prompt(messages), model=step.name, params=spec.params)
+        controls = spec.controls
+        semantic_text, context_hash = semantic_parts(messages)
+        if controls.semantic and not semantic_text:
+            controls = dataclasses.replace(controls, semantic=False)
+        lookup = cache_pb2.CacheLookup(prompt=cache_prompt(messages), model=step.name, params=spec.params,
+                                       namespace=controls.namespace, semantic_text=semantic_text,
+                                       context_hash=context_hash)
         cacheable = is_deterministic(spec.params) or self.cache_nondeterministic
         if not spec.use_cache:
             step.cache = planner_pb2.CACHE_OUTCOME_BYPASS
         elif not self.calls.candidates("cache"):
             step.cache = planner_pb2.CACHE_OUTCOME_NONE
         else:
-            hit = await self.calls.cache_get(lookup) if cacheable else None
+            hit = await self.calls.cache_get(lookup, controls) if cacheable else None
             if hit is not None:
-                step.cache = planner_pb2.CACHE_OUTCOME_HIT
-                step.node_id = hit.source_node_id or hit.entry.primary_node_id
-                peer = self.calls.node.peers.get(step.node_id)
-                step.node_name = (peer.info.name if peer else
-                                  self.calls.node.settings.name if step.node_id == self.calls.node.node_id else "")
-                await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=step.node_id,
-                                                                       cache=step.cache))
-                await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=hit.entry.response))
-                return StepResult(text=hit.entry.response)
+                return await self._replay(step, hit)
             step.cache = planner_pb2.CACHE_OUTCOME_MISS if cacheable else planner_pb2.CACHE_OUTCOME_BYPASS
             if not cacheable and "not cached" not in step.reason:
                 step.reason += "; not cached: sampling is random (temperature > 0 and no seed)"
@@ -185,6 +250,8 @@ class WorkflowManager:
         # The cache holds text only: an answer made of tool calls would come back without them.
         if (complete and not step.usage.tool_calls_json and spec.store_cache and cacheable
                 and step.cache == planner_pb2.CACHE_OUTCOME_MISS):
-            await self.calls.cache_put(lookup, text)
+            await self.calls.cache_put(lookup, text, controls, common_pb2.CachedUsage(
+                prompt_tokens=step.usage.prompt_tokens, completion_tokens=step.usage.completion_tokens,
+                finish_reason=step.usage.finish_reason))
         return StepResult(text=text, data={"finish_reason": step.usage.finish_reason,
                                            "tool_calls_json": step.usage.tool_calls_json})

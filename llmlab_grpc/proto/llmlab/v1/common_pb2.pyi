@@ -146,7 +146,7 @@ class CacheStatistics(_message.Message):
     def __init__(self, hits: _Optional[int] = ..., misses: _Optional[int] = ..., hit_ratio: _Optional[float] = ..., puts: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., entries: _Optional[int] = ..., bytes: _Optional[int] = ..., max_bytes: _Optional[int] = ..., max_entries: _Optional[int] = ..., store: _Optional[str] = ..., replica_entries: _Optional[int] = ..., replication_shortfall: _Optional[int] = ...) -> None: ...
 
 class CacheEntry(_message.Message):
-    __slots__ = ("key", "model", "prompt", "response", "created_unix_ms", "expires_unix_ms", "hits", "size_bytes", "checksum", "critical", "primary_node_id", "params")
+    __slots__ = ("key", "model", "prompt", "response", "created_unix_ms", "expires_unix_ms", "hits", "size_bytes", "checksum", "critical", "primary_node_id", "params", "namespace", "writer", "usage", "semantic_text", "context_hash", "embedding")
     KEY_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +159,12 @@ class CacheEntry(_message.Message):
     CRITICAL_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_HASH_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     key: str
     model: str
     prompt: str
@@ -171,7 +177,23 @@ class CacheEntry(_message.Message):
     critical: bool
     primary_node_id: str
     params: GenerationParams
-    def __init__(self, key: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., response: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., hits: _Optional[int] = ..., size_bytes: _Optional[int] = ..., checksum: _Optional[str] = ..., critical: _Optional[bool] = ..., primary_node_id: _Optional[str] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ...) -> None: ...
+    namespace: str
+    writer: str
+    usage: CachedUsage
+    semantic_text: str
+    context_hash: str
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, key: _Optional[str] = ..., model: _Optional[str] = ..., prompt: _Optional[str] = ..., response: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., hits: _Optional[int] = ..., size_bytes: _Optional[int] = ..., checksum: _Optional[str] = ..., critical: _Optional[bool] = ..., primary_node_id: _Optional[str] = ..., params: _Optional[_Union[GenerationParams, _Mapping]] = ..., namespace: _Optional[str] = ..., writer: _Optional[str] = ..., usage: _Optional[_Union[CachedUsage, _Mapping]] = ..., semantic_text: _Optional[str] = ..., context_hash: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class CachedUsage(_message.Message):
+    __slots__ = ("prompt_tokens", "completion_tokens", "finish_reason")
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ...) -> None: ...
 
 class ToolError(_message.Message):
     __slots__ = ("code", "message")

@@ -27,51 +27,55 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from llmlab_grpc.proto.llmlab.v1 import common_pb2 as llmlab_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llmlab/v1/planner.proto\x12\tllmlab.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16llmlab/v1/common.proto\"\xd0\x01\n\x05Query\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x06params\x18\x03 \x01(\x0b\x32\x1b.llmlab.v1.GenerationParams\x12\x10\n\x08no_cache\x18\x04 \x01(\x08\x12\x10\n\x08no_store\x18\x05 \x01(\x08\x12\x1e\n\x16\x63\x61\x63he_nondeterministic\x18\x06 \x01(\x08\x12\x10\n\x08no_tools\x18\x07 \x01(\x08\x12\'\n\x07history\x18\x08 \x03(\x0b\x32\x16.llmlab.v1.ChatMessage\"-\n\nAskRequest\x12\x1f\n\x05query\x18\x01 \x01(\x0b\x32\x10.llmlab.v1.Query\",\n\x0b\x41skResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.llmlab.v1.Task\"3\n\x10\x41skStreamRequest\x12\x1f\n\x05query\x18\x01 \x01(\x0b\x32\x10.llmlab.v1.Query\"\xa5\x02\n\x11\x41skStreamResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12(\n\tplan_made\x18\x02 \x01(\x0b\x32\x13.llmlab.v1.PlanMadeH\x00\x12.\n\x0cstep_started\x18\x03 \x01(\x0b\x32\x16.llmlab.v1.StepStartedH\x00\x12,\n\x0btool_result\x18\x04 \x01(\x0b\x32\x15.llmlab.v1.ToolResultH\x00\x12&\n\x05token\x18\x05 \x01(\x0b\x32\x15.llmlab.v1.TokenDeltaH\x00\x12$\n\tstep_done\x18\x06 \x01(\x0b\x32\x0f.llmlab.v1.StepH\x00\x12 \n\x05\x66inal\x18\x07 \x01(\x0b\x32\x0f.llmlab.v1.TaskH\x00\x42\x07\n\x05\x65vent\"*\n\x08PlanMade\x12\x1e\n\x05steps\x18\x01 \x03(\x0b\x32\x0f.llmlab.v1.Step\"W\n\x0bStepStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12&\n\x05\x63\x61\x63he\x18\x03 \x01(\x0e\x32\x17.llmlab.v1.CacheOutcome\"F\n\nToolResult\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"+\n\nTokenDelta\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\x82\x03\n\x04Step\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.llmlab.v1.StepKind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x11\n\tnode_name\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12&\n\x05\x63\x61\x63he\x18\x07 \x01(\x0e\x32\x17.llmlab.v1.CacheOutcome\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\t \x01(\x01\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x12\n\ndepends_on\x18\x0b \x03(\t\x12*\n\targuments\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06output\x18\r \x01(\t\x12\x13\n\x0b\x66\x61iled_over\x18\x0e \x03(\t\x12#\n\x05usage\x18\x0f \x01(\x0b\x32\x14.llmlab.v1.StepUsage\"m\n\tStepUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x17\n\x0ftool_calls_json\x18\x04 \x01(\t\"\xf9\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x1f\n\x05query\x18\x02 \x01(\x0b\x32\x10.llmlab.v1.Query\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.llmlab.v1.TaskStatus\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x1e\n\x05steps\x18\x05 \x03(\x0b\x32\x0f.llmlab.v1.Step\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08total_ms\x18\x07 \x01(\x01\x12\x17\n\x0fplanner_node_id\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"0\n\x0fGetTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.llmlab.v1.Task\"!\n\x10ListTasksRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"3\n\x11ListTasksResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.llmlab.v1.Task*L\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTEP_KIND_TOOL\x10\x01\x12\x11\n\rSTEP_KIND_LLM\x10\x02*\x8e\x01\n\x0c\x43\x61\x63heOutcome\x12\x1d\n\x19\x43\x41\x43HE_OUTCOME_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43\x41\x43HE_OUTCOME_NONE\x10\x01\x12\x15\n\x11\x43\x41\x43HE_OUTCOME_HIT\x10\x02\x12\x16\n\x12\x43\x41\x43HE_OUTCOME_MISS\x10\x03\x12\x18\n\x14\x43\x41\x43HE_OUTCOME_BYPASS\x10\x04*u\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x01\x12\x19\n\x15TASK_STATUS_SUCCEEDED\x10\x02\x12\x16\n\x12TASK_STATUS_FAILED\x10\x03\x32\x93\x02\n\x07Planner\x12\x34\n\x03\x41sk\x12\x15.llmlab.v1.AskRequest\x1a\x16.llmlab.v1.AskResponse\x12H\n\tAskStream\x12\x1b.llmlab.v1.AskStreamRequest\x1a\x1c.llmlab.v1.AskStreamResponse0\x01\x12@\n\x07GetTask\x12\x19.llmlab.v1.GetTaskRequest\x1a\x1a.llmlab.v1.GetTaskResponse\x12\x46\n\tListTasks\x12\x1b.llmlab.v1.ListTasksRequest\x1a\x1c.llmlab.v1.ListTasksResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llmlab/v1/planner.proto\x12\tllmlab.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16llmlab/v1/common.proto\"\xf8\x01\n\x05Query\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x06params\x18\x03 \x01(\x0b\x32\x1b.llmlab.v1.GenerationParams\x12\x10\n\x08no_cache\x18\x04 \x01(\x08\x12\x10\n\x08no_store\x18\x05 \x01(\x08\x12\x1e\n\x16\x63\x61\x63he_nondeterministic\x18\x06 \x01(\x08\x12\x10\n\x08no_tools\x18\x07 \x01(\x08\x12\'\n\x07history\x18\x08 \x03(\x0b\x32\x16.llmlab.v1.ChatMessage\x12&\n\x05\x63\x61\x63he\x18\t \x01(\x0b\x32\x17.llmlab.v1.CacheControl\"\xc9\x01\n\x0c\x43\x61\x63heControl\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x12\n\x05ttl_s\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x16\n\tmax_age_s\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x15\n\x08semantic\x18\x04 \x01(\x08H\x02\x88\x01\x01\x12\x1b\n\x0emin_similarity\x18\x05 \x01(\x02H\x03\x88\x01\x01\x12\x0e\n\x06writer\x18\x06 \x01(\tB\x08\n\x06_ttl_sB\x0c\n\n_max_age_sB\x0b\n\t_semanticB\x11\n\x0f_min_similarity\"-\n\nAskRequest\x12\x1f\n\x05query\x18\x01 \x01(\x0b\x32\x10.llmlab.v1.Query\",\n\x0b\x41skResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.llmlab.v1.Task\"3\n\x10\x41skStreamRequest\x12\x1f\n\x05query\x18\x01 \x01(\x0b\x32\x10.llmlab.v1.Query\"\xa5\x02\n\x11\x41skStreamResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12(\n\tplan_made\x18\x02 \x01(\x0b\x32\x13.llmlab.v1.PlanMadeH\x00\x12.\n\x0cstep_started\x18\x03 \x01(\x0b\x32\x16.llmlab.v1.StepStartedH\x00\x12,\n\x0btool_result\x18\x04 \x01(\x0b\x32\x15.llmlab.v1.ToolResultH\x00\x12&\n\x05token\x18\x05 \x01(\x0b\x32\x15.llmlab.v1.TokenDeltaH\x00\x12$\n\tstep_done\x18\x06 \x01(\x0b\x32\x0f.llmlab.v1.StepH\x00\x12 \n\x05\x66inal\x18\x07 \x01(\x0b\x32\x0f.llmlab.v1.TaskH\x00\x42\x07\n\x05\x65vent\"*\n\x08PlanMade\x12\x1e\n\x05steps\x18\x01 \x03(\x0b\x32\x0f.llmlab.v1.Step\"\x83\x01\n\x0bStepStarted\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12&\n\x05\x63\x61\x63he\x18\x03 \x01(\x0e\x32\x17.llmlab.v1.CacheOutcome\x12*\n\x0b\x63\x61\x63he_match\x18\x04 \x01(\x0b\x32\x15.llmlab.v1.CacheMatch\"F\n\nToolResult\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"+\n\nTokenDelta\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\"\xae\x03\n\x04Step\x12\x0f\n\x07step_id\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.llmlab.v1.StepKind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07node_id\x18\x04 \x01(\t\x12\x11\n\tnode_name\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12&\n\x05\x63\x61\x63he\x18\x07 \x01(\x0e\x32\x17.llmlab.v1.CacheOutcome\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64uration_ms\x18\t \x01(\x01\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x12\n\ndepends_on\x18\x0b \x03(\t\x12*\n\targuments\x18\x0c \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0e\n\x06output\x18\r \x01(\t\x12\x13\n\x0b\x66\x61iled_over\x18\x0e \x03(\t\x12#\n\x05usage\x18\x0f \x01(\x0b\x32\x14.llmlab.v1.StepUsage\x12*\n\x0b\x63\x61\x63he_match\x18\x10 \x01(\x0b\x32\x15.llmlab.v1.CacheMatch\"X\n\nCacheMatch\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x16\n\x0ematched_prompt\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x11\n\tnamespace\x18\x04 \x01(\t\"m\n\tStepUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x15\n\rfinish_reason\x18\x03 \x01(\t\x12\x17\n\x0ftool_calls_json\x18\x04 \x01(\t\"\xf9\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x1f\n\x05query\x18\x02 \x01(\x0b\x32\x10.llmlab.v1.Query\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.llmlab.v1.TaskStatus\x12\x0e\n\x06\x61nswer\x18\x04 \x01(\t\x12\x1e\n\x05steps\x18\x05 \x03(\x0b\x32\x0f.llmlab.v1.Step\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08total_ms\x18\x07 \x01(\x01\x12\x17\n\x0fplanner_node_id\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"0\n\x0fGetTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.llmlab.v1.Task\"!\n\x10ListTasksRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"3\n\x11ListTasksResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.llmlab.v1.Task*L\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0eSTEP_KIND_TOOL\x10\x01\x12\x11\n\rSTEP_KIND_LLM\x10\x02*\xae\x01\n\x0c\x43\x61\x63heOutcome\x12\x1d\n\x19\x43\x41\x43HE_OUTCOME_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43\x41\x43HE_OUTCOME_NONE\x10\x01\x12\x15\n\x11\x43\x41\x43HE_OUTCOME_HIT\x10\x02\x12\x16\n\x12\x43\x41\x43HE_OUTCOME_MISS\x10\x03\x12\x18\n\x14\x43\x41\x43HE_OUTCOME_BYPASS\x10\x04\x12\x1e\n\x1a\x43\x41\x43HE_OUTCOME_SEMANTIC_HIT\x10\x05*u\n\nTaskStatus\x12\x1b\n\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13TASK_STATUS_RUNNING\x10\x01\x12\x19\n\x15TASK_STATUS_SUCCEEDED\x10\x02\x12\x16\n\x12TASK_STATUS_FAILED\x10\x03\x32\x93\x02\n\x07Planner\x12\x34\n\x03\x41sk\x12\x15.llmlab.v1.AskRequest\x1a\x16.llmlab.v1.AskResponse\x12H\n\tAskStream\x12\x1b.llmlab.v1.AskStreamRequest\x1a\x1c.llmlab.v1.AskStreamResponse0\x01\x12@\n\x07GetTask\x12\x19.llmlab.v1.GetTaskRequest\x1a\x1a.llmlab.v1.GetTaskResponse\x12\x46\n\tListTasks\x12\x1b.llmlab.v1.ListTasksRequest\x1a\x1c.llmlab.v1.ListTasksResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmlab.v1.planner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STEPKIND']._serialized_start=1953
-  _globals['_STEPKIND']._serialized_end=2029
-  _globals['_CACHEOUTCOME']._serialized_start=2032
-  _globals['_CACHEOUTCOME']._serialized_end=2174
-  _globals['_TASKSTATUS']._serialized_start=2176
-  _globals['_TASKSTATUS']._serialized_end=2293
+  _globals['_STEPKIND']._serialized_start=2376
+  _globals['_STEPKIND']._serialized_end=2452
+  _globals['_CACHEOUTCOME']._serialized_start=2455
+  _globals['_CACHEOUTCOME']._serialized_end=2629
+  _globals['_TASKSTATUS']._serialized_start=2631
+  _globals['_TASKSTATUS']._serialized_end=2748
   _globals['_QUERY']._serialized_start=126
-  _globals['_QUERY']._serialized_end=334
-  _globals['_ASKREQUEST']._serialized_start=336
-  _globals['_ASKREQUEST']._serialized_end=381
-  _globals['_ASKRESPONSE']._serialized_start=383
-  _globals['_ASKRESPONSE']._serialized_end=427
-  _globals['_ASKSTREAMREQUEST']._serialized_start=429
-  _globals['_ASKSTREAMREQUEST']._serialized_end=480
-  _globals['_ASKSTREAMRESPONSE']._serialized_start=483
-  _globals['_ASKSTREAMRESPONSE']._serialized_end=776
-  _globals['_PLANMADE']._serialized_start=778
-  _globals['_PLANMADE']._serialized_end=820
-  _globals['_STEPSTARTED']._serialized_start=822
-  _globals['_STEPSTARTED']._serialized_end=909
-  _globals['_TOOLRESULT']._serialized_start=911
-  _globals['_TOOLRESULT']._serialized_end=981
-  _globals['_TOKENDELTA']._serialized_start=983
-  _globals['_TOKENDELTA']._serialized_end=1026
-  _globals['_STEP']._serialized_start=1029
-  _globals['_STEP']._serialized_end=1415
-  _globals['_STEPUSAGE']._serialized_start=1417
-  _globals['_STEPUSAGE']._serialized_end=1526
-  _globals['_TASK']._serialized_start=1529
-  _globals['_TASK']._serialized_end=1778
-  _globals['_GETTASKREQUEST']._serialized_start=1780
-  _globals['_GETTASKREQUEST']._serialized_end=1813
-  _globals['_GETTASKRESPONSE']._serialized_start=1815
-  _globals['_GETTASKRESPONSE']._serialized_end=1863
-  _globals['_LISTTASKSREQUEST']._serialized_start=1865
-  _globals['_LISTTASKSREQUEST']._serialized_end=1898
-  _globals['_LISTTASKSRESPONSE']._serialized_start=1900
-  _globals['_LISTTASKSRESPONSE']._serialized_end=1951
-  _globals['_PLANNER']._serialized_start=2296
-  _globals['_PLANNER']._serialized_end=2571
+  _globals['_QUERY']._serialized_end=374
+  _globals['_CACHECONTROL']._serialized_start=377
+  _globals['_CACHECONTROL']._serialized_end=578
+  _globals['_ASKREQUEST']._serialized_start=580
+  _globals['_ASKREQUEST']._serialized_end=625
+  _globals['_ASKRESPONSE']._serialized_start=627
+  _globals['_ASKRESPONSE']._serialized_end=671
+  _globals['_ASKSTREAMREQUEST']._serialized_start=673
+  _globals['_ASKSTREAMREQUEST']._serialized_end=724
+  _globals['_ASKSTREAMRESPONSE']._serialized_start=727
+  _globals['_ASKSTREAMRESPONSE']._serialized_end=1020
+  _globals['_PLANMADE']._serialized_start=1022
+  _globals['_PLANMADE']._serialized_end=1064
+  _globals['_STEPSTARTED']._serialized_start=1067
+  _globals['_STEPSTARTED']._serialized_end=1198
+  _globals['_TOOLRESULT']._serialized_start=1200
+  _globals['_TOOLRESULT']._serialized_end=1270
+  _globals['_TOKENDELTA']._serialized_start=1272
+  _globals['_TOKENDELTA']._serialized_end=1315
+  _globals['_STEP']._serialized_start=1318
+  _globals['_STEP']._serialized_end=1748
+  _globals['_CACHEMATCH']._serialized_start=1750
+  _globals['_CACHEMATCH']._serialized_end=1838
+  _globals['_STEPUSAGE']._serialized_start=1840
+  _globals['_STEPUSAGE']._serialized_end=1949
+  _globals['_TASK']._serialized_start=1952
+  _globals['_TASK']._serialized_end=2201
+  _globals['_GETTASKREQUEST']._serialized_start=2203
+  _globals['_GETTASKREQUEST']._serialized_end=2236
+  _globals['_GETTASKRESPONSE']._serialized_start=2238
+  _globals['_GETTASKRESPONSE']._serialized_end=2286
+  _globals['_LISTTASKSREQUEST']._serialized_start=2288
+  _globals['_LISTTASKSREQUEST']._serialized_end=2321
+  _globals['_LISTTASKSRESPONSE']._serialized_start=2323
+  _globals['_LISTTASKSRESPONSE']._serialized_end=2374
+  _globals['_PLANNER']._serialized_start=2751
+  _globals['_PLANNER']._serialized_end=3026
 # @@protoc_insertion_point(module_scope)

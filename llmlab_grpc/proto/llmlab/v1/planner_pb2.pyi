@@ -25,6 +25,7 @@ class CacheOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CACHE_OUTCOME_HIT: _ClassVar[CacheOutcome]
     CACHE_OUTCOME_MISS: _ClassVar[CacheOutcome]
     CACHE_OUTCOME_BYPASS: _ClassVar[CacheOutcome]
+    CACHE_OUTCOME_SEMANTIC_HIT: _ClassVar[CacheOutcome]
 
 class TaskStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -40,13 +41,14 @@ CACHE_OUTCOME_NONE: CacheOutcome
 CACHE_OUTCOME_HIT: CacheOutcome
 CACHE_OUTCOME_MISS: CacheOutcome
 CACHE_OUTCOME_BYPASS: CacheOutcome
+CACHE_OUTCOME_SEMANTIC_HIT: CacheOutcome
 TASK_STATUS_UNSPECIFIED: TaskStatus
 TASK_STATUS_RUNNING: TaskStatus
 TASK_STATUS_SUCCEEDED: TaskStatus
 TASK_STATUS_FAILED: TaskStatus
 
 class Query(_message.Message):
-    __slots__ = ("text", "model", "params", "no_cache", "no_store", "cache_nondeterministic", "no_tools", "history")
+    __slots__ = ("text", "model", "params", "no_cache", "no_store", "cache_nondeterministic", "no_tools", "history", "cache")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +57,7 @@ class Query(_message.Message):
     CACHE_NONDETERMINISTIC_FIELD_NUMBER: _ClassVar[int]
     NO_TOOLS_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    CACHE_FIELD_NUMBER: _ClassVar[int]
     text: str
     model: str
     params: _common_pb2.GenerationParams
@@ -63,7 +66,24 @@ class Query(_message.Message):
     cache_nondeterministic: bool
     no_tools: bool
     history: _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]
-    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., no_cache: _Optional[bool] = ..., no_store: _Optional[bool] = ..., cache_nondeterministic: _Optional[bool] = ..., no_tools: _Optional[bool] = ..., history: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ...) -> None: ...
+    cache: CacheControl
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., no_cache: _Optional[bool] = ..., no_store: _Optional[bool] = ..., cache_nondeterministic: _Optional[bool] = ..., no_tools: _Optional[bool] = ..., history: _Optional[_Iterable[_Union[_common_pb2.ChatMessage, _Mapping]]] = ..., cache: _Optional[_Union[CacheControl, _Mapping]] = ...) -> None: ...
+
+class CacheControl(_message.Message):
+    __slots__ = ("namespace", "ttl_s", "max_age_s", "semantic", "min_similarity", "writer")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    TTL_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    WRITER_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    ttl_s: float
+    max_age_s: float
+    semantic: bool
+    min_similarity: float
+    writer: str
+    def __init__(self, namespace: _Optional[str] = ..., ttl_s: _Optional[float] = ..., max_age_s: _Optional[float] = ..., semantic: _Optional[bool] = ..., min_similarity: _Optional[float] = ..., writer: _Optional[str] = ...) -> None: ...
 
 class AskRequest(_message.Message):
     __slots__ = ("query",)
@@ -108,14 +128,16 @@ class PlanMade(_message.Message):
     def __init__(self, steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ...) -> None: ...
 
 class StepStarted(_message.Message):
-    __slots__ = ("step_id", "node_id", "cache")
+    __slots__ = ("step_id", "node_id", "cache", "cache_match")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_MATCH_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     node_id: str
     cache: CacheOutcome
-    def __init__(self, step_id: _Optional[str] = ..., node_id: _Optional[str] = ..., cache: _Optional[_Union[CacheOutcome, str]] = ...) -> None: ...
+    cache_match: CacheMatch
+    def __init__(self, step_id: _Optional[str] = ..., node_id: _Optional[str] = ..., cache: _Optional[_Union[CacheOutcome, str]] = ..., cache_match: _Optional[_Union[CacheMatch, _Mapping]] = ...) -> None: ...
 
 class ToolResult(_message.Message):
     __slots__ = ("step_id", "result")
@@ -134,7 +156,7 @@ class TokenDelta(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("step_id", "kind", "name", "node_id", "node_name", "reason", "cache", "started_at", "duration_ms", "error", "depends_on", "arguments", "output", "failed_over", "usage")
+    __slots__ = ("step_id", "kind", "name", "node_id", "node_name", "reason", "cache", "started_at", "duration_ms", "error", "depends_on", "arguments", "output", "failed_over", "usage", "cache_match")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -150,6 +172,7 @@ class Step(_message.Message):
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     FAILED_OVER_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    CACHE_MATCH_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     kind: StepKind
     name: str
@@ -165,7 +188,20 @@ class Step(_message.Message):
     output: str
     failed_over: _containers.RepeatedScalarFieldContainer[str]
     usage: StepUsage
-    def __init__(self, step_id: _Optional[str] = ..., kind: _Optional[_Union[StepKind, str]] = ..., name: _Optional[str] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., reason: _Optional[str] = ..., cache: _Optional[_Union[CacheOutcome, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[float] = ..., error: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output: _Optional[str] = ..., failed_over: _Optional[_Iterable[str]] = ..., usage: _Optional[_Union[StepUsage, _Mapping]] = ...) -> None: ...
+    cache_match: CacheMatch
+    def __init__(self, step_id: _Optional[str] = ..., kind: _Optional[_Union[StepKind, str]] = ..., name: _Optional[str] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., reason: _Optional[str] = ..., cache: _Optional[_Union[CacheOutcome, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[float] = ..., error: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output: _Optional[str] = ..., failed_over: _Optional[_Iterable[str]] = ..., usage: _Optional[_Union[StepUsage, _Mapping]] = ..., cache_match: _Optional[_Union[CacheMatch, _Mapping]] = ...) -> None: ...
+
+class CacheMatch(_message.Message):
+    __slots__ = ("key", "matched_prompt", "similarity", "namespace")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    MATCHED_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    matched_prompt: str
+    similarity: float
+    namespace: str
+    def __init__(self, key: _Optional[str] = ..., matched_prompt: _Optional[str] = ..., similarity: _Optional[float] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class StepUsage(_message.Message):
     __slots__ = ("prompt_tokens", "completion_tokens", "finish_reason", "tool_calls_json")

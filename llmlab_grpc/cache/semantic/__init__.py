@@ -1,0 +1,94 @@
+"""The semantic cache: a cached answer for a question that means the same, never for one that does not.
+
+``SemanticCache`` ties the bundled embedder (``embedder``), the node's index
+(``index``) and the precision guard (``guard``) to one node's ``CacheManager``: a put
+with ``semantic`` stores the question's vector with the entry (and so with its replicas),
+and a lookup embeds the question, scans the vectors of its scope, and returns the most
+similar entry at or above the threshold that the guard accepts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from llmlab_grpc.cache.keys import normalize_params
+from llmlab_grpc.cache.manager import CacheManager
+from llmlab_grpc.cache.semantic.embedder import MAX_SEMANTIC_CHARS, Embedder
+from llmlab_grpc.cache.semantic.guard import refuse
+from llmlab_grpc.cache.semantic.index import SemanticIndex, scope_of
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2
+
+__all__ = ["MAX_SEMANTIC_CHARS", "Embedder", "SemanticCache", "SemanticIndex", "refuse"]
+
+NEIGHBOURS = 8
+"""Nearest entries the guard examines per lookup (the best refused ones may hide an acceptable one)."""
+
+
+class SemanticCache:
+    """Semantic stores and lookups for one node's cache."""
+
+    def __init__(self, manager: CacheManager, node_id: str, default_min_similarity: float = 0.9,
+                 embedder: Embedder | None = None) -> None:
+        self.manager = manager
+        self.node_id = node_id
+        self.default_min_similarity = default_min_similarity
+        self.embedder = embedder or Embedder()
+        self.index = SemanticIndex(self.embedder.dim)
+        manager.index = self.index
+        self.lookups = 0
+        self.hits = 0
+        self.refused = 0
+
+    async def embed(self, text: str) -> bytes:
+        """The stored form (float32 bytes) of ``text``'s vector; empty for a text too long to match."""
+        if not text.strip() or len(text) > MAX_SEMANTIC_CHARS:
+            return b""
+        return (await self.embedder.embed(text)).astype(np.float32).tobytes()
+
+    async def lookup(self, lookup: cache_pb2.CacheLookup, min_similarity: float = 0.0,
+                     max_age_s: float | None = None, candidates: int = 0) -> cache_pb2.GetResponse:
+        """The best guarded match for ``lookup`` (``match="semantic"``), and up to ``candidates`` neighbours."""
+        text = lookup.semantic_text or lookup.prompt
+        reply = cache_pb2.GetResponse(found=False)
+        if not text.strip() or len(text) > MAX_SEMANTIC_CHARS or not len(self.index):
+            return reply
+        threshold = min_similarity or self.default_min_similarity
+        self.lookups += 1
+        vector = await self.embedder.embed(text)
+        scope = scope_of(lookup.namespace, lookup.model, normalize_params(lookup.params), lookup.context_hash)
+        neighbours = self.index.search(scope, vector, k=max(NEIGHBOURS, candidates),
+                                       floor=0.0 if candidates else threshold)
+        now_ms = self.manager.now_ms()
+        for near in neighbours:
+            verdict = "" if near.similarity >= threshold else f"similarity below {threshold:.3f}"
+            verdict = verdict or refuse(text, near.semantic_text)
+            entry = None
+            if not verdict:
+                entry = self.manager.get_entry(near.key)
+                if entry is None:
+                    verdict = "entry gone"
+                elif max_age_s is not None and now_ms - entry.created_unix_ms > max_age_s * 1000:
+                    verdict = "older than the max age"
+            if verdict and near.similarity >= threshold:
+                self.refused += 1
+            if len(reply.candidates) < candidates:
+                reply.candidates.append(cache_pb2.SemanticCandidate(
+                    key=near.key, semantic_text=near.semantic_text, similarity=near.similarity,
+                    accepted=not verdict and not reply.found, refused_because=verdict))
+            if not verdict and not reply.found and entry is not None:
+                counted = self.manager.get_by_key(near.key)  # the lookup that counts the hit
+                if counted is None:
+                    continue
+                self.hits += 1
+                reply.found = True
+                reply.entry.CopyFrom(counted.to_proto())
+                reply.source_node_id = self.node_id
+                reply.match = "semantic"
+                reply.similarity = near.similarity
+                if not candidates:
+                    break
+        return reply
+
+    def close(self) -> None:
+        self.embedder.close()
+

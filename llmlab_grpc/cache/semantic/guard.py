@@ -1,0 +1,291 @@
+"""The precision guard of the semantic cache: when two questions close in meaning are still different.
+
+An embedding puts "What is 25 times 67?" as close to "What is 25 times 68?" (0.96) as
+"Tell me a joke" is to "Tell me a funny joke", so a similarity threshold alone serves
+wrong answers (GPTCache reports 6-9% of its hits wrong). A candidate above the
+threshold is accepted only when none of these checks refuses it:
+
+* **hard salient tokens** — numbers (digits and number words), quoted strings, code
+  spans, URLs, units and relative dates — are the same in both: plain numbers in the
+  same order ("25 minus 67" is not "67 minus 25"), the rest as a multiset, with a number
+  and the unit right after it bound into one quantity ("10 miles in km" and "km in 10
+  miles" match; "100 F to C" and "100 C to F" do not);
+* **names** — capitalised words that are not common sentence words (entities,
+  products, places, months) — each occurs in the other question too, in the same order.
+  A capitalised first word of a sentence ("Calculate", "Paris") is a name only when the
+  other question has it too or lacks a name this one has; a swapped first word is
+  caught by the one-word-swap check;
+* **negation** — both or neither negate (not, n't, never, no, without, none, ...);
+* **opposites** — one does not say a word whose opposite the other says (bigger /
+  smaller, before / after, buy / sell, ...);
+* **one-word swap** — the two do not differ by exactly one content word each side
+  ("recipe for pancakes" / "recipe for waffles"), unless the two words are listed synonyms.
+
+The earlier turns, model, parameters and namespace are compared before this, exactly
+(the index keeps one partition per combination). Everything here is linear in the
+length of the text (simple regexes, no nested quantifiers), and texts are bounded by
+the caller (``MAX_SEMANTIC_CHARS``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+
+_URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
+_CODE = re.compile(r"```[^`]*```|`[^`\n]+`")
+_QUOTED = re.compile(r"\"([^\"\n]{1,200})\"|\u201c([^\u201d\n]{1,200})\u201d|(?<![\w])'([^'\n]{1,200})'(?![\w])")
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_'\u2019.-]*[A-Za-z0-9]|[A-Za-z]")
+_UNIT_AFTER_NUMBER = re.compile(r"\d\s?(m|g|l|s|h|k|c|f)\b", re.IGNORECASE)
+
+NUMBER_WORDS = {
+    "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
+    "eight": "8", "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "fourteen": "14",
+    "fifteen": "15", "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19", "twenty": "20",
+    "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90",
+    "hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000", "dozen": "12",
+    "half": "0.5", "twice": "x2", "double": "x2", "triple": "x3", "once": "x1",
+    "first": "#1", "second": "#2", "third": "#3", "fourth": "#4", "fifth": "#5", "sixth": "#6", "seventh": "#7",
+    "eighth": "#8", "ninth": "#9", "tenth": "#10", "1st": "#1", "2nd": "#2", "3rd": "#3",
+}
+UNITS = {
+    "km": "km", "kilometer": "km", "kilometers": "km", "kilometre": "km", "kilometres": "km",
+    "mile": "mi", "miles": "mi", "mi": "mi", "meter": "m", "meters": "m", "metre": "m", "metres": "m",
+    "cm": "cm", "centimeter": "cm", "centimeters": "cm", "mm": "mm", "millimeter": "mm", "millimeters": "mm",
+    "inch": "in", "inches": "in", "foot": "ft", "feet": "ft", "ft": "ft", "yard": "yd", "yards": "yd",
+    "kg": "kg", "kilogram": "kg", "kilograms": "kg", "kilo": "kg", "kilos": "kg", "gram": "g", "grams": "g",
+    "pound": "lb", "pounds": "lb", "lb": "lb", "lbs": "lb", "ounce": "oz", "ounces": "oz", "oz": "oz",
+    "ton": "t", "tons": "t", "tonne": "t", "tonnes": "t", "liter": "l", "liters": "l", "litre": "l", "litres": "l",
+    "ml": "ml", "milliliter": "ml", "milliliters": "ml", "gallon": "gal", "gallons": "gal", "cup": "cup",
+    "cups": "cup", "celsius": "c", "centigrade": "c", "fahrenheit": "f", "kelvin": "k",
+    "second": "s", "seconds": "s", "sec": "s", "secs": "s", "minute": "min", "minutes": "min", "min": "min",
+    "mins": "min", "hour": "h", "hours": "h", "hr": "h", "hrs": "h", "day": "d", "days": "d", "week": "wk",
+    "weeks": "wk", "month": "mo", "months": "mo", "year": "yr", "years": "yr", "decade": "dec", "decades": "dec",
+    "century": "cent", "centuries": "cent", "dollar": "usd", "dollars": "usd", "usd": "usd", "euro": "eur",
+    "euros": "eur", "eur": "eur", "yen": "jpy", "gbp": "gbp", "pence": "gbp-p", "cent": "usd-c", "cents": "usd-c",
+    "percent": "%", "percentage": "%", "byte": "B", "bytes": "B", "kb": "kB", "kilobyte": "kB", "kilobytes": "kB",
+    "mb": "MB", "megabyte": "MB", "megabytes": "MB", "gb": "GB", "gigabyte": "GB", "gigabytes": "GB", "tb": "TB",
+    "terabyte": "TB", "terabytes": "TB", "mph": "mph", "kph": "kph", "watt": "W", "watts": "W", "kw": "kW",
+    "kwh": "kWh", "volt": "V", "volts": "V", "calorie": "cal", "calories": "cal", "kcal": "kcal",
+    "bit": "bit", "bits": "bit", "hz": "Hz", "hertz": "Hz", "ghz": "GHz", "mhz": "MHz",
+}
+TEMPORAL = {
+    "today": "today", "tomorrow": "tomorrow", "yesterday": "yesterday", "tonight": "tonight", "now": "now",
+    "currently": "now", "morning": "morning", "evening": "evening", "afternoon": "afternoon", "night": "night",
+    "weekend": "weekend", "monday": "mon", "tuesday": "tue", "wednesday": "wed", "thursday": "thu",
+    "friday": "fri", "saturday": "sat", "sunday": "sun", "january": "jan", "february": "feb", "march": "mar",
+    "april": "apr", "june": "jun", "july": "jul", "august": "aug", "september": "sep", "october": "oct",
+    "november": "nov", "december": "dec", "spring": "spring", "summer": "summer", "autumn": "autumn",
+    "fall": "autumn", "winter": "winter", "ago": "ago", "since": "since", "until": "until",
+}
+NEGATIONS = frozenset({"not", "no", "never", "without", "none", "nobody", "nothing", "neither", "nor", "nowhere",
+                       "cannot", "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont",
+                       "shouldnt", "couldnt", "wouldnt", "hasnt", "havent", "hadnt", "mustnt", "except",
+                       "excluding", "lack", "lacks", "avoid"})
+_OPPOSITE_PAIRS = [
+    ("bigger", "smaller"), ("larger", "smaller"), ("big", "small"), ("large", "small"), ("largest", "smallest"),
+    ("biggest", "smallest"), ("more", "less"), ("more", "fewer"), ("most", "least"), ("higher", "lower"),
+    ("high", "low"), ("highest", "lowest"), ("before", "after"), ("above", "below"), ("over", "under"),
+    ("increase", "decrease"), ("increases", "decreases"), ("raise", "lower"), ("max", "min"),
+    ("maximum", "minimum"), ("first", "last"), ("best", "worst"), ("better", "worse"), ("good", "bad"),
+    ("hot", "cold"), ("hotter", "colder"), ("warm", "cool"), ("buy", "sell"), ("add", "remove"),
+    ("add", "subtract"), ("plus", "minus"), ("multiply", "divide"), ("times", "divided"), ("north", "south"),
+    ("east", "west"), ("up", "down"), ("left", "right"), ("open", "close"), ("start", "stop"), ("start", "end"),
+    ("begin", "end"), ("win", "lose"), ("won", "lost"), ("positive", "negative"), ("true", "false"),
+    ("cheap", "expensive"), ("cheapest", "most expensive"), ("fast", "slow"), ("faster", "slower"),
+    ("fastest", "slowest"), ("old", "new"), ("old", "young"), ("older", "younger"), ("oldest", "youngest"),
+    ("long", "short"), ("longer", "shorter"), ("longest", "shortest"), ("heavy", "light"), ("heavier", "lighter"),
+    ("early", "late"), ("earlier", "later"), ("inside", "outside"), ("import", "export"), ("encrypt", "decrypt"),
+    ("encode", "decode"), ("upload", "download"), ("push", "pull"), ("input", "output"), ("enable", "disable"),
+    ("install", "uninstall"), ("allow", "deny"), ("accept", "reject"), ("include", "exclude"), ("min", "max"),
+    ("ascending", "descending"), ("increase", "reduce"), ("gain", "lose"), ("advantages", "disadvantages"),
+    ("pros", "cons"), ("benefits", "risks"), ("safe", "dangerous"), ("legal", "illegal"), ("easy", "hard"),
+    ("easy", "difficult"), ("strong", "weak"), ("rich", "poor"), ("wet", "dry"), ("light", "dark"),
+    ("happy", "sad"), ("love", "hate"), ("like", "dislike"), ("always", "never"), ("all", "none"),
+    ("everything", "nothing"), ("male", "female"), ("men", "women"), ("boy", "girl"), ("sunrise", "sunset"),
+    ("day", "night"), ("summer", "winter"), ("past", "future"), ("previous", "next"), ("last", "next"),
+    ("import", "export"), ("to", "from"), ("celsius", "fahrenheit"), ("server", "client"), ("send", "receive"),
+    ("deposit", "withdraw"), ("lend", "borrow"), ("borrow", "lend"), ("attack", "defend"), ("union", "intersection"),
+]
+OPPOSITES: dict[str, frozenset[str]] = {}
+for _a, _b in _OPPOSITE_PAIRS:
+    OPPOSITES[_a] = OPPOSITES.get(_a, frozenset()) | {_b}
+    OPPOSITES[_b] = OPPOSITES.get(_b, frozenset()) | {_a}
+_SYNONYM_GROUPS = [
+    {"make", "cook", "prepare", "bake"}, {"big", "large", "huge"}, {"small", "little", "tiny"},
+    {"quick", "fast", "rapid", "quickly"}, {"buy", "purchase"}, {"start", "begin", "launch"},
+    {"car", "automobile", "vehicle"}, {"movie", "film"}, {"explain", "describe", "clarify"},
+    {"show", "display", "list", "give"}, {"city", "town"}, {"capital", "capital city"},
+    {"recommend", "suggest"}, {"help", "assist"}, {"fix", "repair", "solve"}, {"use", "utilize", "employ"},
+    {"create", "make", "build", "write"}, {"error", "bug", "issue", "problem"}, {"function", "method"},
+    {"program", "script", "code"}, {"meaning", "definition", "mean", "define"}, {"author", "writer", "wrote"},
+    {"picture", "photo", "image"}, {"job", "work", "career"}, {"funny", "humorous"}, {"answer", "reply"},
+    {"gift", "present"}, {"sick", "ill"}, {"happy", "glad"}, {"smart", "intelligent", "clever"},
+    {"begin", "commence"}, {"end", "finish", "conclude"}, {"speak", "talk"}, {"shut", "close"},
+    {"happen", "occur"}, {"get", "obtain", "acquire"}, {"need", "require"}, {"find", "locate"},
+    {"tell", "say"}, {"country", "nation"}, {"distance", "far"}, {"tall", "high", "height"},
+    {"old", "age"}, {"cost", "price", "expensive"}, {"work", "function"}, {"way", "method"},
+]
+SYNONYMS: dict[str, frozenset[str]] = {}
+for _group in _SYNONYM_GROUPS:
+    for _w in _group:
+        SYNONYMS[_w] = SYNONYMS.get(_w, frozenset()) | (frozenset(_group) - {_w})
+_STOP_TEXT = """
+a an the and or but if then so of to in on at by for with from into onto about as is are was were be been
+being am do does did doing done have has had having i me my mine we us our you your yours he him his she her
+it its they them their this that these those there here what which who whom whose when where why how whats
+whos hows wheres can could would should will shall may might must please kindly tell give show let lets
+explain describe say write list name find get make know want need like just also very really quite some any
+each every much many one ones thing things way ways something anything someone anybody anyone s t d ll ve re m
+o y im ive id youre dear hi hello hey thanks thank okay ok yes well actually basically exactly simply tellme
+whatre
+"""
+STOPWORDS = frozenset(_STOP_TEXT.split())
+"""Sentence words that carry no salient meaning here: never names, never counted in a one-word swap."""
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the guard compares, computed once per text (the index keeps them per entry)."""
+
+    hard: tuple[str, ...]
+    """Plain numbers in order, then the other salient tokens sorted (a multiset)."""
+    names: tuple[str, ...]
+    soft_names: tuple[str, ...]
+    """Capitalised first words of sentences: names, or just a sentence's first word."""
+    words: tuple[str, ...]
+    """Lowercased word tokens in order (names are checked against these)."""
+    content: frozenset[str]
+    negated: bool
+
+
+def _number(text: str) -> str:
+    raw = text.replace(",", "")
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        return raw
+    if not value.is_finite():
+        return raw
+    normal = value.normalize()
+    return format(normal, "f") if normal == normal.to_integral() else str(normal)
+
+
+def _fold(word: str) -> str:
+    word = word.lower().replace("\u2019", "'").strip(".-'")
+    for suffix in ("'s", "'"):
+        if word.endswith(suffix):
+            word = word[: -len(suffix)]
+    return word.replace("'", "")
+
+
+def _stem(word: str) -> str:
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+@lru_cache(maxsize=4096)
+def features(text: str) -> Features:
+    """The guard's view of ``text`` (cached: an entry's text is seen on every lookup near it)."""
+    hard: list[tuple[int, str]] = []
+    rest = text
+    for pattern, tag in ((_URL, "url"), (_CODE, "code"), (_QUOTED, "q")):
+        for m in pattern.finditer(rest):
+            body = next((g for g in m.groups() if g), m.group(0)) if m.groups() else m.group(0)
+            hard.append((m.start(), f"{tag}:{body.strip().rstrip('.,;:!?)').lower()}"))
+        rest = pattern.sub(lambda m: " " * len(m.group(0)), rest)
+    numbers: dict[int, tuple[int, str]] = {}  # end -> (start, value)
+    for m in _NUMBER.finditer(rest):
+        numbers[m.end()] = (m.start(), _number(m.group(0).lstrip("+")))
+    units: list[tuple[int, int, str]] = [(m.start(1), m.end(1), m.group(1).lower())
+                                         for m in _UNIT_AFTER_NUMBER.finditer(rest)]
+    words: list[str] = []
+    names: list[str] = []
+    soft: list[str] = []
+    negated = False
+    content: set[str] = set()
+    for m in _WORD.finditer(rest):
+        token = m.group(0)
+        folded = _fold(token)
+        if not folded:
+            continue
+        for part in folded.split("-") if "-" in folded else (folded,):
+            words.append(part)
+        low = folded
+        if low in NEGATIONS or token.lower().replace("\u2019", "'").endswith("n't"):
+            negated = True
+        if low in NUMBER_WORDS:
+            numbers[m.end()] = (m.start(), NUMBER_WORDS[low])
+        elif low in UNITS:
+            units.append((m.start(), m.end(), UNITS[low]))
+        elif low in TEMPORAL:
+            hard.append((m.start(), "t:" + TEMPORAL[low]))
+        elif any(c.isupper() for c in token) and low not in STOPWORDS and low not in NEGATIONS:
+            first = not rest[:m.start()].strip() or rest[:m.start()].rstrip()[-1] in ".!?:;\n"
+            (soft if first and token[1:] == token[1:].lower() else names).append(low)
+        if low not in STOPWORDS and low not in NEGATIONS:
+            content.add(_stem(low))
+    quantities: list[str] = []
+    for start, _end, unit in units:
+        bound = next(((n_end, value) for n_end, (_s, value) in numbers.items() if 0 <= start - n_end <= 1), None)
+        if bound is not None:
+            del numbers[bound[0]]
+            quantities.append(f"q:{bound[1]} {unit}")
+        else:
+            quantities.append(f"u:{unit}")
+    plain = tuple("n:" + value for _, (_s, value) in sorted(numbers.items(), key=lambda kv: kv[1][0]))
+    others = tuple(sorted([h for _, h in hard] + quantities))
+    return Features(hard=plain + others, names=tuple(names), soft_names=tuple(soft), words=tuple(words),
+                    content=frozenset(content), negated=negated)
+
+
+def _names_match(a: Features, b: Features) -> str:
+    """'' when every name of each side occurs in the other, in the same order; else why not."""
+    for x, y in ((a, b), (b, a)):
+        extra = [n for n in y.names if n not in x.words]
+        for name in x.soft_names:
+            if name not in y.words and extra:
+                return f"the name {name!r} is missing in the other, which names {extra[0]!r}"
+        position = -1
+        for name in x.names:
+            try:
+                position = y.words.index(name, position + 1)
+            except ValueError:
+                where = "earlier" if name in y.words else "nowhere"
+                return f"the name {name!r} is {'out of order' if where == 'earlier' else 'missing'} in the other"
+    return ""
+
+
+def _swapped(a: Features, b: Features) -> str:
+    only_a = a.content - b.content
+    only_b = b.content - a.content
+    if len(only_a) == 1 and len(only_b) == 1:
+        x, y = next(iter(only_a)), next(iter(only_b))
+        if y not in SYNONYMS.get(x, frozenset()):
+            return f"one word differs: {x!r} vs {y!r}"
+    return ""
+
+
+def _opposite(a: Features, b: Features) -> str:
+    wa, wb = set(a.words), set(b.words)
+    for word in wa - wb:
+        for other in OPPOSITES.get(word, ()):
+            if other in wb and other not in wa:
+                return f"opposites: {word!r} vs {other!r}"
+    return ""
+
+
+def refuse(question: str, candidate: str) -> str:
+    """Why ``candidate`` (a cached question) must not answer ``question``; '' when the guard accepts it."""
+    a, b = features(question), features(candidate)
+    if a.hard != b.hard:
+        return f"salient tokens differ: {list(a.hard)} vs {list(b.hard)}"
+    if a.negated != b.negated:
+        return "one negates, the other does not"
+    return _names_match(a, b) or _opposite(a, b) or _swapped(a, b)

@@ -1,0 +1,118 @@
+"""The semantic cache's precision guard and index, without processes (the guard needs no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmlab_grpc.cache.entry import EntryMeta
+from llmlab_grpc.cache.semantic.guard import features, refuse
+from llmlab_grpc.cache.semantic.index import SemanticIndex, scope_of
+from llmlab_grpc.planner.workflow import replay_pieces, semantic_parts
+from llmlab_grpc.proto.llmlab.v1 import common_pb2
+
+
+@pytest.mark.parametrize(("cached", "asked"), [
+    ("What is the capital of France?", "Which city is the capital of France?"),
+    ("What is the capital of France?", "Which city is France's capital?"),
+    ("Tell me a joke", "Tell me a funny joke"),
+    ("What is 25 times 67?", "Calculate 25 times 67."),
+    ("How many kilometers are in 10 miles?", "10 miles is how many kilometers?"),
+    ("Explain how photosynthesis works.", "How does photosynthesis work?"),
+    ("Translate 'good morning' into Spanish.", "How do you say 'good morning' in Spanish?"),
+    ("What does `git rebase` do?", "Explain what `git rebase` does."),
+    ("How do I make pancakes without eggs?", "How can I make pancakes without eggs?"),
+])
+def test_paraphrases_pass_the_guard(cached: str, asked: str) -> None:
+    assert refuse(asked, cached) == ""
+
+
+@pytest.mark.parametrize(("cached", "asked", "why"), [
+    ("What is 25 times 67?", "What is 25 times 68?", "salient"),
+    ("What is 25 times 67?", "What is twenty five times 67?", "salient"),
+    ("What is the capital of France?", "What is the capital of Germany?", "name"),
+    ("Is Paris bigger than London?", "Is London bigger than Paris?", "order"),
+    ("Is Paris bigger than London?", "Is Paris smaller than London?", "opposites"),
+    ("How do I make pancakes without eggs?", "How do I make pancakes with eggs?", "negates"),
+    ("Can dogs eat chocolate?", "Why can't dogs eat chocolate?", "negates"),
+    ("How many kilometers are in 10 miles?", "How many meters are in 10 miles?", "salient"),
+    ("What was the weather like yesterday in Boston?", "What will the weather be like tomorrow in Boston?",
+     "salient"),
+    ("Translate 'good morning' into Spanish.", "Translate 'good night' into Spanish.", "salient"),
+    ("Convert 100 Fahrenheit to Celsius.", "Convert 100 Celsius to Fahrenheit.", "salient"),
+    ("What is 67 minus 25?", "What is 25 minus 67?", "salient"),
+    ("Paris is bigger than London.", "Berlin is bigger than London.", "one word"),
+    ("Paris is bigger than London.", "Is Berlin bigger than London?", "name"),
+    ("What does `git rebase` do?", "What does `git merge` do?", "salient"),
+    ("What is the title of https://example.com/about?", "What is the title of https://example.com/contact?",
+     "salient"),
+    ("Recipe for pancakes", "Recipe for waffles", "one word"),
+    ("Population of Japan in 2020", "Population of Japan in 2010", "salient"),
+])
+def test_near_misses_are_refused_with_a_reason(cached: str, asked: str, why: str) -> None:
+    assert why in refuse(asked, cached)
+
+
+def test_features_normalise_numbers_and_units() -> None:
+    assert features("It costs 1,000 dollars").hard == features("It costs 1000 USD").hard
+    assert features("five apples").hard == features("5 apples").hard
+    assert features("2.50 euros").hard == features("2.5 euro").hard
+    assert features("I'm here").hard == ()  # "m" after an apostrophe is no unit
+
+
+def test_the_guard_is_linear_on_hostile_input() -> None:
+    hostile = "'" + "a' '" * 4000 + "`" * 3000 + "1," * 3000 + "http://" * 500
+    assert isinstance(refuse(hostile, hostile[::-1]), str)
+
+
+def meta(key: str, vector: np.ndarray, namespace: str = "", context: str = "", model: str = "m") -> EntryMeta:
+    return EntryMeta(key=key, prompt=key, model=model, params={"temperature": 0.0}, created_unix_ms=0,
+                     expires_unix_ms=1, hits=0, size_bytes=1, checksum="", namespace=namespace,
+                     context_hash=context, semantic_text=key, embedding=vector.astype(np.float32).tobytes())
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(384).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_index_partitions_by_scope_and_follows_removals() -> None:
+    index = SemanticIndex()
+    for i in range(40):
+        assert index.add(meta(f"k{i}", unit(i)))
+    assert index.add(meta("other-ns", unit(5), namespace="a"))
+    assert index.add(meta("other-turns", unit(5), context="abc"))
+    assert not index.add(meta("broken", np.full(384, np.nan)))
+    assert not index.add(meta("short", np.ones(10)))
+    scope = scope_of("", "m", {"temperature": 0.0}, "")
+    best = index.search(scope, unit(5), k=3)
+    assert best[0].key == "k5" and best[0].similarity == pytest.approx(1.0, abs=1e-5)
+    assert [n.key for n in index.search(scope_of("a", "m", {"temperature": 0.0}, ""), unit(5))] == ["other-ns"]
+    index.remove("k5")
+    assert all(n.key != "k5" for n in index.search(scope, unit(5), k=40))
+    for i in range(40):
+        index.remove(f"k{i}")
+    assert index.search(scope, unit(1)) == [] and len(index) == 2
+
+
+def test_semantic_parts_hash_the_earlier_turns() -> None:
+    user = common_pb2.ChatMessage(role="user", content="What is its capital?")
+    france = [common_pb2.ChatMessage(role="user", content="Talk about France."),
+              common_pb2.ChatMessage(role="assistant", content="Sure.")]
+    germany = [common_pb2.ChatMessage(role="user", content="Talk about Germany."),
+               common_pb2.ChatMessage(role="assistant", content="Sure.")]
+    assert semantic_parts([user]) == ("What is its capital?", "")
+    a, b = semantic_parts([*france, user]), semantic_parts([*germany, user])
+    assert a[0] == b[0] == "What is its capital?" and a[1] != b[1] and len(a[1]) == 64
+    assert semantic_parts(france) == ("", "")  # ends with the assistant: no question
+    assert semantic_parts([common_pb2.ChatMessage(role="tool", content="42")]) == ("", "")
+
+
+def test_replay_pieces_are_word_aligned_and_whole() -> None:
+    text = "Paris is the capital of France.\n\nIt has  about 2 million people. "
+    pieces = replay_pieces(text)
+    assert "".join(pieces) == text and len(pieces) == 12
+    assert all(len(p.split()) == 1 for p in pieces)  # one whole word each, never a split one
+    long = " ".join(f"w{i}" for i in range(2000))
+    assert "".join(replay_pieces(long)) == long and len(replay_pieces(long)) <= 256
+    assert replay_pieces("") == [] and replay_pieces("   ") == ["   "]
