@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "default = the default namespace")
     node.add_argument("--bridge-sync-private", action="store_true", default=None,
                       help="also sync entries stored with per-user API keys to paired phones (default: never)")
+    node.add_argument("--cache-hot-bytes", type=int,
+                      help="ray store: in-process copies of hot values, bytes (default 32 MiB; 0: every hit reads Ray)")
     node.add_argument("--allow-private-urls", action="store_true", default=None,
                       help="browser tool may open loopback/private/link-local addresses (LAN pages, tests)")
     node.add_argument("--tools", dest="builtin_tools", metavar="NAMES",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -39,9 +40,11 @@ def test_entry_survives_the_death_of_the_actor_that_made_its_value(ray: Any) -> 
 
     actor = Generator.remote()
     [ref] = ray.get(actor.answer.remote("Tell me a joke"), timeout=60)
-    cache = CacheManager(make_store("ray"), node_id="me")
+    store = make_store("ray", hot_bytes=0)  # no in-process copy: the read below must come from Ray
+    cache = CacheManager(store, node_id="me")
     entry = cache.put_ref("Tell me a joke", "smollm2", ref, {"temperature": 0})
     assert entry.response == "answer to Tell me a joke"
+    assert store.flush()  # type: ignore[attr-defined]
 
     ray.kill(actor, no_restart=True)
     # The original is lost with its owner: reading it now fails ...
@@ -77,5 +80,46 @@ def test_a_lost_value_is_a_miss_not_an_error() -> None:
     cache = CacheManager(LosingStore())
     cache.put("p", "m", "r")
     assert cache.get("p", "m") is None
+    stats = cache.get_stats()
+    assert (stats["hits"], stats["misses"], stats["lost"], stats["entries"]) == (0, 1, 1, 0)
+
+
+def test_puts_write_behind_and_only_hot_values_stay_in_process(ray: Any) -> None:
+    store = make_store("ray", hot_bytes=250)
+    cache = CacheManager(store)
+    for i in range(5):
+        cache.put(f"p{i}", "m", str(i) * 100)
+    assert store.flush()  # type: ignore[attr-defined]
+    stats = cache.get_stats()
+    assert stats["store_pending_writes"] == 0
+    assert (stats["store_hot_entries"], stats["store_hot_bytes"]) == (2, 200)  # the newest two fit in 250 bytes
+    assert cache.get("p0", "m") == "0" * 100  # read from Ray, then hot again
+    assert cache.get_stats()["store_hot_bytes"] <= 250
+    cache.clear()
+    stats = cache.get_stats()
+    assert (stats["store_hot_entries"], stats["store_hot_bytes"]) == (0, 0)
+    cache.close()
+
+
+async def test_cold_reads_from_asyncio_are_batched_off_the_loop(ray: Any) -> None:
+    store = make_store("ray", hot_bytes=0)
+    cache = CacheManager(store)
+    keys = [cache.put(f"q{i}", "m", f"answer {i}").key for i in range(40)]
+    assert store.flush()  # type: ignore[attr-defined]
+    entries = await asyncio.gather(*(cache.aget_by_key(k) for k in keys))
+    assert [e.response for e in entries if e is not None] == [f"answer {i}" for i in range(40)]
+    assert cache.get_stats()["hits"] == 40
+    assert cache.get_stats()["store_hot_entries"] == 0  # hot_bytes 0: nothing kept in process
+    cache.close()
+
+
+async def test_a_value_lost_by_ray_is_a_miss_through_the_async_read_too(ray: Any) -> None:
+    class Forgetful(MemoryStore):
+        async def aget(self, handle: Any) -> str:
+            raise StoreUnavailable("gone")
+
+    cache = CacheManager(Forgetful())
+    key = cache.put("p", "m", "r").key
+    assert await cache.aget_by_key(key) is None
     stats = cache.get_stats()
     assert (stats["hits"], stats["misses"], stats["lost"], stats["entries"]) == (0, 1, 1, 0)

@@ -5,7 +5,9 @@ Concurrency model: **synchronous and thread-safe**. Every method takes one
 it can be called directly from asyncio code (the planner, the gRPC service), from
 threads (the sync gRPC client, benchmarks) or both at once. Store work (``ray.put``,
 ``ray.get``: well under a millisecond for a local object) runs outside the lock, and
-counters only change under it, so concurrent puts and gets lose no update.
+counters only change under it, so concurrent puts and gets lose no update. asyncio
+callers use ``aget_by_key``, which lets a store read off the event loop (the Ray store
+writes behind and keeps hot values in process: ``stores/ray_store.py``).
 
 Policy lives here, once, whatever the store (``stores/``):
 
@@ -188,7 +190,8 @@ class CacheManager:
     @classmethod
     def from_settings(cls, settings: Any, node_id: str = "", clock: Clock = time.time) -> CacheManager:
         """Build from ``NodeSettings`` (``cache_*`` fields; ``ray_address`` when present)."""
-        store = make_store(settings.cache_store, getattr(settings, "ray_address", None) or None)
+        store = make_store(settings.cache_store, getattr(settings, "ray_address", None) or None,
+                           getattr(settings, "cache_hot_bytes", None))
         return cls(
             store,
             ttl_s=settings.cache_ttl_s,
@@ -253,6 +256,33 @@ class CacheManager:
         entry's hit count and its LRU position. ``record=False`` only peeks. With
         ``max_age_s`` an entry created longer ago than that is a miss (and is kept).
         """
+        claimed = self._claim(key, record, max_age_s)
+        if claimed is None:
+            return None
+        slot, hits = claimed
+        try:
+            value = self.store.get(slot.handle)
+        except StoreUnavailable as exc:
+            self._lost(key, slot, record, exc)
+            return None
+        return slot.entry(value, hits)
+
+    async def aget_by_key(self, key: str, record: bool = True, max_age_s: float | None = None
+                          ) -> CacheEntry | None:
+        """``get_by_key`` for asyncio callers: a store whose reads wait (Ray) waits off the event loop."""
+        claimed = self._claim(key, record, max_age_s)
+        if claimed is None:
+            return None
+        slot, hits = claimed
+        try:
+            value = await self.store.aget(slot.handle)
+        except StoreUnavailable as exc:
+            self._lost(key, slot, record, exc)
+            return None
+        return slot.entry(value, hits)
+
+    def _claim(self, key: str, record: bool, max_age_s: float | None) -> tuple[_Slot, int] | None:
+        """The index half of a lookup: the live slot and its hit count, counting the lookup."""
         now = self._now_ms()
         removed: list[tuple[_Slot, str]] = []
         with self._lock:
@@ -273,15 +303,11 @@ class CacheManager:
             hits = slot.hits if slot is not None else 0
         if removed:
             self._notify_removed(removed)
-        if slot is None:
-            return None
-        try:
-            value = self.store.get(slot.handle)
-        except StoreUnavailable as exc:
-            log.warning("cache entry %s lost its value (%s); dropping it", key[:12], exc)
-            self._drop_lost(key, slot, record)
-            return None
-        return slot.entry(value, hits)
+        return None if slot is None else (slot, hits)
+
+    def _lost(self, key: str, slot: _Slot, recorded: bool, exc: StoreUnavailable) -> None:
+        log.warning("cache entry %s lost its value (%s); dropping it", key[:12], exc)
+        self._drop_lost(key, slot, recorded)
 
     def _drop_lost(self, key: str, slot: _Slot, recorded: bool) -> None:
         removed = []
@@ -559,6 +585,7 @@ class CacheManager:
             shortfall = 0
         return {
             **counters,
+            **self.store.stats(),
             "hit_ratio": counters["hits"] / lookups if lookups else 0.0,
             "entries": entries,
             "bytes": size,

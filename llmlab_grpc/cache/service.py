@@ -86,7 +86,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         loopback gRPC hop; ``Get`` is the same lookup for everyone else. ``max_age_s``
         refuses entries created longer ago than that (a replica's copy too).
         """
-        entry = self.manager.get_by_key(key, max_age_s=max_age_s)
+        entry = await self.manager.aget_by_key(key, max_age_s=max_age_s)
         if entry is not None:
             return cache_pb2.GetResponse(found=True, entry=entry.to_proto(), source_node_id=self.node_id,
                                          match="exact")

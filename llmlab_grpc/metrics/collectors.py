@@ -30,6 +30,13 @@ CACHE_GAUGES = {
     "bytes": "Bytes of cached values held now",
     "replica_entries": "Entries held as replicas for other nodes",
 }
+STORE_FIGURES = {
+    "store_hot_entries": "Ray store: values with an in-process copy",
+    "store_hot_bytes": "Ray store: bytes of in-process copies of hot values",
+    "store_hot_max_bytes": "Ray store: budget of in-process copies (--cache-hot-bytes)",
+    "store_pending_writes": "Ray store: values waiting to be written to the object store",
+    "store_write_failures": "Ray store: values the object store refused (kept in process)",
+}
 REPLICATION_GAUGES = {
     "queued": ("llmlab_replication_queue_depth", "Cache keys waiting to be replicated"),
     "shortfall": ("llmlab_replication_shortfall", "Entries this node is primary of with fewer than N live replicas"),
@@ -52,7 +59,8 @@ class CacheCollector(Collector):
     def of(cls, manager: CacheManager) -> CacheCollector:
         """The collector of a ``CacheManager``."""
         return cls(manager.stats_by_namespace,
-                   lambda: {"max_bytes": manager.max_bytes, "max_entries": manager.max_entries})
+                   lambda: {"max_bytes": manager.max_bytes, "max_entries": manager.max_entries,
+                            **manager.store.stats()})
 
     def collect(self) -> Iterator[Metric]:
         by_namespace = self._stats()
@@ -69,6 +77,9 @@ class CacheCollector(Collector):
         limits = self._limits()
         yield GaugeMetricFamily("llmlab_cache_max_bytes", "The cache's byte budget", value=limits["max_bytes"])
         yield GaugeMetricFamily("llmlab_cache_max_entries", "The cache's entry cap", value=limits["max_entries"])
+        for name, figure in sorted(limits.items()):
+            if name.startswith("store_"):  # the value store's own figures (Ray store: hot copies, pending writes)
+                yield GaugeMetricFamily(f"llmlab_cache_{name}", STORE_FIGURES.get(name, name), value=figure)
 
 
 class ReplicationCollector(Collector):

@@ -28,12 +28,20 @@ class ValueStore(ABC):
     def get(self, handle: Any) -> str:
         """The value behind ``handle``. Raises ``StoreUnavailable`` when it was lost."""
 
+    async def aget(self, handle: Any) -> str:
+        """``get`` for asyncio callers; a store whose reads wait (Ray) waits off the event loop."""
+        return self.get(handle)
+
     @abstractmethod
     def adopt(self, obj: Any) -> tuple[str, Any]:
         """Take ownership of a value made elsewhere (a Ray ``ObjectRef``): ``(value, handle)``."""
 
     def release(self, handle: Any) -> None:  # noqa: B027 - optional hook, default is "drop it"
         """The manager no longer holds ``handle``; the default relies on reference counting."""
+
+    def stats(self) -> dict[str, int]:
+        """The store's own figures (``store_*`` keys), merged into the cache's statistics."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release everything the store holds; called when the node stops."""
