@@ -20,6 +20,7 @@ from pydantic_settings import SettingsError
 from llmlab_grpc import ROLES, __version__
 from llmlab_grpc.client import MeshClient, describe_rpc_error
 from llmlab_grpc.config import ConfigError, NodeSettings
+from llmlab_grpc.errors import StartupError
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 
@@ -162,10 +163,14 @@ def cmd_node(args: argparse.Namespace) -> int:
     node = LlmlabNode(settings)
 
     def ready(address: str) -> None:
-        print(f"llmlab node {settings.name} listening on {address} roles={','.join(settings.roles)}", flush=True)
+        print(f"llmlab node {settings.name} listening on {address} roles={','.join(settings.roles)} "
+              f"addresses={','.join(node.addresses)}", flush=True)
 
     try:
         asyncio.run(node.serve_forever(on_ready=ready))
+    except StartupError as exc:
+        print(f"llmlab node: error: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ConfigError) as exc:
         print(f"llmlab node: error: {exc}", file=sys.stderr)
         return 1
@@ -183,7 +188,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _state_name(state: int) -> str:
-    return common_pb2.PeerState.Name(state).removeprefix("PEER_STATE_").lower()
+    return common_pb2.PeerState.Name(state).removeprefix("PEER_STATE_").lower().replace("_", "-")
 
 
 def cmd_peers(args: argparse.Namespace) -> int:
@@ -197,20 +202,29 @@ def cmd_peers(args: argparse.Namespace) -> int:
     finally:
         client.close()
     rows = [{"name": reply.self.name, "node_id": reply.self.node_id, "address": reply.self.address,
-             "roles": list(reply.self.roles), "state": "self",
-             "last_seen": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")}]
+             "addresses": list(reply.self.addresses), "roles": list(reply.self.roles), "state": "self",
+             "last_seen": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"), "detail": ""}]
     for peer in reply.peers:
         rows.append({
             "name": peer.info.name, "node_id": peer.info.node_id, "address": peer.info.address,
-            "roles": list(peer.info.roles), "state": _state_name(peer.state),
+            "addresses": list(peer.info.addresses), "roles": list(peer.info.roles), "state": _state_name(peer.state),
             "last_seen": peer.last_seen.ToDatetime(dt.UTC).isoformat(timespec="milliseconds"),
+            "detail": peer.detail,
         })
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['address'] or '(mobile)':<21}  {r['state']:<7}  {','.join(r['roles'])}")
+        # The address in use first; the other announced ones after it; a one-way link says why.
+        others = [a for a in r["addresses"] if a != r["address"]]
+        shown = r["address"] or ("(mobile)" if not r["addresses"] else "(none works)")
+        line = f"{r['name']:<{width}}  {shown:<21}  {r['state']:<8}  {','.join(r['roles'])}"
+        if others:
+            line += f"  also: {','.join(others)}"
+        if r["detail"]:
+            line += f"  [{r['detail']}]"
+        print(line)
     return 0
 
 

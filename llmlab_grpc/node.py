@@ -21,12 +21,13 @@ from grpc_reflection.v1alpha import reflection
 
 from llmlab_grpc import __version__
 from llmlab_grpc.config import NodeSettings
+from llmlab_grpc.errors import DuplicateNodeError
+from llmlab_grpc.mesh.addresses import announced_hosts
 from llmlab_grpc.mesh.auth import AuthInterceptor, mesh_id
 from llmlab_grpc.mesh.channels import CHANNEL_OPTIONS, ChannelPool, TlsFiles
 from llmlab_grpc.mesh.discovery import Announcement, MdnsDiscovery
 from llmlab_grpc.mesh.known_models import KnownModels
 from llmlab_grpc.mesh.membership import Membership
-from llmlab_grpc.mesh.net import advertised_host
 from llmlab_grpc.mesh.peers import PeerTable
 from llmlab_grpc.metrics import MetricsInterceptor, NodeMetrics
 from llmlab_grpc.metrics.collectors import NodeCollector
@@ -61,6 +62,7 @@ class LlmlabNode:
         """Models once served in this mesh (persisted): a cached answer stays askable when none is alive."""
         self.peers.subscribe(self.known_models.on_peer)
         self.address = ""
+        self.addresses: list[str] = []  # every address announced, best first; address is the first
         self.tools: list[str] = []
         self.models: list[str] = []
         self.http_url = ""
@@ -76,6 +78,8 @@ class LlmlabNode:
         self.membership: Membership | None = None
         self.components: dict[str, RoleComponent] = {}
         self._stopping = False
+        self._stop_event: asyncio.Event | None = None
+        self.fatal = ""  # why the node must stop (a duplicate id), set while it runs
 
     def info(self) -> common_pb2.NodeInfo:
         """What this node announces about itself."""
@@ -91,6 +95,7 @@ class LlmlabNode:
             kind=common_pb2.NODE_KIND_GRPC,
             http_url=self.http_url,
             started_unix_ms=self.started_unix_ms,
+            addresses=self.addresses,
         )
 
     def _build_components(self) -> list[ServiceBinding]:
@@ -116,7 +121,8 @@ class LlmlabNode:
         )
         if port == 0:
             raise OSError(f"could not bind the gRPC server to {bind}")
-        self.address = f"{advertised_host(self.settings.host, self.settings.advertise_host)}:{port}"
+        self.addresses = [f"{h}:{port}" for h in announced_hosts(self.settings.host, self.settings.advertise_host)]
+        self.address = self.addresses[0]
         self.membership = Membership(
             self.info,
             self.peers,
@@ -126,6 +132,7 @@ class LlmlabNode:
             timeout_s=self.settings.peer_timeout_s,
             load=lambda: self.load,
             cache_stats=lambda: self.cache_stats(),
+            on_conflict=self._must_stop,
         )
         node_service = NodeService(self.info, self.membership, lambda: self.load, lambda: self.cache_stats(),
                                    self.metrics.exposition)
@@ -163,12 +170,18 @@ class LlmlabNode:
 
     def _found(self, found: Announcement) -> None:
         if self.membership is not None:
-            self.membership.propose(found.address)
+            self.membership.propose(found.addresses, found.node_id)
 
-    def _lost(self, node_id: str) -> None:
+    def _lost(self, node_id: str, addresses: tuple[str, ...]) -> None:
         if self.membership is not None:
-            task = asyncio.ensure_future(self.membership.left(node_id))
+            task = asyncio.ensure_future(self.membership.lost_announcement(node_id, addresses))
             task.add_done_callback(lambda t: t.exception())
+
+    def _must_stop(self, why: str) -> None:
+        """A fault that ends this node (another live node has its id): stop without goodbyes."""
+        self.fatal = why
+        if self._stop_event is not None:
+            self._stop_event.set()
 
     async def stop(self, reason: str = "stopped") -> None:
         """Leave the mesh politely, then drain in-flight calls for up to ``drain_s``."""
@@ -180,7 +193,7 @@ class LlmlabNode:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._discovery.stop(), timeout=2.0)
         if self.membership is not None:
-            await self.membership.stop(reason)
+            await self.membership.stop(reason, goodbye=not self.fatal)
         if self._server is not None:
             await self._server.stop(grace=self.settings.drain_s)
         for component in reversed(list(self.components.values())):
@@ -192,7 +205,7 @@ class LlmlabNode:
 
     async def serve_forever(self, on_ready: Callable[[str], None] | None = None) -> None:
         """Start, run until SIGTERM/SIGINT, stop cleanly."""
-        stop = asyncio.Event()
+        stop = self._stop_event = asyncio.Event()
         received: list[str] = []
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -200,5 +213,9 @@ class LlmlabNode:
         address = await self.start()
         if on_ready is not None:
             on_ready(address)
+        if self.fatal:
+            stop.set()
         await stop.wait()
         await self.stop(received[0] if received else "stopped")
+        if self.fatal:
+            raise DuplicateNodeError(self.fatal)

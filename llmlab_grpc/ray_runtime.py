@@ -8,11 +8,14 @@ starts one head for its nodes. DESIGN.md §5: init takes about 4 s here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
 from typing import Any
+
+from llmlab_grpc.errors import RayStartError
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -48,11 +51,40 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
         # skip the node's graceful stop (goodbyes, drain); put the process's own back.
         on_main = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGTERM) if on_main else None
-        ray.init(**kwargs)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        try:
+            _init_with_one_retry(ray, kwargs)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         _started_address = target
         return ray
+
+
+def _init_with_one_retry(ray: Any, kwargs: dict[str, Any]) -> None:
+    """``ray.init``, retried once: on a loaded machine a raylet sometimes misses its start-up
+    deadline ("The current node timed out during startup") and the second try works. A second
+    failure becomes a RayStartError whose one line says what failed and what to try."""
+    for attempt in (1, 2):
+        try:
+            ray.init(**kwargs)
+            return
+        except Exception as exc:  # Ray raises bare Exception/RuntimeError/ConnectionError here
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            with contextlib.suppress(Exception):
+                ray.shutdown()  # a half-started local cluster must not linger
+            if attempt == 1:
+                log.warning("Ray did not start (%s); retrying once", first_line)
+                continue
+            if isinstance(exc, ConnectionError):
+                raise  # joining a cluster: the caller names the cluster and what to check
+            if "AF_UNIX" in first_line or "socket" in first_line.lower():
+                hint = "Ray's socket paths live under TMPDIR: set TMPDIR (or RAY_TMPDIR) to a short path such as /tmp"
+            elif kwargs["address"] != "local":
+                hint = "check that the Ray head is up and reachable from this host (`ray status` on the head)"
+            else:
+                hint = ("the machine may be overloaded or short of memory: free some and start again, or join "
+                        "a running Ray with --ray-address HOST:PORT")
+            raise RayStartError(f"Ray did not start on this node after 2 tries ({first_line}); {hint}") from exc
 
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}

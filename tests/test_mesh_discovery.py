@@ -91,6 +91,6 @@ def test_peer_table_json_shape(node_factory, secret, tmp_path) -> None:  # type:
     rows = json.loads(out.stdout)
     assert {r["name"] for r in rows} == {"shape-a", "shape-b"}
     for row in rows:
-        assert set(row) == {"name", "node_id", "address", "roles", "state", "last_seen"}
+        assert set(row) == {"name", "node_id", "address", "addresses", "roles", "state", "last_seen", "detail"}
         assert row["roles"] == ["cache", "replica"]
     assert {r["state"] for r in rows} == {"self", "alive"}

@@ -55,3 +55,18 @@ def test_silent_peers_expire() -> None:
     record.last_seen_mono = time.monotonic() - 10
     assert [r.node_id for r in table.expire(5.0)] == ["a"]
     assert events[-1][0] == "left" and "a" not in table
+
+
+def test_heard_from_alone_is_not_alive_and_one_way_is_listed_but_never_routed() -> None:
+    """Alive means callable: an inbound heartbeat proves existence, only our own call proves reachability."""
+    table, events = table_with_events()
+    table.heard(info("a"))
+    assert table.all() == [] and table.to_protos() == [] and events == []  # heard, not yet tried
+    table.mark_one_way("a", "our calls fail")
+    (row,) = table.to_protos()
+    assert row.state == common_pb2.PEER_STATE_ONE_WAY and row.detail == "our calls fail"
+    assert table.all() == [] and table.with_role("replica") == []
+    table.upsert(info("a"), "mdns")  # our call got through: routable, and listeners hear the join
+    assert [r.node_id for r in table.with_role("replica")] == ["a"] and events == [("joined", "a", 1000)]
+    table.mark_one_way("a", "it cannot reach us")
+    assert table.all() == [] and events[-1] == ("left", "a", 1000)

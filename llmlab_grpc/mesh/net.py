@@ -1,27 +1,17 @@
-"""Which address a node tells its peers to dial."""
+"""Which address a node tells its peers to dial (one address; see addresses.py for the set)."""
 
 from __future__ import annotations
 
-import ifaddr
+from llmlab_grpc.mesh.addresses import WILDCARDS, primary_host, usable_addresses
 
-WILDCARDS = {"", "0.0.0.0", "::", "[::]"}
+__all__ = ["WILDCARDS", "advertised_host", "lan_ipv4_addresses"]
 
 
 def lan_ipv4_addresses() -> list[str]:
-    """This machine's non-loopback IPv4 addresses, in interface order."""
-    found = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
-                found.append(ip.ip)
-    return found
+    """This machine's non-loopback IPv4 addresses, best first (LAN, link-local, virtual bridges)."""
+    return [a.ip for a in usable_addresses()]
 
 
 def advertised_host(bind_host: str, advertise_host: str = "") -> str:
-    """The explicit advertise host, else the bind host, else (wildcard) the first LAN address."""
-    if advertise_host:
-        return advertise_host
-    if bind_host not in WILDCARDS:
-        return bind_host
-    lan = lan_ipv4_addresses()
-    return lan[0] if lan else "127.0.0.1"
+    """The explicit advertise host, else the bind host, else (wildcard) the best LAN address."""
+    return primary_host(bind_host, advertise_host)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import grpc
@@ -29,7 +30,8 @@ class NodeService(node_pb2_grpc.NodeServicer):
 
     async def GetInfo(self, request: node_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
                       ) -> node_pb2.GetInfoResponse:
-        return node_pb2.GetInfoResponse(info=self._info(), load=self._load(), cache_stats=self._cache_stats())
+        return node_pb2.GetInfoResponse(info=self._info(), load=self._load(), cache_stats=self._cache_stats(),
+                                        now_unix_ms=int(time.time() * 1000))
 
     async def ListPeers(self, request: node_pb2.ListPeersRequest, context: grpc.aio.ServicerContext
                         ) -> node_pb2.ListPeersResponse:
@@ -44,13 +46,14 @@ class NodeService(node_pb2_grpc.NodeServicer):
         me = self._info().node_id
         known = [r.info for r in self._membership.table.all()
                  if r.info.kind != common_pb2.NODE_KIND_MOBILE or r.info.via_node_id == me]
-        return node_pb2.HeartbeatResponse(receiver=self._info(), load=self._load(), known_peers=known)
+        return node_pb2.HeartbeatResponse(receiver=self._info(), load=self._load(), known_peers=known,
+                                          **self._membership.reply_notes(request.sender))  # type: ignore[arg-type]
 
     async def Leave(self, request: node_pb2.LeaveRequest, context: grpc.aio.ServicerContext
                     ) -> node_pb2.LeaveResponse:
         if not request.node_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "leave without node_id")
-        await self._membership.left(request.node_id)
+        await self._membership.left(request.node_id, request.started_unix_ms)
         return node_pb2.LeaveResponse()
 
     async def GetMetrics(self, request: node_pb2.GetMetricsRequest, context: grpc.aio.ServicerContext

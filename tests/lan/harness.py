@@ -184,8 +184,8 @@ class LanNode:
         return list(reply.peers)
 
     def peer_states(self) -> dict[str, str]:
-        """name -> state ("alive", "suspect", "one_way", ...) of every row of the peer table."""
-        return {p.info.name: common_pb2.PeerState.Name(p.state).removeprefix("PEER_STATE_").lower()
+        """name -> state ("alive", "suspect", "one-way", ...) of every row of the peer table."""
+        return {p.info.name: common_pb2.PeerState.Name(p.state).removeprefix("PEER_STATE_").lower().replace("_", "-")
                 for p in self.peers()}
 
     def alive_peers(self) -> set[str]:

@@ -23,6 +23,7 @@ class PeerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PEER_STATE_ALIVE: _ClassVar[PeerState]
     PEER_STATE_SUSPECT: _ClassVar[PeerState]
     PEER_STATE_GONE: _ClassVar[PeerState]
+    PEER_STATE_ONE_WAY: _ClassVar[PeerState]
 NODE_KIND_UNSPECIFIED: NodeKind
 NODE_KIND_GRPC: NodeKind
 NODE_KIND_MOBILE: NodeKind
@@ -30,9 +31,10 @@ PEER_STATE_UNSPECIFIED: PeerState
 PEER_STATE_ALIVE: PeerState
 PEER_STATE_SUSPECT: PeerState
 PEER_STATE_GONE: PeerState
+PEER_STATE_ONE_WAY: PeerState
 
 class NodeInfo(_message.Message):
-    __slots__ = ("node_id", "name", "address", "roles", "tools", "models", "version", "mesh_id", "kind", "via_node_id", "http_url", "started_unix_ms")
+    __slots__ = ("node_id", "name", "address", "roles", "tools", "models", "version", "mesh_id", "kind", "via_node_id", "http_url", "started_unix_ms", "addresses")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +47,7 @@ class NodeInfo(_message.Message):
     VIA_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HTTP_URL_FIELD_NUMBER: _ClassVar[int]
     STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     name: str
     address: str
@@ -57,7 +60,8 @@ class NodeInfo(_message.Message):
     via_node_id: str
     http_url: str
     started_unix_ms: int
-    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., mesh_id: _Optional[str] = ..., kind: _Optional[_Union[NodeKind, str]] = ..., via_node_id: _Optional[str] = ..., http_url: _Optional[str] = ..., started_unix_ms: _Optional[int] = ...) -> None: ...
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., mesh_id: _Optional[str] = ..., kind: _Optional[_Union[NodeKind, str]] = ..., via_node_id: _Optional[str] = ..., http_url: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NodeLoad(_message.Message):
     __slots__ = ("in_flight", "tools_running", "generations_running")
@@ -70,20 +74,22 @@ class NodeLoad(_message.Message):
     def __init__(self, in_flight: _Optional[int] = ..., tools_running: _Optional[int] = ..., generations_running: _Optional[int] = ...) -> None: ...
 
 class Peer(_message.Message):
-    __slots__ = ("info", "state", "last_seen", "source", "load", "cache_stats")
+    __slots__ = ("info", "state", "last_seen", "source", "load", "cache_stats", "detail")
     INFO_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     CACHE_STATS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     info: NodeInfo
     state: PeerState
     last_seen: _timestamp_pb2.Timestamp
     source: str
     load: NodeLoad
     cache_stats: CacheStatistics
-    def __init__(self, info: _Optional[_Union[NodeInfo, _Mapping]] = ..., state: _Optional[_Union[PeerState, str]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., load: _Optional[_Union[NodeLoad, _Mapping]] = ..., cache_stats: _Optional[_Union[CacheStatistics, _Mapping]] = ...) -> None: ...
+    detail: str
+    def __init__(self, info: _Optional[_Union[NodeInfo, _Mapping]] = ..., state: _Optional[_Union[PeerState, str]] = ..., last_seen: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ..., load: _Optional[_Union[NodeLoad, _Mapping]] = ..., cache_stats: _Optional[_Union[CacheStatistics, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class GenerationParams(_message.Message):
     __slots__ = ("temperature", "top_p", "max_tokens", "seed", "system_prompt", "stop", "tools_json")

@@ -12,14 +12,16 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("info", "load", "cache_stats")
+    __slots__ = ("info", "load", "cache_stats", "now_unix_ms")
     INFO_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     CACHE_STATS_FIELD_NUMBER: _ClassVar[int]
+    NOW_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     info: _common_pb2.NodeInfo
     load: _common_pb2.NodeLoad
     cache_stats: _common_pb2.CacheStatistics
-    def __init__(self, info: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., cache_stats: _Optional[_Union[_common_pb2.CacheStatistics, _Mapping]] = ...) -> None: ...
+    now_unix_ms: int
+    def __init__(self, info: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., cache_stats: _Optional[_Union[_common_pb2.CacheStatistics, _Mapping]] = ..., now_unix_ms: _Optional[int] = ...) -> None: ...
 
 class ListPeersRequest(_message.Message):
     __slots__ = ("include_gone",)
@@ -48,22 +50,32 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, sender: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., sent_unix_ms: _Optional[int] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., cache_stats: _Optional[_Union[_common_pb2.CacheStatistics, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("receiver", "load", "known_peers")
+    __slots__ = ("receiver", "load", "known_peers", "sender_unreachable", "sender_addresses_tried", "sender_unreachable_error", "id_conflict")
     RECEIVER_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     KNOWN_PEERS_FIELD_NUMBER: _ClassVar[int]
+    SENDER_UNREACHABLE_FIELD_NUMBER: _ClassVar[int]
+    SENDER_ADDRESSES_TRIED_FIELD_NUMBER: _ClassVar[int]
+    SENDER_UNREACHABLE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    ID_CONFLICT_FIELD_NUMBER: _ClassVar[int]
     receiver: _common_pb2.NodeInfo
     load: _common_pb2.NodeLoad
     known_peers: _containers.RepeatedCompositeFieldContainer[_common_pb2.NodeInfo]
-    def __init__(self, receiver: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., known_peers: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ...) -> None: ...
+    sender_unreachable: bool
+    sender_addresses_tried: _containers.RepeatedScalarFieldContainer[str]
+    sender_unreachable_error: str
+    id_conflict: _common_pb2.NodeInfo
+    def __init__(self, receiver: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., known_peers: _Optional[_Iterable[_Union[_common_pb2.NodeInfo, _Mapping]]] = ..., sender_unreachable: _Optional[bool] = ..., sender_addresses_tried: _Optional[_Iterable[str]] = ..., sender_unreachable_error: _Optional[str] = ..., id_conflict: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ...) -> None: ...
 
 class LeaveRequest(_message.Message):
-    __slots__ = ("node_id", "reason")
+    __slots__ = ("node_id", "reason", "started_unix_ms")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    STARTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     reason: str
-    def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    started_unix_ms: int
+    def __init__(self, node_id: _Optional[str] = ..., reason: _Optional[str] = ..., started_unix_ms: _Optional[int] = ...) -> None: ...
 
 class LeaveResponse(_message.Message):
     __slots__ = ()
