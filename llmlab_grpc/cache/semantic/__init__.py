@@ -58,30 +58,25 @@ class SemanticCache:
         scope = scope_of(lookup.namespace, lookup.model, normalize_params(lookup.params), lookup.context_hash)
         neighbours = self.index.search(scope, vector, k=max(NEIGHBOURS, candidates),
                                        floor=0.0 if candidates else threshold)
-        now_ms = self.manager.now_ms()
         for near in neighbours:
             verdict = "" if near.similarity >= threshold else f"similarity below {threshold:.3f}"
             verdict = verdict or refuse(text, near.semantic_text)
             entry = None
-            if not verdict:
-                entry = self.manager.get_entry(near.key)
+            if not verdict and not reply.found:
+                # The lookup that counts the hit; off the loop for a store whose reads wait (Ray).
+                entry = await self.manager.aget_by_key(near.key, max_age_s=max_age_s)
                 if entry is None:
-                    verdict = "entry gone"
-                elif max_age_s is not None and now_ms - entry.created_unix_ms > max_age_s * 1000:
-                    verdict = "older than the max age"
+                    verdict = "entry gone or older than the max age"
             if verdict and near.similarity >= threshold:
                 self.refused += 1
             if len(reply.candidates) < candidates:
                 reply.candidates.append(cache_pb2.SemanticCandidate(
                     key=near.key, semantic_text=near.semantic_text, similarity=near.similarity,
-                    accepted=not verdict and not reply.found, refused_because=verdict))
-            if not verdict and not reply.found and entry is not None:
-                counted = self.manager.get_by_key(near.key)  # the lookup that counts the hit
-                if counted is None:
-                    continue
+                    accepted=entry is not None, refused_because=verdict))
+            if entry is not None:
                 self.hits += 1
                 reply.found = True
-                reply.entry.CopyFrom(counted.to_proto())
+                reply.entry.CopyFrom(entry.to_proto())
                 reply.source_node_id = self.node_id
                 reply.match = "semantic"
                 reply.similarity = near.similarity
