@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--replication-queue", type=int, help="puts waiting to be replicated (default 1024)")
     node.add_argument("--replication-retry", type=float, dest="replication_retry_s",
                       help="seconds between retries of entries short of their replicas (default 5)")
+    node.add_argument("--anti-entropy", type=float, dest="anti_entropy_s",
+                      help="seconds between anti-entropy rounds with each replica peer (default 30)")
+    node.add_argument("--write-acks", metavar="W",
+                      help="copies verified before a put returns, this node's included: 1, 2 (default), ... or all")
     node.add_argument("--api-keys-file", type=Path,
                       help="API key digests for the /v1 API (default $LLMLAB_HOME/api_keys.json)")
     node.add_argument("--api-max-body-bytes", type=int, help="largest /v1 request body, bytes (default 1 MiB)")

@@ -169,6 +169,10 @@ class NodeSettings(BaseSettings):
                                    description="puts waiting to be replicated; beyond it they wait for the retry")
     replication_retry_s: float = Field(5.0, gt=0, le=3600,
                                        description="seconds between retries of entries short of N replicas")
+    anti_entropy_s: float = Field(30.0, gt=0, le=86400,
+                                  description="seconds between anti-entropy rounds (digest compare with each peer)")
+    write_acks: str = Field("2", description="W: copies verified before a put returns, this node's included: "
+                                             "1 (do not wait), 2 (default: primary + one replica) ... or all")
 
     # OpenAI-compatible HTTP API on the bridge's port (role `bridge`, docs/openai_api.md)
     api_keys_file: Path | None = Field(None, description="API key digests for /v1; default $LLMLAB_HOME/api_keys.json")
@@ -253,6 +257,19 @@ class NodeSettings(BaseSettings):
         if isinstance(value, str):
             value = [m.strip() for m in value.split(",") if m.strip()]
         return value
+
+    @field_validator("write_acks", mode="before")
+    @classmethod
+    def _valid_write_acks(cls, value: Any) -> str:
+        text = str(value).strip().lower()
+        if text != "all" and not (text.isdigit() and 1 <= int(text) <= 17):
+            raise ValueError(f"write_acks must be a number of copies from 1 to 17, or all; not {value!r}")
+        return text
+
+    @property
+    def write_acks_count(self) -> int:
+        """W as a number; 0 means all (the primary plus N replicas). Capped at N+1 by the replicator."""
+        return 0 if self.write_acks == "all" else int(self.write_acks)
 
     @field_validator("peers")
     @classmethod

@@ -79,7 +79,11 @@ class CacheListener:
         """A local ``put`` stored ``entry`` (``put_entry`` notifies only when asked)."""
 
     def on_delete(self, key: str, reason: str) -> None:
-        """``key`` left the cache; ``reason`` is deleted, cleared, evicted, expired or lost."""
+        """``key`` left the cache; ``reason`` is deleted, cleared, evicted, expired, lost or handed_off."""
+
+    def on_removed(self, meta: EntryMeta, reason: str) -> None:
+        """Like ``on_delete`` with the entry's metadata (a tombstone needs its expiry); calls ``on_delete``."""
+        self.on_delete(meta.key, reason)
 
 
 @dataclass(frozen=True)
@@ -228,9 +232,10 @@ class CacheManager:
         if not self._listeners:
             return
         for slot, reason in removed:
+            meta = slot.meta()
             for listener in list(self._listeners):
                 try:
-                    listener.on_delete(slot.key, reason)
+                    listener.on_removed(meta, reason)
                 except Exception:
                     log.exception("cache listener %r failed on delete", listener)
 
@@ -497,8 +502,12 @@ class CacheManager:
         self._notify_removed([(s, r) for s, r in removed if r != "replaced"])
         return entry
 
-    def delete(self, key: str) -> bool:
-        """Remove ``key``; True when there was a live entry."""
+    def delete(self, key: str, reason: str = "deleted") -> bool:
+        """Remove ``key``; True when there was a live entry.
+
+        ``reason`` is what listeners hear: ``deleted`` (a delete to spread, the default) or
+        ``handed_off`` (replication moved a stand-in's copy home: nothing to spread).
+        """
         now = self._now_ms()
         with self._lock:
             slot = self._slots.get(key)
@@ -508,7 +517,7 @@ class CacheManager:
             live = now < slot.expires_unix_ms
             if not live:
                 self._counters["expirations"] += 1
-        self._notify_removed([(slot, "deleted" if live else "expired")])
+        self._notify_removed([(slot, reason if live else "expired")])
         return live
 
     def delete_lookup(self, prompt: str, model: str, params: Params = None, namespace: str = "") -> bool:

@@ -7,7 +7,10 @@ UNAVAILABLE. Nothing a client sends can raise out of a handler.
 
 ``Get`` with ``read_through`` also asks replicas on a local miss once a replicator has
 installed ``read_through`` (issue 6); until then the flag is accepted and ignored, so
-clients can set it now.
+clients can set it now. ``Put`` returns once W copies are verified (``--write-acks``,
+through the replicator's ``confirm_copies``) or its deadline passes: a put short of W is
+an answer (``copies < write_acks``), not an error, because the entry is stored and
+readable here and replication goes on; an error would invite a retry that changes nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 
 ReadThrough = Callable[[str], Awaitable[tuple[CacheEntry, str] | None]]
 """``key -> (entry, source_node_id)`` from a replica, or ``None``."""
+ConfirmCopies = Callable[[CacheEntry, float], Awaitable[tuple[int, int, int]]]
+"""``(fresh entry, seconds) -> (copies verified, copies target, W)``: waits for W copies (replication)."""
+WRITE_ACK_TIMEOUT_S = 3.0
+"""Longest a put waits for its W copies when the caller's deadline is longer (or unset)."""
 
 
 def _key_of(key: str, lookup: cache_pb2.CacheLookup, has_lookup: bool) -> str:
@@ -52,6 +59,16 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         self.read_through: ReadThrough | None = None
         self.semantic: Any = None
         """The node's ``SemanticCache`` (embedder + index + guard), when it has one."""
+        self.confirm_copies: ConfirmCopies | None = None
+
+    async def copies_of(self, entry: CacheEntry, timeout_s: float = WRITE_ACK_TIMEOUT_S) -> tuple[int, int, int]:
+        """After a local put: ``(copies, target, W)`` once W copies are verified or ``timeout_s`` passed.
+
+        Without a replicator (no replica role, or N=0) the one local copy is all there is.
+        """
+        if self.confirm_copies is None:
+            return 1, 1, 1
+        return await self.confirm_copies(entry, max(0.0, min(timeout_s, WRITE_ACK_TIMEOUT_S)))
 
     async def Get(self, request: cache_pb2.GetRequest, context: grpc.aio.ServicerContext) -> cache_pb2.GetResponse:
         try:
@@ -113,7 +130,12 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        return cache_pb2.PutResponse(key=entry.key, entry=entry.to_proto())
+        # Leave a little of the caller's deadline for the answer itself.
+        remaining = context.time_remaining()
+        budget = WRITE_ACK_TIMEOUT_S if remaining is None else remaining * 0.8 - 0.05
+        copies, target, acks = await self.copies_of(entry, budget)
+        return cache_pb2.PutResponse(key=entry.key, entry=entry.to_proto(), copies=copies, copies_target=target,
+                                     write_acks=acks)
 
     async def store(self, lookup: cache_pb2.CacheLookup, response: str, *, ttl_s: float | None = None,
                     critical: bool = False, semantic: bool = False, writer: str = "",

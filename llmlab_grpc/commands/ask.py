@@ -27,6 +27,7 @@ def step_row(step: planner_pb2.Step) -> dict[str, Any]:
         "ms": round(step.duration_ms, 2),
         **({"error": step.error} if step.error else {}),
         **({"failed_over": list(step.failed_over)} if step.failed_over else {}),
+        **({"copies": f"{step.cache_copies}/{step.cache_copies_target}"} if step.cache_copies else {}),
     }
 
 
@@ -74,7 +75,8 @@ def build_query(args: argparse.Namespace) -> planner_pb2.Query:
 def print_trace(task: planner_pb2.Task) -> None:
     for row in task_json(task)["steps"]:
         extra = f" error: {row['error']}" if "error" in row else ""
-        print(f"  [{row['kind']} {row['name']} on {row['node'] or '?'}, cache {row['cache']}, "
+        cache = f"{row['cache']}, copies {row['copies']}" if "copies" in row else row["cache"]
+        print(f"  [{row['kind']} {row['name']} on {row['node'] or '?'}, cache {cache}, "
               f"{row['ms']:.0f} ms] {row['reason']}{extra}", file=sys.stderr)
 
 

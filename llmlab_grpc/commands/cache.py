@@ -122,9 +122,14 @@ def _put(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: Any
                                    ttl_ms=round(args.ttl * 1000) if args.ttl else 0, semantic=args.semantic)
     reply = stub.Put(request, metadata=metadata, timeout=TIMEOUT_S)
     if args.json:
-        print(json.dumps({"key": reply.key, "entry": _entry_json(reply.entry)}, indent=2, ensure_ascii=False))
+        print(json.dumps({"key": reply.key, "entry": _entry_json(reply.entry), "copies": reply.copies,
+                          "copies_target": reply.copies_target, "write_acks": reply.write_acks},
+                         indent=2, ensure_ascii=False))
     else:
         print(reply.key)
+        short = f" (short of the {reply.write_acks} asked for; replication goes on)" \
+            if reply.copies < reply.write_acks else ""
+        print(f"copies {reply.copies}/{reply.copies_target}{short}", file=sys.stderr)
     return 0
 
 

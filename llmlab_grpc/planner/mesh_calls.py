@@ -202,31 +202,36 @@ class MeshCalls:
         return None
 
     async def cache_put(self, lookup: cache_pb2.CacheLookup, response: str, controls: CacheControls | None = None,
-                        usage: common_pb2.CachedUsage | None = None) -> bool:
-        """Store an answer on this node's cache (replication follows), else on a cache peer."""
+                        usage: common_pb2.CachedUsage | None = None) -> tuple[int, int] | None:
+        """Store an answer on this node's cache, else on a cache peer; ``(copies, target)`` or None.
+
+        Returns once W copies are verified (``--write-acks``) or the wait's bound passed;
+        replication to the rest goes on in the background.
+        """
         controls = controls or CacheControls()
         local = self._local_cache()
         if local is not None:
             try:
-                await local.service.store(lookup, response, ttl_s=controls.ttl_s, semantic=controls.semantic,
-                                          writer=controls.writer, usage=usage)
+                entry = await local.service.store(lookup, response, ttl_s=controls.ttl_s, semantic=controls.semantic,
+                                                  writer=controls.writer, usage=usage)
             except Exception as exc:  # too big, store down: the answer stands, uncached
                 log.warning("not cached: %s", exc)
-                return False
-            return True
+                return None
+            copies, target, _ = await local.service.copies_of(entry)
+            return copies, target
         request = cache_pb2.PutRequest(lookup=lookup, response=response, semantic=controls.semantic,
                                        writer=controls.writer, usage=usage,
                                        ttl_ms=max(1, round(controls.ttl_s * 1000)) if controls.ttl_s else 0)
         for cand in self.candidates("cache"):
             stub = cache_pb2_grpc.CacheStub(self.node.channels.get(cand.address))
             try:
-                await stub.Put(request, timeout=5)
+                reply = await stub.Put(request, timeout=5)
             except grpc.aio.AioRpcError as err:
                 if err.code() in FAILOVER_CODES:
                     continue
-                return False
-            return True
-        return False
+                return None
+            return reply.copies, reply.copies_target
+        return None
 
     # -- models -----------------------------------------------------------------------
     async def generate(

@@ -250,8 +250,10 @@ class WorkflowManager:
         # The cache holds text only: an answer made of tool calls would come back without them.
         if (complete and not step.usage.tool_calls_json and spec.store_cache and cacheable
                 and step.cache == planner_pb2.CACHE_OUTCOME_MISS):
-            await self.calls.cache_put(lookup, text, controls, common_pb2.CachedUsage(
+            stored = await self.calls.cache_put(lookup, text, controls, common_pb2.CachedUsage(
                 prompt_tokens=step.usage.prompt_tokens, completion_tokens=step.usage.completion_tokens,
                 finish_reason=step.usage.finish_reason))
+            if stored is not None:
+                step.cache_copies, step.cache_copies_target = stored
         return StepResult(text=text, data={"finish_reason": step.usage.finish_reason,
                                            "tool_calls_json": step.usage.tool_calls_json})

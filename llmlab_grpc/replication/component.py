@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from llmlab_grpc.cache.entry import CacheEntry
 from llmlab_grpc.cache.manager import CacheManager
 from llmlab_grpc.metrics.collectors import CacheCollector, ReplicationCollector
 from llmlab_grpc.proto.llmlab.v1 import replica_pb2, replica_pb2_grpc
@@ -38,7 +39,8 @@ class ReplicaComponent(RoleComponent):
         self.replicator = Replicator(
             self._manager, node.node_id, node.peers, node.channels,
             replica_count=settings.replica_count, queue_size=settings.replication_queue,
-            retry_s=settings.replication_retry_s, self_name=settings.name,
+            retry_s=settings.replication_retry_s, write_acks=settings.write_acks_count,
+            anti_entropy_s=settings.anti_entropy_s, self_name=settings.name,
         )
         self.service = ReplicaService(self.replicator)
         node.metrics.add(ReplicationCollector(self.replicator.stats))
@@ -52,6 +54,10 @@ class ReplicaComponent(RoleComponent):
             return self._own
         return self.node.components["cache"].manager  # type: ignore[attr-defined, no-any-return]
 
+    async def _confirm(self, entry: CacheEntry, timeout_s: float) -> tuple[int, int, int]:
+        copies, acks = await self.replicator.replicate_acked(entry, timeout_s)
+        return copies, self.replicator.copies_target(), acks
+
     def bindings(self) -> list[ServiceBinding]:
         full_name = replica_pb2.DESCRIPTOR.services_by_name["Replica"].full_name
         return [ServiceBinding(full_name, self.service, replica_pb2_grpc.add_ReplicaServicer_to_server)]
@@ -62,6 +68,7 @@ class ReplicaComponent(RoleComponent):
         cache = self.node.components.get("cache")
         if cache is not None:
             cache.set_read_through(self.replicator.read_through)  # type: ignore[attr-defined]
+            cache.set_confirm_copies(self._confirm)  # type: ignore[attr-defined]
         else:
             assert self._own is not None
             self.node.cache_stats = self._own.stats_proto
@@ -73,6 +80,7 @@ class ReplicaComponent(RoleComponent):
         cache = self.node.components.get("cache")
         if cache is not None:
             cache.set_read_through(None)  # type: ignore[attr-defined]
+            cache.set_confirm_copies(None)  # type: ignore[attr-defined]
         if self._own is not None:
             self._own.close()
 

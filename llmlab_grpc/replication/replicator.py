@@ -49,9 +49,12 @@ from llmlab_grpc.loop_hop import call_in_loop
 from llmlab_grpc.mesh.channels import ChannelPool
 from llmlab_grpc.mesh.peers import PeerRecord, PeerTable
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, replica_pb2, replica_pb2_grpc
+from llmlab_grpc.replication.anti_entropy import DEFAULT_PERIOD_S, AntiEntropy
+from llmlab_grpc.replication.digest import responsible
 from llmlab_grpc.replication.integrity import RefusedCopy, verify_copy
 from llmlab_grpc.replication.placement import place, rank
 from llmlab_grpc.replication.queue import ReplicationQueue
+from llmlab_grpc.replication.tombstones import Tombstone, Tombstones
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,10 @@ RETRY_BATCH = 4096
 """Short entries looked at per retry round, hottest first."""
 WORKERS = 4
 """Concurrent replications of new puts."""
+HINT_WINDOW_S = 3600.0
+"""How long a departed replica node is still written for by hinted handoff (stand-ins hold its copies)."""
+MAX_DEPARTED = 64
+"""Departed nodes remembered for hinted handoff."""
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
@@ -104,6 +111,8 @@ class Replicator(CacheListener):
         replica_count: int = DEFAULT_REPLICAS,
         queue_size: int = 1024,
         retry_s: float = 5.0,
+        write_acks: int = 1,
+        anti_entropy_s: float = DEFAULT_PERIOD_S,
         self_name: str = "",
         clock: Callable[[], int] = _now_ms,
     ) -> None:
@@ -118,10 +127,19 @@ class Replicator(CacheListener):
         self.channels = channels
         self.replica_count = replica_count
         self.retry_s = retry_s
+        self.write_acks = write_acks
+        """W: copies verified before a put returns (this node's included); 0 means all N+1."""
         self._clock = clock
         self._acks: dict[str, set[str]] = {}  # owned key -> node ids that acknowledged a copy
         self._short: set[str] = set()  # owned keys with fewer than N acknowledged live replicas
         self.queue = ReplicationQueue(queue_size)
+        self.tombstones = Tombstones()
+        self.anti_entropy = AntiEntropy(self, anti_entropy_s)
+        self._last_anti_entropy = time.monotonic()
+        self._departed: dict[str, float] = {}  # replica node -> wall time it left (hinted handoff)
+        self._hints: dict[str, str] = {}  # key held here as a stand-in -> the node it is meant for
+        self._inflight: dict[str, asyncio.Future[Any]] = {}  # key -> replication a waiting put started
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[int]]]] = {}  # key -> (replicas needed, future)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._wake = asyncio.Event()
@@ -130,7 +148,7 @@ class Replicator(CacheListener):
         self._idle_retry: tuple[frozenset[str], int] | None = None
         self.counters = dict.fromkeys(
             ("replicated", "copies_stored", "copies_refused", "repaired", "synced", "adopted", "refused_reads",
-             "deferred", "dropped"), 0)
+             "deferred", "dropped", "tombstones_applied", "hinted", "handed_off"), 0)
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -140,8 +158,12 @@ class Replicator(CacheListener):
             self._manager = self._manager_source()  # type: ignore[operator]
         return self._manager
 
+    def now_ms(self) -> int:
+        return self._clock()
+
     def start(self) -> None:
         """Listen to the cache and the peer table; start the workers and the maintenance loop."""
+        self.tombstones.max_count = self.manager.max_entries
         self._loop = asyncio.get_running_loop()
         self.manager.add_listener(self)
         self.manager.replication_shortfall = self.shortfall
@@ -163,7 +185,9 @@ class Replicator(CacheListener):
         return len(self._short) if self.replica_count else 0
 
     def stats(self) -> dict[str, int]:
-        return {**self.counters, "queued": len(self.queue), "shortfall": self.shortfall(), "owned": len(self._acks)}
+        return {**self.counters, "queued": len(self.queue), "shortfall": self.shortfall(), "owned": len(self._acks),
+                "tombstones": len(self.tombstones), "tombstone_bytes": self.tombstones.bytes, "hints": len(self._hints),
+                **{f"anti_entropy_{k}": v for k, v in self.anti_entropy.counters.items()}}
 
     # -- peers ----------------------------------------------------------------------------------
 
@@ -195,8 +219,12 @@ class Replicator(CacheListener):
                 holders.discard(record.node_id)
             self._repair_wanted = True
             self._joined.discard(record.node_id)
+            self._departed[record.node_id] = time.time()
+            while len(self._departed) > MAX_DEPARTED:
+                del self._departed[min(self._departed, key=self._departed.__getitem__)]
         elif event == "joined":
             self._joined.add(record.node_id)
+            self._departed.pop(record.node_id, None)
         self._wake.set()
 
     def _stub(self, node_id: str) -> replica_pb2_grpc.ReplicaStub | None:
@@ -215,10 +243,21 @@ class Replicator(CacheListener):
 
     def on_put(self, entry: CacheEntry) -> None:
         if self.replica_count and self._owns(entry):
-            self._call_soon(self._enqueue, entry.key, entry.critical, entry.hits)
+            self._call_soon(self._enqueue_put, entry.key, entry.critical, entry.hits)
+
+    def _enqueue_put(self, key: str, critical: bool, hits: int) -> None:
+        # A local put may replace the entry: copies acknowledged before hold the old one.
+        # It is also newer than any delete of its key.
+        self._acks[key] = set()
+        self.tombstones.discard(key)
+        self._hints.pop(key, None)
+        self._enqueue(key, critical, hits)
 
     def on_delete(self, key: str, reason: str) -> None:
-        self._call_soon(self._forget, key, reason)
+        self._call_soon(self._forget, key, reason, None)
+
+    def on_removed(self, meta: EntryMeta, reason: str) -> None:
+        self._call_soon(self._forget, meta.key, reason, meta)
 
     def _owns(self, entry: EntryMeta) -> bool:
         return entry.primary_node_id in ("", self.node_id)
@@ -230,21 +269,41 @@ class Replicator(CacheListener):
         if left_out is not None:
             self.counters["deferred"] += 1  # stays in the shortfall; the retry loop replicates it
 
-    def _forget(self, key: str, reason: str) -> None:
-        holders = self._acks.pop(key, None)
+    def _forget(self, key: str, reason: str, meta: EntryMeta | None = None) -> None:
+        holders = self._acks.pop(key, None) or set()
         self._short.discard(key)
         self.queue.discard(key)
-        if holders is not None and reason == "deleted" and self.manager.get_entry(key) is None:
-            targets = holders | set(place(key, self.live_replica_ids(), self.replica_count))
-            if targets:
-                self._spawn(self._drop_copies(key, targets))
+        self._hints.pop(key, None)
+        if reason != "deleted" or self.manager.get_entry(key) is not None:
+            return
+        now = self._clock()
+        known = self.tombstones.get(key, now)
+        if known is not None and (meta is None or known.kills(meta.created_unix_ms)):
+            return  # a delete heard from another node: it spread it already
+        # A delete made here: bury the key until the entry would have expired, and tell every
+        # node that may hold a copy. Anti-entropy carries the tombstone to those that miss it.
+        expires = meta.expires_unix_ms if meta is not None else now + int(self.manager.ttl_s * 1000)
+        stone = Tombstone(key, max(now, meta.created_unix_ms if meta else 0), expires,
+                          meta.primary_node_id if meta else "")
+        self.tombstones.add(stone, now)
+        if not self.replica_count:
+            return
+        live = self.live_replica_ids()
+        targets = holders | set(place(key, live, self.replica_count)) | set(
+            responsible(key, [*live, self.node_id], self.replica_count + 1))
+        if meta is not None and meta.primary_node_id in live:
+            targets.add(meta.primary_node_id)
+        targets.discard(self.node_id)
+        if targets:
+            self._spawn(self._drop_copies(key, targets, stone))
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
-    async def _drop_copies(self, key: str, targets: set[str]) -> None:
-        request = replica_pb2.DropRequest(keys=[key], sender_node_id=self.node_id)
+    async def _drop_copies(self, key: str, targets: set[str], stone: Tombstone | None = None) -> None:
+        request = replica_pb2.DropRequest(keys=[key], sender_node_id=self.node_id,
+                                          tombstones=[stone.to_proto()] if stone else [])
 
         async def drop(node_id: str) -> None:
             stub = self._stub(node_id)
@@ -266,18 +325,21 @@ class Replicator(CacheListener):
             raise ValueError(f"no live entry {key[:12]}… with that value in this node's cache")
         return entry
 
-    async def _store(self, node_id: str, entry: common_pb2.CacheEntry) -> bool:
+    async def _store(self, node_id: str, entry: common_pb2.CacheEntry, hint_for: str = "") -> bool:
         stub = self._stub(node_id)
         if stub is None:
             return False
         try:
-            reply = await stub.Store(replica_pb2.StoreRequest(entry=entry, sender_node_id=self.node_id),
+            reply = await stub.Store(replica_pb2.StoreRequest(entry=entry, sender_node_id=self.node_id,
+                                                              hint_for_node_id=hint_for),
                                      timeout=STORE_TIMEOUT_S)
         except grpc.aio.AioRpcError as err:
             log.debug("store of %s on %s failed: %s", entry.key[:12], node_id, err.code())
             return False
         if not reply.accepted:
             log.info("%s refused a copy of %s: %s", node_id, entry.key[:12], reply.reason)
+        elif hint_for:
+            self.counters["hinted"] += 1
         return reply.accepted
 
     def _record(self, key: str, acked: Iterable[str]) -> None:
@@ -307,15 +369,103 @@ class Replicator(CacheListener):
         live = set(self.live_replica_ids())
         holders = self._acks.setdefault(key, set()) if self._owns(entry) else set()
         holders &= live
-        candidates = [n for n in self.placement(key, entry.primary_node_id or self.node_id) if n not in holders]
+        primary = entry.primary_node_id or self.node_id
+        candidates = [n for n in self.placement(key, primary) if n not in holders]
+        hints = self._stand_ins(key, primary, live, wanted)
+
+        async def store(node_id: str) -> None:
+            if await self._store(node_id, proto, hints.get(node_id, "")):
+                holders.add(node_id)  # at once, not after the wave: a put waiting for W acks returns sooner
+                self._wake_waiters(key, len(holders))
+
         while len(holders) < wanted and candidates:
             wave, candidates = candidates[: wanted - len(holders)], candidates[wanted - len(holders):]
-            results = await asyncio.gather(*(self._store(n, proto) for n in wave))
-            holders.update(n for n, ok in zip(wave, results, strict=True) if ok)
+            await asyncio.gather(*(store(n) for n in wave))
         self.counters["replicated"] += 1
         if self._owns(entry):
             self._record(key, holders)
+        self._wake_waiters(key, len(holders), done=True)
         return sorted(holders)
+
+    def _stand_ins(self, key: str, primary: str, live: set[str], wanted: int) -> dict[str, str]:
+        """Hinted handoff: live node -> the departed node of ``key``'s placement it stands in for.
+
+        The placement over live and recently departed replica nodes says where copies belong;
+        its departed members are replaced, in ranking order, by the next live nodes, which
+        get the copy with a hint naming the owner and hand it over when the owner is back.
+        """
+        now = time.time()
+        departed = {n for n, t in self._departed.items() if now - t < HINT_WINDOW_S and n not in live}
+        if not departed:
+            return {}
+        intended = place(key, live | departed, wanted, exclude=[primary])
+        owners = [n for n in intended if n in departed]
+        stand_ins = [n for n in place(key, live, len(live), exclude=[primary]) if n not in intended]
+        return dict(zip(stand_ins, owners, strict=False))
+
+    # -- acknowledged writes (W) ----------------------------------------------------------------
+
+    def copies_target(self) -> int:
+        """Copies the mesh keeps of an entry: the primary plus N."""
+        return 1 + self.replica_count
+
+    def write_acks_for(self, wanted: int | None = None) -> int:
+        """W for a put: ``wanted`` (None: this node's ``write_acks``; 0: all) capped at N+1."""
+        w = self.write_acks if wanted is None else wanted
+        return self.copies_target() if w <= 0 else min(w, self.copies_target())
+
+    def _wake_waiters(self, key: str, replicas: int, done: bool = False) -> None:
+        waiters = self._waiters.get(key)
+        if not waiters:
+            return
+        for need, future in list(waiters):
+            if (replicas >= need or done) and not future.done():
+                future.set_result(replicas)
+        self._waiters[key] = [(n, f) for n, f in waiters if not f.done()]
+        if not self._waiters[key]:
+            del self._waiters[key]
+
+    async def replicate_acked(self, entry: CacheEntry, timeout_s: float, wanted: int | None = None
+                              ) -> tuple[int, int]:
+        """Replicate a fresh put now and wait until W copies are verified (this node's counts as one).
+
+        Returns ``(copies, W)``: the copies verified when W was reached, when every candidate
+        answered, or when ``timeout_s`` passed, whichever came first. Replication to N
+        replicas goes on in the background either way (then the shortfall retry), so a put
+        that returns short of W is not abandoned.
+        """
+        w = self.write_acks_for(wanted)
+        key = entry.key
+        if not self.replica_count or not self._owns(entry):
+            return 1, w
+        self.queue.discard(key)  # replicated here and now, not by a worker
+        task = self._inflight.get(key)
+        if task is None or task.done():
+            task = asyncio.ensure_future(self.replicate(key, entry))
+            self._inflight[key] = task
+
+            def finished(t: asyncio.Future[Any], k: str = key) -> None:
+                if self._inflight.get(k) is t:
+                    del self._inflight[k]
+                if not t.cancelled() and t.exception() is not None:
+                    log.warning("replicating %s failed: %s", k[:12], t.exception())
+
+            task.add_done_callback(finished)
+        need = w - 1
+        live = set(self.live_replica_ids())
+        held = len(self._acks.get(key, set()) & live)
+        if held < need and live:
+            future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(key, []).append((need, future))
+            try:
+                await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, timeout_s))
+            except TimeoutError:
+                pass
+            finally:
+                if not future.done():
+                    future.cancel()
+                    self._wake_waiters(key, -1)  # prunes the cancelled waiter
+        return 1 + len(self._acks.get(key, set()) & set(self.live_replica_ids())), w
 
     def get_replicas(self, key: str) -> list[str]:
         """The live nodes that acknowledged a copy of an entry this node is primary of."""
@@ -410,8 +560,8 @@ class Replicator(CacheListener):
 
     # -- receiving copies (the Replica service) -------------------------------------------------
 
-    def accept_copy(self, proto: common_pb2.CacheEntry, sender: str, live: set[str] | None = None
-                    ) -> tuple[bool, str]:
+    def accept_copy(self, proto: common_pb2.CacheEntry, sender: str, live: set[str] | None = None,
+                    hint_for: str = "") -> tuple[bool, str]:
         """Keep a copy sent by ``sender``: ``(held now, why not)``.
 
         A copy is verified (key and checksum) and refused when expired or over this node's
@@ -423,15 +573,22 @@ class Replicator(CacheListener):
             entry = CacheEntry.from_proto(proto)
         except InvalidParams as exc:
             return self._refuse(proto.key, f"unusable params: {exc}")
+        stone = self.tombstones.get(entry.key, self._clock())
+        if stone is not None:
+            if stone.kills(entry.created_unix_ms):
+                return self._refuse(entry.key, "deleted: a copy made before a delete is never stored again")
+            self.tombstones.discard(entry.key)  # a newer answer than the deleted one
         existing = self.manager.get_entry(entry.key)
         from_owner = bool(sender) and sender == entry.primary_node_id
         if existing is None:
             keep_ours = False
-        elif existing.checksum == entry.checksum:  # the same answer: only the owner may change its metadata
-            keep_ours = not from_owner or (existing.primary_node_id == entry.primary_node_id
-                                           and existing.expires_unix_ms == entry.expires_unix_ms)
-        else:  # another answer: the owner's write wins, else the newer one
-            keep_ours = not from_owner and existing.created_unix_ms >= entry.created_unix_ms
+        elif existing.checksum == entry.checksum:  # the same answer: the owner's metadata, else the newer put
+            keep_ours = (existing.primary_node_id == entry.primary_node_id
+                         and existing.expires_unix_ms == entry.expires_unix_ms) if from_owner else (
+                (existing.created_unix_ms, existing.expires_unix_ms) >= (entry.created_unix_ms, entry.expires_unix_ms))
+        else:  # another answer: the owner's write wins, else the newer one (ties: the same order everywhere)
+            keep_ours = not from_owner and (existing.created_unix_ms, existing.checksum) >= (
+                entry.created_unix_ms, entry.checksum)
         if not keep_ours:
             try:
                 stored = self.manager.put_entry(entry, notify=False)
@@ -442,6 +599,8 @@ class Replicator(CacheListener):
             self.counters["copies_stored"] += 1
             existing = stored
         assert existing is not None
+        if hint_for and hint_for != self.node_id and len(self._hints) < self.manager.max_entries:
+            self._hints[existing.key] = hint_for
         if self._owns(existing):
             if self.replica_count:
                 self._enqueue(existing.key, existing.critical, existing.hits)  # our own entry came back
@@ -472,9 +631,41 @@ class Replicator(CacheListener):
                 rejected += 1
         return stored, rejected
 
-    def drop_copies(self, keys: Iterable[str], sender: str) -> int:
-        """Remove the copies of ``keys`` whose primary is ``sender``; returns how many went."""
-        dropped = 0
+    def accept_tombstones(self, stones: Iterable[replica_pb2.Tombstone]) -> int:
+        """Keep these tombstones and remove the copies they bury; returns how many copies went."""
+        now = self._clock()
+        removed = 0
+        for proto in stones:
+            stone = Tombstone.from_proto(proto)
+            if len(stone.key) != 64 or not self.tombstones.add(stone, now):
+                continue
+            self.counters["tombstones_applied"] += 1
+            entry = self.manager.get_entry(stone.key)
+            if entry is not None and stone.kills(entry.created_unix_ms) and self.manager.delete(stone.key):
+                removed += 1
+        return removed
+
+    async def push_tombstones(self, node_id: str, stones: list[Tombstone]) -> bool:
+        """Send tombstones to a peer (``Replica.Sync`` with no entries), in bounded messages."""
+        stub = self._stub(node_id)
+        if stub is None or not stones:
+            return False
+
+        async def requests() -> AsyncIterator[replica_pb2.SyncRequest]:
+            for i in range(0, len(stones), 1024):
+                yield replica_pb2.SyncRequest(sender_node_id=self.node_id,
+                                              tombstones=[t.to_proto() for t in stones[i: i + 1024]])
+
+        try:
+            await stub.Sync(requests(), timeout=SYNC_CALL_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            log.debug("tombstones to %s failed: %s", node_id, err.code())
+            return False
+        return True
+
+    def drop_copies(self, keys: Iterable[str], sender: str, stones: Iterable[replica_pb2.Tombstone] = ()) -> int:
+        """Apply ``stones``, and remove the copies of ``keys`` whose primary is ``sender``; returns how many went."""
+        dropped = self.accept_tombstones(stones)
         for key in keys:
             entry = self.manager.get_entry(key)
             if entry is not None and sender and entry.primary_node_id == sender and self.manager.delete(key):
@@ -538,13 +729,20 @@ class Replicator(CacheListener):
         """A verified copy of ``key`` from a replica: the placement's first N+1 in order, then all others."""
         order = self.placement(key, primary="")
         first, rest = order[: self.replica_count + 1], order[self.replica_count + 1:]
+        stone = self.tombstones.get(key, self._clock())
+
+        def alive(entry: CacheEntry | None) -> bool:  # a copy a delete here buried is not an answer
+            return entry is not None and (stone is None or not stone.kills(entry.created_unix_ms))
+
         for node_id in first:
             entry = await self.fetch_verified(node_id, key)
-            if entry is not None:
+            if alive(entry):
+                assert entry is not None
                 return entry, node_id
         found = await asyncio.gather(*(self.fetch_verified(n, key) for n in rest))
         for node_id, entry in zip(rest, found, strict=True):
-            if entry is not None:
+            if alive(entry):
+                assert entry is not None
                 return entry, node_id
         return None
 
@@ -568,6 +766,8 @@ class Replicator(CacheListener):
     async def _worker(self) -> None:
         while True:
             key = await self.queue.get()
+            if key in self._inflight:
+                continue  # a put waiting for its acks is replicating it already
             entry = self.manager.get_entry(key)
             if entry is None or not self._owns(entry):
                 self._short.discard(key)
@@ -589,8 +789,15 @@ class Replicator(CacheListener):
                 joined, self._joined = self._joined, set()
                 for node_id in sorted(joined):
                     await self.sync_joined(node_id)
+                    await self.hand_off(node_id)
+                if joined:
+                    await self.anti_entropy.run_round(sorted(joined))
                 if self._short:
                     await self.retry_short()
+                self.tombstones.sweep(self._clock())
+                if time.monotonic() - self._last_anti_entropy >= self.anti_entropy.period_s:
+                    self._last_anti_entropy = time.monotonic()
+                    await self.anti_entropy.run_round()
             except Exception:  # a bug here must not end maintenance for good
                 log.exception("replication maintenance failed")
 
@@ -660,6 +867,29 @@ class Replicator(CacheListener):
         if keys:
             log.info("synced %d of %d entries to %s", len(acked), len(keys), node_id)
         return len(acked)
+
+    async def hand_off(self, node_id: str) -> int:
+        """Hinted handoff: give a returned node the copies held here for it, then drop the stand-in copies.
+
+        A stand-in keeps its copy when it now belongs to the key's placement itself (or is its
+        primary). Returns the number of copies handed over.
+        """
+        keys = [k for k, owner in self._hints.items() if owner == node_id]
+        if not keys:
+            return 0
+        held = await self.sync_to_node(node_id, keys)
+        live = set(self.live_replica_ids())
+        for key in held:
+            self._hints.pop(key, None)
+            entry = self.manager.get_entry(key)
+            if entry is None or entry.primary_node_id == self.node_id:
+                continue
+            if self.node_id not in place(key, live | {self.node_id}, self.replica_count,
+                                         exclude=[entry.primary_node_id]):
+                self.manager.delete(key, reason="handed_off")
+        self.counters["handed_off"] += len(held)
+        log.info("handed %d hinted copies over to %s", len(held), node_id)
+        return len(held)
 
     async def retry_short(self) -> int:
         """Try again for owned entries still short of N replicas, hottest first (bounded per round)."""

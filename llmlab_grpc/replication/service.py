@@ -21,7 +21,11 @@ from llmlab_grpc.replication.replicator import SYNC_CALL_MAX_BYTES, SYNC_CALL_MA
 log = logging.getLogger(__name__)
 
 MAX_DROP_KEYS = 10_000
-"""Keys one ``Drop`` request may name."""
+"""Keys (and tombstones) one ``Drop`` request may name."""
+MAX_TOMBSTONES = 16_384
+"""Tombstones one ``Sync`` call takes; the sender's next round brings the rest."""
+MAX_DIGEST_MEMBERS = 1024
+"""Members one ``Digest`` request may list."""
 
 
 class ReplicaService(replica_pb2_grpc.ReplicaServicer):
@@ -38,7 +42,8 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
                     ) -> replica_pb2.StoreResponse:
         if not request.HasField("entry") or not request.entry.key:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "StoreRequest.entry is empty: send the whole entry")
-        accepted, reason = self.replicator.accept_copy(request.entry, request.sender_node_id)
+        accepted, reason = self.replicator.accept_copy(request.entry, request.sender_node_id,
+                                                       hint_for=request.hint_for_node_id)
         return replica_pb2.StoreResponse(accepted=accepted, reason=reason)
 
     async def Fetch(self, request: replica_pb2.FetchRequest, context: grpc.aio.ServicerContext
@@ -77,23 +82,42 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         """Take up to ``SYNC_CALL_MAX_ENTRIES`` / ``SYNC_CALL_MAX_BYTES`` per call, then answer with
         ``last_key``: the sender resumes after it in a new call."""
         received = []
+        stones = []
         sender = ""
         size = 0
         async for request in request_iterator:
             sender = sender or request.sender_node_id
             received.extend(request.entries)
+            stones.extend(request.tombstones)
             size += request.ByteSize()
-            if len(received) >= SYNC_CALL_MAX_ENTRIES or size >= SYNC_CALL_MAX_BYTES:
+            if (len(received) >= SYNC_CALL_MAX_ENTRIES or len(stones) >= MAX_TOMBSTONES
+                    or size >= SYNC_CALL_MAX_BYTES):
                 break
+        self.replicator.accept_tombstones(stones)  # first: a copy they bury is then refused
         stored, rejected = self.replicator.accept_batch(received, sender)
         return replica_pb2.SyncResponse(stored=stored, rejected=rejected,
                                         last_key=received[-1].key if received else "")
 
     async def Drop(self, request: replica_pb2.DropRequest, context: grpc.aio.ServicerContext
                    ) -> replica_pb2.DropResponse:
-        if len(request.keys) > MAX_DROP_KEYS:
+        if len(request.keys) > MAX_DROP_KEYS or len(request.tombstones) > MAX_DROP_KEYS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"{len(request.keys)} keys in one Drop; the limit is {MAX_DROP_KEYS}")
         if not request.sender_node_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sender_node_id is empty")
-        return replica_pb2.DropResponse(dropped=self.replicator.drop_copies(request.keys, request.sender_node_id))
+        return replica_pb2.DropResponse(dropped=self.replicator.drop_copies(request.keys, request.sender_node_id,
+                                                                            request.tombstones))
+
+    async def Digest(self, request: replica_pb2.DigestRequest, context: grpc.aio.ServicerContext
+                     ) -> replica_pb2.DigestResponse:
+        """Anti-entropy: compare the sender's bucket hashes with this node's (``anti_entropy.py``)."""
+        if not request.sender_node_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sender_node_id is empty")
+        if len(request.members) > MAX_DIGEST_MEMBERS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"{len(request.members)} members in one Digest; the limit is {MAX_DIGEST_MEMBERS}")
+        try:
+            return await self.replicator.anti_entropy.answer(request)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # unreachable: abort raises

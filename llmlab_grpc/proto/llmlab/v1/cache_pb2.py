@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmlab_grpc.proto.llmlab.v1 import common_pb2 as llmlab_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15llmlab/v1/cache.proto\x12\tllmlab.v1\x1a\x16llmlab/v1/common.proto\"\x99\x01\n\x0b\x43\x61\x63heLookup\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x06params\x18\x03 \x01(\x0b\x32\x1b.llmlab.v1.GenerationParams\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x15\n\rsemantic_text\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontext_hash\x18\x06 \x01(\t\"\xa9\x01\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x06lookup\x18\x02 \x01(\x0b\x32\x16.llmlab.v1.CacheLookup\x12\x14\n\x0cread_through\x18\x03 \x01(\x08\x12\x12\n\nmax_age_ms\x18\x04 \x01(\x03\x12\x10\n\x08semantic\x18\x05 \x01(\x08\x12\x16\n\x0emin_similarity\x18\x06 \x01(\x02\x12\x12\n\ncandidates\x18\x07 \x01(\x05\"\xaf\x01\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmlab.v1.CacheEntry\x12\x16\n\x0esource_node_id\x18\x03 \x01(\t\x12\r\n\x05match\x18\x04 \x01(\t\x12\x12\n\nsimilarity\x18\x05 \x01(\x02\x12\x30\n\ncandidates\x18\x06 \x03(\x0b\x32\x1c.llmlab.v1.SemanticCandidate\"v\n\x11SemanticCandidate\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x15\n\rsemantic_text\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x08\x12\x17\n\x0frefused_because\x18\x05 \x01(\t\"\xb1\x01\n\nPutRequest\x12&\n\x06lookup\x18\x01 \x01(\x0b\x32\x16.llmlab.v1.CacheLookup\x12\x10\n\x08response\x18\x02 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x03 \x01(\x03\x12\x10\n\x08\x63ritical\x18\x04 \x01(\x08\x12\x10\n\x08semantic\x18\x05 \x01(\x08\x12\x0e\n\x06writer\x18\x06 \x01(\t\x12%\n\x05usage\x18\x07 \x01(\x0b\x32\x16.llmlab.v1.CachedUsage\"@\n\x0bPutResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmlab.v1.CacheEntry\"D\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x06lookup\x18\x02 \x01(\x0b\x32\x16.llmlab.v1.CacheLookup\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x0e\n\x0cStatsRequest\":\n\rStatsResponse\x12)\n\x05stats\x18\x01 \x01(\x0b\x32\x1a.llmlab.v1.CacheStatistics\"\x0e\n\x0c\x43learRequest\" \n\rClearResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\x32\xaa\x02\n\x05\x43\x61\x63he\x12\x34\n\x03Get\x12\x15.llmlab.v1.GetRequest\x1a\x16.llmlab.v1.GetResponse\x12\x34\n\x03Put\x12\x15.llmlab.v1.PutRequest\x1a\x16.llmlab.v1.PutResponse\x12=\n\x06\x44\x65lete\x12\x18.llmlab.v1.DeleteRequest\x1a\x19.llmlab.v1.DeleteResponse\x12:\n\x05Stats\x12\x17.llmlab.v1.StatsRequest\x1a\x18.llmlab.v1.StatsResponse\x12:\n\x05\x43lear\x12\x17.llmlab.v1.ClearRequest\x1a\x18.llmlab.v1.ClearResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15llmlab/v1/cache.proto\x12\tllmlab.v1\x1a\x16llmlab/v1/common.proto\"\x99\x01\n\x0b\x43\x61\x63heLookup\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x06params\x18\x03 \x01(\x0b\x32\x1b.llmlab.v1.GenerationParams\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12\x15\n\rsemantic_text\x18\x05 \x01(\t\x12\x14\n\x0c\x63ontext_hash\x18\x06 \x01(\t\"\xa9\x01\n\nGetRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x06lookup\x18\x02 \x01(\x0b\x32\x16.llmlab.v1.CacheLookup\x12\x14\n\x0cread_through\x18\x03 \x01(\x08\x12\x12\n\nmax_age_ms\x18\x04 \x01(\x03\x12\x10\n\x08semantic\x18\x05 \x01(\x08\x12\x16\n\x0emin_similarity\x18\x06 \x01(\x02\x12\x12\n\ncandidates\x18\x07 \x01(\x05\"\xaf\x01\n\x0bGetResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmlab.v1.CacheEntry\x12\x16\n\x0esource_node_id\x18\x03 \x01(\t\x12\r\n\x05match\x18\x04 \x01(\t\x12\x12\n\nsimilarity\x18\x05 \x01(\x02\x12\x30\n\ncandidates\x18\x06 \x03(\x0b\x32\x1c.llmlab.v1.SemanticCandidate\"v\n\x11SemanticCandidate\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x15\n\rsemantic_text\x18\x02 \x01(\t\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x04 \x01(\x08\x12\x17\n\x0frefused_because\x18\x05 \x01(\t\"\xb1\x01\n\nPutRequest\x12&\n\x06lookup\x18\x01 \x01(\x0b\x32\x16.llmlab.v1.CacheLookup\x12\x10\n\x08response\x18\x02 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x03 \x01(\x03\x12\x10\n\x08\x63ritical\x18\x04 \x01(\x08\x12\x10\n\x08semantic\x18\x05 \x01(\x08\x12\x0e\n\x06writer\x18\x06 \x01(\t\x12%\n\x05usage\x18\x07 \x01(\x0b\x32\x16.llmlab.v1.CachedUsage\"{\n\x0bPutResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmlab.v1.CacheEntry\x12\x0e\n\x06\x63opies\x18\x03 \x01(\x05\x12\x15\n\rcopies_target\x18\x04 \x01(\x05\x12\x12\n\nwrite_acks\x18\x05 \x01(\x05\"D\n\rDeleteRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x06lookup\x18\x02 \x01(\x0b\x32\x16.llmlab.v1.CacheLookup\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"\x0e\n\x0cStatsRequest\":\n\rStatsResponse\x12)\n\x05stats\x18\x01 \x01(\x0b\x32\x1a.llmlab.v1.CacheStatistics\"\x0e\n\x0c\x43learRequest\" \n\rClearResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x03\x32\xaa\x02\n\x05\x43\x61\x63he\x12\x34\n\x03Get\x12\x15.llmlab.v1.GetRequest\x1a\x16.llmlab.v1.GetResponse\x12\x34\n\x03Put\x12\x15.llmlab.v1.PutRequest\x1a\x16.llmlab.v1.PutResponse\x12=\n\x06\x44\x65lete\x12\x18.llmlab.v1.DeleteRequest\x1a\x19.llmlab.v1.DeleteResponse\x12:\n\x05Stats\x12\x17.llmlab.v1.StatsRequest\x1a\x18.llmlab.v1.StatsResponse\x12:\n\x05\x43lear\x12\x17.llmlab.v1.ClearRequest\x1a\x18.llmlab.v1.ClearResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,19 +43,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PUTREQUEST']._serialized_start=687
   _globals['_PUTREQUEST']._serialized_end=864
   _globals['_PUTRESPONSE']._serialized_start=866
-  _globals['_PUTRESPONSE']._serialized_end=930
-  _globals['_DELETEREQUEST']._serialized_start=932
-  _globals['_DELETEREQUEST']._serialized_end=1000
-  _globals['_DELETERESPONSE']._serialized_start=1002
-  _globals['_DELETERESPONSE']._serialized_end=1035
-  _globals['_STATSREQUEST']._serialized_start=1037
-  _globals['_STATSREQUEST']._serialized_end=1051
-  _globals['_STATSRESPONSE']._serialized_start=1053
-  _globals['_STATSRESPONSE']._serialized_end=1111
-  _globals['_CLEARREQUEST']._serialized_start=1113
-  _globals['_CLEARREQUEST']._serialized_end=1127
-  _globals['_CLEARRESPONSE']._serialized_start=1129
-  _globals['_CLEARRESPONSE']._serialized_end=1161
-  _globals['_CACHE']._serialized_start=1164
-  _globals['_CACHE']._serialized_end=1462
+  _globals['_PUTRESPONSE']._serialized_end=989
+  _globals['_DELETEREQUEST']._serialized_start=991
+  _globals['_DELETEREQUEST']._serialized_end=1059
+  _globals['_DELETERESPONSE']._serialized_start=1061
+  _globals['_DELETERESPONSE']._serialized_end=1094
+  _globals['_STATSREQUEST']._serialized_start=1096
+  _globals['_STATSREQUEST']._serialized_end=1110
+  _globals['_STATSRESPONSE']._serialized_start=1112
+  _globals['_STATSRESPONSE']._serialized_end=1170
+  _globals['_CLEARREQUEST']._serialized_start=1172
+  _globals['_CLEARREQUEST']._serialized_end=1186
+  _globals['_CLEARRESPONSE']._serialized_start=1188
+  _globals['_CLEARRESPONSE']._serialized_end=1220
+  _globals['_CACHE']._serialized_start=1223
+  _globals['_CACHE']._serialized_end=1521
 # @@protoc_insertion_point(module_scope)

@@ -90,12 +90,18 @@ class PutRequest(_message.Message):
     def __init__(self, lookup: _Optional[_Union[CacheLookup, _Mapping]] = ..., response: _Optional[str] = ..., ttl_ms: _Optional[int] = ..., critical: _Optional[bool] = ..., semantic: _Optional[bool] = ..., writer: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.CachedUsage, _Mapping]] = ...) -> None: ...
 
 class PutResponse(_message.Message):
-    __slots__ = ("key", "entry")
+    __slots__ = ("key", "entry", "copies", "copies_target", "write_acks")
     KEY_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
+    COPIES_FIELD_NUMBER: _ClassVar[int]
+    COPIES_TARGET_FIELD_NUMBER: _ClassVar[int]
+    WRITE_ACKS_FIELD_NUMBER: _ClassVar[int]
     key: str
     entry: _common_pb2.CacheEntry
-    def __init__(self, key: _Optional[str] = ..., entry: _Optional[_Union[_common_pb2.CacheEntry, _Mapping]] = ...) -> None: ...
+    copies: int
+    copies_target: int
+    write_acks: int
+    def __init__(self, key: _Optional[str] = ..., entry: _Optional[_Union[_common_pb2.CacheEntry, _Mapping]] = ..., copies: _Optional[int] = ..., copies_target: _Optional[int] = ..., write_acks: _Optional[int] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("key", "lookup")

@@ -74,7 +74,8 @@ class CacheServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Put(self, request, context):
-        """Put stores a response; it is replicated to peers in the background.
+        """Put stores a response and returns once W copies are verified (--write-acks) or its
+        deadline passes; replication to the remaining replicas goes on in the background.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

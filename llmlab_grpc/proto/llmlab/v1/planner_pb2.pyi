@@ -156,7 +156,7 @@ class TokenDelta(_message.Message):
     def __init__(self, step_id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("step_id", "kind", "name", "node_id", "node_name", "reason", "cache", "started_at", "duration_ms", "error", "depends_on", "arguments", "output", "failed_over", "usage", "cache_match")
+    __slots__ = ("step_id", "kind", "name", "node_id", "node_name", "reason", "cache", "started_at", "duration_ms", "error", "depends_on", "arguments", "output", "failed_over", "usage", "cache_match", "cache_copies", "cache_copies_target")
     STEP_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +173,8 @@ class Step(_message.Message):
     FAILED_OVER_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     CACHE_MATCH_FIELD_NUMBER: _ClassVar[int]
+    CACHE_COPIES_FIELD_NUMBER: _ClassVar[int]
+    CACHE_COPIES_TARGET_FIELD_NUMBER: _ClassVar[int]
     step_id: str
     kind: StepKind
     name: str
@@ -189,7 +191,9 @@ class Step(_message.Message):
     failed_over: _containers.RepeatedScalarFieldContainer[str]
     usage: StepUsage
     cache_match: CacheMatch
-    def __init__(self, step_id: _Optional[str] = ..., kind: _Optional[_Union[StepKind, str]] = ..., name: _Optional[str] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., reason: _Optional[str] = ..., cache: _Optional[_Union[CacheOutcome, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[float] = ..., error: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output: _Optional[str] = ..., failed_over: _Optional[_Iterable[str]] = ..., usage: _Optional[_Union[StepUsage, _Mapping]] = ..., cache_match: _Optional[_Union[CacheMatch, _Mapping]] = ...) -> None: ...
+    cache_copies: int
+    cache_copies_target: int
+    def __init__(self, step_id: _Optional[str] = ..., kind: _Optional[_Union[StepKind, str]] = ..., name: _Optional[str] = ..., node_id: _Optional[str] = ..., node_name: _Optional[str] = ..., reason: _Optional[str] = ..., cache: _Optional[_Union[CacheOutcome, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., duration_ms: _Optional[float] = ..., error: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ..., arguments: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output: _Optional[str] = ..., failed_over: _Optional[_Iterable[str]] = ..., usage: _Optional[_Union[StepUsage, _Mapping]] = ..., cache_match: _Optional[_Union[CacheMatch, _Mapping]] = ..., cache_copies: _Optional[int] = ..., cache_copies_target: _Optional[int] = ...) -> None: ...
 
 class CacheMatch(_message.Message):
     __slots__ = ("key", "matched_prompt", "similarity", "namespace")

@@ -7,13 +7,61 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Tombstone(_message.Message):
+    __slots__ = ("key", "deleted_unix_ms", "expires_unix_ms", "primary_node_id")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DELETED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    deleted_unix_ms: int
+    expires_unix_ms: int
+    primary_node_id: str
+    def __init__(self, key: _Optional[str] = ..., deleted_unix_ms: _Optional[int] = ..., expires_unix_ms: _Optional[int] = ..., primary_node_id: _Optional[str] = ...) -> None: ...
+
+class DigestItem(_message.Message):
+    __slots__ = ("key", "expires_unix_ms", "version", "tombstone", "checksum")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONE_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    expires_unix_ms: int
+    version: int
+    tombstone: bool
+    checksum: str
+    def __init__(self, key: _Optional[str] = ..., expires_unix_ms: _Optional[int] = ..., version: _Optional[int] = ..., tombstone: _Optional[bool] = ..., checksum: _Optional[str] = ...) -> None: ...
+
+class DigestRequest(_message.Message):
+    __slots__ = ("sender_node_id", "buckets", "members")
+    SENDER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    sender_node_id: str
+    buckets: _containers.RepeatedScalarFieldContainer[bytes]
+    members: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, sender_node_id: _Optional[str] = ..., buckets: _Optional[_Iterable[bytes]] = ..., members: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DigestResponse(_message.Message):
+    __slots__ = ("differing", "items", "truncated")
+    DIFFERING_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    differing: _containers.RepeatedScalarFieldContainer[int]
+    items: _containers.RepeatedCompositeFieldContainer[DigestItem]
+    truncated: bool
+    def __init__(self, differing: _Optional[_Iterable[int]] = ..., items: _Optional[_Iterable[_Union[DigestItem, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
 class StoreRequest(_message.Message):
-    __slots__ = ("entry", "sender_node_id")
+    __slots__ = ("entry", "sender_node_id", "hint_for_node_id")
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     SENDER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HINT_FOR_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     entry: _common_pb2.CacheEntry
     sender_node_id: str
-    def __init__(self, entry: _Optional[_Union[_common_pb2.CacheEntry, _Mapping]] = ..., sender_node_id: _Optional[str] = ...) -> None: ...
+    hint_for_node_id: str
+    def __init__(self, entry: _Optional[_Union[_common_pb2.CacheEntry, _Mapping]] = ..., sender_node_id: _Optional[str] = ..., hint_for_node_id: _Optional[str] = ...) -> None: ...
 
 class StoreResponse(_message.Message):
     __slots__ = ("accepted", "reason")
@@ -72,12 +120,14 @@ class LocateResponse(_message.Message):
     def __init__(self, key: _Optional[str] = ..., primary: _Optional[_Union[NodeRef, _Mapping]] = ..., replicas: _Optional[_Iterable[_Union[NodeRef, _Mapping]]] = ..., placement: _Optional[_Iterable[_Union[NodeRef, _Mapping]]] = ...) -> None: ...
 
 class SyncRequest(_message.Message):
-    __slots__ = ("sender_node_id", "entries")
+    __slots__ = ("sender_node_id", "entries", "tombstones")
     SENDER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
     sender_node_id: str
     entries: _containers.RepeatedCompositeFieldContainer[_common_pb2.CacheEntry]
-    def __init__(self, sender_node_id: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[_common_pb2.CacheEntry, _Mapping]]] = ...) -> None: ...
+    tombstones: _containers.RepeatedCompositeFieldContainer[Tombstone]
+    def __init__(self, sender_node_id: _Optional[str] = ..., entries: _Optional[_Iterable[_Union[_common_pb2.CacheEntry, _Mapping]]] = ..., tombstones: _Optional[_Iterable[_Union[Tombstone, _Mapping]]] = ...) -> None: ...
 
 class SyncResponse(_message.Message):
     __slots__ = ("stored", "rejected", "last_key")
@@ -90,12 +140,14 @@ class SyncResponse(_message.Message):
     def __init__(self, stored: _Optional[int] = ..., rejected: _Optional[int] = ..., last_key: _Optional[str] = ...) -> None: ...
 
 class DropRequest(_message.Message):
-    __slots__ = ("keys", "sender_node_id")
+    __slots__ = ("keys", "sender_node_id", "tombstones")
     KEYS_FIELD_NUMBER: _ClassVar[int]
     SENDER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOMBSTONES_FIELD_NUMBER: _ClassVar[int]
     keys: _containers.RepeatedScalarFieldContainer[str]
     sender_node_id: str
-    def __init__(self, keys: _Optional[_Iterable[str]] = ..., sender_node_id: _Optional[str] = ...) -> None: ...
+    tombstones: _containers.RepeatedCompositeFieldContainer[Tombstone]
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., sender_node_id: _Optional[str] = ..., tombstones: _Optional[_Iterable[_Union[Tombstone, _Mapping]]] = ...) -> None: ...
 
 class DropResponse(_message.Message):
     __slots__ = ("dropped",)

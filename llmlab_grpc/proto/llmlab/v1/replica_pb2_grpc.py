@@ -60,6 +60,11 @@ class ReplicaStub:
                 request_serializer=llmlab_dot_v1_dot_replica__pb2.DropRequest.SerializeToString,
                 response_deserializer=llmlab_dot_v1_dot_replica__pb2.DropResponse.FromString,
                 _registered_method=True)
+        self.Digest = channel.unary_unary(
+                '/llmlab.v1.Replica/Digest',
+                request_serializer=llmlab_dot_v1_dot_replica__pb2.DigestRequest.SerializeToString,
+                response_deserializer=llmlab_dot_v1_dot_replica__pb2.DigestResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicaServicer:
@@ -103,6 +108,14 @@ class ReplicaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Digest(self, request, context):
+        """Digest compares this node's holdings with the sender's (anti-entropy): the sender's
+        bucket hashes in, the receiver's items of the buckets that differ out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +143,11 @@ def add_ReplicaServicer_to_server(servicer, server):
                     servicer.Drop,
                     request_deserializer=llmlab_dot_v1_dot_replica__pb2.DropRequest.FromString,
                     response_serializer=llmlab_dot_v1_dot_replica__pb2.DropResponse.SerializeToString,
+            ),
+            'Digest': grpc.unary_unary_rpc_method_handler(
+                    servicer.Digest,
+                    request_deserializer=llmlab_dot_v1_dot_replica__pb2.DigestRequest.FromString,
+                    response_serializer=llmlab_dot_v1_dot_replica__pb2.DigestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -268,6 +286,33 @@ class Replica:
             '/llmlab.v1.Replica/Drop',
             llmlab_dot_v1_dot_replica__pb2.DropRequest.SerializeToString,
             llmlab_dot_v1_dot_replica__pb2.DropResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Digest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmlab.v1.Replica/Digest',
+            llmlab_dot_v1_dot_replica__pb2.DigestRequest.SerializeToString,
+            llmlab_dot_v1_dot_replica__pb2.DigestResponse.FromString,
             options,
             channel_credentials,
             insecure,
