@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from llmlab_grpc.proto.llmlab.v1 import replica_pb2
+from llmlab_grpc.replication.calls import guarded
 from llmlab_grpc.replication.digest import BUCKETS, Digester, Item, decode, encode
 from llmlab_grpc.replication.tombstones import Tombstone
 
@@ -106,10 +107,12 @@ class AntiEntropy:
                 items = self._items(stones, now)
                 return items, digester.buckets(items, targets)
 
+            log.debug("anti-entropy round toward %s", targets)
             items, buckets = await asyncio.to_thread(hash_all)
             pushed = sum(await asyncio.gather(*(self._with_peer(p, members, items, buckets[p], digester)
                                                 for p in targets)))
             self.counters["rounds"] += 1
+            log.debug("anti-entropy round done: %d items, pushed %d", len(items), pushed)
             self.last_round_s = time.perf_counter() - started
             return pushed
 
@@ -121,9 +124,9 @@ class AntiEntropy:
             return 0
         request = replica_pb2.DigestRequest(sender_node_id=rep.node_id, buckets=encode(buckets), members=members)
         try:
-            reply = await stub.Digest(request, timeout=DIGEST_TIMEOUT_S)
+            reply = await guarded(stub.Digest(request, timeout=DIGEST_TIMEOUT_S))
         except grpc.aio.AioRpcError as err:
-            log.debug("digest with %s failed: %s", peer, err.code())
+            log.info("digest with %s failed: %s", peer, err.code())
             return 0
         self.counters["digest_bytes"] += request.ByteSize()
         self.counters["item_bytes"] += reply.ByteSize()
@@ -147,6 +150,8 @@ class AntiEntropy:
             else:
                 entries.append(item.key)
         entries, stones = entries[:MAX_PUSH_PER_PEER], stones[:MAX_PUSH_PER_PEER]
+        log.info("anti-entropy with %s: %d buckets differ; pushing %d entries and %d tombstones", peer,
+                 len(reply.differing), len(entries), len(stones))
         if stones:
             await rep.push_tombstones(peer, stones)
             self.counters["tombstones_pushed"] += len(stones)

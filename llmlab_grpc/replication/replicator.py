@@ -37,7 +37,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -50,6 +50,7 @@ from llmlab_grpc.mesh.channels import ChannelPool
 from llmlab_grpc.mesh.peers import PeerRecord, PeerTable
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, replica_pb2, replica_pb2_grpc
 from llmlab_grpc.replication.anti_entropy import DEFAULT_PERIOD_S, AntiEntropy
+from llmlab_grpc.replication.calls import being_cancelled, guarded
 from llmlab_grpc.replication.digest import responsible
 from llmlab_grpc.replication.integrity import RefusedCopy, verify_copy
 from llmlab_grpc.replication.placement import place, rank
@@ -81,7 +82,16 @@ HINT_WINDOW_S = 3600.0
 """How long a departed replica node is still written for by hinted handoff (stand-ins hold its copies)."""
 MAX_DEPARTED = 64
 """Departed nodes remembered for hinted handoff."""
+GONE_CHECK_S = 0.5
+"""How often a long call checks that its peer is still in the table."""
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+T = TypeVar("T")
+
+
+class PeerGone(Exception):
+    """The peer a call was for left the peer table before it answered."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,8 @@ class Replicator(CacheListener):
         self.tombstones = Tombstones()
         self.anti_entropy = AntiEntropy(self, anti_entropy_s)
         self._last_anti_entropy = time.monotonic()
+        self._ae_wake = asyncio.Event()
+        self._ae_joined: set[str] = set()
         self._departed: dict[str, float] = {}  # replica node -> wall time it left (hinted handoff)
         self._hints: dict[str, str] = {}  # key held here as a stand-in -> the node it is meant for
         self._inflight: dict[str, asyncio.Future[Any]] = {}  # key -> replication a waiting put started
@@ -170,6 +182,7 @@ class Replicator(CacheListener):
         self.peers.subscribe(self.on_peer)
         self._tasks = [asyncio.create_task(self._worker(), name=f"replication-worker-{i}") for i in range(WORKERS)]
         self._tasks.append(asyncio.create_task(self._maintain(), name="replication-maintenance"))
+        self._tasks.append(asyncio.create_task(self._anti_entropy_loop(), name="anti-entropy"))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -309,7 +322,7 @@ class Replicator(CacheListener):
             stub = self._stub(node_id)
             if stub is not None:
                 with contextlib.suppress(grpc.aio.AioRpcError):
-                    await stub.Drop(request, timeout=DROP_TIMEOUT_S)
+                    await guarded(stub.Drop(request, timeout=DROP_TIMEOUT_S))
 
         await asyncio.gather(*(drop(n) for n in targets))
 
@@ -330,9 +343,9 @@ class Replicator(CacheListener):
         if stub is None:
             return False
         try:
-            reply = await stub.Store(replica_pb2.StoreRequest(entry=entry, sender_node_id=self.node_id,
-                                                              hint_for_node_id=hint_for),
-                                     timeout=STORE_TIMEOUT_S)
+            reply = await guarded(stub.Store(replica_pb2.StoreRequest(entry=entry, sender_node_id=self.node_id,
+                                                                      hint_for_node_id=hint_for),
+                                             timeout=STORE_TIMEOUT_S))
         except grpc.aio.AioRpcError as err:
             log.debug("store of %s on %s failed: %s", entry.key[:12], node_id, err.code())
             return False
@@ -492,10 +505,14 @@ class Replicator(CacheListener):
             chunk = items[done: done + SYNC_CALL_MAX_ENTRIES]
             sent: list[str] = []
             try:
-                reply = await stub.Sync(self._sync_requests(chunk, sent), timeout=SYNC_CALL_TIMEOUT_S)
+                reply = await self._unless_gone(node_id, stub.Sync(self._sync_requests(chunk, sent),
+                                                                   timeout=SYNC_CALL_TIMEOUT_S))
+            except PeerGone:
+                log.info("sync to %s stopped after %d of %d entries: it left", node_id, done, len(items))
+                break
             except grpc.aio.AioRpcError as err:
                 failures += 1
-                if failures >= SYNC_ATTEMPTS or err.code() not in RETRYABLE:
+                if failures >= SYNC_ATTEMPTS or err.code() not in RETRYABLE or self.peers.get(node_id) is None:
                     log.info("sync to %s stopped after %d of %d entries: %s", node_id, done, len(items), err.code())
                     break
                 await asyncio.sleep(0.2 * failures)
@@ -519,6 +536,24 @@ class Replicator(CacheListener):
             done += self._position_after(chunk, reply.last_key)
         self.counters["synced"] += len(acked)
         return acked
+
+    async def _unless_gone(self, node_id: str, call: Awaitable[T]) -> T:
+        """Await ``call``, but give up (``PeerGone``) as soon as ``node_id`` leaves the peer table.
+
+        A frozen peer (SIGSTOP, a partition) accepts a call and never answers: without this,
+        one long call to it would hold this node's maintenance for the whole call timeout.
+        """
+        task = asyncio.ensure_future(guarded(call))
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=GONE_CHECK_S)
+                if done:
+                    return task.result()
+                if self.peers.get(node_id) is None:
+                    raise PeerGone(node_id)
+        finally:
+            if not task.done():
+                task.cancel()
 
     @staticmethod
     def _position_after(chunk: list[CacheEntry | EntryMeta | str], last_key: str) -> int:
@@ -657,7 +692,9 @@ class Replicator(CacheListener):
                                               tombstones=[t.to_proto() for t in stones[i: i + 1024]])
 
         try:
-            await stub.Sync(requests(), timeout=SYNC_CALL_TIMEOUT_S)
+            await self._unless_gone(node_id, stub.Sync(requests(), timeout=SYNC_CALL_TIMEOUT_S))
+        except PeerGone:
+            return False
         except grpc.aio.AioRpcError as err:
             log.debug("tombstones to %s failed: %s", node_id, err.code())
             return False
@@ -713,7 +750,7 @@ class Replicator(CacheListener):
         if stub is None:
             return None
         try:
-            reply = await stub.Fetch(replica_pb2.FetchRequest(key=key), timeout=FETCH_TIMEOUT_S)
+            reply = await guarded(stub.Fetch(replica_pb2.FetchRequest(key=key), timeout=FETCH_TIMEOUT_S))
         except grpc.aio.AioRpcError:
             return None
         if not reply.found:
@@ -774,6 +811,10 @@ class Replicator(CacheListener):
                 continue
             try:
                 await self.replicate(key, entry)
+            except asyncio.CancelledError:
+                if being_cancelled():
+                    raise
+                log.warning("replicating %s was cut short", key[:12])
             except Exception:
                 log.exception("replicating %s failed", key[:12])
 
@@ -787,19 +828,44 @@ class Replicator(CacheListener):
                     self._repair_wanted = False
                     await self.repair()
                 joined, self._joined = self._joined, set()
+                if joined:
+                    self._ae_joined |= joined
+                    self._ae_wake.set()
                 for node_id in sorted(joined):
                     await self.sync_joined(node_id)
                     await self.hand_off(node_id)
-                if joined:
-                    await self.anti_entropy.run_round(sorted(joined))
                 if self._short:
                     await self.retry_short()
                 self.tombstones.sweep(self._clock())
-                if time.monotonic() - self._last_anti_entropy >= self.anti_entropy.period_s:
-                    self._last_anti_entropy = time.monotonic()
-                    await self.anti_entropy.run_round()
+            except asyncio.CancelledError:
+                if being_cancelled():
+                    raise
+                log.warning("a replication maintenance round was cut short")
             except Exception:  # a bug here must not end maintenance for good
                 log.exception("replication maintenance failed")
+
+    async def _anti_entropy_loop(self) -> None:
+        """Anti-entropy in its own task: every period, and at once toward peers that (re)joined.
+
+        Apart from maintenance so that a slow repair or sync never delays it (and the reverse).
+        """
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ae_wake.wait(), timeout=self.anti_entropy.period_s)
+            self._ae_wake.clear()
+            joined, self._ae_joined = self._ae_joined, set()
+            try:
+                if joined and time.monotonic() - self._last_anti_entropy < self.anti_entropy.period_s:
+                    await self.anti_entropy.run_round(sorted(joined))
+                else:
+                    self._last_anti_entropy = time.monotonic()
+                    await self.anti_entropy.run_round()
+            except asyncio.CancelledError:
+                if being_cancelled():
+                    raise
+                log.warning("an anti-entropy round was cut short")
+            except Exception:  # a bug here must not end anti-entropy for good
+                log.exception("anti-entropy round failed")
 
     def _plan_owned(self, key: str, live: set[str], plan: dict[str, list[str]]) -> None:
         holders = self._acks.setdefault(key, set())

@@ -5,6 +5,9 @@ this process, so the bench can time its ``CacheManager`` and ``Replicator`` dire
 its three peers are `llmlab node` processes on 127.0.0.1 (memory store, so Ray start-up
 is not what is measured). Prints:
 
+- Cache.Put over gRPC on loopback, W=1 (``--write-acks 1``: the put returns with the local
+  copy, replication follows: the behaviour before W) vs W=2 (the default: it returns once a
+  replica verified its copy)                                  p50, p99 and the ratio
 - local put: ``CacheManager.put`` on the primary, nothing else    (the baseline)
 - replicated put: the same put, then ``Replicator.replicate`` until N=2 peer processes
   acknowledged their copy over gRPC (``Replica.Store``)        p50, p99 and the ratio
@@ -34,9 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from llmlab_grpc.cache import cache_key
 from llmlab_grpc.config import NodeSettings
+from llmlab_grpc.mesh.auth import bearer
 from llmlab_grpc.node import LlmlabNode
 from llmlab_grpc.procs import NodeProcess, spawn_node
-from llmlab_grpc.proto.llmlab.v1 import replica_pb2, replica_pb2_grpc
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, replica_pb2, replica_pb2_grpc
 from llmlab_grpc.replication import Replicator, place
 from scripts.bench.stats import report
 
@@ -82,6 +86,31 @@ async def bench_puts(node: LlmlabNode, replicator: Replicator, n: int) -> None:
           f"peer processes over gRPC", flush=True)
     base = report("local put (CacheManager.put)", local, unit="us", width=46)
     report("replicated put (put + Replica.Store x N)", replicated, base, base_name="local", unit="us", width=46)
+
+
+def grpc_puts(w1: NodeProcess, w2: NodeProcess, n: int) -> None:
+    """``Cache.Put`` from this process to a W=1 and a W=2 node, interleaved so both see the same load."""
+    samples: dict[str, list[float]] = {"w1": [], "w2": []}
+    deadline = time.monotonic() + TIME_LIMIT_S
+    with w1.channel() as c1, w2.channel() as c2:
+        stubs = {"w1": (cache_pb2_grpc.CacheStub(c1), w1), "w2": (cache_pb2_grpc.CacheStub(c2), w2)}
+        short = 0
+        for i in range(n + 20):  # the first 20 of each warm the channels up and are not counted
+            if time.monotonic() > deadline:
+                break
+            for name, (stub, proc) in stubs.items():
+                request = cache_pb2.PutRequest(lookup=cache_pb2.CacheLookup(prompt=f"{name} put {i}", model=MODEL),
+                                               response=f"answer {i} " * 20)
+                start = time.perf_counter()
+                reply = stub.Put(request, metadata=bearer(proc.secret), timeout=10)
+                if i >= 20:
+                    samples[name].append(time.perf_counter() - start)
+                short += reply.copies < reply.write_acks
+    print(f"\nCache.Put over gRPC on loopback ({len('answer 0 ' * 20)}-byte answer; N=2; "
+          f"{short} puts short of W)", flush=True)
+    base = report("Cache.Put, W=1 (returns with the local copy)", samples["w1"], unit="ms", width=46)
+    report("Cache.Put, W=2 (returns at the 1st replica ack)", samples["w2"], base, base_name="W=1", unit="ms",
+           width=46)
 
 
 def held_by(peer: NodeProcess, keys: list[str]) -> set[str]:
@@ -151,7 +180,18 @@ async def run(opts: argparse.Namespace) -> None:
         await until(lambda: len(node.peers) == 3, "the peers to join")
         replicator: Replicator = node.components["replica"].replicator  # type: ignore[attr-defined]
         await bench_puts(node, replicator, opts.puts)
-        await bench_repair(node, replicator, peers, opts.entries)
+        writers = []
+        for name, acks in (("bench-w1", "1"), ("bench-w2", "2")):
+            writers.append(await asyncio.to_thread(spawn_node, name, secret, *flags, "--write-acks", acks,
+                                                   "--peer", address, log_dir=logs))
+        peers.extend(writers)
+        await until(lambda: len(node.peers) == 5, "the writers to join")
+        await asyncio.sleep(2 * HEARTBEAT_S)  # and to see every peer themselves
+        await asyncio.to_thread(grpc_puts, *writers, opts.puts)
+        for writer in writers:
+            writer.stop(signal.SIGTERM, timeout=10)
+        await until(lambda: len(node.peers) == 3, "the writers to leave")
+        await bench_repair(node, replicator, peers[:3], opts.entries)
     finally:
         for peer in peers:
             peer.stop(signal.SIGTERM, timeout=10)
