@@ -245,6 +245,18 @@ def test_a_client_that_goes_away_stops_the_generation(mesh: Mesh) -> None:
     wait_until(lambda: mesh.fake.disconnects > before, 6, what="the model server to see the stream closed")
 
 
+def test_a_non_streamed_client_that_goes_away_stops_the_generation(mesh: Mesh) -> None:
+    """Without a stream nothing is written until the end, so the server must watch for the client leaving."""
+    target = mesh.api
+    before = mesh.fake.disconnects
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up after 1 s of an 8 s generation
+        httpx.post(f"{mesh.url(target)}/chat/completions",
+                   json={"model": FAKE, "messages": [{"role": "user", "content": "slow 80"}]},
+                   headers={"Authorization": f"Bearer {target.secret}", "Cache-Control": "no-cache"},
+                   timeout=httpx.Timeout(30, read=1.0))
+    wait_until(lambda: mesh.fake.disconnects > before, 6, what="the model server to see the generation cancelled")
+
+
 def test_errors_before_a_stream_starts_keep_their_status(mesh: Mesh) -> None:
     with pytest.raises(openai.BadRequestError) as err:
         list(mesh.client().chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}],

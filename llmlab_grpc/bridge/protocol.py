@@ -11,6 +11,7 @@ import json
 
 from google.protobuf import json_format
 
+from llmlab_grpc import safejson
 from llmlab_grpc.proto.llmlab.v1 import bridge_pb2
 
 INVALID_ARGUMENT = "INVALID_ARGUMENT"
@@ -38,8 +39,8 @@ class ProtocolError(Exception):
 def decode(text: str) -> bridge_pb2.BridgeEnvelope:
     """Parse one text frame; raises ``ProtocolError(INVALID_ARGUMENT)`` with the reason."""
     try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as exc:
+        obj = safejson.loads(text)
+    except safejson.JsonRefused as exc:
         raise ProtocolError(INVALID_ARGUMENT, f"message is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(INVALID_ARGUMENT, "message must be a JSON object (a BridgeEnvelope)")

@@ -13,7 +13,8 @@ Checks, in order, for every connection and message:
 * **Size**: a message over ``bridge_max_message_bytes`` gets ``RESOURCE_EXHAUSTED``;
   one over four times that is cut off by the WebSocket layer (close 1009).
 * **Rate**: a token bucket per connection (``bridge_rate_per_s``, ``bridge_rate_burst``);
-  over it, ``RESOURCE_EXHAUSTED``; after ``MAX_STRIKES`` refusals in a row, closed (1008).
+  over it, ``RESOURCE_EXHAUSTED``; after ``MAX_STRIKES`` refusals within ``STRIKE_WINDOW_S``
+  (accepted messages in between do not wipe them), closed (1008).
   Answers to our own task assignments are not charged.
 * **Format**: malformed JSON, an unknown field or message, a binary frame: an
   ``INVALID_ARGUMENT`` error, and the socket stays usable.
@@ -42,7 +43,7 @@ from llmlab_grpc.bridge.protocol import (
     encode,
     error,
 )
-from llmlab_grpc.bridge.ratelimit import TokenBucket
+from llmlab_grpc.bridge.ratelimit import StrikeWindow, TokenBucket
 from llmlab_grpc.proto.llmlab.v1 import bridge_pb2
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 HELLO_TIMEOUT_S = 15.0
 SEND_TIMEOUT_S = 10.0
 MAX_STRIKES = 50
+STRIKE_WINDOW_S = 60.0
 
 
 class WsLink:
@@ -85,6 +87,7 @@ class _Connection:
 
     link: WsLink
     bucket: TokenBucket
+    strikes: StrikeWindow
     session: MobileSession | None = None
 
 
@@ -111,7 +114,8 @@ class TaskSocket:
                 f"Origin {origin} may not use this bridge; add it with --bridge-origin", status_code=403))
             return
         await websocket.accept()
-        conn = _Connection(WsLink(websocket), TokenBucket(self.rate, self.burst))
+        conn = _Connection(WsLink(websocket), TokenBucket(self.rate, self.burst),
+                           StrikeWindow(MAX_STRIKES, STRIKE_WINDOW_S))
         try:
             await self._serve(websocket, conn)
         except (LinkClosed, WebSocketDisconnect):
@@ -123,7 +127,6 @@ class TaskSocket:
 
     async def _serve(self, websocket: WebSocket, conn: _Connection) -> None:
         link = conn.link
-        strikes = 0
         hello_by = time.monotonic() + HELLO_TIMEOUT_S
         while True:
             if conn.session is None:
@@ -143,10 +146,11 @@ class TaskSocket:
             try:
                 text = self._text_of(message)
                 if not conn.bucket.take():
-                    strikes += 1
+                    over = conn.strikes.strike()
                     raise ProtocolError(RESOURCE_EXHAUSTED, f"rate limit: at most {self.rate:g} messages/s "
-                                        f"(burst {self.burst}) per connection", close=strikes > MAX_STRIKES)
-                strikes = 0
+                                        f"(burst {self.burst}) per connection"
+                                        + (f"; {MAX_STRIKES} refusals within {STRIKE_WINDOW_S:g} s, closing"
+                                           if over else ""), close=over)
                 await self._dispatch(conn, decode(text))
             except ProtocolError as exc:
                 await link.send(error(exc.code, exc.message, exc.ref_id))

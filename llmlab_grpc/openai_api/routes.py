@@ -1,21 +1,23 @@
 """The ``/v1`` routes: ``POST /v1/chat/completions``, ``GET /v1/models``, ``GET /v1/models/{id}``.
 
 Every request is authenticated before its body is read; the body is read with a size
-limit (413), parsed (400 on malformed JSON) and validated (400 naming the field). A
-model must be known to the mesh: an unknown name is 404, and no model ever seen is 503. A
-model once served but offline now is still asked: a cached answer is a 200, a miss a 503
-naming the model. The answer carries ``x-llmlab-cache`` (hit, semantic-hit, miss, bypass,
-none; a semantic hit adds ``x-llmlab-cache-similarity`` and ``x-llmlab-cache-matched-prompt``,
-URL-encoded) and ``x-llmlab-task-id`` headers, and a ``llmlab`` field with the trace. Any
-other ``/v1`` path is a 404 in
+limit (413), parsed (400 on malformed JSON or nesting deeper than ``safejson.MAX_DEPTH``)
+and validated (400 naming the field). A model must be known to the mesh: an unknown name
+is 404, and no model ever seen is 503. A model once served but offline now is still
+asked: a cached answer is a 200, a miss a 503 naming the model. The answer carries
+``x-llmlab-cache`` (hit, semantic-hit, miss, bypass, none; a semantic hit adds
+``x-llmlab-cache-similarity`` and ``x-llmlab-cache-matched-prompt``, URL-encoded) and
+``x-llmlab-task-id`` headers, and a ``llmlab`` field with the trace. Any other ``/v1``
+path is a 404 in
 OpenAI's error shape.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -23,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from llmlab_grpc import safejson
 from llmlab_grpc.openai_api import translate
 from llmlab_grpc.openai_api.auth import ApiAuth, default_keys_path
 from llmlab_grpc.openai_api.errors import ApiError, bad_request, no_llm_node, unknown_model
@@ -34,6 +37,11 @@ if TYPE_CHECKING:
     from llmlab_grpc.node import LlmlabNode
 
 log = logging.getLogger(__name__)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its non-streamed answer was ready; nobody is left to answer."""
+
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
@@ -92,6 +100,8 @@ class OpenAIApi:
                 return await handler(request)  # type: ignore[no-any-return]
             except ApiError as err:
                 return err.response()
+            except ClientGone:
+                return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
         return endpoint
 
@@ -122,13 +132,51 @@ class OpenAIApi:
             if len(body) > self.max_body:
                 raise self._too_large()
         try:
-            return json.loads(body)
-        except ValueError as exc:
-            raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from exc
+            return safejson.loads(body)
+        except safejson.JsonRefused as exc:
+            raise bad_request(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
 
     def _too_large(self) -> ApiError:
         return ApiError(413, f"the request body is larger than {self.max_body} bytes (the node's "
                              "--api-max-body-bytes)", code="request_too_large")
+
+    @staticmethod
+    async def _final_unless_gone(request: Request, events: AsyncGenerator[Any, None]) -> Any:
+        """The planner's final task, or ``ClientGone`` as soon as the client disconnects.
+
+        A streamed answer notices a departed client when a write fails; a non-streamed one
+        writes nothing until the end, so without this a generation nobody will read ran to
+        its last token. The body has been read already, so the next ASGI message can only be
+        ``http.disconnect``: waiting for it alongside the work costs nothing.
+        """
+
+        async def collect() -> Any:
+            final = None
+            async for event in events:
+                if event.WhichOneof("event") == "final":
+                    final = event.final
+            return final
+
+        async def gone() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        work = asyncio.ensure_future(collect())
+        watch = asyncio.ensure_future(gone())
+        try:
+            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                log.info("client went away: cancelling the generation of %s", request.url.path)
+                raise ClientGone()
+            return work.result()
+        finally:
+            watch.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.wait({work})
+                if not work.cancelled():
+                    work.exception()  # retrieved: an error after the client left has nobody to go to
+            await events.aclose()
 
     async def chat_completions(self, request: Request) -> Response:
         data = await self._body(request)
@@ -167,13 +215,7 @@ class OpenAIApi:
                     await events.aclose()
 
             return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
-        task = None
-        try:
-            async for event in events:
-                if event.WhichOneof("event") == "final":
-                    task = event.final
-        finally:
-            await events.aclose()
+        task = await self._final_unless_gone(request, events)
         if task is None:  # pragma: no cover - the gateway always ends with final or raises
             raise ApiError(500, "the planner ended without a task", "server_error", "internal_error")
         usage, source = translate.usage(task)
