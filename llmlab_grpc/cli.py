@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--http-host", help="address the bridge's HTTP server binds (default: --host)")
     node.add_argument("--bridge-origin", action="append", dest="bridge_allowed_origins", metavar="ORIGIN",
                       help="extra Origin allowed on /ws/task, e.g. http://box.local:8080; repeatable")
+    node.add_argument("--http-header-timeout", type=float, dest="http_header_timeout_s",
+                      help="seconds a client has to send complete request headers (default 10)")
+    node.add_argument("--http-idle-timeout", type=float, dest="http_idle_timeout_s",
+                      help="seconds an HTTP connection may stay silent (default 15)")
+    node.add_argument("--http-max-connections", type=int,
+                      help="open HTTP and WebSocket connections at most (default 512)")
     node.add_argument("--ray-address", help="join this Ray cluster HOST:PORT (default: the node's own local Ray)")
     node.add_argument("--llm-backend", choices=["llama_cpp", "ollama", "openai"],
                       help="runtime of the llm role (default llama_cpp: the embedded model)")

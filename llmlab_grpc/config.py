@@ -106,6 +106,12 @@ class NodeSettings(BaseSettings):
         description="cache namespaces synced to paired phones; * is every namespace, '' (or default) the default one")
     bridge_sync_private: bool = Field(
         False, description="also sync entries stored with a per-user API key to paired phones (off: they stay private)")
+    http_header_timeout_s: float = Field(10.0, gt=0, le=600,
+                                         description="seconds a client has to send complete request headers")
+    http_idle_timeout_s: float = Field(15.0, gt=0, le=3600,
+                                       description="seconds an HTTP connection may stay silent (keep-alive, body)")
+    http_max_connections: int = Field(512, ge=1, le=100000,
+                                      description="open HTTP + WebSocket connections; more are closed at once")
 
     # LLM inference on Ray (role `llm`, docs/inference.md)
     ray_address: str = Field("", description="join this Ray cluster (HOST:PORT or 'auto'); empty = own local Ray")

@@ -8,7 +8,8 @@ kept last, so routes added later still win over it.
 uvicorn normally installs its own SIGINT/SIGTERM handlers; here the node owns the
 signals (it must leave the mesh politely), so the embedded server never touches them.
 The listening socket is bound here, not by uvicorn, so a port in use is a clear
-``OSError`` at start instead of uvicorn's ``sys.exit``.
+``OSError`` at start instead of uvicorn's ``sys.exit``. Connections are served by
+``http_guard.GuardedH11Protocol``: header and idle timeouts and a connection cap.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import contextlib
 import logging
 import socket
 from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmlab_grpc.bridge.http_guard import guarded_protocol
 from llmlab_grpc.mesh.net import WILDCARDS, advertised_host
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,15 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+@dataclass(frozen=True)
+class HttpLimits:
+    """Connection limits of the HTTP server (``--http-header-timeout`` and friends; docs/security.md)."""
+
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 15.0
+    max_connections: int = 512
+
+
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn without signal handling: the node process owns SIGINT/SIGTERM."""
 
@@ -91,11 +103,12 @@ class HttpServer:
     """Owns the ASGI app and its uvicorn server; ``await start()`` returns the base URL."""
 
     def __init__(self, host: str, port: int, advertise_host: str = "", routes: Sequence[BaseRoute] = (),
-                 ws_max_size: int = 1024 * 1024) -> None:
+                 ws_max_size: int = 1024 * 1024, limits: HttpLimits | None = None) -> None:
         self.host = host
         self.port = port
         self.advertise_host = advertise_host
         self.ws_max_size = ws_max_size
+        self.limits = limits or HttpLimits()
         self.app = Starlette(routes=list(routes))
         self.url = ""
         self._server: _EmbeddedServer | None = None
@@ -113,10 +126,13 @@ class HttpServer:
     async def start(self) -> str:
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
+        limits = self.limits
         config = uvicorn.Config(
             SecurityHeaders(self.app), ws="websockets-sansio", lifespan="off", log_config=None,
             log_level="warning", access_log=False, proxy_headers=False, server_header=False,
-            ws_max_size=self.ws_max_size, timeout_graceful_shutdown=2, timeout_keep_alive=15,
+            ws_max_size=self.ws_max_size, timeout_graceful_shutdown=2,
+            http=guarded_protocol(limits.header_timeout_s, limits.idle_timeout_s, limits.max_connections),
+            timeout_keep_alive=limits.idle_timeout_s,  # type: ignore[arg-type]  # a float works (call_later)
         )
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-server")
