@@ -247,6 +247,7 @@ FEATURE_COMMANDS: list[str] = [
     "llmlab_grpc.commands.tools",
     "llmlab_grpc.commands.apikey",
     "llmlab_grpc.commands.metrics",
+    "llmlab_grpc.commands.dashboard",
 ]
 
 

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from llmlab_grpc.inference.ray_head import RayHead
 
 DASHBOARD_RE = re.compile(r"^llmlab node (?P<name>\S+) dashboard (?P<url>\S+)$")
+LINK_RE = re.compile(r"^llmlab node (?P<name>\S+) dashboard-link (?P<url>\S+)$")
 
 START_TIMEOUT_S = 60.0
 
@@ -73,6 +74,11 @@ class LaunchedNode:
     def dashboard(self) -> str:
         """The URL from the bridge's "dashboard" line (printed before "listening on"), if any."""
         return next((m.group("url") for line in self.proc.output if (m := DASHBOARD_RE.match(line))), "")
+
+    @property
+    def dashboard_link(self) -> str:
+        """The one-time link the bridge printed: it gives one browser a dashboard session (bridge/access.py)."""
+        return next((m.group("url") for line in self.proc.output if (m := LINK_RE.match(line))), "")
 
 
 def mesh_secret() -> str:
@@ -210,6 +216,9 @@ def run_up(count: int, mdns: bool, mdns_interface: str, extra_args: list[str]) -
     for node in mesh.nodes:
         if node.dashboard:
             print(f"dashboard: {node.dashboard}", flush=True)
+            if node.dashboard_link:
+                print(f"dashboard link (one use; for a browser elsewhere or behind a proxy): {node.dashboard_link}",
+                      flush=True)
             print(f"openai api: {node.dashboard.removesuffix('/llmlab')}/v1", flush=True)
     path = mesh.write_state()
     print(f"state: {path}", flush=True)

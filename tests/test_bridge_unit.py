@@ -1,5 +1,6 @@
-"""Bridge parts in isolation: pairing and session tokens, the rate limiter, the wire format,
-cache-sync batching, and membership's handling of mobile rows."""
+"""Bridge parts in isolation: pairing and session tokens, dashboard links and sessions, the rate
+limiter and its strike window, the wire format, cache-sync batching, and membership's handling
+of mobile rows."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import time
 
 import pytest
 
+from llmlab_grpc.bridge.access import LINK_TTL_S, SESSION_TTL_S, DashboardSessions, loopback_host_header
 from llmlab_grpc.bridge.cache_sync import MAX_ENTRY_BYTES, CacheSync
 from llmlab_grpc.bridge.pairing import PairingTokens, SessionTokens
 from llmlab_grpc.bridge.protocol import ProtocolError, decode, encode
-from llmlab_grpc.bridge.ratelimit import TokenBucket
+from llmlab_grpc.bridge.ratelimit import StrikeWindow, TokenBucket
 from llmlab_grpc.mesh.membership import Membership
 from llmlab_grpc.mesh.peers import PeerTable
 from llmlab_grpc.proto.llmlab.v1 import bridge_pb2, common_pb2
@@ -65,6 +67,68 @@ def test_token_bucket() -> None:
     assert bucket.take()
 
 
+def test_strikes_are_kept_over_the_window_whatever_was_accepted_between() -> None:
+    """A steady flooder just over the rate: every other message accepted used to wipe the count."""
+    clock = Clock(0.0)
+    bucket = TokenBucket(rate=20, burst=40, clock=clock)
+    strikes = StrikeWindow(limit=50, window_s=60, clock=clock)
+    refused = cut_off = 0
+    for _ in range(40 * 60):  # 40 messages/s for up to a minute against 20/s
+        clock.now += 1 / 40
+        if not bucket.take():
+            refused += 1
+            if strikes.strike():
+                cut_off = refused
+                break
+    assert cut_off == 50 and clock.now < 10  # the 50th refusal ends it, seconds in
+
+
+def test_strikes_expire_after_the_window() -> None:
+    clock = Clock(0.0)
+    strikes = StrikeWindow(limit=3, window_s=10, clock=clock)
+    assert not strikes.strike() and not strikes.strike()
+    clock.now += 11  # the two old strikes fall out of the window
+    assert not strikes.strike() and not strikes.strike()
+    assert strikes.strike() and len(strikes) == 3
+
+
+def test_dashboard_link_is_spent_once_and_buys_a_signed_session() -> None:
+    clock = Clock(1_000_000.0)
+    sessions = DashboardSessions("s3cret-mesh", "abcdef0123456789", clock=clock)
+    token, expires = sessions.mint_link()
+    assert expires == clock.now + LINK_TTL_S
+    cookie = sessions.redeem(token)
+    assert cookie is not None and sessions.valid(cookie)
+    assert sessions.redeem(token) is None  # spent
+    assert sessions.redeem("nope") is None and sessions.redeem("") is None
+    late, _ = sessions.mint_link()
+    clock.now += LINK_TTL_S + 1
+    assert sessions.redeem(late) is None  # expired unused
+    header = sessions.cookie_header(cookie, secure=False)
+    assert header.startswith("llmlab_session_abcdef012345=") and "HttpOnly" in header
+    assert "SameSite=Strict" in header and "Secure" not in header
+    assert "; Secure" in sessions.cookie_header(cookie, secure=True)
+    # Another mesh's key, a tampered expiry or MAC, an old cookie: refused.
+    other = DashboardSessions("other-mesh", "abcdef0123456789", clock=clock)
+    assert not other.valid(cookie)
+    body, mac = cookie.rsplit(".", 1)
+    assert not sessions.valid(f"{body}.{mac[:-1]}{'A' if mac[-1] != 'A' else 'B'}")
+    assert not sessions.valid(cookie.replace("d1.", "d1.9", 1))
+    assert sessions.valid(cookie)
+    clock.now += SESSION_TTL_S
+    assert not sessions.valid(cookie)
+
+
+@pytest.mark.parametrize(("host", "ok"), [
+    ("127.0.0.1:8080", True), ("localhost:8080", True), ("LOCALHOST:8080", True), ("[::1]:8080", True),
+    ("127.9.9.9:8080", True), ("127.0.0.1", False), ("127.0.0.1:8081", False), ("bridge.example.com:8080", False),
+    ("bridge.example.com", False), ("192.168.1.5:8080", False), ("localhost.evil.test:8080", False),
+    ("", False), ("[::1", False), ("127.0.0.1:80:80", False),
+])
+def test_only_a_loopback_host_header_with_our_port_is_local(host: str, ok: bool) -> None:
+    assert loopback_host_header(host, 8080) is ok
+
+
 def test_wire_format_round_trip_and_refusals() -> None:
     envelope = bridge_pb2.BridgeEnvelope(id="5", task_assignment=bridge_pb2.TaskAssignment(
         task_id="t1", tool="http_fetch", arguments=to_struct({"url": "http://x", "n": 3}), deadline_unix_ms=42))
@@ -73,7 +137,8 @@ def test_wire_format_round_trip_and_refusals() -> None:
     assert decode(text) == envelope
     assert from_struct(envelope.task_assignment.arguments) == {"url": "http://x", "n": 3}
     for raw, words in [("{", "not valid JSON"), ("3", "JSON object"), ('{"id": "1"}', "no message"),
-                       ('{"hello": {"nope": 1}}', "nope"), ("[" * 100_000, "not valid JSON")]:
+                       ('{"hello": {"nope": 1}}', "nope"), ("[" * 100_000, "not valid JSON"),
+                       ('{"heartbeat": {"currentTask": ' + "[" * 200 + "]" * 200 + "}}", "deeper than 64")]:
         with pytest.raises(ProtocolError) as refused:
             decode(raw)
         assert refused.value.code == "INVALID_ARGUMENT" and words in refused.value.message

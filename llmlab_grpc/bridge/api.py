@@ -1,9 +1,11 @@
 """The read-only JSON status API behind the dashboard: ``/api/nodes|tasks|cache|tools|pairing``.
 
-Who may read it: a client on this machine (loopback address *and* a loopback or own
-host name in ``Host``, which stops DNS-rebinding pages), or anyone presenting the mesh
-secret as ``Authorization: Bearer <secret>``. Everything else gets 401: task texts,
-node addresses and above all the pairing token are not for the whole LAN.
+Who may read it is decided by ``bridge.access.Access``: a client on this machine (a
+loopback address *and* a loopback ``Host``, through no proxy), a dashboard session
+cookie, or the mesh secret as ``Authorization: Bearer <secret>``. Everything else gets
+401: task texts, node addresses and above all the pairing token are not for the whole
+LAN. ``POST /api/dashboard-link`` (secret or this machine only) mints a one-time
+dashboard link for a browser elsewhere.
 
 Tasks and tools are read over gRPC (``Planner.ListTasks``, ``ToolExecutor.ListTools``)
 from this node when it has the role, else from peers, so the API works whatever mix of
@@ -13,11 +15,8 @@ roles the bridge node has and never reaches into another component's internals.
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import grpc
 import segno
@@ -39,16 +38,6 @@ if TYPE_CHECKING:
 
 RPC_TIMEOUT_S = 1.5
 MAX_TASKS = 100
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _state(state: int) -> str:
@@ -74,27 +63,17 @@ class StatusApi:
             Route("/api/cache", self.cache),
             Route("/api/tools", self.tools),
             Route("/api/pairing", self.pairing),
+            Route("/api/dashboard-link", self.dashboard_link, methods=["POST"]),
             Route("/healthz", self.health),
         ]
 
     # --- access ----------------------------------------------------------------
 
-    def _own_hosts(self) -> set[str]:
-        port = self.bridge.http.port
-        hosts = {f"{name}:{port}" for name in LOOPBACK_NAMES}
-        hosts |= {urlsplit(o).netloc for o in self.bridge.allowed_origins()}
-        return {h.lower() for h in hosts}
-
     def denied(self, request: Request) -> JSONResponse | None:
         """None when the caller may read the API, else the 401 answer."""
-        given = request.headers.get("authorization", "")
-        if given and hmac.compare_digest(given.encode(), f"Bearer {self.node.settings.mesh_secret}".encode()):
+        why = self.bridge.access.refusal(request)
+        if why is None:
             return None
-        client = request.client.host if request.client else None
-        if not given and _is_loopback(client) and request.headers.get("host", "").lower() in self._own_hosts():
-            return None
-        why = ("wrong mesh secret in Authorization" if given
-               else "the status API is for this machine or callers with 'Authorization: Bearer <mesh secret>'")
         return JSONResponse({"error": why}, status_code=401, headers={"www-authenticate": "Bearer"})
 
     # --- handlers --------------------------------------------------------------
@@ -233,3 +212,13 @@ class StatusApi:
              "pwa_url": url, "qr_svg": qr.svg_data_uri(scale=5, border=2)},
             headers={"cache-control": "no-store"},
         )
+
+    async def dashboard_link(self, request: Request) -> JSONResponse:
+        """A one-time ``/llmlab?token=`` link; only the mesh secret or this machine may mint one."""
+        access = self.bridge.access
+        if not (access.has_secret(request) or ("authorization" not in request.headers and access.is_local(request))):
+            return JSONResponse({"error": "a dashboard link is minted for the mesh secret or this machine only"},
+                                status_code=401, headers={"www-authenticate": "Bearer"})
+        token, expires = access.sessions.mint_link()
+        return JSONResponse({"url": f"{self.node.http_url}/llmlab?token={token}",
+                             "expires_unix_ms": int(expires * 1000)}, headers={"cache-control": "no-store"})

@@ -7,7 +7,9 @@ JSON API under ``/api``, the node's Prometheus metrics at ``/metrics``, the WebS
 files of the frontend. Other HTTP features add their routes with ``node.components["bridge"].http.add_routes([...])``.
 
 ``start`` sets ``node.http_url`` before the node is announced, and prints
-``llmlab node NAME dashboard URL/llmlab`` for launchers to relay.
+``llmlab node NAME dashboard URL/llmlab`` and ``llmlab node NAME dashboard-link
+URL/llmlab?token=...`` (a one-time link that gives a browser a dashboard session,
+bridge/access.py) for launchers to relay.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from llmlab_grpc.bridge.access import Access, DashboardSessions
 from llmlab_grpc.bridge.api import StatusApi
 from llmlab_grpc.bridge.cache_sync import CacheSync, SyncPolicy, attach
-from llmlab_grpc.bridge.http import HttpServer
+from llmlab_grpc.bridge.http import HttpLimits, HttpServer
 from llmlab_grpc.bridge.hub import MobileHub
 from llmlab_grpc.bridge.tool_service import MobileToolExecutor
 from llmlab_grpc.bridge.ws import TaskSocket
@@ -67,14 +70,18 @@ class BridgeComponent(RoleComponent):
         self.cache_sync = CacheSync(self.hub, settings.bridge_max_message_bytes,
                                     SyncPolicy(settings.bridge_sync_namespaces, settings.bridge_sync_private))
         self.http = HttpServer(settings.http_host or settings.host, settings.http_port, settings.advertise_host,
-                               ws_max_size=4 * settings.bridge_max_message_bytes)
+                               ws_max_size=4 * settings.bridge_max_message_bytes,
+                               limits=HttpLimits(settings.http_header_timeout_s, settings.http_idle_timeout_s,
+                                                 settings.http_max_connections))
+        self.access = Access(settings.mesh_secret, DashboardSessions(settings.mesh_secret, node.mesh_id),
+                             lambda: self.http.port)
         self.api = StatusApi(self)
         self.socket = TaskSocket(self.hub, self.allowed_origins)
         self._origins: set[str] = set()
         files = frontend_dir()
         self.http.routes.extend([
             Route("/", self._page(files / "index.html")),
-            Route("/llmlab", self._page(files / "dashboard.html")),
+            Route("/llmlab", self._dashboard(files / "dashboard.html")),
             Route("/llmlab/", lambda request: RedirectResponse("/llmlab", status_code=308)),
             *self.api.routes(),
             Route("/metrics", self._metrics),
@@ -91,10 +98,30 @@ class BridgeComponent(RoleComponent):
         return page
 
     async def _metrics(self, request: Request) -> Response:
-        """The node's metrics for Prometheus; readable by whoever may read ``/api`` (loopback or the secret)."""
+        """The node's metrics for Prometheus; readable by whoever may read ``/api`` (bridge/access.py)."""
         if (denied := self.api.denied(request)) is not None:
             return denied
         return Response(self.node.metrics.exposition(), media_type=CONTENT_TYPE)
+
+    def _dashboard(self, path: Path) -> Any:
+        """The dashboard page; ``?token=`` (a one-time link) is spent for a session cookie, then dropped."""
+        page = self._page(path)
+
+        async def dashboard(request: Request) -> Response:
+            token = request.query_params.get("token")
+            if token is None:
+                return await page(request)  # type: ignore[no-any-return]
+            value = self.access.sessions.redeem(token[:200])
+            if value is None:
+                return PlainTextResponse(
+                    "This dashboard link was used already or has expired. Ask for a new one with: llmlab dashboard\n",
+                    status_code=403, headers={"cache-control": "no-store"})
+            secure = request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "") == "https"
+            return Response(status_code=303, headers={
+                "location": "/llmlab", "cache-control": "no-store",
+                "set-cookie": self.access.sessions.cookie_header(value, secure)})
+
+        return dashboard
 
     def bindings(self) -> list[ServiceBinding]:
         if "tools" in self.node.settings.roles:
@@ -126,6 +153,8 @@ class BridgeComponent(RoleComponent):
         attach(self.cache_sync, self.node)
         self.cache_sync.start()
         print(f"llmlab node {self.node.settings.name} dashboard {url}/llmlab", flush=True)
+        token, _ = self.access.sessions.mint_link()
+        print(f"llmlab node {self.node.settings.name} dashboard-link {url}/llmlab?token={token}", flush=True)
 
     async def stop(self) -> None:
         await self.cache_sync.stop()
