@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import struct
+from types import SimpleNamespace
 
 import pytest
 
+from llmlab_grpc.mesh.endpoints import MeshEndpoints, local_addresses
 from llmlab_grpc.tools.base import ToolFailure
 from llmlab_grpc.tools.builtin.egress_proxy import BACKGROUND_REFUSAL, EgressProxy
 from llmlab_grpc.tools.builtin.url_guard import UrlGuard, UrlRefused, classify, parse_url
@@ -222,5 +224,79 @@ async def test_browser_listener_refuses_everything(echo_server: tuple[int, list[
         assert code == 2
         assert proxy.events[-1].refused == BACKGROUND_REFUSAL
         assert received == [] and dns.calls == []
+    finally:
+        await proxy.close()
+
+
+# -- the mesh's own ports (issue 16: the browser tool read /api/pairing from loopback) ----------------------
+
+class _Peers:
+    """The part of a PeerTable that MeshEndpoints reads."""
+
+    def __init__(self, *rows: tuple[str, str, str]) -> None:
+        self.rows = [SimpleNamespace(node_id=name, info=SimpleNamespace(name=name, address=address, http_url=url))
+                     for name, address, url in rows]
+
+    def all(self) -> list[SimpleNamespace]:
+        return list(self.rows)
+
+
+def _mesh_node(peers: _Peers) -> SimpleNamespace:
+    return SimpleNamespace(address="127.0.0.1:50051", http_url="http://127.0.0.1:8080",
+                           settings=SimpleNamespace(name="me"), peers=peers)
+
+
+async def test_the_mesh_own_ports_are_refused_even_with_private_urls_allowed() -> None:
+    peers = _Peers(("local-peer", "127.0.0.1:50052", ""), ("lan-peer", "10.0.0.7:7000", "http://10.0.0.7:7080"))
+    dns = FakeDns({"localhost": ["127.0.0.1"], "me.test": ["127.0.0.1", "::1"]})
+    guard = UrlGuard(allow_private=True, resolver=dns, mesh=MeshEndpoints(_mesh_node(peers)))  # type: ignore[arg-type]
+    refused = [
+        "http://127.0.0.1:8080/api/pairing",      # own HTTP port
+        "http://localhost:8080/api/pairing",      # by name
+        "http://127.0.0.2:8080/",                 # another loopback address
+        "http://[::1]:8080/",                     # IPv6 loopback
+        "http://[::ffff:127.0.0.1]:8080/",        # IPv4-mapped
+        "http://0.0.0.0:8080/",                   # the wildcard reaches the node too
+        "http://me.test:50051/",                  # own gRPC port
+        "http://127.0.0.1:50052/",                # a peer on this machine
+        "http://10.0.0.7:7000/",                  # a peer's gRPC address
+        "http://10.0.0.7:7080/v1/models",         # a peer's HTTP address
+    ]
+    for url in refused:
+        with pytest.raises(UrlRefused, match="server of this llmlab mesh"):
+            await guard.check_url(url)
+    for ip in local_addresses():  # this machine's own LAN address on a node port
+        if ip.version == 4 and not ip.is_loopback:
+            with pytest.raises(UrlRefused, match="llmlab mesh"):
+                await guard.check_url(f"http://{ip}:8080/")
+    # Other ports stay as the private-address policy says.
+    for url in ("http://127.0.0.1:9999/", "http://10.0.0.7:7001/", "http://10.0.0.8:7000/"):
+        await guard.check_url(url)
+
+
+async def test_a_peer_that_left_stays_protected() -> None:
+    peers = _Peers(("gone", "10.0.0.9:7000", ""))
+    mesh = MeshEndpoints(_mesh_node(peers))  # type: ignore[arg-type]
+    guard = UrlGuard(allow_private=True, mesh=mesh)
+    with pytest.raises(UrlRefused):
+        await guard.check_url("http://10.0.0.9:7000/")
+    peers.rows.clear()
+    with pytest.raises(UrlRefused):
+        await guard.check_url("http://10.0.0.9:7000/")
+
+
+async def test_the_proxy_never_dials_a_mesh_port() -> None:
+    guard = UrlGuard(allow_private=True, mesh=MeshEndpoints(_mesh_node(_Peers())))  # type: ignore[arg-type]
+    proxy = EgressProxy(guard)
+    await proxy.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.page_port)
+        writer.write(b"\x05\x01\x00")
+        assert await reader.readexactly(2) == b"\x05\x00"
+        writer.write(b"\x05\x01\x00\x01" + bytes([127, 0, 0, 1]) + struct.pack("!H", 8080))
+        reply = await reader.readexactly(10)
+        assert reply[1] == 2  # connection not allowed by ruleset
+        writer.close()
+        assert proxy.events[-1].address == "" and "llmlab mesh" in proxy.events[-1].refused
     finally:
         await proxy.close()

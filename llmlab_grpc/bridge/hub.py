@@ -30,8 +30,10 @@ from llmlab_grpc.bridge.protocol import (
     ProtocolError,
     error,
 )
+from llmlab_grpc.mesh.endpoints import MeshEndpoints
 from llmlab_grpc.proto.llmlab.v1 import bridge_pb2, common_pb2
 from llmlab_grpc.tools.base import InvalidArguments, ToolFailure, ToolOutcome
+from llmlab_grpc.tools.builtin.url_guard import UrlGuard, UrlRefused, parse_url
 from llmlab_grpc.tools.convert import from_struct, to_struct
 
 if TYPE_CHECKING:
@@ -118,6 +120,8 @@ class MobileHub:
         self.timeout_s = MISSED_HEARTBEATS * self.heartbeat_s + 1.0
         self.allowed_tools = set(settings.bridge_mobile_tools)
         self.max_clients = settings.bridge_max_clients
+        # Private addresses are the phone's business (its own LAN); the mesh's own ports never are.
+        self.url_guard = UrlGuard(allow_private=True, mesh=MeshEndpoints(node))
         self._task: asyncio.Task[None] | None = None
         self.on_paired: list[Callable[[MobileSession], None]] = []
 
@@ -318,6 +322,9 @@ class MobileHub:
         spec = session.specs.get(tool)
         if spec is None:
             raise ToolFailure("UNAVAILABLE", f"mobile node {session.name} does not offer tool {tool!r}")
+        refused = await self._mesh_refusal(arguments)
+        if refused is not None:
+            return ToolOutcome(error=ToolFailure("REFUSED", f"{tool}: {refused}"))
         own_limit = spec.timeout_ms / 1000 if spec.timeout_ms > 0 else DEFAULT_TASK_TIMEOUT_S
         timeout_s = own_limit if timeout_s <= 0 else min(timeout_s, own_limit)
         task_id = secrets.token_hex(8)
@@ -352,6 +359,28 @@ class MobileHub:
             if not session.closed:
                 self._publish(session)
         return self._outcome(session, tool, result, (time.perf_counter() - started) * 1000)
+
+    async def _mesh_refusal(self, arguments: dict[str, Any]) -> str | None:
+        """Why a ``url`` argument may not be fetched from a device: it names one of the mesh's own servers.
+
+        A page served by this bridge (the PWA) that fetches ``/api/pairing`` from the same
+        machine would be a loopback client; any mesh port is off limits for device tools.
+        Bad or unresolvable URLs are left for the device to answer.
+        """
+        url = arguments.get("url")
+        if not isinstance(url, str):
+            return None
+        try:
+            target = parse_url(url)
+        except UrlRefused:
+            return None  # the device's own argument check answers that
+        try:
+            await self.url_guard.resolve(target.host, target.port)
+        except UrlRefused as exc:
+            return exc.message  # a mesh port, or a cloud metadata address (never useful from a phone either)
+        except ToolFailure:
+            return None
+        return None
 
     def _outcome(self, session: MobileSession, tool: str, result: bridge_pb2.TaskResult,
                  duration_ms: float) -> ToolOutcome:

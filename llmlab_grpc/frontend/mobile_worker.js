@@ -197,6 +197,13 @@
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw toolError('INVALID_ARGUMENT', 'url: only http and https URLs, not ' + url.protocol);
     }
+    // This page's own origin is the bridge: its status API (and the pairing token) is not for tools.
+    // The bridge refuses every mesh port before assigning a task; this is the device's own check.
+    var own = global.location && global.location.origin;
+    if (own && url.origin === own) {
+      throw toolError('REFUSED', 'refused: ' + url.origin + ' is the bridge of this llmlab mesh; tools never ' +
+        'call the mesh itself');
+    }
     var timeoutMs = clampInt(args.timeout_ms, 10000, 100, 30000);
     if (ctx && ctx.deadline) timeoutMs = Math.max(50, Math.min(timeoutMs, ctx.deadline - now() - 200));
     var maxBytes = clampInt(args.max_bytes, 65536, 1, 131072);
@@ -207,6 +214,9 @@
         signal: controller.signal, redirect: 'follow', credentials: 'omit', mode: 'cors',
         cache: 'no-store', referrerPolicy: 'no-referrer'
       });
+      if (own && response.redirected && new URL(response.url).origin === own) {
+        throw toolError('REFUSED', 'refused: ' + url.href + ' redirects to the bridge of this llmlab mesh');
+      }
       var headers = {};
       EXPOSED_HEADERS.forEach(function (h) { var v = response.headers.get(h); if (v !== null) headers[h] = v; });
       var decoder = new TextDecoder('utf-8');

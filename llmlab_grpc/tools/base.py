@@ -13,9 +13,12 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
+
+if TYPE_CHECKING:
+    from llmlab_grpc.tools.builtin.url_guard import MeshPorts
 
 
 class ToolFailure(Exception):
@@ -75,6 +78,13 @@ class Tool(ABC):
         ``self.attachments_of(result)`` by returning them under the key ``_attachments``
         as a list of ``(name, mime_type, bytes)``.
         """
+
+    def protect_mesh(self, mesh: MeshPorts) -> None:
+        """Called by the node before ``start``: a tool that dials URLs refuses the mesh's own ports.
+
+        The default does nothing (a tool that makes no connections of its own choosing).
+        """
+        return None
 
     async def start(self) -> None:
         """Acquire long-lived resources (a browser); called once when the node starts."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from llmlab_grpc.mesh.endpoints import MeshEndpoints
 from llmlab_grpc.proto.llmlab.v1 import tool_executor_pb2, tool_executor_pb2_grpc
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
 from llmlab_grpc.tools.catalog import ToolCatalog
@@ -62,8 +63,10 @@ class ToolsComponent(RoleComponent):
             *entry_point_tools(settings),
             *module_tools(getattr(settings, "tool_plugins", []), settings),
         ]
+        mesh = MeshEndpoints(self.node)
         for tool in tools:
             try:
+                tool.protect_mesh(mesh)
                 await self.registry.add(tool)
             except Exception as exc:
                 log.warning("tool %s left out: %s: %s", getattr(tool, "name", tool), type(exc).__name__, exc)

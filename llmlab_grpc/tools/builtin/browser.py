@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from llmlab_grpc.tools.base import Tool, ToolFailure
 from llmlab_grpc.tools.builtin.egress_proxy import EgressProxy
-from llmlab_grpc.tools.builtin.url_guard import Resolver, UrlGuard, UrlRefused, parse_url
+from llmlab_grpc.tools.builtin.url_guard import MeshPorts, Resolver, UrlGuard, UrlRefused, parse_url
 
 if TYPE_CHECKING:
     from llmlab_grpc.config import NodeSettings
@@ -57,6 +57,10 @@ VIEWPORT = {"width": 1280, "height": 800}
 MAX_SCREENSHOT_WIDTH = 4_000
 MAX_SCREENSHOT_HEIGHT = 8_000
 MAX_CONCURRENT_PAGES = 4
+MAX_SETTLE_ROUNDS = 5
+SETTLE_QUIET_S = 0.1
+"""After the load, a page that starts no navigation for this long is taken as settled."""
+"""Documents a page may go through after its first load (meta refresh, script navigation) before we give up."""
 
 _LINKS_JS = """(max) => {
   const out = [], seen = new Set();
@@ -130,6 +134,65 @@ def chromium_available(path: str = CHROMIUM_PATH) -> bool:
     return os.access(path, os.X_OK)
 
 
+class _Navigations:
+    """Main-frame navigations of one page: started (new requests, not redirect hops) and ended.
+
+    ``page.goto`` returns at the first document's load; a meta refresh or a script may
+    start another navigation right after it. ``settle`` waits until no navigation is in
+    flight, the current document reached the wanted load state, and nothing new started
+    for ``SETTLE_QUIET_S``, bounded by the page's time limit (reading then is still
+    guarded by ``_extract_settled``).
+    """
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.started = 0
+        self.ended = 0
+        page.on("request", self._request)
+        page.on("requestfailed", self._failed)
+        page.on("framenavigated", self._committed)
+
+    def _main(self, request: Any) -> bool:
+        try:
+            return bool(request.is_navigation_request() and request.frame == self.page.main_frame)
+        except Exception:  # a frame that is already gone
+            return False
+
+    def _request(self, request: Any) -> None:
+        if request.redirected_from is None and self._main(request):
+            self.started += 1
+
+    def _failed(self, request: Any) -> None:
+        if self._main(request):
+            self.ended = min(self.started, self.ended + 1)
+
+    def _committed(self, frame: Any) -> None:
+        if frame == self.page.main_frame:
+            self.ended = self.started  # what started before has committed or was superseded
+
+    async def settle(self, wait_until: str, budget_s: float) -> None:
+        from playwright.async_api import Error as PlaywrightError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        while loop.time() < deadline:
+            if self.started > self.ended:
+                await asyncio.sleep(0.05)
+                continue
+            seen = self.started
+            with contextlib.suppress(PlaywrightError):
+                await self.page.wait_for_load_state(wait_until, timeout=max(1.0, (deadline - loop.time()) * 1000))
+            await asyncio.sleep(SETTLE_QUIET_S)
+            if self.started == seen and self.started <= self.ended:
+                return
+
+
+def _navigated_away(exc: Exception) -> bool:
+    """Playwright's way of saying the document it was reading was replaced by a navigation."""
+    text = str(exc)
+    return "Execution context was destroyed" in text or "Cannot find context with specified id" in text
+
+
 def _host_of(url: str) -> str:
     try:
         return (urlsplit(url).hostname or "").rstrip(".")
@@ -164,6 +227,9 @@ class BrowserTool(Tool):
     def from_settings(cls, settings: NodeSettings) -> BrowserTool:
         """How a node builds its browser: ``--allow-private-urls`` (``allow_private_urls``) sets the policy."""
         return cls(allow_private=bool(settings.allow_private_urls))
+
+    def protect_mesh(self, mesh: MeshPorts) -> None:
+        self.guard.mesh = mesh
 
     @property
     def allow_private(self) -> bool:
@@ -303,6 +369,7 @@ class BrowserTool(Tool):
 
         await context.route("**/*", on_route)
         page = await context.new_page()
+        navigations = _Navigations(page)
         page.on("requestfailed", on_request_failed)
         page.on("dialog", on_dialog)
         context.on("page", on_popup)
@@ -314,18 +381,58 @@ class BrowserTool(Tool):
                                          f"{params.timeout_ms} ms") from exc
         except PlaywrightError as exc:
             raise self._navigation_failure(params.url, exc, blocked) from exc
-        try:
-            result = await asyncio.wait_for(self._extract(page, params), EXTRACT_TIMEOUT_S)
-        except TimeoutError as exc:
-            raise ToolFailure("TIMEOUT", f"{page.url} loaded but did not answer within {EXTRACT_TIMEOUT_S:g} s "
-                                         "(a script may be hogging the page)") from exc
+        documents = [response]
+
+        def on_response(reply: Any) -> None:
+            """The main frame's latest document: after a meta refresh or a script navigation, its status counts."""
+            with contextlib.suppress(PlaywrightError):
+                if reply.frame == page.main_frame and reply.request.is_navigation_request():
+                    documents.append(reply)
+
+        page.on("response", on_response)
+        result = await self._extract_settled(page, params, navigations)
         png = result.pop("_png", None)
-        output = BrowserOutput(url=page.url, status=response.status if response is not None else 0,
+        final = documents[-1]
+        output = BrowserOutput(url=page.url, status=final.status if final is not None else 0,
                                blocked=blocked, screenshot_bytes=len(png) if png else 0, **result)
         data = output.model_dump()
         if png:
             data["_attachments"] = [("screenshot.png", "image/png", png)]
         return data
+
+    async def _extract_settled(self, page: Any, params: BrowserInput, navigations: _Navigations) -> dict[str, Any]:
+        """Extract once the page stops navigating itself.
+
+        A page may navigate after its ``load`` (a meta refresh, ``location = ...`` in a
+        script); reading it then fails with "Execution context was destroyed" or reads
+        Chromium's placeholder ("Loading URL"). So: let the navigations settle, read, and
+        read again after settling whenever a navigation started meanwhile or the read
+        was cut off by one, up to ``MAX_SETTLE_ROUNDS`` documents within the call's time
+        limit, so a page that never stops (a refresh to itself every 0 s) ends with a
+        clear error.
+        """
+        from playwright.async_api import Error as PlaywrightError
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + params.timeout_ms / 1000  # one budget for all rounds
+        for round_ in range(1, MAX_SETTLE_ROUNDS + 1):
+            await navigations.settle(params.wait_until, max(0.0, deadline - loop.time()))
+            seen = navigations.started
+            try:
+                result = await asyncio.wait_for(self._extract(page, params), EXTRACT_TIMEOUT_S)
+            except TimeoutError as exc:
+                raise ToolFailure("TIMEOUT", f"{page.url} loaded but did not answer within {EXTRACT_TIMEOUT_S:g} s "
+                                             "(a script may be hogging the page)") from exc
+            except PlaywrightError as exc:
+                if not _navigated_away(exc):
+                    raise
+                result = None
+            if result is not None and navigations.started == seen:
+                return result
+            if round_ == MAX_SETTLE_ROUNDS:
+                raise ToolFailure("FAILED", f"{page.url} kept navigating (more than {MAX_SETTLE_ROUNDS} "
+                                            "documents in a row); nothing stable to read")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _extract(self, page: Any, params: BrowserInput) -> dict[str, Any]:
         title = await page.title()

@@ -13,7 +13,10 @@ it just checked, so DNS rebinding between the check and the connection gains not
 ``allow_private`` (the node's ``--allow-private-urls``) lifts the refusal of
 loopback, private, link-local, CGNAT, multicast, unspecified and reserved addresses,
 for LAN pages and tests. Cloud metadata endpoints stay refused even then: they hand
-out credentials and no page a user wants to read lives there.
+out credentials and no page a user wants to read lives there. So do the mesh's own
+gRPC and HTTP ports (``mesh``, a ``mesh.endpoints.MeshEndpoints`` a node attaches):
+a tool that could call them from inside would read the pairing token or talk to the
+mesh as one of its machines.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import SplitResult, urlsplit
 
 from llmlab_grpc.tools.base import ToolFailure
@@ -30,6 +34,12 @@ from llmlab_grpc.tools.base import ToolFailure
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], list[str]]
 """``(host, port) -> addresses`` as strings; blocking, so it runs in a thread."""
+
+
+class MeshPorts(Protocol):
+    """What the guard asks about the mesh's own servers (``mesh.endpoints.MeshEndpoints``)."""
+
+    async def refusal(self, ip: IPAddress, port: int) -> str | None: ...
 
 ALLOWED_SCHEMES = ("http", "https")
 RESOLVE_TIMEOUT_S = 10.0
@@ -138,9 +148,11 @@ def parse_url(url: str) -> Target:
 class UrlGuard:
     """The address policy of one node; ``allow_private`` comes from ``--allow-private-urls``."""
 
-    def __init__(self, allow_private: bool = False, resolver: Resolver | None = None) -> None:
+    def __init__(self, allow_private: bool = False, resolver: Resolver | None = None,
+                 mesh: MeshPorts | None = None) -> None:
         self.allow_private = allow_private
         self._resolver = resolver or system_resolver
+        self.mesh = mesh
 
     def refusal(self, ip: IPAddress, host: str | None = None) -> str | None:
         """The refusal message for connecting to ``ip`` (named ``host``), or ``None`` if allowed."""
@@ -185,6 +197,8 @@ class UrlGuard:
                 raise ToolFailure("FAILED", f"could not resolve {host}: no addresses")
         for ip in addresses:
             message = self.refusal(ip, host)
+            if message is None and self.mesh is not None:
+                message = await self.mesh.refusal(ip, port)
             if message is not None:
                 raise UrlRefused(message)
         return addresses
