@@ -234,7 +234,8 @@ class _Peers:
     """The part of a PeerTable that MeshEndpoints reads."""
 
     def __init__(self, *rows: tuple[str, str, str]) -> None:
-        self.rows = [SimpleNamespace(node_id=name, info=SimpleNamespace(name=name, address=address, http_url=url))
+        self.rows = [SimpleNamespace(node_id=name, info=SimpleNamespace(name=name, address=address, http_url=url,
+                                                                        addresses=[address, "10.9.9.9:7000"]))
                      for name, address, url in rows]
 
     def all(self) -> list[SimpleNamespace]:
@@ -242,7 +243,7 @@ class _Peers:
 
 
 def _mesh_node(peers: _Peers) -> SimpleNamespace:
-    return SimpleNamespace(address="127.0.0.1:50051", http_url="http://127.0.0.1:8080",
+    return SimpleNamespace(address="127.0.0.1:50051", addresses=["127.0.0.1:50051"], http_url="http://127.0.0.1:8080",
                            settings=SimpleNamespace(name="me"), peers=peers)
 
 
@@ -261,6 +262,7 @@ async def test_the_mesh_own_ports_are_refused_even_with_private_urls_allowed() -
         "http://127.0.0.1:50052/",                # a peer on this machine
         "http://10.0.0.7:7000/",                  # a peer's gRPC address
         "http://10.0.0.7:7080/v1/models",         # a peer's HTTP address
+        "http://10.9.9.9:7000/",                  # another address a peer announced
     ]
     for url in refused:
         with pytest.raises(UrlRefused, match="server of this llmlab mesh"):

@@ -8,7 +8,7 @@ URL guard asks ``MeshEndpoints.refusal(ip, port)`` for every address it lets a t
 dial, whatever the private-address policy says.
 
 What counts as the mesh: every gRPC and HTTP address of this node and of every node
-in the peer table, and of every node seen there before (kept up to
+in the peer table (each announced address, not only the one in use), and of every node seen there before (kept up to
 ``REMEMBERED`` endpoints, so a peer that dropped out for a moment stays protected).
 A port of this machine is refused on *every* local address (loopback, the wildcard,
 each interface address): a node bound to ``0.0.0.0`` answers on all of them. Host
@@ -86,7 +86,7 @@ class MeshEndpoints:
     def _own(self) -> Iterable[tuple[tuple[str, int], str]]:
         node, settings = self.node, self.node.settings
         name = f"{settings.name} (this node)"
-        for address in (node.address, node.http_url):
+        for address in (node.address, *node.addresses, node.http_url):
             if (split := _split(address)) is not None:
                 yield split, name
                 yield ("0.0.0.0", split[1]), name  # this machine's port, on every local address
@@ -94,7 +94,7 @@ class MeshEndpoints:
     def endpoints(self) -> list[tuple[tuple[str, int], str]]:
         """(host, port) → node name of every known gRPC and HTTP endpoint, own ones first."""
         for record in self.node.peers.all():
-            for address in (record.info.address, record.info.http_url):
+            for address in (record.info.address, *record.info.addresses, record.info.http_url):
                 if (split := _split(address)) is not None:
                     self._seen[split] = record.info.name or record.node_id
                     self._seen.move_to_end(split)
