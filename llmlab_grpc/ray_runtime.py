@@ -4,6 +4,13 @@ A node alone starts its own local Ray (never attaching silently to another node'
 so one node's death cannot take another down): ``ray.init(address="local")``. With
 ``--ray-address`` (or ``LLMLAB_RAY_ADDRESS``) it joins that cluster instead; ``llmlab up``
 starts one head for its nodes. DESIGN.md §5: init takes about 4 s here.
+
+A node joining a cluster over the LAN tells Ray its own address (``_node_ip_address``):
+the one of ``--advertise-host`` when that is this machine's, else the address this
+machine's routes use to reach the head. Left to guess, Ray attached the driver of a
+second host to the head's Ray node rather than its own, and a streaming generator from
+an actor then never yielded (measured on two namespace hosts, DESIGN.md §7); machines
+with several interfaces (docker0, VPNs) make the guess worse.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
 from typing import Any
 
@@ -22,11 +30,13 @@ _lock = threading.Lock()
 _started_address: str | None = None
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, advertise_host: str = "") -> Any:
     """Initialise Ray once for this process and return the ``ray`` module.
 
     Call it on the main thread: Ray ties the local cluster's processes to the thread that
     started them, so a Ray started from a worker thread dies when that thread ends.
+    ``advertise_host`` (the node's ``--advertise-host``) is preferred as this machine's
+    address in a cluster over the LAN when it is one of this machine's addresses.
     """
     global _started_address
     import ray
@@ -46,7 +56,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
             kwargs["num_cpus"] = num_cpus or max(2, os.cpu_count() or 2)
         if target == "local" or is_loopback_address(target):
             keep_ray_on_loopback()
-        log.info("starting Ray (%s)", target)
+        elif not target.startswith("ray://"):  # Ray Client runs no local driver: nothing to attach
+            node_ip = own_node_ip(target, advertise_host)
+            if node_ip:
+                kwargs["_node_ip_address"] = node_ip
+        log.info("starting Ray (%s%s)", target,
+                 f", this machine as {kwargs['_node_ip_address']}" if "_node_ip_address" in kwargs else "")
         # ray.init replaces the SIGTERM handler with one that calls sys.exit, which would
         # skip the node's graceful stop (goodbyes, drain); put the process's own back.
         on_main = threading.current_thread() is threading.main_thread()
@@ -70,6 +85,14 @@ def _init_with_one_retry(ray: Any, kwargs: dict[str, Any]) -> None:
             return
         except Exception as exc:  # Ray raises bare Exception/RuntimeError/ConnectionError here
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if "No node info found" in first_line and "_node_ip_address" in kwargs:
+                # Ray waited a minute for a raylet of this machine: a retry would wait another.
+                ip, target = kwargs["_node_ip_address"], kwargs["address"]
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
+                raise NoLocalRayNode(
+                    f"this machine ({ip}) has no Ray node in the cluster at {target}: run `ray start "
+                    f"--address={target} --node-ip-address={ip}` here first (docs/inference.md)") from exc
             with contextlib.suppress(Exception):
                 ray.shutdown()  # a half-started local cluster must not linger
             if attempt == 1:
@@ -85,6 +108,77 @@ def _init_with_one_retry(ray: Any, kwargs: dict[str, Any]) -> None:
                 hint = ("the machine may be overloaded or short of memory: free some and start again, or join "
                         "a running Ray with --ray-address HOST:PORT")
             raise RayStartError(f"Ray did not start on this node after 2 tries ({first_line}); {hint}") from exc
+
+
+class NoLocalRayNode(ConnectionError):
+    """Joining a cluster over the LAN needs a Ray node (``ray start --address``) on this machine."""
+
+
+def own_node_ip(address: str, advertise_host: str = "") -> str:
+    """This machine's address in the Ray cluster at ``address``; empty when it cannot be told.
+
+    ``advertise_host`` wins when it resolves to an address of this machine (a name or
+    address that is not local, e.g. a NAT's, would leave Ray looking for a raylet that
+    does not exist). Otherwise the source address of this machine's route to the head:
+    the interface that actually reaches the cluster, whatever docker0 or a VPN holds.
+    """
+    if advertise_host:
+        chosen = _resolve(advertise_host)
+        if chosen and chosen in local_addresses():
+            return chosen
+        log.warning("--advertise-host %s is not an address of this machine: Ray uses the route to its head",
+                    advertise_host)
+    head = head_host(address)
+    if not head:
+        return ""
+    return route_source(head) or ""
+
+
+def head_host(address: str) -> str:
+    """The head's host from ``HOST:PORT``; for ``auto``, from the cluster Ray started on this machine."""
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            address = canonicalize_bootstrap_address("auto") or ""
+        except Exception:  # a private API, and no local cluster at all: Ray will say so itself
+            return ""
+    host, sep, port = address.rpartition(":")
+    return host.strip("[]") if sep and port.isdigit() else address
+
+
+def route_source(host: str) -> str | None:
+    """The local address the routing table picks to reach ``host`` (a UDP connect sends nothing)."""
+    try:
+        infos = socket.getaddrinfo(host, 9, type=socket.SOCK_DGRAM)
+    except OSError:
+        return None
+    for family, _type, _proto, _name, sockaddr in infos:
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            try:
+                sock.connect(sockaddr)
+            except OSError:
+                continue
+            return str(sock.getsockname()[0])
+    return None
+
+
+def _resolve(host: str) -> str:
+    try:
+        return str(socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0][4][0])
+    except (OSError, IndexError):
+        return ""
+
+
+def local_addresses() -> set[str]:
+    """Every address of this machine's interfaces."""
+    import ifaddr
+
+    found: set[str] = set()
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            found.add(ip.ip if isinstance(ip.ip, str) else ip.ip[0])
+    return found
 
 
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}

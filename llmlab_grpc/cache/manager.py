@@ -195,7 +195,7 @@ class CacheManager:
     def from_settings(cls, settings: Any, node_id: str = "", clock: Clock = time.time) -> CacheManager:
         """Build from ``NodeSettings`` (``cache_*`` fields; ``ray_address`` when present)."""
         store = make_store(settings.cache_store, getattr(settings, "ray_address", None) or None,
-                           getattr(settings, "cache_hot_bytes", None))
+                           getattr(settings, "cache_hot_bytes", None), getattr(settings, "advertise_host", ""))
         return cls(
             store,
             ttl_s=settings.cache_ttl_s,

@@ -15,7 +15,8 @@ Usage (the launcher)::
     ...
     head.stop()                           # SIGTERM, then SIGKILL of its group after a grace
 
-Ray's token authentication is on by default: the head and the nodes read the same
+The head runs with Ray's token authentication (``RAY_AUTH_MODE=token``; Ray 2.60's ``ray start``
+leaves it off unless told or a token exists): the head and the nodes read the same
 ``~/.ray/auth_token``, which is created here (0600, atomically) before the head
 starts so two Rays starting at once cannot each write a different one. A driver
 joining by explicit address uses the token only with ``RAY_AUTH_MODE=token`` in its

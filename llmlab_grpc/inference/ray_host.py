@@ -73,6 +73,11 @@ class ModelActor:
             yield GenerationError("INTERNAL", f"{type(exc).__name__}: {exc}")
 
     @ray.method(concurrency_group="meta")
+    def ray_node(self) -> str:
+        """The id of the Ray node this actor was placed on."""
+        return str(ray.get_runtime_context().get_node_id())
+
+    @ray.method(concurrency_group="meta")
     def shutdown(self) -> None:
         self.backend.close()
 
@@ -132,6 +137,8 @@ class ServedModel:
     description: ModelDescription
     capacity: int
     in_flight: int = 0
+    ray_node_id: str = ""
+    """The Ray node the actor was placed on."""
 
 
 class RayHost:
@@ -164,18 +171,30 @@ class RayHost:
             if isinstance(described, str):
                 ray.kill(actor, no_restart=True)
                 raise ModelLoadError(described)
-            self.served[name] = ServedModel(name, spec, actor, described, cls.parallel + self.max_queued)
-            log.info("serving %s (%s) on Ray actor %s", name, self.backend, actor_name(self.node_id, name))
+            placed = await asyncio.wait_for(_await(actor.ray_node.remote()), ACTOR_START_TIMEOUT_S)
+            self.served[name] = ServedModel(name, spec, actor, described, cls.parallel + self.max_queued,
+                                            ray_node_id=placed)
+            log.info("serving %s (%s) on Ray actor %s, Ray node %s", name, self.backend,
+                     actor_name(self.node_id, name), ray_node_label(placed))
+            if placed != here:
+                log.warning("the actor of %s runs on Ray node %s, not on this process's Ray node %s: its "
+                            "tokens cross the network", name, ray_node_label(placed), ray_node_label(here))
 
     async def _create(self, parallel: int, name: str, spec: str, ray_node_id: str) -> Any:
-        """The actor, placed on this machine's Ray node when it can be (soft affinity)."""
+        """The actor, placed on this process's Ray node: the one on this machine (hard affinity).
+
+        Soft affinity fell back to the head's node when the cluster's view of a just-joined
+        node lagged (seen on the two-host LAN test), and every token then crossed the network.
+        This node is alive by construction (the driver is attached to it) and the actor asks
+        for no resources, so a hard affinity cannot leave it pending.
+        """
         options = {
             "name": actor_name(self.node_id, name),
             "namespace": NAMESPACE,
             "num_cpus": 0,  # admission is ours; a CPU reservation would leave later nodes' models pending
             "max_restarts": 2,  # a crashed runtime reloads; the stream it was serving fails
             "max_task_retries": 0,  # never replay half a generation
-            "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=ray_node_id, soft=True),
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=ray_node_id, soft=False),
         }
         deadline = time.monotonic() + NAME_FREE_TIMEOUT_S
         while True:
@@ -238,6 +257,14 @@ class RayHost:
             with contextlib.suppress(RayError, ValueError):
                 ray.kill(served.actor, no_restart=True)
         self.served.clear()
+
+
+def ray_node_label(node_id: str) -> str:
+    """``<ip> (<id prefix>)`` of a Ray node, for logs; the id alone when the cluster does not list it."""
+    for node in ray.nodes():
+        if node.get("NodeID") == node_id:
+            return f"{node.get('NodeManagerAddress')} ({node_id[:8]})"
+    return node_id[:8]
 
 
 async def _await(ref: Any) -> Any:

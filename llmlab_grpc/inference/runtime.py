@@ -65,7 +65,7 @@ class InferenceRuntime:
     async def start(self) -> None:
         """Join or start Ray, then load every configured model on its actor."""
         from llmlab_grpc.inference.ray_host import RayHost
-        from llmlab_grpc.ray_runtime import ensure_ray
+        from llmlab_grpc.ray_runtime import NoLocalRayNode, ensure_ray
 
         specs = list(self.settings.llm_models)
         if not specs:
@@ -76,12 +76,14 @@ class InferenceRuntime:
                 log.warning("llm role serves no model: %s", exc)
         address = self.settings.ray_address
         try:
-            ensure_ray(address or None)  # on the event loop's (main) thread, see ensure_ray
+            ensure_ray(address or None, advertise_host=self.settings.advertise_host)  # main thread: see ensure_ray
+        except NoLocalRayNode as exc:
+            raise ModelLoadError(str(exc)) from exc
         except ConnectionError as exc:
             raise ModelLoadError(
-                f"cannot join the Ray cluster at {address}: {exc}. Is `ray start --head` running there? Ray "
-                "clusters use token authentication by default: set RAY_AUTH_MODE=token and make the cluster's "
-                "token available (~/.ray/auth_token or RAY_AUTH_TOKEN)") from exc
+                f"cannot join the Ray cluster at {address}: {exc}. Is `ray start --head` running there? A "
+                "cluster with token authentication (RAY_AUTH_MODE=token on its head) needs RAY_AUTH_MODE=token "
+                "here too and its token (~/.ray/auth_token or RAY_AUTH_TOKEN); docs/inference.md") from exc
         host = RayHost(self.node_id, self.backend, specs, self.options, self.settings.llm_max_queued, self._on_load)
         try:
             await host.start()

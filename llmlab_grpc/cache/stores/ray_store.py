@@ -75,12 +75,13 @@ class RayStore(ValueStore):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, hot_bytes: int = DEFAULT_HOT_BYTES) -> None:
+    def __init__(self, address: str | None = None, hot_bytes: int = DEFAULT_HOT_BYTES,
+                 advertise_host: str = "") -> None:
         from llmlab_grpc.ray_runtime import ensure_ray
 
         if hot_bytes < 0:
             raise ValueError("hot_bytes must be 0 or more")
-        self._ray = ensure_ray(address)
+        self._ray = ensure_ray(address, advertise_host=advertise_host)
         from ray.exceptions import GetTimeoutError, RayError
 
         self._errors: tuple[type[BaseException], ...] = (RayError, GetTimeoutError)
