@@ -337,6 +337,9 @@ class Host:
             "LLMLAB_HOME": str(self.dir / "ll"),
             "LLMLAB_MESH_SECRET": self.lan.secret,
             "PYTHONUNBUFFERED": "1",
+            # Ray's default, restated: a test process that ran Ray on loopback (ray_runtime's
+            # keep_ray_on_loopback) has it at 0 in os.environ, which would pin the hosts' Rays to 127.0.0.1.
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
         }
         return {**env, **(extra or {})}
 
