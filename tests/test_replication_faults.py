@@ -166,3 +166,16 @@ async def test_a_write_for_a_dead_replica_goes_to_a_stand_in_and_moves_home(mesh
                  "the hinted copy to move home and leave the stand-in")
     assert mesh.nodes[stand_in].replicator.counters["handed_off"] == 1
     assert mesh.holders(entry.key) == {"n1", "n2", "n3", "n4"} - {stand_in}
+
+
+async def test_a_delete_through_a_node_without_the_entry_still_buries_every_copy(mesh: Mesh) -> None:
+    for name in ("n1", "n2", "n3"):
+        await mesh.add(name)
+    mesh.connect()
+    n1, n3 = mesh.nodes["n1"], mesh.nodes["n3"]
+    entry = n1.manager.put("delete me from afar", MODEL, "soon gone")
+    await _until(lambda: mesh.holders(entry.key) == {"n1", "n2", "n3"}, "replication")
+    n3.manager.delete(entry.key, reason="lost")  # n3 lacks it (an empty cache after a restart, say)
+    mesh.clock.advance(1)
+    n3.replicator.bury(entry.key)  # what Cache.Delete on n3 does for a key n3 does not hold
+    await _until(lambda: mesh.holders(entry.key) == set(), "every copy to be buried")

@@ -60,6 +60,8 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         self.semantic: Any = None
         """The node's ``SemanticCache`` (embedder + index + guard), when it has one."""
         self.confirm_copies: ConfirmCopies | None = None
+        self.bury: Callable[[str], None] | None = None
+        """Set by the replicator: a delete of a key not held here still tombstones it mesh-wide."""
 
     async def copies_of(self, entry: CacheEntry, timeout_s: float = WRITE_ACK_TIMEOUT_S) -> tuple[int, int, int]:
         """After a local put: ``(copies, target, W)`` once W copies are verified or ``timeout_s`` passed.
@@ -172,7 +174,10 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             key = _key_of(request.key, request.lookup, request.HasField("lookup"))
         except (InvalidCacheRequest, InvalidParams) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        return cache_pb2.DeleteResponse(deleted=self.manager.delete(key))
+        deleted = self.manager.delete(key)
+        if not deleted and self.bury is not None:
+            self.bury(key)  # not here, maybe elsewhere: the delete still holds for every copy
+        return cache_pb2.DeleteResponse(deleted=deleted)
 
     async def Stats(
         self, request: cache_pb2.StatsRequest, context: grpc.aio.ServicerContext

@@ -150,8 +150,9 @@ class AntiEntropy:
             else:
                 entries.append(item.key)
         entries, stones = entries[:MAX_PUSH_PER_PEER], stones[:MAX_PUSH_PER_PEER]
-        log.info("anti-entropy with %s: %d buckets differ; pushing %d entries and %d tombstones", peer,
-                 len(reply.differing), len(entries), len(stones))
+        log.log(logging.INFO if entries or stones else logging.DEBUG,
+                "anti-entropy with %s: %d buckets differ; pushing %d entries and %d tombstones", peer,
+                len(reply.differing), len(entries), len(stones))
         if stones:
             await rep.push_tombstones(peer, stones)
             self.counters["tombstones_pushed"] += len(stones)

@@ -69,6 +69,7 @@ class ReplicaComponent(RoleComponent):
         if cache is not None:
             cache.set_read_through(self.replicator.read_through)  # type: ignore[attr-defined]
             cache.set_confirm_copies(self._confirm)  # type: ignore[attr-defined]
+            cache.service.bury = self.replicator.bury  # type: ignore[attr-defined]
         else:
             assert self._own is not None
             self.node.cache_stats = self._own.stats_proto
@@ -81,6 +82,7 @@ class ReplicaComponent(RoleComponent):
         if cache is not None:
             cache.set_read_through(None)  # type: ignore[attr-defined]
             cache.set_confirm_copies(None)  # type: ignore[attr-defined]
+            cache.service.bury = None  # type: ignore[attr-defined]
         if self._own is not None:
             self._own.close()
 

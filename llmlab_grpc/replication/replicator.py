@@ -282,7 +282,12 @@ class Replicator(CacheListener):
         if left_out is not None:
             self.counters["deferred"] += 1  # stays in the shortfall; the retry loop replicates it
 
-    def _forget(self, key: str, reason: str, meta: EntryMeta | None = None) -> None:
+    def bury(self, key: str) -> None:
+        """A delete of a key this node does not hold: a copy may live elsewhere, so bury it everywhere."""
+        if self.manager.get_entry(key) is None:
+            self._forget(key, "deleted", None, force=True)
+
+    def _forget(self, key: str, reason: str, meta: EntryMeta | None = None, force: bool = False) -> None:
         holders = self._acks.pop(key, None) or set()
         self._short.discard(key)
         self.queue.discard(key)
@@ -291,7 +296,7 @@ class Replicator(CacheListener):
             return
         now = self._clock()
         known = self.tombstones.get(key, now)
-        if known is not None and (meta is None or known.kills(meta.created_unix_ms)):
+        if not force and known is not None and (meta is None or known.kills(meta.created_unix_ms)):
             return  # a delete heard from another node: it spread it already
         # A delete made here: bury the key until the entry would have expired, and tell every
         # node that may hold a copy. Anti-entropy carries the tombstone to those that miss it.

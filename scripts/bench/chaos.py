@@ -51,16 +51,16 @@ def live_nodes(lan: Lan) -> list[LanNode]:
     return [h.node for h in lan.hosts]
 
 
-def inject(lan: Lan, fault: str, rng: random.Random) -> str:
-    """Start ``fault``; returns what to undo at heal time."""
+def inject(lan: Lan, fault: str, rng: random.Random) -> tuple[str, str]:
+    """Start ``fault``; returns what to undo at heal time and the host a client cannot reach ("" if none)."""
     hosts = list(lan.hosts)
     rng.shuffle(hosts)
     if fault == "kill":
         hosts[0].node.kill()
-        return f"restart {hosts[0].name}"
+        return f"restart {hosts[0].name}", hosts[0].name
     if fault == "pause":
         hosts[0].node.pause()
-        return f"resume {hosts[0].name}"
+        return f"resume {hosts[0].name}", hosts[0].name
     if fault == "partition 2|1":
         lan.partition(hosts[:2], hosts[2:])
     elif fault == "partition 1|1|1":
@@ -69,7 +69,7 @@ def inject(lan: Lan, fault: str, rng: random.Random) -> str:
     else:
         for host in lan.hosts:
             host.loss(20)
-    return "heal"
+    return "heal", ""
 
 
 def heal(lan: Lan, undo: str, first: LanNode) -> None:
@@ -81,13 +81,17 @@ def heal(lan: Lan, undo: str, first: LanNode) -> None:
         next(h for h in lan.hosts if h.name == undo.split()[1]).node.resume()
 
 
-def load(checker: Checker, lan: Lan, rng: random.Random, round_no: int) -> None:
-    """Puts, gets and deletes through random nodes for ``LOAD_S`` (at most ``LOAD_OPS``)."""
+def load(checker: Checker, lan: Lan, rng: random.Random, round_no: int, down: str) -> None:
+    """Puts, gets and deletes through random reachable nodes for ``LOAD_S`` (at most ``LOAD_OPS``).
+
+    The client talks to any node but the one that is down (a client fails over; the others
+    may well be on the wrong side of a partition, which is the point).
+    """
     deadline = time.monotonic() + LOAD_S
     for i in range(LOAD_OPS):
         if time.monotonic() > deadline:
             break
-        candidates = [n for n in live_nodes(lan) if n.alive()]
+        candidates = [n for n in live_nodes(lan) if n.alive() and n.host.name != down]
         node = rng.choice(candidates)
         roll = rng.random()
         if roll < 0.5 or not checker.acked:
@@ -112,9 +116,9 @@ def run_rounds(rounds: int, seed: int) -> None:
         for r in range(rounds):
             fault = rng.choice(FAULTS)
             faults[fault] += 1
-            undo = inject(lan, fault, rng)
+            undo, down = inject(lan, fault, rng)
             time.sleep(1.6)  # past the peer timeout: the fault is seen
-            load(checker, lan, rng, r)
+            load(checker, lan, rng, r, down)
             healed = time.monotonic()
             heal(lan, undo, lan.hosts[0].node)
             lan.wait_mesh(timeout=60)
