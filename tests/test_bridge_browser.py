@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,7 +42,10 @@ from tests.conftest import ARTIFACTS
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 # A name that is not loopback, as a reverse proxy's host would be (no DNS query leaves).
+                 "--host-resolver-rules=MAP dash.test 127.0.0.1"]
+PROXIED = "dash.test"
 PHONE = {"width": 390, "height": 844}
 
 pytestmark = [
@@ -56,6 +60,12 @@ class _Pages(BaseHTTPRequestHandler):
     release = threading.Event()
 
     def do_GET(self) -> None:
+        if self.path.startswith("/redirect?to="):  # a page on the web that sends the browser to the mesh
+            self.send_response(302)
+            self.send_header("Location", self.path.removeprefix("/redirect?to="))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if self.path.startswith("/slow"):
             self.release.wait(30)
         body = f"hello from the test server at {self.path}".encode()
@@ -88,8 +98,9 @@ def mesh() -> Iterator[dict[str, Any]]:
     common = ["--no-mdns", "--heartbeat-interval", "0.5", "--tools", "calculator"]
     nodes: list[NodeProcess] = []
     try:
+        # bb also runs the browser tool with --allow-private-urls: local pages allowed, the mesh itself never.
         bridge = spawn_node("bb", secret, "--roles", "bridge,tools,cache", "--cache-store", "memory", *common,
-                            env=env, log_dir=ARTIFACTS)
+                            "--tools", "calculator,browser", "--allow-private-urls", env=env, log_dir=ARTIFACTS)
         nodes.append(bridge)
         nodes.append(spawn_node("bt", secret, "--roles", "tools,planner", "--peer", bridge.address, *common,
                                 log_dir=ARTIFACTS))
@@ -305,3 +316,75 @@ async def test_dashboard_shows_the_mesh(browser: Browser, mesh: dict[str, Any]) 
     finally:
         await desk.close()
         await phone.close()
+
+
+async def test_the_browser_tool_never_reads_the_mesh_itself(mesh: dict[str, Any], web: str) -> None:
+    """With --allow-private-urls the browser tool connected from loopback and read /api/pairing (issue 16)."""
+    base = mesh["url"]
+    opened = await asyncio.to_thread(cli, mesh, "tool", "browser", "--arg", f"url={web}/local-page", "--json")
+    assert opened.returncode == 0, opened.stderr  # a private page is allowed: the refusals below are specific
+    assert "hello from the test server at /local-page" in json.loads(opened.stdout)["result"]["text"]
+    for url in (f"{base}/api/pairing", base.replace("127.0.0.1", "localhost") + "/api/pairing",
+                f"http://{mesh['tools'].address}/", f"{web}/redirect?to={base}/api/pairing"):
+        done = await asyncio.to_thread(cli, mesh, "tool", "browser", "--arg", f"url={url}", "--json")
+        body = json.loads(done.stdout)
+        assert done.returncode == 1 and body["error"]["code"] == "REFUSED", (url, body)
+        assert "server of this llmlab mesh" in body["error"]["message"], (url, body)
+        assert body.get("result") is None
+
+
+async def test_http_fetch_in_the_pwa_never_reads_the_bridge(browser: Browser, mesh: dict[str, Any]) -> None:
+    context, page, node_id = await open_mobile(browser, mesh)
+    try:
+        await eventually(lambda: node_id in peers_of(mesh["tools"]), 15, "bt to learn the mobile node")
+        done = await asyncio.to_thread(cli, mesh, "tool", "http_fetch", "--arg", f"url={mesh['url']}/api/pairing",
+                                       "--json")
+        body = json.loads(done.stdout)
+        assert done.returncode == 1 and body["error"]["code"] == "REFUSED" and "llmlab mesh" in body["error"]["message"]
+        # The page's own check, for a task that reached it anyway: its origin is the bridge.
+        refused = await page.evaluate("""() => window.llmlabWorker.tools.http_fetch.run({url: location.origin +
+            '/api/pairing'}).then(() => 'fetched', e => e.code + ': ' + e.message)""")
+        assert refused.startswith("REFUSED: ") and "bridge of this llmlab mesh" in refused
+        assert await page.evaluate("window.llmlabWorker.tasksDone") == 0
+    finally:
+        await context.close()
+
+
+async def test_dashboard_behind_a_proxy_host_works_with_a_one_time_link(browser: Browser,
+                                                                       mesh: dict[str, Any]) -> None:
+    """A non-loopback Host (a reverse proxy's) gets no data until the link gives the browser a session."""
+    port = mesh["url"].rsplit(":", 1)[1]
+    proxied = f"http://{PROXIED}:{port}"
+    desk = await browser.new_context(viewport={"width": 1200, "height": 900})
+    try:
+        page = await desk.new_page()
+        await page.goto(f"{proxied}/llmlab")
+        await page.locator("#auth-banner:not([hidden])").wait_for(timeout=10000)
+        assert await page.locator("#live").text_content() == "not allowed"
+
+        def mint() -> str:
+            request = urllib.request.Request(f"{mesh['url']}/api/dashboard-link", method="POST", data=b"",
+                                             headers={"Authorization": f"Bearer {mesh['secret']}"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return str(json.loads(response.read())["url"])
+
+        link = (await asyncio.to_thread(mint)).replace(mesh["url"], proxied)
+        await page.goto(link)
+        assert page.url == f"{proxied}/llmlab"  # the token left the address bar
+        await page.wait_for_function("() => document.querySelectorAll('#nodes tbody tr').length >= 2",
+                                     timeout=10000)
+        await page.locator("#qr:not([hidden])").wait_for(timeout=10000)
+        assert await page.locator("#auth-banner").is_hidden()
+        assert await page.evaluate("document.cookie") == ""  # HttpOnly: no script reads the session
+        cookies = await desk.cookies(proxied)
+        assert len(cookies) == 1 and cookies[0]["httpOnly"] and cookies[0]["sameSite"] == "Strict"
+        # The link is spent: a second browser opening it gets nothing.
+        other = await browser.new_context()
+        try:
+            second = await other.new_page()
+            reply = await second.goto(link)
+            assert reply is not None and reply.status == 403 and await other.cookies(proxied) == []
+        finally:
+            await other.close()
+    finally:
+        await desk.close()
