@@ -1,16 +1,21 @@
 """Bridge parts in isolation: pairing and session tokens, dashboard links and sessions, the rate
-limiter and its strike window, the wire format, cache-sync batching, and membership's handling
-of mobile rows."""
+limiter and its strike window, the wire format, cache-sync batching, the HTTP server's JSON
+500, and membership's handling of mobile rows."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import urllib.error
+import urllib.request
 
 import pytest
+from starlette.routing import Route
 
 from llmlab_grpc.bridge.access import LINK_TTL_S, SESSION_TTL_S, DashboardSessions, loopback_host_header
 from llmlab_grpc.bridge.cache_sync import MAX_ENTRY_BYTES, CacheSync
+from llmlab_grpc.bridge.http import HttpServer
 from llmlab_grpc.bridge.pairing import PairingTokens, SessionTokens
 from llmlab_grpc.bridge.protocol import ProtocolError, decode, encode
 from llmlab_grpc.bridge.ratelimit import StrikeWindow, TokenBucket
@@ -191,3 +196,23 @@ async def test_membership_drops_mobile_rows_with_their_bridge() -> None:
     assert "m1" in table
     await membership.left("bridge")
     assert "m1" not in table and "m2" in table and channels.dropped == ["127.0.0.1:2"]
+
+
+async def test_an_unexpected_error_is_a_json_500_not_plain_text() -> None:
+    async def boom(request: object) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    server = HttpServer("127.0.0.1", 0, routes=[Route("/boom", boom)])
+    url = await server.start()
+    try:
+        def get() -> tuple[int, str, dict[str, object]]:
+            try:
+                urllib.request.urlopen(f"{url}/boom", timeout=10)
+            except urllib.error.HTTPError as err:
+                return err.code, err.headers["content-type"], json.loads(err.read())
+            raise AssertionError("no error")
+
+        status, kind, body = await asyncio.to_thread(get)
+        assert status == 500 and kind == "application/json" and body["error"]["code"] == "internal_error"
+    finally:
+        await server.stop()

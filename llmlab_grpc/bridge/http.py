@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -64,6 +66,16 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug answers JSON (in OpenAI's error shape, which the dashboard reads too), never a plain-text 500.
+
+    Starlette re-raises the exception afterwards, so uvicorn still logs it with its traceback.
+    """
+    return JSONResponse({"error": {"message": f"internal error ({type(exc).__name__}); the node's log has the "
+                                              "details", "type": "server_error", "param": None,
+                                   "code": "internal_error"}}, status_code=500)
 
 
 @dataclass(frozen=True)
@@ -109,7 +121,7 @@ class HttpServer:
         self.advertise_host = advertise_host
         self.ws_max_size = ws_max_size
         self.limits = limits or HttpLimits()
-        self.app = Starlette(routes=list(routes))
+        self.app = Starlette(routes=list(routes), exception_handlers={Exception: _internal_error})
         self.url = ""
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
