@@ -21,9 +21,11 @@ import os
 import signal
 import socket
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from llmlab_grpc.errors import RayStartError
+from llmlab_grpc.mesh.addresses import local_addresses, primary_host
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -38,7 +40,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, advertis
     ``advertise_host`` (the node's ``--advertise-host``) is preferred as this machine's
     address in a cluster over the LAN when it is one of this machine's addresses.
     """
-    global _started_address
+    global _started_address, _attached
     import ray
 
     with _lock:
@@ -72,7 +74,38 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, advertis
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         _started_address = target
+        _attached = _describe_attachment(ray, own_cluster=target == "local")
+        log.info("Ray driver attached to Ray node %s at %s (%s)", _attached.ray_node_id[:8], _attached.ray_node_ip,
+                 "this machine" if _attached.on_this_machine else "ANOTHER machine")
         return ray
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """The Ray node this process's driver attached to (``llmlab doctor`` reports it)."""
+
+    cluster_address: str
+    ray_node_id: str
+    ray_node_ip: str
+    on_this_machine: bool
+    own_cluster: bool
+
+
+_attached: Attachment | None = None
+
+
+def attachment() -> Attachment | None:
+    """Where this process's Ray driver runs; None until (unless) Ray was started here."""
+    return _attached
+
+
+def _describe_attachment(ray: Any, own_cluster: bool) -> Attachment:
+    """Read once after ``ray.init`` (one GCS call): never on a request path."""
+    context = ray.get_runtime_context()
+    node_id = str(context.get_node_id())
+    ip = next((str(n.get("NodeManagerAddress", "")) for n in ray.nodes() if n.get("NodeID") == node_id), "")
+    return Attachment(cluster_address=str(context.gcs_address or ""), ray_node_id=node_id, ray_node_ip=ip,
+                      on_this_machine=ip in {a.ip for a in local_addresses()}, own_cluster=own_cluster)
 
 
 def _init_with_one_retry(ray: Any, kwargs: dict[str, Any]) -> None:
@@ -124,14 +157,15 @@ def own_node_ip(address: str, advertise_host: str = "") -> str:
     """
     if advertise_host:
         chosen = _resolve(advertise_host)
-        if chosen and chosen in local_addresses():
+        if chosen and chosen in {a.ip for a in local_addresses()}:
             return chosen
         log.warning("--advertise-host %s is not an address of this machine: Ray uses the route to its head",
                     advertise_host)
     head = head_host(address)
-    if not head:
-        return ""
-    return route_source(head) or ""
+    via_route = route_source(head) if head else None
+    if via_route and not via_route.startswith("127."):
+        return via_route
+    return "" if via_route else primary_host()  # no route to the head: this host's own chosen LAN address
 
 
 def head_host(address: str) -> str:
@@ -170,17 +204,6 @@ def _resolve(host: str) -> str:
         return ""
 
 
-def local_addresses() -> set[str]:
-    """Every address of this machine's interfaces."""
-    import ifaddr
-
-    found: set[str] = set()
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            found.add(ip.ip if isinstance(ip.ip, str) else ip.ip[0])
-    return found
-
-
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 """Ray's switch for a one-machine cluster: every Ray process binds and dials 127.0.0.1.
 
@@ -208,10 +231,11 @@ def keep_ray_on_loopback() -> None:
 
 def shutdown_ray() -> None:
     """Stop this process's Ray connection (and its local cluster, when it owns one)."""
-    global _started_address
+    global _started_address, _attached
     import ray
 
     with _lock:
         if ray.is_initialized():
             ray.shutdown()
         _started_address = None
+        _attached = None

@@ -5,7 +5,7 @@ own OpenAI-compatible server on loopback (tests/inference_fakes.py). The planner
 llm node (tried first: this node first) talks to a server that accepts the request and
 never answers; the other's server answers. Without the first-token deadline the ask
 would sit until the backend's own timeout (``llm_timeout_s``, 120 s), past this test's
-ask deadline.
+ask deadline. The same nodes (on the session's Ray head) show ``GetInfo.ray``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 
 from llmlab_grpc.inference.ray_head import RayHead
 from llmlab_grpc.procs import NodeProcess, spawn_node
-from llmlab_grpc.proto.llmlab.v1 import planner_pb2, planner_pb2_grpc
+from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc, planner_pb2, planner_pb2_grpc
 from tests.conftest import ARTIFACTS, ray_env
 from tests.helpers import wait_until
 from tests.inference_fakes import FakeOpenAI
@@ -75,3 +75,9 @@ def test_when_the_only_llm_node_stalls_the_ask_fails_with_deadline_exceeded(stal
     listed = asker.call(planner_pb2_grpc.PlannerStub, "ListTasks", planner_pb2.ListTasksRequest(limit=1))
     (step,) = listed.tasks[0].steps
     assert list(step.failed_over) == ["asker"] and "--first-token-timeout" in step.reason
+
+
+def test_a_node_on_ray_reports_the_ray_node_its_driver_attached_to(stalled_mesh: dict[str, Any]) -> None:
+    reply = stalled_mesh["asker"].call(node_pb2_grpc.NodeStub, "GetInfo", node_pb2.GetInfoRequest())
+    assert reply.HasField("ray") and reply.ray.ray_node_ip == "127.0.0.1"
+    assert reply.ray.on_this_machine and not reply.ray.own_cluster and reply.ray.ray_node_id

@@ -12,12 +12,13 @@ from llmlab_grpc.ray_runtime import head_host, own_node_ip, route_source
 
 def test_the_address_is_the_source_of_the_route_to_the_head() -> None:
     assert route_source("127.0.0.1") == "127.0.0.1"
-    assert own_node_ip("127.0.0.1:6379") == "127.0.0.1"
+    # A head reached over loopback is this machine's own: Ray's choice of its local raylet stands.
+    assert own_node_ip("127.0.0.1:6379") == ""
 
 
 def test_a_local_advertise_host_wins_and_a_foreign_one_is_ignored() -> None:
     assert own_node_ip("127.0.0.1:6379", advertise_host="127.0.0.1") == "127.0.0.1"
-    assert own_node_ip("127.0.0.1:6379", advertise_host="203.0.113.7") == "127.0.0.1"  # not this machine's
+    assert own_node_ip("127.0.0.1:6379", advertise_host="203.0.113.7") == ""  # not this machine's: the route
 
 
 def test_head_host_parsing() -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import grpc
 
+from llmlab_grpc import ray_runtime
 from llmlab_grpc.mesh.membership import Membership
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, node_pb2, node_pb2_grpc
 
@@ -31,7 +32,7 @@ class NodeService(node_pb2_grpc.NodeServicer):
     async def GetInfo(self, request: node_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
                       ) -> node_pb2.GetInfoResponse:
         return node_pb2.GetInfoResponse(info=self._info(), load=self._load(), cache_stats=self._cache_stats(),
-                                        now_unix_ms=int(time.time() * 1000))
+                                        now_unix_ms=int(time.time() * 1000), ray=_ray_attachment())
 
     async def ListPeers(self, request: node_pb2.ListPeersRequest, context: grpc.aio.ServicerContext
                         ) -> node_pb2.ListPeersResponse:
@@ -59,3 +60,13 @@ class NodeService(node_pb2_grpc.NodeServicer):
     async def GetMetrics(self, request: node_pb2.GetMetricsRequest, context: grpc.aio.ServicerContext
                          ) -> node_pb2.GetMetricsResponse:
         return node_pb2.GetMetricsResponse(text=self._metrics().decode(), node_id=self._info().node_id)
+
+
+def _ray_attachment() -> node_pb2.RayAttachment | None:
+    """Where this process's Ray driver runs, when it runs Ray (read once at start, see ray_runtime)."""
+    attached = ray_runtime.attachment()
+    if attached is None:
+        return None
+    return node_pb2.RayAttachment(cluster_address=attached.cluster_address, ray_node_id=attached.ray_node_id,
+                                  ray_node_ip=attached.ray_node_ip, on_this_machine=attached.on_this_machine,
+                                  own_cluster=attached.own_cluster)

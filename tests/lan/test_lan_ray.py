@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from llmlab_grpc.proto.llmlab.v1 import node_pb2
 from tests.lan.harness import LAN1, Host, Lan, LanNode, sh
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -102,6 +103,13 @@ def test_ray_sees_both_hosts_and_the_model_actor_lives_on_host_2(cluster: Cluste
     assert cluster.head.ip in seen["nodes"] and cluster.worker.ip in seen["nodes"]
     actor = f"llmlab-llm-{cluster.llm.name}-smollm2-135m"
     assert seen["actors"].get(actor) == cluster.worker.ip, seen
+
+
+def test_each_node_reports_the_ray_node_of_its_own_machine(cluster: Cluster) -> None:
+    for node, host in ((cluster.planner, cluster.head), (cluster.llm, cluster.worker)):
+        ray_info = node.call("/llmlab.v1.Node/GetInfo", node_pb2.GetInfoRequest(), node_pb2.GetInfoResponse).ray
+        assert (ray_info.ray_node_ip, ray_info.on_this_machine, ray_info.own_cluster) == (host.ip, True, False)
+        assert ray_info.cluster_address == cluster.address
 
 
 def test_an_ask_on_host_1_is_generated_on_host_2_plain(cluster: Cluster) -> None:

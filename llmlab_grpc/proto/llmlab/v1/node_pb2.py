@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from llmlab_grpc.proto.llmlab.v1 import common_pb2 as llmlab_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14llmlab/v1/node.proto\x12\tllmlab.v1\x1a\x16llmlab/v1/common.proto\"\x10\n\x0eGetInfoRequest\"\x9d\x01\n\x0fGetInfoResponse\x12!\n\x04info\x18\x01 \x01(\x0b\x32\x13.llmlab.v1.NodeInfo\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.llmlab.v1.NodeLoad\x12/\n\x0b\x63\x61\x63he_stats\x18\x03 \x01(\x0b\x32\x1a.llmlab.v1.CacheStatistics\x12\x13\n\x0bnow_unix_ms\x18\x04 \x01(\x03\"(\n\x10ListPeersRequest\x12\x14\n\x0cinclude_gone\x18\x01 \x01(\x08\"V\n\x11ListPeersResponse\x12\x1e\n\x05peers\x18\x01 \x03(\x0b\x32\x0f.llmlab.v1.Peer\x12!\n\x04self\x18\x02 \x01(\x0b\x32\x13.llmlab.v1.NodeInfo\"\xa1\x01\n\x10HeartbeatRequest\x12#\n\x06sender\x18\x01 \x01(\x0b\x32\x13.llmlab.v1.NodeInfo\x12\x14\n\x0csent_unix_ms\x18\x02 \x01(\x03\x12!\n\x04load\x18\x03 \x01(\x0b\x32\x13.llmlab.v1.NodeLoad\x12/\n\x0b\x63\x61\x63he_stats\x18\x04 \x01(\x0b\x32\x1a.llmlab.v1.CacheStatistics\"\x8f\x02\n\x11HeartbeatResponse\x12%\n\x08receiver\x18\x01 \x01(\x0b\x32\x13.llmlab.v1.NodeInfo\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.llmlab.v1.NodeLoad\x12(\n\x0bknown_peers\x18\x03 \x03(\x0b\x32\x13.llmlab.v1.NodeInfo\x12\x1a\n\x12sender_unreachable\x18\x04 \x01(\x08\x12\x1e\n\x16sender_addresses_tried\x18\x05 \x03(\t\x12 \n\x18sender_unreachable_error\x18\x06 \x01(\t\x12(\n\x0bid_conflict\x18\x07 \x01(\x0b\x32\x13.llmlab.v1.NodeInfo\"H\n\x0cLeaveRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\x03 \x01(\x03\"\x0f\n\rLeaveResponse\"\x13\n\x11GetMetricsRequest\"3\n\x12GetMetricsResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t2\xdf\x02\n\x04Node\x12@\n\x07GetInfo\x12\x19.llmlab.v1.GetInfoRequest\x1a\x1a.llmlab.v1.GetInfoResponse\x12\x46\n\tListPeers\x12\x1b.llmlab.v1.ListPeersRequest\x1a\x1c.llmlab.v1.ListPeersResponse\x12\x46\n\tHeartbeat\x12\x1b.llmlab.v1.HeartbeatRequest\x1a\x1c.llmlab.v1.HeartbeatResponse\x12:\n\x05Leave\x12\x17.llmlab.v1.LeaveRequest\x1a\x18.llmlab.v1.LeaveResponse\x12I\n\nGetMetrics\x12\x1c.llmlab.v1.GetMetricsRequest\x1a\x1d.llmlab.v1.GetMetricsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14llmlab/v1/node.proto\x12\tllmlab.v1\x1a\x16llmlab/v1/common.proto\"\x10\n\x0eGetInfoRequest\"\xc4\x01\n\x0fGetInfoResponse\x12!\n\x04info\x18\x01 \x01(\x0b\x32\x13.llmlab.v1.NodeInfo\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.llmlab.v1.NodeLoad\x12/\n\x0b\x63\x61\x63he_stats\x18\x03 \x01(\x0b\x32\x1a.llmlab.v1.CacheStatistics\x12\x13\n\x0bnow_unix_ms\x18\x04 \x01(\x03\x12%\n\x03ray\x18\x05 \x01(\x0b\x32\x18.llmlab.v1.RayAttachment\"\x80\x01\n\rRayAttachment\x12\x17\n\x0f\x63luster_address\x18\x01 \x01(\t\x12\x13\n\x0bray_node_id\x18\x02 \x01(\t\x12\x13\n\x0bray_node_ip\x18\x03 \x01(\t\x12\x17\n\x0fon_this_machine\x18\x04 \x01(\x08\x12\x13\n\x0bown_cluster\x18\x05 \x01(\x08\"(\n\x10ListPeersRequest\x12\x14\n\x0cinclude_gone\x18\x01 \x01(\x08\"V\n\x11ListPeersResponse\x12\x1e\n\x05peers\x18\x01 \x03(\x0b\x32\x0f.llmlab.v1.Peer\x12!\n\x04self\x18\x02 \x01(\x0b\x32\x13.llmlab.v1.NodeInfo\"\xa1\x01\n\x10HeartbeatRequest\x12#\n\x06sender\x18\x01 \x01(\x0b\x32\x13.llmlab.v1.NodeInfo\x12\x14\n\x0csent_unix_ms\x18\x02 \x01(\x03\x12!\n\x04load\x18\x03 \x01(\x0b\x32\x13.llmlab.v1.NodeLoad\x12/\n\x0b\x63\x61\x63he_stats\x18\x04 \x01(\x0b\x32\x1a.llmlab.v1.CacheStatistics\"\x8f\x02\n\x11HeartbeatResponse\x12%\n\x08receiver\x18\x01 \x01(\x0b\x32\x13.llmlab.v1.NodeInfo\x12!\n\x04load\x18\x02 \x01(\x0b\x32\x13.llmlab.v1.NodeLoad\x12(\n\x0bknown_peers\x18\x03 \x03(\x0b\x32\x13.llmlab.v1.NodeInfo\x12\x1a\n\x12sender_unreachable\x18\x04 \x01(\x08\x12\x1e\n\x16sender_addresses_tried\x18\x05 \x03(\t\x12 \n\x18sender_unreachable_error\x18\x06 \x01(\t\x12(\n\x0bid_conflict\x18\x07 \x01(\x0b\x32\x13.llmlab.v1.NodeInfo\"H\n\x0cLeaveRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0fstarted_unix_ms\x18\x03 \x01(\x03\"\x0f\n\rLeaveResponse\"\x13\n\x11GetMetricsRequest\"3\n\x12GetMetricsResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t2\xdf\x02\n\x04Node\x12@\n\x07GetInfo\x12\x19.llmlab.v1.GetInfoRequest\x1a\x1a.llmlab.v1.GetInfoResponse\x12\x46\n\tListPeers\x12\x1b.llmlab.v1.ListPeersRequest\x1a\x1c.llmlab.v1.ListPeersResponse\x12\x46\n\tHeartbeat\x12\x1b.llmlab.v1.HeartbeatRequest\x1a\x1c.llmlab.v1.HeartbeatResponse\x12:\n\x05Leave\x12\x17.llmlab.v1.LeaveRequest\x1a\x18.llmlab.v1.LeaveResponse\x12I\n\nGetMetrics\x12\x1c.llmlab.v1.GetMetricsRequest\x1a\x1d.llmlab.v1.GetMetricsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETINFOREQUEST']._serialized_start=59
   _globals['_GETINFOREQUEST']._serialized_end=75
   _globals['_GETINFORESPONSE']._serialized_start=78
-  _globals['_GETINFORESPONSE']._serialized_end=235
-  _globals['_LISTPEERSREQUEST']._serialized_start=237
-  _globals['_LISTPEERSREQUEST']._serialized_end=277
-  _globals['_LISTPEERSRESPONSE']._serialized_start=279
-  _globals['_LISTPEERSRESPONSE']._serialized_end=365
-  _globals['_HEARTBEATREQUEST']._serialized_start=368
-  _globals['_HEARTBEATREQUEST']._serialized_end=529
-  _globals['_HEARTBEATRESPONSE']._serialized_start=532
-  _globals['_HEARTBEATRESPONSE']._serialized_end=803
-  _globals['_LEAVEREQUEST']._serialized_start=805
-  _globals['_LEAVEREQUEST']._serialized_end=877
-  _globals['_LEAVERESPONSE']._serialized_start=879
-  _globals['_LEAVERESPONSE']._serialized_end=894
-  _globals['_GETMETRICSREQUEST']._serialized_start=896
-  _globals['_GETMETRICSREQUEST']._serialized_end=915
-  _globals['_GETMETRICSRESPONSE']._serialized_start=917
-  _globals['_GETMETRICSRESPONSE']._serialized_end=968
-  _globals['_NODE']._serialized_start=971
-  _globals['_NODE']._serialized_end=1322
+  _globals['_GETINFORESPONSE']._serialized_end=274
+  _globals['_RAYATTACHMENT']._serialized_start=277
+  _globals['_RAYATTACHMENT']._serialized_end=405
+  _globals['_LISTPEERSREQUEST']._serialized_start=407
+  _globals['_LISTPEERSREQUEST']._serialized_end=447
+  _globals['_LISTPEERSRESPONSE']._serialized_start=449
+  _globals['_LISTPEERSRESPONSE']._serialized_end=535
+  _globals['_HEARTBEATREQUEST']._serialized_start=538
+  _globals['_HEARTBEATREQUEST']._serialized_end=699
+  _globals['_HEARTBEATRESPONSE']._serialized_start=702
+  _globals['_HEARTBEATRESPONSE']._serialized_end=973
+  _globals['_LEAVEREQUEST']._serialized_start=975
+  _globals['_LEAVEREQUEST']._serialized_end=1047
+  _globals['_LEAVERESPONSE']._serialized_start=1049
+  _globals['_LEAVERESPONSE']._serialized_end=1064
+  _globals['_GETMETRICSREQUEST']._serialized_start=1066
+  _globals['_GETMETRICSREQUEST']._serialized_end=1085
+  _globals['_GETMETRICSRESPONSE']._serialized_start=1087
+  _globals['_GETMETRICSRESPONSE']._serialized_end=1138
+  _globals['_NODE']._serialized_start=1141
+  _globals['_NODE']._serialized_end=1492
 # @@protoc_insertion_point(module_scope)

@@ -12,16 +12,32 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("info", "load", "cache_stats", "now_unix_ms")
+    __slots__ = ("info", "load", "cache_stats", "now_unix_ms", "ray")
     INFO_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     CACHE_STATS_FIELD_NUMBER: _ClassVar[int]
     NOW_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    RAY_FIELD_NUMBER: _ClassVar[int]
     info: _common_pb2.NodeInfo
     load: _common_pb2.NodeLoad
     cache_stats: _common_pb2.CacheStatistics
     now_unix_ms: int
-    def __init__(self, info: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., cache_stats: _Optional[_Union[_common_pb2.CacheStatistics, _Mapping]] = ..., now_unix_ms: _Optional[int] = ...) -> None: ...
+    ray: RayAttachment
+    def __init__(self, info: _Optional[_Union[_common_pb2.NodeInfo, _Mapping]] = ..., load: _Optional[_Union[_common_pb2.NodeLoad, _Mapping]] = ..., cache_stats: _Optional[_Union[_common_pb2.CacheStatistics, _Mapping]] = ..., now_unix_ms: _Optional[int] = ..., ray: _Optional[_Union[RayAttachment, _Mapping]] = ...) -> None: ...
+
+class RayAttachment(_message.Message):
+    __slots__ = ("cluster_address", "ray_node_id", "ray_node_ip", "on_this_machine", "own_cluster")
+    CLUSTER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RAY_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    RAY_NODE_IP_FIELD_NUMBER: _ClassVar[int]
+    ON_THIS_MACHINE_FIELD_NUMBER: _ClassVar[int]
+    OWN_CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    cluster_address: str
+    ray_node_id: str
+    ray_node_ip: str
+    on_this_machine: bool
+    own_cluster: bool
+    def __init__(self, cluster_address: _Optional[str] = ..., ray_node_id: _Optional[str] = ..., ray_node_ip: _Optional[str] = ..., on_this_machine: _Optional[bool] = ..., own_cluster: _Optional[bool] = ...) -> None: ...
 
 class ListPeersRequest(_message.Message):
     __slots__ = ("include_gone",)
