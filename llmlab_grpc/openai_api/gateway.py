@@ -71,6 +71,38 @@ class PlannerGateway:
         async for event in source:
             yield event
 
+    async def answer(self, query: planner_pb2.Query, timeout_s: float) -> planner_pb2.Task:
+        """The finished task of a non-streamed request, or ``ApiError``.
+
+        With a planner here this is ``Planner.ask`` with no listener: a cache hit then makes no
+        stream events, no queue and no extra task (half the work of a /v1 hit). Otherwise the
+        planner peer's stream, keeping its final task.
+        """
+        component = self.node.components.get("planner")
+        if component is None:
+            task = None
+            events = self.events(query, timeout_s)
+            try:
+                async for event in events:
+                    if event.WhichOneof("event") == "final":
+                        task = event.final
+            finally:
+                await events.aclose()
+            if task is None:  # pragma: no cover - the gateway always ends with final or raises
+                raise ApiError(500, "the planner ended without a task", "server_error", "internal_error")
+            return task
+        try:
+            async with asyncio.timeout(timeout_s):
+                task, status = await component.planner.ask(query)
+        except TimeoutError:
+            raise deadline(timeout_s) from None
+        except QueryError as exc:
+            raise ApiError.from_grpc(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
+        if status is not None:
+            failed = TaskFailed(task, status)
+            raise ApiError.from_grpc(failed.code, failed.message)
+        return task
+
     async def _local(self, planner: Any, query: planner_pb2.Query, until: float, timeout_s: float
                      ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
         """This node's planner stream, each wait for an event bounded by the request's deadline."""

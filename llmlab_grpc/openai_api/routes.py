@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -141,27 +141,24 @@ class OpenAIApi:
                              "--api-max-body-bytes)", code="request_too_large")
 
     @staticmethod
-    async def _final_unless_gone(request: Request, events: AsyncGenerator[Any, None]) -> Any:
+    async def _final_unless_gone(request: Request, answer: Coroutine[Any, Any, Any]) -> Any:
         """The planner's final task, or ``ClientGone`` as soon as the client disconnects.
 
         A streamed answer notices a departed client when a write fails; a non-streamed one
         writes nothing until the end, so without this a generation nobody will read ran to
         its last token. The body has been read already, so the next ASGI message can only be
-        ``http.disconnect``: waiting for it alongside the work costs nothing.
+        ``http.disconnect``: waiting for it alongside the work costs nothing. A cache hit is
+        done within its first loop turn, before any watch is set up.
         """
-
-        async def collect() -> Any:
-            final = None
-            async for event in events:
-                if event.WhichOneof("event") == "final":
-                    final = event.final
-            return final
 
         async def gone() -> None:
             while (await request.receive())["type"] != "http.disconnect":
                 pass
 
-        work = asyncio.ensure_future(collect())
+        work = asyncio.ensure_future(answer)
+        await asyncio.sleep(0)  # one turn: an answer that never waits (a local cache hit) is done now
+        if work.done():
+            return work.result()
         watch = asyncio.ensure_future(gone())
         try:
             await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -176,7 +173,6 @@ class OpenAIApi:
                 await asyncio.wait({work})
                 if not work.cancelled():
                     work.exception()  # retrieved: an error after the client left has nobody to go to
-            await events.aclose()
 
     async def chat_completions(self, request: Request) -> Response:
         data = await self._body(request)
@@ -196,8 +192,8 @@ class OpenAIApi:
         if chat.model not in known:
             raise unknown_model(chat.model, self.gateway.model_names() or known)
         created = int(time.time())
-        events = self.gateway.events(query, self.timeout_s)
         if chat.stream:
+            events = self.gateway.events(query, self.timeout_s)
             try:
                 opening = await open_stream(events)
             except BaseException:
@@ -215,9 +211,7 @@ class OpenAIApi:
                     await events.aclose()
 
             return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
-        task = await self._final_unless_gone(request, events)
-        if task is None:  # pragma: no cover - the gateway always ends with final or raises
-            raise ApiError(500, "the planner ended without a task", "server_error", "internal_error")
+        task = await self._final_unless_gone(request, self.gateway.answer(query, self.timeout_s))
         usage, source = translate.usage(task)
         answer = completion(translate.completion_id(task.task_id), created, chat.model, translate.message(task),
                             translate.finish_reason(task), usage, translate.extension(task, source))

@@ -165,6 +165,10 @@ class MeshCalls:
         """This node's cache component, when it has the role (hits then cost no RPC)."""
         return self.node.components.get("cache")
 
+    def has_cache(self) -> bool:
+        """Whether some cache can be asked: this node's own (no peer scan on the hit path), else a peer's."""
+        return self._local_cache() is not None or bool(self.candidates("cache"))
+
     async def cache_get(self, lookup: cache_pb2.CacheLookup, controls: CacheControls | None = None
                         ) -> cache_pb2.GetResponse | None:
         """A live entry, or None (a miss, or no cache node reachable: the cache is best effort).

@@ -15,8 +15,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -139,8 +139,9 @@ class Planner:
             messages.append(common_pb2.ChatMessage(role="user", content=text))
         return messages
 
-    async def ask(self, query: planner_pb2.Query, emit: Emit) -> tuple[planner_pb2.Task, grpc.StatusCode | None]:
-        """Plan and run ``query``; events go to ``emit``.
+    async def ask(self, query: planner_pb2.Query, emit: Emit | None = None
+                  ) -> tuple[planner_pb2.Task, grpc.StatusCode | None]:
+        """Plan and run ``query``; events go to ``emit`` (``None``: nobody listens, none are made).
 
         Returns the finished task and, when it failed, the gRPC status that says why.
         """
@@ -148,8 +149,8 @@ class Planner:
         validate_query(query)
         query_controls(query, self.node.settings)
         created = Timestamp()
-        created.GetCurrentTime()
-        task = planner_pb2.Task(task_id=uuid.uuid4().hex[:16], query=query, status=planner_pb2.TASK_STATUS_RUNNING,
+        created.FromNanoseconds(time.time_ns())  # GetCurrentTime goes through datetime: 10x slower
+        task = planner_pb2.Task(task_id=secrets.token_hex(8), query=query, status=planner_pb2.TASK_STATUS_RUNNING,
                                 created_at=created, planner_node_id=self.node.node_id)
         self.store.save(task)
         t0 = time.perf_counter()
@@ -157,8 +158,9 @@ class Planner:
         try:
             workflow = WorkflowManager(self.calls, task, emit, cache_nondeterministic=query.cache_nondeterministic)
             specs = await self._plan(query, task, workflow, emit)
-            await emit(planner_pb2.AskStreamResponse(task_id=task.task_id,
-                                                     plan_made=planner_pb2.PlanMade(steps=[s.step for s in specs])))
+            if emit is not None:
+                await emit(planner_pb2.AskStreamResponse(task_id=task.task_id,
+                                                         plan_made=planner_pb2.PlanMade(steps=[s.step for s in specs])))
             for spec in specs:
                 task.steps.append(spec.step)
             await workflow.run(specs)
@@ -211,7 +213,7 @@ class Planner:
                     await job
 
     async def _plan(self, query: planner_pb2.Query, task: planner_pb2.Task, workflow: WorkflowManager,
-                    emit: Emit) -> list[StepSpec]:
+                    emit: Emit | None) -> list[StepSpec]:
         text = query.text.strip()
         model = query.model or self.calls.default_model()
         params = effective_params(query)

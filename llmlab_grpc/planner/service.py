@@ -20,10 +20,6 @@ log = logging.getLogger(__name__)
 DEFAULT_LIST_LIMIT = 20
 
 
-async def _ignore(_event: planner_pb2.AskStreamResponse) -> None:
-    return None
-
-
 class PlannerService(planner_pb2_grpc.PlannerServicer):
     """Answers queries through the node's ``Planner``."""
 
@@ -33,7 +29,7 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
     async def Ask(self, request: planner_pb2.AskRequest, context: grpc.aio.ServicerContext
                   ) -> planner_pb2.AskResponse:
         try:
-            task, status = await self.planner.ask(request.query, _ignore)
+            task, status = await self.planner.ask(request.query)  # no listener: no stream events are made
         except QueryError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if status is not None:

@@ -18,8 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from llmlab_grpc.planner.cache_controls import CacheControls
 from llmlab_grpc.planner.mesh_calls import Failover, MeshCallError, MeshCalls, result_text
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, inference_pb2, planner_pb2
@@ -101,7 +99,7 @@ def replay_pieces(text: str) -> list[str]:
 class WorkflowManager:
     """Runs one task's steps."""
 
-    def __init__(self, calls: MeshCalls, task: planner_pb2.Task, emit: Emit,
+    def __init__(self, calls: MeshCalls, task: planner_pb2.Task, emit: Emit | None,
                  cache_nondeterministic: bool = False) -> None:
         self.calls = calls
         self.task = task
@@ -111,7 +109,8 @@ class WorkflowManager:
         self.first_error: Any = None  # grpc.StatusCode of the first failed step, for the RPC status
 
     async def _event(self, **kwargs: Any) -> None:
-        await self.emit(planner_pb2.AskStreamResponse(task_id=self.task.task_id, **kwargs))
+        if self.emit is not None:  # None: a unary Ask, nobody reads events
+            await self.emit(planner_pb2.AskStreamResponse(task_id=self.task.task_id, **kwargs))
 
     async def run(self, specs: list[StepSpec]) -> None:
         pending = {s.step.step_id: s for s in specs}
@@ -119,15 +118,16 @@ class WorkflowManager:
             ready = [s for s in pending.values() if all(d in self.results for d in s.step.depends_on)]
             if not ready:
                 raise RuntimeError("plan has a dependency cycle: " + ", ".join(pending))
-            await asyncio.gather(*(self._run_one(s) for s in ready))
+            if len(ready) == 1:  # the usual plan: no task to schedule for one step
+                await self._run_one(ready[0])
+            else:
+                await asyncio.gather(*(self._run_one(s) for s in ready))
             for spec in ready:
                 pending.pop(spec.step.step_id)
 
     async def _run_one(self, spec: StepSpec) -> None:
         step = spec.step
-        started = Timestamp()
-        started.GetCurrentTime()
-        step.started_at.CopyFrom(started)
+        step.started_at.FromNanoseconds(time.time_ns())
         t0 = time.perf_counter()
         failed_dep = next((d for d in step.depends_on if not self.results[d].ok), None)
         try:
@@ -187,9 +187,10 @@ class WorkflowManager:
                           self.calls.node.settings.name if step.node_id == self.calls.node.node_id else "")
         await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=step.node_id,
                                                                cache=step.cache, cache_match=step.cache_match))
-        for piece in replay_pieces(entry.response):
-            await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=piece))
-            await asyncio.sleep(0)  # let the stream's reader send each piece as it comes
+        if self.emit is not None:  # a stream: the answer goes out in pieces, like a generation
+            for piece in replay_pieces(entry.response):
+                await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=piece))
+                await asyncio.sleep(0)  # let the stream's reader send each piece as it comes
         usage = entry.usage
         step.usage.CopyFrom(planner_pb2.StepUsage(
             prompt_tokens=usage.prompt_tokens, finish_reason=usage.finish_reason or "stop",
@@ -210,7 +211,7 @@ class WorkflowManager:
         cacheable = is_deterministic(spec.params) or self.cache_nondeterministic
         if not spec.use_cache:
             step.cache = planner_pb2.CACHE_OUTCOME_BYPASS
-        elif not self.calls.candidates("cache"):
+        elif not self.calls.has_cache():
             step.cache = planner_pb2.CACHE_OUTCOME_NONE
         else:
             hit = await self.calls.cache_get(lookup, controls) if cacheable else None

@@ -11,7 +11,17 @@ SmolLM2 on Ray). Legs, measured in the same run, interleaved prompt by prompt:
 Per leg: time to first token (TTFT) and tokens/s (completion tokens over the whole
 call), median and p99, and the ratio to the baseline. Then cache-hit latency: the
 same question answered from the cache ``--hits`` times through the HTTP API
-(non-streamed, openai client) and through ``Planner.Ask`` over gRPC, p50 and p99.
+(non-streamed, openai client) and through ``Planner.Ask`` over gRPC, p50 and p99,
+each beside its floor measured in the same node process, on the same event loop:
+
+- ``v1`` (a plain httpx POST of the same request) against ``floor``: a bare Starlette
+  route on the node's own HTTP server that reads the request and answers the very JSON
+  body the hit answered (goal: v1 within 1.3x of the floor);
+- ``Planner.Ask`` against ``echo``: a bare grpc.aio server (no interceptors) in the node
+  process answering the same bytes as the ``AskResponse`` of the hit (goal: 1.3x).
+
+The node runs in this script's child mode (``--serve``), which is ``llmlab node`` plus
+those two floors; nothing of them exists in a normal node.
 
 Bounded: ``--prompts`` x ``--repeats`` generations per leg, ``--hits`` hits per leg,
 ``--budget-s`` overall.
@@ -21,27 +31,117 @@ Run: .venv/bin/python scripts/bench/openai_api.py [--repeats 2] [--max-tokens 48
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import secrets
 import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import httpx
 import openai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from llmlab_grpc.mesh.auth import bearer
-from llmlab_grpc.procs import NodeProcess, spawn_node
+from llmlab_grpc.procs import LISTEN_RE, NodeProcess
 from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc, planner_pb2, planner_pb2_grpc
 from scripts.bench.generation import MODEL, PROMPTS, Sample
 from scripts.bench.stats import generation_table, report
 
 HIT_PROMPT = "Name a famous painter."
+FLOOR_PATH = "/bench/floor"
+ECHO_METHOD = "/bench.Echo/Echo"
+SET_ECHO_METHOD = "/bench.Echo/Set"
+ECHO_RE = "bench echo on "
+
+
+# -- child mode: the node plus its floors ---------------------------------------------------------
+
+def serve(argv: list[str]) -> int:
+    """``llmlab node ARGV`` in this process, plus the HTTP floor route and a bare gRPC echo server."""
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from llmlab_grpc.cli import _node_settings, build_parser
+    from llmlab_grpc.node import LlmlabNode
+
+    settings = _node_settings(build_parser().parse_args(["node", *argv]))
+    state = {"body": b"{}", "echo": b""}
+
+    async def floor(request: Request) -> Response:
+        body = await request.body()
+        if request.method == "PUT":  # the bench sets the body to answer: a /v1 hit's own answer
+            state["body"] = body
+            return Response(status_code=204)
+        return Response(state["body"], media_type="application/json")
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return state["echo"]
+
+    async def set_echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        state["echo"] = request
+        return b""
+
+    async def run() -> None:
+        node = LlmlabNode(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        address = await node.start()
+        node.components["bridge"].http.add_routes([Route(FLOOR_PATH, floor, methods=["POST", "PUT"])])  # type: ignore[attr-defined]
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "Set": grpc.unary_unary_rpc_method_handler(set_echo)}),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(f"{ECHO_RE}127.0.0.1:{port}", flush=True)
+        print(f"llmlab node {settings.name} listening on {address}", flush=True)
+        await stop.wait()
+        await server.stop(None)
+        await node.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def spawn_bench_node(secret: str, args: list[str], log_dir: Path, timeout_s: float = 180.0) -> tuple[NodeProcess, str]:
+    """The child node (stopped by PID by the caller) and its echo server's address."""
+    log = open(log_dir / "bench-openai.log", "a")  # noqa: SIM115 - the child's for its life
+    process = subprocess.Popen([sys.executable, __file__, "--serve", "--name", "bench-openai", "--host", "127.0.0.1",
+                                "--port", "0", *args], stdout=subprocess.PIPE, stderr=log, text=True,
+                               stdin=subprocess.DEVNULL, env={**os.environ, "LLMLAB_MESH_SECRET": secret,
+                                                              "LLMLAB_CACHE_STORE": "memory"})
+    node = NodeProcess(name="bench-openai", secret=secret, process=process)
+    echo: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            node.output.append(line)
+            if line.startswith(ECHO_RE):
+                echo.append(line.split()[-1])
+            match = LISTEN_RE.match(line)
+            if match and not node.listening.is_set():
+                node.address = match.group("address")
+                node.listening.set()
+        node.listening.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not node.listening.wait(timeout_s) or not node.address or not echo:
+        node.stop(signal.SIGKILL)
+        raise RuntimeError(f"the bench node did not start: {''.join(node.output)}")
+    return node, echo[0]
 
 
 @dataclass
@@ -102,10 +202,15 @@ def report_generation(legs: list[Leg]) -> None:
                       for leg in legs])
 
 
-def measure_hits(node: NodeProcess, client: openai.OpenAI, count: int, deadline: float) -> None:
+def measure_hits(node: NodeProcess, client: openai.OpenAI, base_url: str, echo_address: str, count: int,
+                 deadline: float) -> None:
     stub = planner_pb2_grpc.PlannerStub(grpc.insecure_channel(node.address))
     query = planner_pb2.Query(text=HIT_PROMPT, model=MODEL, no_tools=True, params={"max_tokens": 24})  # type: ignore[arg-type]
     messages = [{"role": "user", "content": HIT_PROMPT}]
+    body = {"model": MODEL, "messages": messages, "max_tokens": 24, "llmlab": {"tools": False}}
+    http = httpx.Client(headers={"authorization": f"Bearer {node.secret}"}, timeout=60)
+    echo_channel = grpc.insecure_channel(echo_address)
+    echo = echo_channel.unary_unary(ECHO_METHOD)
 
     def via_http() -> str:
         raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=messages, max_tokens=24,
@@ -117,22 +222,48 @@ def measure_hits(node: NodeProcess, client: openai.OpenAI, count: int, deadline:
         task = stub.Ask(planner_pb2.AskRequest(query=query), metadata=bearer(node.secret), timeout=60).task
         return planner_pb2.CacheOutcome.Name(task.steps[-1].cache).removeprefix("CACHE_OUTCOME_").lower()
 
+    def via_v1() -> str:
+        reply = http.post(f"{base_url}/v1/chat/completions", json=body)
+        reply.raise_for_status()
+        return reply.headers["x-llmlab-cache"]
+
+    def via_floor() -> str:
+        http.post(f"{base_url}{FLOOR_PATH}", json=body).raise_for_status()
+        return "hit"
+
+    def via_echo() -> str:
+        echo(b"")
+        return "hit"
+
     via_http()  # the miss that fills the cache
-    times: dict[str, list[float]] = {"grpc": [], "http": []}
+    hit = http.post(f"{base_url}/v1/chat/completions", json=body)
+    assert hit.headers["x-llmlab-cache"] == "hit", hit.headers
+    http.put(f"{base_url}{FLOOR_PATH}", content=hit.content).raise_for_status()
+    asked = stub.Ask(planner_pb2.AskRequest(query=query), metadata=bearer(node.secret), timeout=60)
+    echo_channel.unary_unary(SET_ECHO_METHOD)(asked.SerializeToString())
+    legs = (("grpc", via_grpc), ("echo", via_echo), ("http", via_http), ("v1", via_v1), ("floor", via_floor))
+    times: dict[str, list[float]] = {name: [] for name, _ in legs}
     outcomes: set[str] = set()
     for _ in range(count):
         if time.monotonic() > deadline:
             break
-        for name, call in (("grpc", via_grpc), ("http", via_http)):
+        for name, call in legs:
             start = time.perf_counter()
             outcomes.add(call())
             times[name].append(time.perf_counter() - start)
     if outcomes != {"hit"}:
         print(f"warning: cache outcomes seen {sorted(outcomes)} (expected only hit)")
-    print(f"\ncache hit, {len(times['http'])} calls per leg ({HIT_PROMPT!r}, non-streamed)")
-    base = report("grpc", times["grpc"], width=6)
-    report("http", times["http"], base, base_name="grpc", width=6)
-    print("baseline: grpc (Planner.Ask)")
+    print(f"\ncache hit, {len(times['http'])} calls per leg ({HIT_PROMPT!r}, non-streamed; "
+          f"{len(hit.content)} B JSON, {asked.ByteSize()} B AskResponse)")
+    echo_median = report("echo (bare gRPC, same bytes as the AskResponse)", times["echo"], width=48)
+    grpc_median = report("grpc (Planner.Ask)", times["grpc"], echo_median, base_name="echo", width=48)
+    report("http (openai client)", times["http"], grpc_median, base_name="grpc", width=48)
+    floor_median = report("floor (bare Starlette route, same JSON)", times["floor"], width=48)
+    v1_median = report("v1 (httpx POST /v1/chat/completions)", times["v1"], floor_median, base_name="floor", width=48)
+    print(f"goal: /v1 hit p50 / floor p50 = {v1_median / floor_median:.2f} (<= 1.3); "
+          f"Planner.Ask hit p50 / echo p50 = {grpc_median / echo_median:.2f} (<= 1.3)", flush=True)
+    http.close()
+    echo_channel.close()
 
 
 def main() -> int:
@@ -142,6 +273,9 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--hits", type=int, default=200, help="cache hits per leg (1..5000)")
     parser.add_argument("--budget-s", type=float, default=300.0, help="stop measuring after this long")
+    parser.add_argument("--only-hits", action="store_true", help="skip the generation legs")
+    if sys.argv[1:2] == ["--serve"]:
+        return serve(sys.argv[2:])
     args = parser.parse_args()
     prompts = PROMPTS[: max(1, min(args.prompts, len(PROMPTS)))]
     repeats = max(1, min(args.repeats, 20))
@@ -149,8 +283,8 @@ def main() -> int:
     secret = secrets.token_urlsafe(24)
     log_dir = Path(tempfile.mkdtemp(prefix="llmlab-bench-"))
     print(f"node log: {log_dir / 'bench-openai.log'}")
-    node = spawn_node("bench-openai", secret, "--roles", "planner,tools,llm,cache,bridge", "--no-mdns",
-                      "--http-port", "0", env={"LLMLAB_CACHE_STORE": "memory"}, start_timeout=180, log_dir=log_dir)
+    node, echo_address = spawn_bench_node(secret, ["--roles", "planner,tools,llm,cache,bridge", "--no-mdns",
+                                                   "--http-port", "0"], log_dir)
     try:
         info = node.call(node_pb2_grpc.NodeStub, "GetInfo", node_pb2.GetInfoRequest()).info
         client = openai.OpenAI(base_url=f"{info.http_url}/v1", api_key=secret, max_retries=0, timeout=300)
@@ -159,7 +293,7 @@ def main() -> int:
             leg.run(prompts[0])
         deadline = time.monotonic() + args.budget_s
         mismatched = 0
-        for _ in range(repeats):
+        for _ in range(0 if args.only_hits else repeats):
             for prompt in prompts:
                 if time.monotonic() > deadline:
                     break
@@ -169,8 +303,9 @@ def main() -> int:
                 mismatched += len({s.text for s in samples}) > 1
         print(f"model {MODEL}, max_tokens {args.max_tokens}, greedy, {len(prompts)} prompts x {repeats} passes; "
               f"legs produced different text for {mismatched} prompt(s)")
-        report_generation(legs)
-        measure_hits(node, client, hits, deadline + 60)
+        if not args.only_hits:
+            report_generation(legs)
+        measure_hits(node, client, info.http_url, echo_address, hits, deadline + 60)
     finally:
         node.stop(signal.SIGTERM, timeout=20)
     return 0
