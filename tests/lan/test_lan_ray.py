@@ -1,5 +1,6 @@
 """One Ray cluster over two LAN hosts, set up exactly as docs/inference.md says.
 
+Both hosts carry a docker0 bridge holding 172.17.0.1, as most developer machines do.
 Host 1 runs the Ray head (``ray start --head``) and an llmlab node with the planner and
 cache roles; host 2 joins the cluster with Ray's own CLI (``ray start --address``) and
 runs an llmlab node with the llm role only (the embedded model), joined with
@@ -66,7 +67,7 @@ def ray(host: Host, *args: str, env: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with Lan(2) as lan:
+    with Lan(2, docker0=True) as lan:  # docker0 = 172.17.0.1 on both, listed before eth0, as on most dev machines
         head, worker = lan.hosts
         for host in lan.hosts:  # a default route, as on a real LAN: Ray's own address guess follows it
             sh("ip", "-n", host.ns, "route", "add", "default", "via", f"{LAN1}254")
