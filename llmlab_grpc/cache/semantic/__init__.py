@@ -53,9 +53,11 @@ class SemanticCache:
         if not text.strip() or len(text) > MAX_SEMANTIC_CHARS or not len(self.index):
             return reply
         threshold = min_similarity or self.default_min_similarity
+        scope = scope_of(lookup.namespace, lookup.model, normalize_params(lookup.params), lookup.context_hash)
+        if not self.index.has_scope(scope):
+            return reply  # nothing could match: no embedding spent
         self.lookups += 1
         vector = await self.embedder.embed(text)
-        scope = scope_of(lookup.namespace, lookup.model, normalize_params(lookup.params), lookup.context_hash)
         neighbours = self.index.search(scope, vector, k=max(NEIGHBOURS, candidates),
                                        floor=0.0 if candidates else threshold)
         for near in neighbours:

@@ -16,6 +16,8 @@ threshold is accepted only when none of these checks refuses it:
   other question has it too or lacks a name this one has; a swapped first word is
   caught by the one-word-swap check;
 * **negation** — both or neither negate (not, n't, never, no, without, none, ...);
+* **kind of answer** — both ask who, when, where or why alike ("when was it built" is not
+  "where was it built");
 * **opposites** — one does not say a word whose opposite the other says (bigger /
   smaller, before / after, buy / sell, ...);
 * **swapped words** — each side does not have content words the other lacks ("recipe for
@@ -71,7 +73,9 @@ UNITS = {
     "mb": "MB", "megabyte": "MB", "megabytes": "MB", "gb": "GB", "gigabyte": "GB", "gigabytes": "GB", "tb": "TB",
     "terabyte": "TB", "terabytes": "TB", "mph": "mph", "kph": "kph", "watt": "W", "watts": "W", "kw": "kW",
     "kwh": "kWh", "volt": "V", "volts": "V", "calorie": "cal", "calories": "cal", "kcal": "kcal",
-    "bit": "bit", "bits": "bit", "hz": "Hz", "hertz": "Hz", "ghz": "GHz", "mhz": "MHz",
+    "bit": "bit", "bits": "bit", "teaspoon": "tsp", "teaspoons": "tsp", "tsp": "tsp", "tablespoon": "tbsp",
+    "tablespoons": "tbsp", "tbsp": "tbsp", "pint": "pt", "pints": "pt", "quart": "qt", "quarts": "qt",
+    "hz": "Hz", "hertz": "Hz", "ghz": "GHz", "mhz": "MHz",
 }
 TEMPORAL = {
     "today": "today", "tomorrow": "tomorrow", "yesterday": "yesterday", "tonight": "tonight",
@@ -101,6 +105,8 @@ def _stem(word: str) -> str:
             break
     if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
         word = word[:-1]  # bigg -> big, winn -> win
+    if len(word) > 4 and word.endswith("e"):
+        word = word[:-1]  # drive and driving, make and making: one stem
     return word
 
 
@@ -159,6 +165,8 @@ for _group in _SYNONYM_GROUPS:
     _stems = frozenset(_stem(w) for w in _group)
     for _w in _stems:
         SYNONYMS[_w] = SYNONYMS.get(_w, frozenset()) | (_stems - {_w})
+QUESTION_WORDS = {"who": "who", "whom": "who", "whose": "whose", "when": "when", "where": "where", "why": "why"}
+"""Question words whose answer is of another kind (a person, a time, a place, a reason): they must agree."""
 DIRECTIONAL = frozenset({"than", "to", "from", "into", "vs", "versus", "before", "after", "over", "under", "beat",
                          "beats", "defeat", "defeated", "against", "minus", "divided", "above", "below"})
 """Words that make the order of two names matter."""
@@ -168,7 +176,7 @@ being am do does did doing done have has had having i me my mine we us our you y
 it its they them their this that these those there here what which who whom whose when where why how whats
 whos hows wheres can could would should will shall may might must please kindly tell give show let lets
 explain describe say know want need like just also very really quite some any
-each every much many one ones thing things way ways something anything someone anybody anyone s t d ll ve re m
+each every much many one ones something anything someone anybody anyone s t d ll ve re m
 o y im ive id youre dear hi hello hey thanks thank okay ok yes well actually basically exactly simply tellme
 whatre
 """
@@ -189,6 +197,8 @@ class Features:
     """Lowercased word tokens in order (names are checked against these)."""
     content: frozenset[str]
     negated: bool
+    asks: frozenset[str]
+    """The question words that fix what kind of answer is wanted: who, when, where, why."""
 
 
 def _number(text: str) -> str:
@@ -262,9 +272,11 @@ def features(text: str) -> Features:
         else:
             quantities.append(f"u:{unit}")
     plain = tuple("n:" + value for _, (_s, value) in sorted(numbers.items(), key=lambda kv: kv[1][0]))
-    others = tuple(sorted([h for _, h in hard] + quantities))
+    plain += tuple(q for q in quantities if q.startswith("u:"))  # a lone unit keeps its place: "tsp in a tbsp"
+    others = tuple(sorted([h for _, h in hard] + [q for q in quantities if not q.startswith("u:")]))
+    asks = frozenset(QUESTION_WORDS[w] for w in words if w in QUESTION_WORDS)
     return Features(hard=plain + others, names=tuple(names), soft_names=tuple(soft), words=tuple(words),
-                    content=frozenset(content), negated=negated)
+                    content=frozenset(content), negated=negated, asks=asks)
 
 
 def _names_match(a: Features, b: Features) -> str:
@@ -317,4 +329,6 @@ def refuse(question: str, candidate: str) -> str:
         return f"salient tokens differ: {list(a.hard)} vs {list(b.hard)}"
     if a.negated != b.negated:
         return "one negates, the other does not"
+    if a.asks != b.asks:
+        return f"asks {sorted(a.asks) or 'what'} vs {sorted(b.asks) or 'what'}"
     return _names_match(a, b) or _opposite(a, b) or _swapped(a, b)

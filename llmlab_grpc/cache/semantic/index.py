@@ -108,6 +108,11 @@ class SemanticIndex:
         elif last < part.vectors.shape[0] // 4 and part.vectors.shape[0] > 64:  # shrink after mass removal
             part.vectors = part.vectors[: max(64, part.vectors.shape[0] // 2)].copy()
 
+    def has_scope(self, scope: str) -> bool:
+        """Whether any entry shares ``scope`` (a lookup that has none skips the embedding)."""
+        with self._lock:
+            return scope in self._parts
+
     def search(self, scope: str, vector: np.ndarray, k: int = 8, floor: float = 0.0) -> list[Neighbour]:
         """The ``k`` most similar questions of ``scope`` at or above ``floor``, most similar first."""
         with self._lock:
