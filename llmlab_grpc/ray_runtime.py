@@ -118,7 +118,7 @@ def _init_with_one_retry(ray: Any, kwargs: dict[str, Any]) -> None:
             return
         except Exception as exc:  # Ray raises bare Exception/RuntimeError/ConnectionError here
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            if "No node info found" in first_line and "_node_ip_address" in kwargs:
+            if "_node_ip_address" in kwargs and _no_local_raylet(exc):
                 # Ray waited a minute for a raylet of this machine: a retry would wait another.
                 ip, target = kwargs["_node_ip_address"], kwargs["address"]
                 with contextlib.suppress(Exception):
@@ -141,6 +141,17 @@ def _init_with_one_retry(ray: Any, kwargs: dict[str, Any]) -> None:
                 hint = ("the machine may be overloaded or short of memory: free some and start again, or join "
                         "a running Ray with --ray-address HOST:PORT")
             raise RayStartError(f"Ray did not start on this node after 2 tries ({first_line}); {hint}") from exc
+
+
+def _no_local_raylet(exc: BaseException | None) -> bool:
+    """Ray's "No node info found matching attributes" (wrapped by ray.init in a ConnectionError)."""
+    for _ in range(5):
+        if exc is None:
+            return False
+        if "No node info found" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 class NoLocalRayNode(ConnectionError):

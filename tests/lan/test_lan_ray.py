@@ -125,3 +125,15 @@ def test_an_ask_on_host_1_is_generated_on_host_2_streamed(cluster: Cluster) -> N
     assert task["status"] == "succeeded" and task["answer"].strip()
     (step,) = task["steps"]
     assert step["kind"] == "llm" and step["node"] == cluster.llm.name and "failed_over" not in step
+
+
+def test_a_host_without_its_own_ray_node_is_told_which_ray_start_to_run(cluster: Cluster) -> None:
+    lonely = cluster.lan.add_host()
+    sh("ip", "-n", lonely.ns, "route", "add", "default", "via", f"{LAN1}254")
+    # Ray looks for a raylet of this machine for a minute by default; the test's patience is shorter.
+    env = {**QUIET, **cluster.auth, "RAY_gcs_server_request_timeout_seconds": "5"}
+    node = lonely.start("--roles", "llm", "--ray-address", cluster.address, env=env, wait=False)
+    assert node.wait_exit(CMD_TIMEOUT_S) not in (None, 0), "the node started without a Ray node of its own"
+    log = node.log()
+    assert f"this machine ({lonely.ip}) has no Ray node in the cluster at {cluster.address}" in log
+    assert f"ray start --address={cluster.address} --node-ip-address={lonely.ip}" in log
