@@ -17,11 +17,15 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+RECENT = 256
+"""Vectors of the most recent texts kept: a semantic miss embeds its question to look it up and
+again to store the answer a moment later; the second time is free."""
 MAX_SEMANTIC_CHARS = 2000
 """Questions longer than this are neither embedded nor looked up semantically (exact matching only)."""
 
@@ -42,6 +46,7 @@ class Embedder:
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semantic-embed")
+        self._recent: OrderedDict[str, np.ndarray] = OrderedDict()  # used on the worker thread only
 
     def _load(self) -> Any:
         with self._load_lock:
@@ -69,13 +74,28 @@ class Embedder:
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else vector
 
+    def _embed_recent(self, text: str) -> np.ndarray:
+        vector = self._recent.get(text)
+        if vector is None:
+            vector = self.embed_sync(text)
+            self._recent[text] = vector
+            if len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
+        else:
+            self._recent.move_to_end(text)
+        return vector
+
     def embed_many_sync(self, texts: list[str]) -> np.ndarray:
         """Vectors of ``texts`` in one batch (benchmarks fill an index with it)."""
         vectors = np.asarray(self._load().query(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     async def embed(self, text: str) -> np.ndarray:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.embed_sync, text)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._embed_recent, text)
+
+    def forget_recent(self) -> None:
+        """Drop the recent vectors (benchmarks measure cold lookups)."""
+        self._executor.submit(self._recent.clear).result()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
