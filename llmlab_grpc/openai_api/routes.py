@@ -21,7 +21,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -127,10 +127,13 @@ class OpenAIApi:
         if declared.isdigit() and int(declared) > self.max_body:
             raise self._too_large()
         body = bytearray()
-        async for piece in request.stream():
-            body += piece
-            if len(body) > self.max_body:
-                raise self._too_large()
+        try:
+            async for piece in request.stream():
+                body += piece
+                if len(body) > self.max_body:
+                    raise self._too_large()
+        except ClientDisconnect:
+            raise ClientGone() from None  # it left (or the server's idle timeout closed a trickled body)
         try:
             return safejson.loads(body)
         except safejson.JsonRefused as exc:
