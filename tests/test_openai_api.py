@@ -140,7 +140,9 @@ def test_second_identical_call_is_a_cache_hit(mesh: Mesh) -> None:
     second = client.chat.completions.with_raw_response.create(model=MODEL, messages=messages, max_tokens=10)
     assert second.headers["x-llmlab-cache"] == "hit"
     assert second.parse().choices[0].message.content == first.parse().choices[0].message.content
-    assert second.parse().model_extra["llmlab"]["usage"] == "estimate"  # type: ignore[index]
+    # A hit reports the usage the generation behind the entry reported (issue 13: replay with usage).
+    assert second.parse().model_extra["llmlab"]["usage"] == "cache"  # type: ignore[index]
+    assert second.parse().usage is not None and second.parse().usage.completion_tokens > 0
     bypass = client.chat.completions.with_raw_response.create(
         model=MODEL, messages=messages, max_tokens=10, extra_headers={"Cache-Control": "no-cache"})
     assert bypass.headers["x-llmlab-cache"] == "bypass"
