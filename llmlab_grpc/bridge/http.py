@@ -33,6 +33,9 @@ from llmlab_grpc.mesh.net import WILDCARDS, advertised_host
 
 log = logging.getLogger(__name__)
 
+ACCEPT_BACKLOG = 64
+"""Listen queue, and the most connections accepted in one event-loop iteration."""
+
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' ws: wss: http: https:; manifest-src 'self'; worker-src 'self'; "
@@ -106,7 +109,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise OSError(f"could not bind the HTTP server to {host}:{port}: {exc.strerror}") from exc
-    sock.listen(512)
+    sock.listen(ACCEPT_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -145,6 +148,9 @@ class HttpServer:
             ws_max_size=self.ws_max_size, timeout_graceful_shutdown=2,
             http=guarded_protocol(limits.header_timeout_s, limits.idle_timeout_s, limits.max_connections),
             timeout_keep_alive=limits.idle_timeout_s,  # type: ignore[arg-type]  # a float works (call_later)
+            # asyncio accepts up to `backlog` connections in one loop iteration: uvicorn's 2048 let a
+            # connection flood stall the loop (and every gRPC call of the node) for a third of a second.
+            backlog=ACCEPT_BACKLOG,
         )
         self._server = _EmbeddedServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="http-server")

@@ -230,6 +230,7 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=20.0, help="seconds per attack at most (default 20)")
     parser.add_argument("--header-timeout", type=float, default=10.0, help="the node's --http-header-timeout")
     parser.add_argument("--max-connections", type=int, default=512, help="the node's --http-max-connections")
+    parser.add_argument("--only", action="append", choices=sorted(ATTACKS), help="run only this attack (repeatable)")
     args = parser.parse_args()
     secret = secrets.token_urlsafe(24)
     node: NodeProcess = spawn_node("abuse-http", secret, "--roles", "bridge", "--no-mdns",
@@ -243,6 +244,8 @@ def main() -> int:
             time.sleep(3)
         baseline = report("ListPeers, no attack", idle.samples, width=34)
         for name, attack in ATTACKS.items():
+            if args.only and name not in args.only:
+                continue
             before = rss_bytes(node.process.pid)
             with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as attacker:
                 warm = attacker.submit(time.sleep, 0)  # the child process starts before the measurement
