@@ -248,6 +248,7 @@ FEATURE_COMMANDS: list[str] = [
     "llmlab_grpc.commands.apikey",
     "llmlab_grpc.commands.metrics",
     "llmlab_grpc.commands.dashboard",
+    "llmlab_grpc.commands.doctor",
 ]
 
 

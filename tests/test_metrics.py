@@ -140,6 +140,7 @@ def test_peers_by_state_lists_every_state() -> None:
     assert value(text, "llmlab_peers", {"state": "alive"}) == 2
     assert value(text, "llmlab_peers", {"state": "suspect"}) == 1
     assert value(text, "llmlab_peers", {"state": "gone"}) == 0
+    assert value(text, "llmlab_peers", {"state": "one_way"}) == 0
     assert value(text, "llmlab_load_in_flight") == 2
     assert value(text, "llmlab_node_info", {"node_id": "n1", "roles": "cache"}) == 1
 

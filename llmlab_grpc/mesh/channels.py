@@ -6,6 +6,8 @@ router, membership and replication all reach a peer over the same HTTP/2 connect
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +77,16 @@ class ChannelPool:
     async def drop(self, address: str) -> None:
         channel = self._channels.pop(address, None)
         if channel is not None:
-            await channel.close(grace=None)
+            await _close(channel)
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
-            await channel.close(grace=None)
+            await _close(channel)
+
+
+async def _close(channel: grpc.aio.Channel, limit_s: float = 2.0) -> None:
+    """Close a channel, bounded: a close racing a call on a dying connection must not stall the
+    caller (membership's heartbeat round awaits it)."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(channel.close(grace=None), limit_s)

@@ -31,8 +31,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -168,7 +169,10 @@ class Membership:
         candidates, self._candidates = self._candidates, {}
         for key, addrs in candidates.items():
             jobs.setdefault(key, (addrs, False))
-        await asyncio.gather(*(self._reach(key.removeprefix("?") if key.startswith("?") else key, addrs, known)
+        # Bounded: one round never waits on a call much past its own deadline, so expiry keeps running.
+        limit = min(1.0, self._interval) + 2.5
+        await asyncio.gather(*(self._bounded(self._reach(key.removeprefix("?") if key.startswith("?") else key,
+                                                         addrs, known), limit)
                                for key, (addrs, known) in jobs.items() if key not in self._inflight))
         now = time.monotonic()
         for node_id in [k for k, c in self._conflicts.items() if now - c.seen_mono > 2 * self._timeout]:
@@ -179,6 +183,13 @@ class Membership:
             self._drop_mobiles_of(record.node_id)
             if record.address:
                 await self._channels.drop(record.address)
+
+    @staticmethod
+    async def _bounded(work: Coroutine[Any, Any, None], limit_s: float) -> None:
+        try:
+            await asyncio.wait_for(work, limit_s)
+        except TimeoutError:
+            log.warning("a heartbeat took over %.1f s; going on without it", limit_s)
 
     def _ranked(self, record: PeerRecord) -> list[str]:
         """The record's addresses in our dial order (ties: the order the peer declared them)."""

@@ -9,6 +9,7 @@ Four hosts, booted once for the module:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -42,6 +43,25 @@ def test_a_one_way_link_is_listed_as_such_at_both_ends(lan: Lan) -> None:
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if x.startswith("lan2 "))
     assert "one-way" in line and "cannot reach us" in line
+
+
+def test_doctor_names_the_one_way_link(lan: Lan) -> None:
+    h1 = lan.hosts[0]
+    wait_for(lambda: h1.node.peer_states().get("lan2") == "one-way", 30, what="h1 to see lan2 one-way")
+    out = h1.llmlab("doctor", "--target", h1.target, "--json")
+    assert out.returncode == 1, out.stderr  # a failed check
+    checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
+    assert checks["one-way"]["verdict"] == "fail" and "lan2" in checks["one-way"]["detail"]
+    assert "both ways" in checks["one-way"]["fix"]
+    assert checks["multicast"]["verdict"] == "ok" and checks["node"]["verdict"] == "ok"
+
+
+def test_doctor_offline_on_a_host_without_multicast_says_so(lan: Lan) -> None:
+    out = lan.hosts[3].llmlab("doctor", "--offline", "--json")
+    checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
+    assert out.returncode == 1 and checks["multicast"]["verdict"] == "fail"
+    assert "--peer" in checks["multicast"]["fix"]
+    assert checks["interfaces"]["verdict"] == "ok" and lan.hosts[3].ip in checks["interfaces"]["detail"]
 
 
 def test_nothing_is_routed_over_a_one_way_link(lan: Lan) -> None:

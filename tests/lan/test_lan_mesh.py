@@ -7,6 +7,7 @@ the destructive ones (partition, SIGKILL) come last.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -59,6 +60,17 @@ def test_an_ask_on_a_host_without_the_model_is_generated_on_another_host(lan: La
     assert task.status == planner_pb2.TASK_STATUS_SUCCEEDED, task.error
     (step,) = task.steps
     assert step.kind == planner_pb2.STEP_KIND_LLM and step.node_name == h1.node.name and task.answer.strip()
+
+
+def test_doctor_on_a_healthy_mesh_fails_nothing(lan: Lan) -> None:
+    h2 = lan.hosts[1]
+    out = h2.llmlab("doctor", "--target", h2.target, "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert report["verdict"] == "ok", report
+    assert "3 seen" in checks["reachable"]["detail"] and "no one-way" in checks["one-way"]["detail"]
+    assert f"{MODEL} on lan1" in checks["models"]["detail"]
 
 
 def test_a_partition_heals_and_the_mesh_reforms_within_two_peer_timeouts(lan: Lan) -> None:
