@@ -97,6 +97,16 @@ def test_verify_copy_accepts_an_intact_copy() -> None:
     assert verify_copy(proto, proto.key, 1000).response == "A joke."
 
 
+def test_verify_copy_checks_the_namespace_in_the_key() -> None:
+    proto = _entry()
+    proto.namespace = "team-a"
+    proto.key = cache_key(proto.prompt, MODEL, {"seed": 42}, "team-a")
+    assert verify_copy(proto, proto.key, 1000).namespace == "team-a"
+    proto.namespace = "team-b"  # moved into another namespace: refused
+    with pytest.raises(RefusedCopy, match="another key"):
+        verify_copy(proto, proto.key, 1000)
+
+
 @pytest.mark.parametrize(("change", "why"), [
     (lambda e: setattr(e, "response", "A tampered joke."), "checksum"),
     (lambda e: setattr(e, "prompt", "Another prompt"), "another key"),

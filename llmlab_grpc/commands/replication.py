@@ -77,7 +77,7 @@ def locate_request(args: argparse.Namespace, client: MeshClient) -> replica_pb2.
     model = args.model or mesh_default_model(client)
     if not model:
         raise UsageError("no --model given and no llm node announces a model: pass --model")
-    return replica_pb2.LocateRequest(prompt=prompt, model=model, params=params)
+    return replica_pb2.LocateRequest(prompt=prompt, model=model, params=params, namespace=args.namespace or "")
 
 
 def holders(reply: replica_pb2.LocateResponse) -> list[replica_pb2.NodeRef]:
@@ -129,5 +129,6 @@ def add_locate_parser(sub: Any, add_client_flags: Callable[[argparse.ArgumentPar
     locate.add_argument("--as-given", action="store_true",
                         help="use --prompt/--param exactly as given (the key `llmlab cache put` made), "
                              "without the planner's defaults")
+    locate.add_argument("--namespace", help="cache namespace (part of the key; default: the default namespace)")
     locate.add_argument("--key", help="the entry's key (sha256 hex) instead of --prompt")
     add_client_flags(locate)

@@ -2,8 +2,8 @@
 
 A copy from a replica is only as good as the node that kept it: memory can flip, a
 buggy or stale node can send the wrong entry. So a fetched entry is returned only when
-its key is the key asked for *and* the key recomputed from its own prompt, model and
-params, its response hashes to its sha256 checksum, and it has not expired. Anything
+its key is the key asked for *and* the key recomputed from its own prompt, model,
+params and namespace, its response hashes to its sha256 checksum, and it has not expired. Anything
 else is refused (and never stored), and the reader goes on to the next copy.
 """
 
@@ -24,7 +24,7 @@ def verify_copy(proto: common_pb2.CacheEntry, key: str, now_unix_ms: int) -> Cac
         raise RefusedCopy(f"asked for {key[:12]}…, got an entry keyed {proto.key[:12]}…")
     try:
         entry = CacheEntry.from_proto(proto)
-        recomputed = cache_key(entry.prompt, entry.model, entry.params)
+        recomputed = cache_key(entry.prompt, entry.model, entry.params, entry.namespace)
     except InvalidParams as exc:
         raise RefusedCopy(f"entry {key[:12]}… has unusable params: {exc}") from exc
     if recomputed != key:

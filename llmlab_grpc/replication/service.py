@@ -66,7 +66,7 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     "name the entry: set key, or prompt and model (model is empty)")
             try:
-                key = cache_key(request.prompt, request.model, request.params)
+                key = cache_key(request.prompt, request.model, request.params, request.namespace)
             except InvalidParams as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         found = await self.replicator.locate(key)

@@ -86,16 +86,18 @@ class FetchResponse(_message.Message):
     def __init__(self, found: _Optional[bool] = ..., entry: _Optional[_Union[_common_pb2.CacheEntry, _Mapping]] = ...) -> None: ...
 
 class LocateRequest(_message.Message):
-    __slots__ = ("key", "prompt", "model", "params")
+    __slots__ = ("key", "prompt", "model", "params", "namespace")
     KEY_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     key: str
     prompt: str
     model: str
     params: _common_pb2.GenerationParams
-    def __init__(self, key: _Optional[str] = ..., prompt: _Optional[str] = ..., model: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ...) -> None: ...
+    namespace: str
+    def __init__(self, key: _Optional[str] = ..., prompt: _Optional[str] = ..., model: _Optional[str] = ..., params: _Optional[_Union[_common_pb2.GenerationParams, _Mapping]] = ..., namespace: _Optional[str] = ...) -> None: ...
 
 class NodeRef(_message.Message):
     __slots__ = ("node_id", "name", "address")
