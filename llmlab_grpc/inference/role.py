@@ -35,6 +35,8 @@ class LlmComponent(RoleComponent):
         else:
             self.node.metrics.generation_done(model, usage.prompt_tokens, usage.completion_tokens, seconds,
                                               decode_seconds)
+            # Heartbeats carry it: planners give a faster node more of the work (planner/spreading.py).
+            self.node.load.tokens_per_second = self.node.metrics.tokens_per_second(self.node.models)
 
     def bindings(self) -> list[ServiceBinding]:
         return [ServiceBinding(

@@ -22,6 +22,7 @@ import grpc
 
 from llmlab_grpc.cache.keys import cache_key
 from llmlab_grpc.planner.cache_controls import CacheControls
+from llmlab_grpc.planner.spreading import LlmLoad, spread_order
 from llmlab_grpc.proto.llmlab.v1 import (
     cache_pb2,
     cache_pb2_grpc,
@@ -59,6 +60,8 @@ class Candidate:
     name: str
     address: str
     busy: int = 0
+    speed: float = 0.0
+    """Measured tokens/s (llm candidates), 0 when unknown."""
 
 
 @dataclass
@@ -67,20 +70,45 @@ class MeshCalls:
 
     node: LlmlabNode
     suspects: dict[str, float] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    """node_id -> generations this planner has running there now (live, unlike heartbeats)."""
 
     # -- choosing nodes ---------------------------------------------------------------
     def candidates(self, role: str, model: str = "") -> list[Candidate]:
+        """Nodes with ``role`` (and ``model``), best first; nodes that just failed us last.
+
+        llm nodes are ordered by expected wait (``spreading.py``: queue and measured speed);
+        other roles by load, this node first.
+        """
         node = self.node
         found: list[Candidate] = []
         if role in node.settings.roles and (not model or model in node.models):
-            found.append(Candidate(node.node_id, node.settings.name, node.address, -1))
+            local = max(node.load.generations_running, self.in_flight.get(node.node_id, 0)) if role == "llm" else -1
+            found.append(Candidate(node.node_id, node.settings.name, node.address, local,
+                                   node.load.tokens_per_second))
         for peer in node.peers.with_role(role):
             if peer.info.kind == common_pb2.NODE_KIND_MOBILE or (model and model not in peer.info.models):
                 continue
-            busy = peer.load.generations_running if role == "llm" else peer.load.in_flight
-            found.append(Candidate(peer.node_id, peer.info.name, peer.address, busy))
+            if role == "llm":
+                busy = max(peer.load.generations_running, self.in_flight.get(peer.node_id, 0))
+            else:
+                busy = peer.load.in_flight
+            found.append(Candidate(peer.node_id, peer.info.name, peer.address, busy, peer.load.tokens_per_second))
+        if role == "llm":
+            order = spread_order([LlmLoad(c.busy, c.speed, c.node_id == node.node_id) for c in found])
+            found = [found[i] for i in order]
         now = time.monotonic()
-        return sorted(found, key=lambda c: (now - self.suspects.get(c.node_id, -1e9) < SUSPECT_FOR_S, c.busy))
+        suspect = {c.node_id for c in found if now - self.suspects.get(c.node_id, -1e9) < SUSPECT_FOR_S}
+        if role == "llm":
+            return sorted(found, key=lambda c: c.node_id in suspect)  # stable: the spread order stays
+        return sorted(found, key=lambda c: (c.node_id in suspect, c.busy))
+
+    def _done_with(self, node_id: str) -> None:
+        left = self.in_flight.get(node_id, 0) - 1
+        if left > 0:
+            self.in_flight[node_id] = left
+        else:
+            self.in_flight.pop(node_id, None)  # bounded: only nodes with work in flight are kept
 
     def suspect(self, node_id: str) -> None:
         self.suspects[node_id] = time.monotonic()
@@ -265,6 +293,7 @@ class MeshCalls:
             stub = inference_pb2_grpc.InferenceStub(self.node.channels.get(cand.address))
             call = stub.Generate(request, timeout=600)
             received = False
+            self.in_flight[cand.node_id] = self.in_flight.get(cand.node_id, 0) + 1
             try:
                 while (chunk := await _next_piece(call, silence_s)) is not None:
                     received = True
@@ -298,6 +327,7 @@ class MeshCalls:
                 raise MeshCallError(err.code(), err.details() or str(err.code())) from err
             finally:
                 call.cancel()
+                self._done_with(cand.node_id)
         assert last is not None
         tried = "; ".join(f.describe() for f in failed_over)
         raise MeshCallError(last.code, f"every llm node serving {model!r} failed: {tried}")

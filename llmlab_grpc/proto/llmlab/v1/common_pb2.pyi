@@ -64,14 +64,16 @@ class NodeInfo(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., name: _Optional[str] = ..., address: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., tools: _Optional[_Iterable[str]] = ..., models: _Optional[_Iterable[str]] = ..., version: _Optional[str] = ..., mesh_id: _Optional[str] = ..., kind: _Optional[_Union[NodeKind, str]] = ..., via_node_id: _Optional[str] = ..., http_url: _Optional[str] = ..., started_unix_ms: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NodeLoad(_message.Message):
-    __slots__ = ("in_flight", "tools_running", "generations_running")
+    __slots__ = ("in_flight", "tools_running", "generations_running", "tokens_per_second")
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     TOOLS_RUNNING_FIELD_NUMBER: _ClassVar[int]
     GENERATIONS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     in_flight: int
     tools_running: int
     generations_running: int
-    def __init__(self, in_flight: _Optional[int] = ..., tools_running: _Optional[int] = ..., generations_running: _Optional[int] = ...) -> None: ...
+    tokens_per_second: float
+    def __init__(self, in_flight: _Optional[int] = ..., tools_running: _Optional[int] = ..., generations_running: _Optional[int] = ..., tokens_per_second: _Optional[float] = ...) -> None: ...
 
 class Peer(_message.Message):
     __slots__ = ("info", "state", "last_seen", "source", "load", "cache_stats", "detail")
