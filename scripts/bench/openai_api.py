@@ -301,9 +301,9 @@ def main() -> int:
                 for leg, sample in zip(legs, samples, strict=True):
                     leg.samples.append(sample)
                 mismatched += len({s.text for s in samples}) > 1
-        print(f"model {MODEL}, max_tokens {args.max_tokens}, greedy, {len(prompts)} prompts x {repeats} passes; "
-              f"legs produced different text for {mismatched} prompt(s)")
         if not args.only_hits:
+            print(f"model {MODEL}, max_tokens {args.max_tokens}, greedy, {len(prompts)} prompts x {repeats} passes; "
+                  f"legs produced different text for {mismatched} prompt(s)")
             report_generation(legs)
         measure_hits(node, client, info.http_url, echo_address, hits, deadline + 60)
     finally:

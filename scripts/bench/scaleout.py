@@ -131,7 +131,10 @@ def main() -> int:
     nodes: list[NodeProcess] = []
     legs: dict[int, tuple[float, list[float], int, Counter[str]]] = {}
     try:
-        planner = spawn_node("so-planner", secret, "--roles", "planner", "--no-mdns", env=env, log_dir=log_dir)
+        # Asks wait in the llm nodes' queues on purpose here, and that wait counts as "no first token":
+        # the product's 20 s default would fail over queued asks on a loaded machine.
+        planner = spawn_node("so-planner", secret, "--roles", "planner", "--no-mdns", "--first-token-timeout", "600",
+                             env=env, log_dir=log_dir)
         nodes.append(planner)
         start = time.monotonic()
         for count, core in ((1, cores[0]), (2, cores[1])):
