@@ -171,6 +171,9 @@ def test_namespace_defaults_come_from_config_and_requests_win() -> None:
         None, None, False, pytest.approx(0.92))
     with pytest.raises(ValueError, match="ttl"):
         resolve(planner_pb2.Query(cache=planner_pb2.CacheControl(ttl_s=-1)), settings)
+    node_wide = settings.model_copy(update={"semantic_cache": True})
+    assert resolve(planner_pb2.Query(), node_wide).semantic  # --semantic-cache: every query
+    assert not resolve(planner_pb2.Query(cache=planner_pb2.CacheControl(semantic=False)), node_wide).semantic
 
 
 def test_namespace_defaults_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,6 +28,9 @@ def step_row(step: planner_pb2.Step) -> dict[str, Any]:
         **({"error": step.error} if step.error else {}),
         **({"failed_over": list(step.failed_over)} if step.failed_over else {}),
         **({"copies": f"{step.cache_copies}/{step.cache_copies_target}"} if step.cache_copies else {}),
+        **({"cache_match": {"matched_prompt": step.cache_match.matched_prompt,
+                            "similarity": round(step.cache_match.similarity, 4), "key": step.cache_match.key,
+                            "namespace": step.cache_match.namespace}} if step.HasField("cache_match") else {}),
     }
 
 

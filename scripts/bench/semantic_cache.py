@@ -203,12 +203,14 @@ async def main() -> None:
     parser.add_argument("--samples", type=int, default=120, help="lookups per latency size (max 180)")
     parser.add_argument("--real", type=int, default=1000, help="filler questions embedded for real")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
-    sem = SemanticCache(CacheManager(MemoryStore()), "bench")
-    service = CacheService(sem.manager, "bench")
-    service.semantic = sem
-    await quality(sem, service)
-    sem.close()
+    if not args.skip_quality:
+        sem = SemanticCache(CacheManager(MemoryStore()), "bench")
+        service = CacheService(sem.manager, "bench")
+        service.semantic = sem
+        await quality(sem, service)
+        sem.close()
     if not args.skip_latency:
         await latency(args.real, (1_000, 10_000), min(args.samples, 180))
         scan_only((1_000, 10_000, 100_000), 50)
