@@ -206,14 +206,26 @@ def _clock(target: str, info: common_pb2.NodeInfo, peers: list[common_pb2.Peer],
 
 def _ray(me: node_pb2.GetInfoResponse) -> Check:
     info = me.info
-    on_ray = me.cache_stats.store == "ray"
+    attached = me.ray if me.HasField("ray") else None
+    if attached is not None and not attached.on_this_machine:
+        host = info.address.rpartition(":")[0] or "<its LAN address>"
+        return fail("ray", f"{info.name}'s Ray driver attached to Ray node {attached.ray_node_id[:8]} at "
+                           f"{attached.ray_node_ip}, which is not on {info.name}'s machine: its model actors' "
+                           "streams cross the network or never arrive",
+                    f"on {info.name}'s machine run `ray start --address={attached.cluster_address} "
+                    f"--node-ip-address={host}`, then restart the node (--advertise-host picks the address)")
+    where = ""
+    if attached is not None:
+        cluster = "its own local Ray" if attached.own_cluster else f"cluster {attached.cluster_address}"
+        where = (f"; its Ray driver is on Ray node {attached.ray_node_id[:8]} at {attached.ray_node_ip}, "
+                 f"on its own machine ({cluster})")
     if "llm" in info.roles:
         if info.models:
-            return ok("ray", f"{info.name} serves {', '.join(info.models)} on Ray")
-        return fail("ray", f"{info.name} has the llm role but serves no model",
+            return ok("ray", f"{info.name} serves {', '.join(info.models)} on Ray{where}")
+        return fail("ray", f"{info.name} has the llm role but serves no model{where}",
                     "read the node's log: Ray or the model did not start (llmlab node prints the cause)")
-    if on_ray:
-        return ok("ray", f"{info.name} keeps its cache in Ray's object store")
+    if me.cache_stats.store == "ray":
+        return ok("ray", f"{info.name} keeps its cache in Ray's object store{where}")
     return ok("ray", f"{info.name} does not use Ray (no llm role, cache in memory)")
 
 

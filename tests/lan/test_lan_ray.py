@@ -113,6 +113,13 @@ def test_each_node_reports_the_ray_node_of_its_own_machine(cluster: Cluster) -> 
         assert ray_info.cluster_address == cluster.address
 
 
+def test_doctor_on_host_2_reports_its_nodes_ray_node(cluster: Cluster) -> None:
+    out = cluster.worker.llmlab("doctor", "--target", cluster.llm.target, "--json", timeout=CMD_TIMEOUT_S)
+    checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
+    assert checks["ray"]["verdict"] == "ok", checks["ray"]
+    assert f"at {cluster.worker.ip}, on its own machine (cluster {cluster.address})" in checks["ray"]["detail"]
+
+
 def test_an_ask_on_host_1_is_generated_on_host_2_plain(cluster: Cluster) -> None:
     task = ask(cluster)
     assert task["status"] == "succeeded" and task["answer"].strip()
