@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmlab_grpc.cache import CacheManager
+from llmlab_grpc.cache.manager import EntryExtras
 from llmlab_grpc.mesh.auth import AuthInterceptor, bearer
 from llmlab_grpc.metrics import MetricsInterceptor, NodeMetrics
 from llmlab_grpc.metrics.collectors import CacheCollector, NodeCollector
@@ -115,19 +116,38 @@ def test_speed_is_smoothed_and_incomplete_generations_add_no_tokens() -> None:
 
 def test_cache_figures_by_namespace() -> None:
     metrics = NodeMetrics()
-    cache = CacheManager(max_entries=1)
+    cache = CacheManager(max_entries=2)
     metrics.add(CacheCollector.of(cache))
+    team = EntryExtras(namespace="team")
     cache.put("a", MODEL, "first answer")
+    cache.put("t", MODEL, "team answer", extras=team)
     assert cache.get("a", MODEL) == "first answer"
+    assert cache.get("t", MODEL, namespace="team") == "team answer"
     assert cache.get("b", MODEL) is None
-    cache.put("b", MODEL, "second")  # the entry cap is 1: "a" is evicted
+    assert cache.get("u", MODEL, namespace="team") is None
+    cache.put("b", MODEL, "second")  # the entry cap is 2: "a", least recently used, is evicted
     text = metrics.exposition().decode()
-    ns = {"namespace": ""}
+    default, ns = {"namespace": ""}, {"namespace": "team"}
+    assert value(text, "llmlab_cache_hits_total", default) == 1
     assert value(text, "llmlab_cache_hits_total", ns) == 1
+    assert value(text, "llmlab_cache_misses_total", default) == 1
     assert value(text, "llmlab_cache_misses_total", ns) == 1
-    assert value(text, "llmlab_cache_evictions_total", ns) == 1
-    assert value(text, "llmlab_cache_bytes", ns) == len("second")
+    assert value(text, "llmlab_cache_evictions_total", default) == 1
+    assert value(text, "llmlab_cache_evictions_total", ns) == 0
+    assert value(text, "llmlab_cache_bytes", default) == len("second")
+    assert value(text, "llmlab_cache_bytes", ns) == len("team answer")
     assert value(text, "llmlab_cache_entries", ns) == 1
+    cache.clear()
+    assert value(metrics.exposition().decode(), "llmlab_cache_entries", ns) == 0
+
+
+def test_namespace_series_are_bounded() -> None:
+    cache = CacheManager()
+    for i in range(100):
+        cache.get("p", MODEL, namespace=f"ns{i}")
+    rows = cache.stats_by_namespace()
+    assert len(rows) == 64 + 1  # "" and 63 others of their own, then one row for all the rest
+    assert rows["_other"]["misses"] == 100 - 63
 
 
 def test_peers_by_state_lists_every_state() -> None:

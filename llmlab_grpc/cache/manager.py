@@ -52,6 +52,7 @@ from typing import Any
 from llmlab_grpc.cache.entry import CacheEntry, EntryMeta
 from llmlab_grpc.cache.errors import CorruptEntry, InvalidCacheRequest, StoreUnavailable, ValueTooLarge
 from llmlab_grpc.cache.keys import Params, cache_key, check_namespace, checksum, normalize_params
+from llmlab_grpc.cache.namespace_stats import NamespaceStats
 from llmlab_grpc.cache.stores import MemoryStore, ValueStore, make_store
 from llmlab_grpc.proto.llmlab.v1 import common_pb2
 
@@ -152,6 +153,10 @@ class _Slot:
         )
 
 
+def _namespace(slot: _Slot) -> str:
+    return slot.extras.namespace if slot.extras is not None else ""
+
+
 class CacheManager:
     """The cache of one node. See the module docstring for the policy and the threading model."""
 
@@ -186,6 +191,7 @@ class CacheManager:
         self._seq = itertools.count(1)
         self._bytes = 0
         self._replicas = 0
+        self._by_namespace = NamespaceStats()
         self._counters = dict.fromkeys(("hits", "misses", "puts", "evictions", "expirations", "lost"), 0)
         self._listeners: list[CacheListener] = []
         self.replication_shortfall: Callable[[], int] = lambda: 0
@@ -251,17 +257,19 @@ class CacheManager:
     def get(self, prompt: str, model: str, params: Params = None, namespace: str = "",
             max_age_s: float | None = None) -> str | None:
         """The cached response for this call, or ``None``. Counts a hit or a miss."""
-        entry = self.get_by_key(cache_key(prompt, model, params, namespace), max_age_s=max_age_s)
+        entry = self.get_by_key(cache_key(prompt, model, params, namespace), max_age_s=max_age_s, namespace=namespace)
         return None if entry is None else entry.response
 
-    def get_by_key(self, key: str, record: bool = True, max_age_s: float | None = None) -> CacheEntry | None:
+    def get_by_key(self, key: str, record: bool = True, max_age_s: float | None = None, namespace: str = ""
+                   ) -> CacheEntry | None:
         """The live entry for ``key``, or ``None``.
 
         With ``record`` (the default) this is a lookup: it counts a hit or a miss, bumps the
         entry's hit count and its LRU position. ``record=False`` only peeks. With
-        ``max_age_s`` an entry created longer ago than that is a miss (and is kept).
+        ``max_age_s`` an entry created longer ago than that is a miss (and is kept). ``namespace``
+        only says where a miss is counted (the key already holds it).
         """
-        claimed = self._claim(key, record, max_age_s)
+        claimed = self._claim(key, record, max_age_s, namespace)
         if claimed is None:
             return None
         slot, hits = claimed
@@ -272,10 +280,10 @@ class CacheManager:
             return None
         return slot.entry(value, hits)
 
-    async def aget_by_key(self, key: str, record: bool = True, max_age_s: float | None = None
-                          ) -> CacheEntry | None:
+    async def aget_by_key(self, key: str, record: bool = True, max_age_s: float | None = None,
+                          namespace: str = "") -> CacheEntry | None:
         """``get_by_key`` for asyncio callers: a store whose reads wait (Ray) waits off the event loop."""
-        claimed = self._claim(key, record, max_age_s)
+        claimed = self._claim(key, record, max_age_s, namespace)
         if claimed is None:
             return None
         slot, hits = claimed
@@ -286,7 +294,8 @@ class CacheManager:
             return None
         return slot.entry(value, hits)
 
-    def _claim(self, key: str, record: bool, max_age_s: float | None) -> tuple[_Slot, int] | None:
+    def _claim(self, key: str, record: bool, max_age_s: float | None, namespace: str = ""
+               ) -> tuple[_Slot, int] | None:
         """The index half of a lookup: the live slot and its hit count, counting the lookup."""
         now = self._now_ms()
         removed: list[tuple[_Slot, str]] = []
@@ -295,14 +304,17 @@ class CacheManager:
             if slot is not None and now >= slot.expires_unix_ms:
                 removed.append((self._remove(key), "expired"))
                 self._counters["expirations"] += 1
+                self._by_namespace.count(_namespace(slot), "expirations")
                 slot = None
             if slot is not None and max_age_s is not None and now - slot.created_unix_ms > max_age_s * 1000:
                 slot = None
             if slot is None:
                 if record:
                     self._counters["misses"] += 1
+                    self._by_namespace.count(namespace, "misses")
             elif record:
                 self._counters["hits"] += 1
+                self._by_namespace.count(_namespace(slot), "hits")
                 slot.hits += 1
                 self._slots.move_to_end(key)
             hits = slot.hits if slot is not None else 0
@@ -320,9 +332,12 @@ class CacheManager:
             if self._slots.get(key) is slot:
                 removed.append((self._remove(key), "lost"))
             self._counters["lost"] += 1
+            self._by_namespace.count(_namespace(slot), "lost")
             if recorded:  # it was counted as a hit, but the caller gets nothing
                 self._counters["hits"] -= 1
                 self._counters["misses"] += 1
+                self._by_namespace.count(_namespace(slot), "hits", -1)
+                self._by_namespace.count(_namespace(slot), "misses")
         self._notify_removed(removed)
 
     def get_entry(self, key: str) -> CacheEntry | None:
@@ -478,16 +493,19 @@ class CacheManager:
             slot.seq = next(self._seq)
             self._slots[slot.key] = slot
             self._bytes += slot.size_bytes
+            self._by_namespace.stored(_namespace(slot), slot.size_bytes)
             if self._is_replica(slot):
                 self._replicas += 1
             heapq.heappush(self._expiry, (slot.expires_unix_ms, slot.seq, slot.key))
             self._counters["puts"] += 1
+            self._by_namespace.count(_namespace(slot), "puts")
             if self._over_budget():
                 removed.extend(self._expire_locked(now))
             while self._over_budget() and len(self._slots) > 1:
                 victim = next(iter(self._slots))
                 removed.append((self._remove(victim), "evicted"))
                 self._counters["evictions"] += 1
+                self._by_namespace.count(_namespace(removed[-1][0]), "evictions")
             entry = slot.entry(response)
         # A replaced value is released but not announced: the key is still in the cache.
         for old_slot, reason in removed:
@@ -517,6 +535,7 @@ class CacheManager:
             live = now < slot.expires_unix_ms
             if not live:
                 self._counters["expirations"] += 1
+                self._by_namespace.count(_namespace(slot), "expirations")
         self._notify_removed([(slot, reason if live else "expired")])
         return live
 
@@ -532,6 +551,7 @@ class CacheManager:
             self._expiry.clear()
             self._bytes = 0
             self._replicas = 0
+            self._by_namespace.emptied()
         if self.index is not None:
             self.index.clear()
         self._notify_removed([(s, "cleared") for s in slots])
@@ -556,6 +576,7 @@ class CacheManager:
     def _remove(self, key: str) -> _Slot:
         slot = self._slots.pop(key)
         self._bytes -= slot.size_bytes
+        self._by_namespace.removed(_namespace(slot), slot.size_bytes)
         if self._is_replica(slot):
             self._replicas -= 1
         return slot
@@ -569,6 +590,7 @@ class CacheManager:
             if slot is not None and slot.seq == seq:  # else a stale heap item of a replaced/removed entry
                 removed.append((self._remove(key), "expired"))
                 self._counters["expirations"] += 1
+                self._by_namespace.count(_namespace(slot), "expirations")
         if len(heap) > 2 * len(self._slots) + 64:  # stale items pile up under churn: rebuild
             self._expiry = [(s.expires_unix_ms, s.seq, s.key) for s in self._slots.values()]
             heapq.heapify(self._expiry)
@@ -608,12 +630,11 @@ class CacheManager:
         }
 
     def stats_by_namespace(self) -> dict[str, dict[str, Any]]:
-        """``{namespace: statistics}`` for the metrics exporter (``metrics/collectors.py``).
-
-        Until entries carry a namespace every figure belongs to the namespace ``""``; a cache
-        with namespaces returns one dict per namespace with the same keys as ``get_stats``.
-        """
-        return {"": self.get_stats()}
+        """``{namespace: {hits, misses, puts, evictions, expirations, lost, entries, bytes}}`` for the
+        metrics exporter (``metrics/collectors.py``); bounded (``namespace_stats.py``)."""
+        with self._lock:
+            rows = self._by_namespace.snapshot()
+        return rows
 
     def stats_proto(self) -> common_pb2.CacheStatistics:
         """The statistics as sent in heartbeats, ``Node.GetInfo`` and ``Cache.Stats``."""

@@ -81,7 +81,8 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"max_age_ms must be 0 (any age) or positive, not {request.max_age_ms}")
         max_age_s = request.max_age_ms / 1000 if request.max_age_ms else None
-        reply = await self.lookup(key, read_through=request.read_through, max_age_s=max_age_s)
+        reply = await self.lookup(key, read_through=request.read_through, max_age_s=max_age_s,
+                                  namespace=request.lookup.namespace if request.HasField("lookup") else "")
         if request.semantic and (not reply.found or request.candidates > 0):
             if not request.HasField("lookup") or not request.lookup.model:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -97,15 +98,15 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                 reply = semantic
         return reply
 
-    async def lookup(self, key: str, read_through: bool = False, max_age_s: float | None = None
-                     ) -> cache_pb2.GetResponse:
+    async def lookup(self, key: str, read_through: bool = False, max_age_s: float | None = None,
+                     namespace: str = "") -> cache_pb2.GetResponse:
         """This node's live entry for ``key``, else (with ``read_through``) a verified replica's.
 
         The planner of this node calls it in-process for its cache hits, skipping the
         loopback gRPC hop; ``Get`` is the same lookup for everyone else. ``max_age_s``
         refuses entries created longer ago than that (a replica's copy too).
         """
-        entry = await self.manager.aget_by_key(key, max_age_s=max_age_s)
+        entry = await self.manager.aget_by_key(key, max_age_s=max_age_s, namespace=namespace)
         if entry is not None:
             return cache_pb2.GetResponse(found=True, entry=entry.to_proto(), source_node_id=self.node_id,
                                          match="exact")

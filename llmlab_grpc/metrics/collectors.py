@@ -28,7 +28,6 @@ CACHE_COUNTERS = {
 CACHE_GAUGES = {
     "entries": "Entries held now",
     "bytes": "Bytes of cached values held now",
-    "replica_entries": "Entries held as replicas for other nodes",
 }
 STORE_FIGURES = {
     "store_hot_entries": "Ray store: values with an in-process copy",
@@ -47,20 +46,19 @@ REPLICATION_GAUGES = {
 class CacheCollector(Collector):
     """Counters and sizes of a cache, one series per namespace.
 
-    ``stats`` returns ``{namespace: statistics dict}`` (``CacheManager.stats_by_namespace``);
-    a cache without namespaces reports everything under the namespace ``""``.
+    ``stats`` returns ``{namespace: figures}`` (``CacheManager.stats_by_namespace``: at most 64
+    namespaces, later ones together under ``_other``); ``totals`` the figures of the whole cache
+    (limits, replica entries, the store's own ``store_*`` figures).
     """
 
-    def __init__(self, stats: Callable[[], dict[str, dict[str, Any]]], limits: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, stats: Callable[[], dict[str, dict[str, Any]]], totals: Callable[[], dict[str, Any]]) -> None:
         self._stats = stats
-        self._limits = limits
+        self._totals = totals
 
     @classmethod
     def of(cls, manager: CacheManager) -> CacheCollector:
         """The collector of a ``CacheManager``."""
-        return cls(manager.stats_by_namespace,
-                   lambda: {"max_bytes": manager.max_bytes, "max_entries": manager.max_entries,
-                            **manager.store.stats()})
+        return cls(manager.stats_by_namespace, manager.get_stats)
 
     def collect(self) -> Iterator[Metric]:
         by_namespace = self._stats()
@@ -74,10 +72,12 @@ class CacheCollector(Collector):
             for namespace, stats in by_namespace.items():
                 gauge.add_metric([namespace], float(stats.get(name, 0)))
             yield gauge
-        limits = self._limits()
-        yield GaugeMetricFamily("llmlab_cache_max_bytes", "The cache's byte budget", value=limits["max_bytes"])
-        yield GaugeMetricFamily("llmlab_cache_max_entries", "The cache's entry cap", value=limits["max_entries"])
-        for name, figure in sorted(limits.items()):
+        totals = self._totals()
+        yield GaugeMetricFamily("llmlab_cache_max_bytes", "The cache's byte budget", value=totals["max_bytes"])
+        yield GaugeMetricFamily("llmlab_cache_max_entries", "The cache's entry cap", value=totals["max_entries"])
+        yield GaugeMetricFamily("llmlab_cache_replica_entries", "Entries held as replicas for other nodes",
+                                value=totals.get("replica_entries", 0))
+        for name, figure in sorted(totals.items()):
             if name.startswith("store_"):  # the value store's own figures (Ray store: hot copies, pending writes)
                 yield GaugeMetricFamily(f"llmlab_cache_{name}", STORE_FIGURES.get(name, name), value=figure)
 

@@ -210,7 +210,7 @@ class MeshCalls:
             try:
                 reply = await local.service.lookup(
                     cache_key(lookup.prompt, lookup.model, lookup.params, lookup.namespace),
-                    read_through=True, max_age_s=controls.max_age_s)
+                    read_through=True, max_age_s=controls.max_age_s, namespace=lookup.namespace)
                 if not reply.found and controls.semantic:
                     reply = await local.service.semantic_lookup(lookup, controls.min_similarity, controls.max_age_s)
             except Exception:  # a broken store is a miss, never a failed answer
