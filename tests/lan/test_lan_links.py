@@ -4,7 +4,9 @@ Four hosts, booted once for the module:
   h1 (lan1) planner, refuses every connection h2 opens (the link h1-h2 works one way);
   h2 (lan2) and h3 (lan3) serve the calculator tool; lan2 sorts first, so a router that
              ignored the one-way link would pick it;
-  h4 (lan4) planner with mDNS dropped both ways, joined through one --peer seed.
+  h4 (lan4) planner with mDNS dropped both ways, joined through one --peer seed: h3's
+             link-local address, which h3 announces but not first (a seed works whatever
+             the node declares, and the dialer then moves to the shared LAN address).
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from tests.lan.harness import Lan, wait_for
 
 @pytest.fixture(scope="module")
 def lan() -> Iterator[Lan]:
-    with Lan(4) as lan:
+    with Lan(4, link_local=(3, 4)) as lan:
         h1, h2, h3, h4 = lan.hosts
         h1.drop_inbound_from(h2)
         h4.drop_mdns()
         h1.start("--roles", "planner")
         for host in (h2, h3):
             host.start("--roles", "tools", "--tools", "calculator")
-        h4.start("--roles", "planner", "--peer", f"{h3.ip}:50051")
+        h4.start("--roles", "planner", "--peer", f"{h3.link_local}:50051")
         yield lan
 
 
@@ -81,6 +83,8 @@ def test_a_host_without_multicast_joins_through_one_seed_and_says_why(lan: Lan) 
     wait_for(lambda: h4.node.alive_peers() >= {"lan1", "lan2", "lan3"}
              and all("lan4" in h.node.alive_peers() for h in lan.hosts[:3]),
              30, what="h4 in everyone's table", describe=lambda: {h.name: h.node.peer_states() for h in lan.hosts})
+    rows = {p.info.name: p for p in h4.node.peers()}
+    assert rows["lan3"].info.address == f"{lan.hosts[2].ip}:50051"  # seeded by link-local, kept on the LAN
     wait_for(lambda: "multicast seems blocked" in h4.node.log(), 20, what="h4's multicast warning")
     log = h4.node.log()
     assert log.count("multicast seems blocked") == 1 and "--peer" in log

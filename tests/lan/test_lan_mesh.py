@@ -20,11 +20,12 @@ MODEL = "smollm2-135m"
 
 @pytest.fixture(scope="module")
 def lan() -> Iterator[Lan]:
-    """h1 serves the model (Ray inside its namespace); h2 and h3 are planners with a cache."""
+    """h1 serves the model (Ray inside its namespace); h2 and h3 are planners with a cache; h3 is
+    also a bridge (its dashboard link must carry its LAN address, not docker0's)."""
     with Lan(3, docker0=True) as lan:
         lan.hosts[0].start("--roles", "planner,llm,cache", timeout=180)
-        for host in lan.hosts[1:]:
-            host.start("--roles", "planner,cache")
+        lan.hosts[1].start("--roles", "planner,cache")
+        lan.hosts[2].start("--roles", "planner,cache,bridge")
         yield lan
 
 
@@ -40,6 +41,14 @@ def test_hosts_with_docker0_form_the_mesh_at_their_lan_addresses(lan: Lan) -> No
             assert row.info.address == f"{other.ip}:50051"
             assert row.info.address.startswith(LAN1)
             assert f"{DOCKER0.split('/')[0]}:50051" in row.info.addresses  # announced, ranked last, unused
+
+
+def test_the_bridge_hands_out_its_lan_address(lan: Lan) -> None:
+    h3 = lan.hosts[2]
+    line = next(x for x in h3.node.proc.output if " dashboard " in x)
+    assert f"http://{h3.ip}:" in line  # what the dashboard link and the pairing QR code carry
+    peers = {p.info.name: p for p in lan.hosts[0].node.peers()}
+    assert peers["lan3"].info.http_url.startswith(f"http://{h3.ip}:")
 
 
 def test_the_peers_command_lists_the_address_in_use_and_the_others(lan: Lan) -> None:
