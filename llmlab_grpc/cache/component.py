@@ -39,7 +39,8 @@ class CacheComponent(RoleComponent):
         super().__init__(node)
         self.manager = CacheManager.from_settings(node.settings, node_id=node.node_id)
         self.service = CacheService(self.manager, node.node_id)
-        self.semantic = SemanticCache(self.manager, node.node_id, node.settings.semantic_min_similarity)
+        self.semantic = SemanticCache(self.manager, node.node_id, node.settings.semantic_min_similarity,
+                                      threads=node.settings.semantic_embed_threads)
         self.service.semantic = self.semantic
         node.cache_stats = self.manager.stats_proto
         node.metrics.add(CacheCollector.of(self.manager))

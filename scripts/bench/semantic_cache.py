@@ -12,7 +12,9 @@ Prints, at three thresholds: paraphrases hit (correct) / missed / hit another gr
 entry (wrong), near-misses refused / hit (wrong), and how many wrong hits the threshold
 alone would have served (the guard's work). Then lookup latency including the embedding,
 p50 and p99, with the index at 1k and 10k entries of one scope (the worst case: every
-entry is a candidate), against the embedding alone as the baseline; and the index scan
+entry is a candidate), against the embedding alone as the baseline, in wall-clock time and
+in CPU time (the thread time the lookup used: what it costs on an idle core, whatever else
+the machine runs); and the index scan
 alone up to 100k entries (numpy brute force: the measurement that decided against an ANN
 library). Goals (issue 13): 0 wrong hits, >= 80% of paraphrases hit, p50 < 15 ms at 10k.
 
@@ -137,8 +139,9 @@ def filler_questions(n: int) -> list[str]:
     return out[:n]
 
 
-async def latency(n_real: int, sizes: tuple[int, ...], samples: int) -> None:
-    sem = SemanticCache(CacheManager(MemoryStore(), max_entries=200_000, max_bytes=1 << 34), "bench")
+async def latency(n_real: int, sizes: tuple[int, ...], samples: int, threads: int) -> None:
+    sem = SemanticCache(CacheManager(MemoryStore(), max_entries=200_000, max_bytes=1 << 34), "bench",
+                        threads=threads)
     service = CacheService(sem.manager, "bench")
     service.semantic = sem
     questions = filler_questions(n_real)
@@ -161,16 +164,29 @@ async def latency(n_real: int, sizes: tuple[int, ...], samples: int) -> None:
             filled += 1
         times = []
         embed_times = []
+        cpu_times = []
+        embed_cpu = []
         sem.embedder.forget_recent()  # every lookup embeds its question: the cold path
+
+        def cpu_of_embedding(text: str) -> float:
+            started = time.thread_time()
+            sem.embedder.embed_sync(text)
+            return time.thread_time() - started
+
         for probe in probes:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             await sem.lookup(lookup_of(probe), min_similarity=0.9)
             times.append(time.perf_counter() - t)
+            loop_cpu = time.thread_time() - c  # the scan, the guard, the event loop's share
             t = time.perf_counter()
-            await asyncio.to_thread(sem.embedder.embed_sync, probe)  # uncached
+            cpu = await asyncio.to_thread(cpu_of_embedding, probe)  # uncached
             embed_times.append(time.perf_counter() - t)
+            embed_cpu.append(cpu)
+            cpu_times.append(loop_cpu + cpu)
         base = report(f"embedding alone ({size} entries)", embed_times, unit="ms", width=44)
         report(f"semantic lookup at {size} entries", times, base, base_name="embedding", unit="ms", width=44)
+        base = report(f"  CPU time: embedding alone ({size})", embed_cpu, unit="ms", width=44)
+        report(f"  CPU time: semantic lookup at {size}", cpu_times, base, base_name="embedding", unit="ms", width=44)
     sem.close()
 
 
@@ -204,6 +220,7 @@ async def main() -> None:
     parser.add_argument("--real", type=int, default=1000, help="filler questions embedded for real")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="embedding threads (the node's semantic_embed_threads)")
     args = parser.parse_args()
     if not args.skip_quality:
         sem = SemanticCache(CacheManager(MemoryStore()), "bench")
@@ -212,7 +229,8 @@ async def main() -> None:
         await quality(sem, service)
         sem.close()
     if not args.skip_latency:
-        await latency(args.real, (1_000, 10_000), min(args.samples, 180))
+        print(f"embedding threads: {args.threads}")
+        await latency(args.real, (1_000, 10_000), min(args.samples, 180), args.threads)
         scan_only((1_000, 10_000, 100_000), 50)
     print("goals: 0 wrong hits on near-misses; >= 80% of paraphrases hit; lookup p50 < 15 ms at 10k entries")
     assert refuse("x", "x") == ""

