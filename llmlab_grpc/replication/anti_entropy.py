@@ -64,6 +64,19 @@ class AntiEntropy:
         self.counters = dict.fromkeys(
             ("rounds", "digest_bytes", "item_bytes", "pushed", "tombstones_pushed", "differing_buckets"), 0)
         self.last_round_s = 0.0
+        self._digesters: dict[tuple[str, ...], Digester] = {}
+
+    def _digester(self, members: Iterable[str]) -> Digester:
+        """A ``Digester`` for this membership, kept while it lasts: its ranking cache makes the
+        next round over the same membership several times cheaper."""
+        rep = self.replicator
+        key = tuple(sorted({*members, rep.node_id}))
+        found = self._digesters.get(key)
+        if found is None or found.copies != self._copies():
+            if len(self._digesters) >= 4:
+                self._digesters.clear()
+            found = self._digesters[key] = Digester(rep.node_id, key, self._copies())
+        return found
 
     # -- what this node holds -----------------------------------------------------------
     def _stones(self, now: int) -> list[Item]:
@@ -101,7 +114,7 @@ class AntiEntropy:
             members = [*live, rep.node_id]
             now = rep.now_ms()
             stones = self._stones(now)
-            digester = Digester(rep.node_id, members, self._copies())
+            digester = self._digester(members)
 
             def hash_all() -> tuple[list[Item], dict[str, list[int]]]:
                 items = self._items(stones, now)
@@ -173,7 +186,7 @@ class AntiEntropy:
         members = {*request.members, sender, rep.node_id}
         now = rep.now_ms()
         stones = self._stones(now)
-        digester = Digester(rep.node_id, members, self._copies())
+        digester = self._digester(members)
 
         def compare() -> tuple[list[int], list[Item]]:
             items = self._items(stones, now)

@@ -25,6 +25,8 @@ from llmlab_grpc.replication.placement import rank
 
 BUCKETS = 256
 HASH_BYTES = 8
+MAX_CACHED_RANKS = 200_000
+"""Rankings a ``Digester`` keeps (about 150 bytes each, 30 MB at most) before it starts over."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Digester:
     def holders(self, key: str) -> list[str]:
         found = self._rank.get(key)
         if found is None:
+            if len(self._rank) > MAX_CACHED_RANKS:
+                self._rank.clear()  # keys long gone pile up: start over
             found = self._rank[key] = responsible(key, self.members, self.copies)
         return found
 
