@@ -195,11 +195,11 @@ async def anti_entropy_bytes(entries: int = 1000) -> None:
         started = time.perf_counter()
         pushed = await ae.run_round()
         took = time.perf_counter() - started
+        sent = ae.counters["digest_bytes"] - before["digest_bytes"]
+        got = ae.counters["item_bytes"] - before["item_bytes"]
         started = time.perf_counter()
         await ae.run_round()  # the same membership again: rankings come from the cache
         again = time.perf_counter() - started
-        sent = ae.counters["digest_bytes"] - before["digest_bytes"]
-        got = ae.counters["item_bytes"] - before["item_bytes"]
         peers = len(nodes) - 1
         print(f"\nanti-entropy, {entries} entries held by 3 nodes, nothing differs: one round from one node to "
               f"{peers} peers sent {sent} bytes of digests and got {got} bytes back "
