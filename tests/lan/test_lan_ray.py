@@ -16,6 +16,7 @@ has a timeout, so that failure is a failed test, never a stalled suite.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,6 +95,12 @@ def ask(cluster: Cluster, *flags: str) -> dict:
                                "--target", cluster.planner.target, *flags, timeout=CMD_TIMEOUT_S)
     assert done.returncode == 0, f"ask failed: {done.stderr[-2000:]}\nllm node log:\n{cluster.llm.log()[-3000:]}"
     return json.loads(done.stdout)
+
+
+def test_ray_status_on_the_head_lists_both_hosts(cluster: Cluster) -> None:
+    status = ray(cluster.head, "status", env=cluster.auth)
+    active = status.split("Active:", 1)[1].split("Pending:", 1)[0]
+    assert len(re.findall(r"^\s*1 node_[0-9a-f]+", active, flags=re.M)) == 2, status
 
 
 def test_ray_sees_both_hosts_and_the_model_actor_lives_on_host_2(cluster: Cluster) -> None:
