@@ -110,10 +110,11 @@ class MdnsDiscovery:
         self._aiozc = AsyncZeroconf(interfaces=interfaces, ip_version=IPVersion.V4Only)
         _, _, port = self._self.address.rpartition(":")
         hosts = [a.rpartition(":")[0] for a in (self._self.addresses or [self._self.address])]
+        ips = await asyncio.to_thread(lambda: [_ipv4_of(h) for h in dict.fromkeys(hosts)])  # a name may need DNS
         self._service = AsyncServiceInfo(
             SERVICE_TYPE,
             instance_name(self._self),
-            addresses=[socket.inet_aton(h) for h in dict.fromkeys(hosts) if _is_ipv4(h)],
+            addresses=[socket.inet_aton(ip) for ip in dict.fromkeys(ips) if ip],
             port=int(port),
             properties=txt_properties(self._self),
             server=f"llmlab-{self._self.node_id.encode().hex()[:12]}.local.",
@@ -174,9 +175,17 @@ class MdnsDiscovery:
             await self._aiozc.async_close()
 
 
-def _is_ipv4(host: str) -> bool:
+def _ipv4_of(host: str) -> str:
+    """``host`` itself when it is an IPv4 address; a name (``--advertise-host box.lan``) resolved
+    once for the A record; "" when it cannot be."""
     try:
         socket.inet_aton(host)
+        if host.count(".") == 3:
+            return host
     except OSError:
-        return False
-    return host.count(".") == 3
+        pass
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        log.warning("cannot resolve %s for the mDNS announcement; peers need --peer", host)
+        return ""
