@@ -297,10 +297,6 @@ class NodeSettings(BaseSettings):
             return self.state_dir
         return Path(os.environ.get("LLMLAB_HOME") or ".llmlab") / "nodes" / self.effective_node_id
 
-    @property
-    def tls_enabled(self) -> bool:
-        return self.tls_cert is not None
-
     def check(self) -> None:
         """Cross-field checks that pydantic field validators cannot express."""
         if not self.mesh_secret:

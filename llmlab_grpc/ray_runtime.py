@@ -29,7 +29,6 @@ from llmlab_grpc.mesh.addresses import local_addresses, primary_host
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_started_address: str | None = None
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None, advertise_host: str = "") -> Any:
@@ -40,7 +39,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, advertis
     ``advertise_host`` (the node's ``--advertise-host``) is preferred as this machine's
     address in a cluster over the LAN when it is one of this machine's addresses.
     """
-    global _started_address, _attached
+    global _attached
     import ray
 
     with _lock:
@@ -73,7 +72,6 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None, advertis
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-        _started_address = target
         _attached = _describe_attachment(ray, own_cluster=target == "local")
         log.info("Ray driver attached to Ray node %s at %s (%s)", _attached.ray_node_id[:8], _attached.ray_node_ip,
                  "this machine" if _attached.on_this_machine else "ANOTHER machine")
@@ -238,15 +236,3 @@ def keep_ray_on_loopback() -> None:
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:  # ray already imported: the flag was read at import time
         constants.ENABLE_RAY_CLUSTER = False
-
-
-def shutdown_ray() -> None:
-    """Stop this process's Ray connection (and its local cluster, when it owns one)."""
-    global _started_address, _attached
-    import ray
-
-    with _lock:
-        if ray.is_initialized():
-            ray.shutdown()
-        _started_address = None
-        _attached = None

@@ -117,3 +117,11 @@ def test_is_deterministic() -> None:
     assert is_deterministic(common_pb2.GenerationParams(temperature=0.0))
     assert not is_deterministic({"temperature": 0.9})
     assert not is_deterministic(None)  # the backend default samples
+
+
+def test_is_deterministic_never_raises_on_bad_params() -> None:
+    """The planner asks this of every model step: an invalid call is simply not cacheable."""
+    assert not is_deterministic(common_pb2.GenerationParams(temperature=float("nan")))
+    assert not is_deterministic({"temperature": "hot"})
+    assert not is_deterministic({"seed": "abc"})
+    assert is_deterministic({"temperature": 1e-9})  # rounds to 0, as in the key

@@ -153,10 +153,20 @@ def is_deterministic(params: Params) -> bool:
     """True when the same call gives the same answer: greedy (temperature 0) or a seed set.
 
     A call without a temperature uses the backend's default, which samples, so it is
-    not deterministic. DESIGN.md: such answers are cached only when the caller allows it.
+    not deterministic; such answers are cached only when the caller allows it (the planner's
+    ``cache_nondeterministic``). Only the temperature and the seed are read, canonicalised as
+    in the key (a temperature that rounds to 0 is 0), and an invalid one makes the call not
+    deterministic rather than raising: the planner asks this of every model step.
     """
-    norm = normalize_params(params)
-    return norm.get("temperature") == 0.0 or "seed" in norm
+    try:
+        raw = _raw_items(params)
+        if raw.get("seed") is not None:
+            _int("seed", raw["seed"])
+            return True
+        temperature = raw.get("temperature")
+        return temperature is not None and _float("temperature", temperature) == 0.0
+    except InvalidParams:
+        return False
 
 
 def checksum(response: str) -> str:

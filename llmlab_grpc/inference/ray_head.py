@@ -172,8 +172,3 @@ class RayHead:
                 self.process.wait()
         if self.remove_temp_dir:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-def start_ray_head(num_cpus: int | None = None) -> RayHead:
-    """What ``llmlab up`` calls: ``RayHead.start``; see the module docstring."""
-    return RayHead.start(num_cpus=num_cpus)

@@ -154,13 +154,6 @@ class PeerTable:
         if was_routable:
             self._notify("left", record)
 
-    def touch(self, node_id: str) -> None:
-        record = self._peers.get(node_id)
-        if record is not None:
-            record.last_seen_mono = time.monotonic()
-            record.last_seen_wall = time.time()
-            record.missed = 0
-
     def remove(self, node_id: str) -> PeerRecord | None:
         record = self._peers.pop(node_id, None)
         if record is not None and record.routable and record.last_seen_mono > 0:

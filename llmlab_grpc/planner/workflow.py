@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmlab_grpc.cache.keys import is_deterministic
 from llmlab_grpc.planner.cache_controls import CacheControls
 from llmlab_grpc.planner.mesh_calls import Failover, MeshCallError, MeshCalls, result_text
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, inference_pb2, planner_pb2
@@ -47,11 +48,6 @@ class StepSpec:
     use_cache: bool = True
     store_cache: bool = True
     controls: CacheControls = field(default_factory=CacheControls)
-
-
-def is_deterministic(params: common_pb2.GenerationParams) -> bool:
-    """Greedy decoding, or a fixed seed: the same inputs give the same answer."""
-    return (params.HasField("temperature") and params.temperature == 0.0) or params.HasField("seed")
 
 
 def cache_prompt(messages: list[common_pb2.ChatMessage]) -> str:
