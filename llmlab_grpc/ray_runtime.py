@@ -3,13 +3,13 @@
 A node alone starts its own local Ray (never attaching silently to another node's,
 so one node's death cannot take another down): ``ray.init(address="local")``. With
 ``--ray-address`` (or ``LLMLAB_RAY_ADDRESS``) it joins that cluster instead; ``llmlab up``
-starts one head for its nodes. DESIGN.md §5: init takes about 4 s here.
+starts one head for its nodes. Init takes about 4 s (measured on a 2-core machine).
 
 A node joining a cluster over the LAN tells Ray its own address (``_node_ip_address``):
 the one of ``--advertise-host`` when that is this machine's, else the address this
 machine's routes use to reach the head. Left to guess, Ray attached the driver of a
 second host to the head's Ray node rather than its own, and a streaming generator from
-an actor then never yielded (measured on two namespace hosts, DESIGN.md §7); machines
+an actor then never yielded (measured on two network-namespace hosts; tests/lan/test_lan_ray.py); machines
 with several interfaces (docker0, VPNs) make the guess worse.
 """
 

@@ -5,9 +5,10 @@ naming no entry, an empty model, a malformed key, a bad TTL or an oversize value
 INVALID_ARGUMENT (the oversize message names the limit); a store that fails is
 UNAVAILABLE. Nothing a client sends can raise out of a handler.
 
-``Get`` with ``read_through`` also asks replicas on a local miss once a replicator has
-installed ``read_through`` (issue 6); until then the flag is accepted and ignored, so
-clients can set it now. ``Put`` returns once W copies are verified (``--write-acks``,
+``Get`` with ``read_through`` also asks replicas on a local miss when the node has the
+replica role: its replicator installs ``read_through`` (``CacheComponent.set_read_through``)
+and returns a verified copy. On a node without that role the flag is accepted and the
+answer is this node's own. ``Put`` returns once W copies are verified (``--write-acks``,
 through the replicator's ``confirm_copies``) or its deadline passes: a put short of W is
 an answer (``copies < write_acks``), not an error, because the entry is stored and
 readable here and replication goes on; an error would invite a retry that changes nothing.

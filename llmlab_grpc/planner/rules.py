@@ -1,6 +1,6 @@
 """Deterministic planning rules, tried before any model is asked.
 
-A 135M model says 25 * 67 = 15625 (DESIGN.md §5), so anything that *is* arithmetic,
+A 135M model says 25 * 67 = 15625 (SmolLM2-135M, asked when this was built), so anything that *is* arithmetic,
 a search or a URL goes to the tool that is right by construction. Each rule returns
 the tool call and the reason that ends up in the trace, plus whether the query asks
 for more than the value (then the model phrases an answer from the tool's result).

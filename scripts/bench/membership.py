@@ -4,7 +4,7 @@ Prints median and p99 (and the ratio to the figure the issue names) for:
 - `llmlab up --nodes 3 --no-mdns` until `ready`      (named figure: 30 s)
 - a SIGTERM'd peer leaving another node's table       (named figure: 2 s)
 - a SIGKILL'd peer leaving another node's table       (named figure: 6 s)
-- two nodes finding each other by zeroconf on 127.0.0.1 (DESIGN.md measured about 2 s)
+- two nodes finding each other by zeroconf on 127.0.0.1 (about 2 s when first measured)
 
 Every loop is bounded; every process is stopped by PID. Run: .venv/bin/python scripts/bench/membership.py
 """

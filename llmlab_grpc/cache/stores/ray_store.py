@@ -1,6 +1,6 @@
 """The Ray store: values live in Ray's object store as ``ObjectRef``s owned by the node.
 
-Ownership (DESIGN.md, "Ray object store"): a Ray object lives as long as its *owner*
+Ownership (Ray's ownership model): a Ray object lives as long as its *owner*
 (the worker that created it, by ``ray.put`` or by calling the task that returned it) is
 alive and someone holds a reference. So the owner must live exactly as long as the
 cache. That is the node process itself: it is the Ray driver, every ``ray.put`` here

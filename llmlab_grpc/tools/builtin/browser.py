@@ -6,7 +6,7 @@ calls, and a bound on pages open at once. Every byte the pages send goes through
 ``EgressProxy``, which applies ``UrlGuard`` to the address it actually dials; the
 URL is checked before the browser is touched and every request the page makes is
 checked again by a route handler, so a refusal has a clear reason (``blocked``).
-DESIGN.md §5 has the launch flags; docs/browser.md the limits and safety rules.
+``CHROMIUM_ARGS`` holds the launch flags; docs/browser.md the limits and safety rules.
 """
 
 from __future__ import annotations
