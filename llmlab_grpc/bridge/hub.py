@@ -46,6 +46,8 @@ TOOL_NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 MAX_TOOLS = 16
 DEFAULT_TASK_TIMEOUT_S = 30.0
 MAX_TOOL_TIMEOUT_MS = 120_000
+MESH_CHECK_RESOLVE_S = 2.0
+"""Longest the bridge waits on DNS to check that a device tool's URL is not one of the mesh's own servers."""
 MISSED_HEARTBEATS = 3
 CLOSE_REPLACED = 4001
 """WebSocket close code telling a device another connection took over its node_id: do not reconnect."""
@@ -121,7 +123,8 @@ class MobileHub:
         self.allowed_tools = set(settings.bridge_mobile_tools)
         self.max_clients = settings.bridge_max_clients
         # Private addresses are the phone's business (its own LAN); the mesh's own ports never are.
-        self.url_guard = UrlGuard(allow_private=True, mesh=MeshEndpoints(node))
+        # A name the bridge cannot resolve quickly is left to the phone (it may resolve it on its own network).
+        self.url_guard = UrlGuard(allow_private=True, mesh=MeshEndpoints(node), resolve_timeout_s=MESH_CHECK_RESOLVE_S)
         self._task: asyncio.Task[None] | None = None
         self.on_paired: list[Callable[[MobileSession], None]] = []
 

@@ -149,10 +149,11 @@ class UrlGuard:
     """The address policy of one node; ``allow_private`` comes from ``--allow-private-urls``."""
 
     def __init__(self, allow_private: bool = False, resolver: Resolver | None = None,
-                 mesh: MeshPorts | None = None) -> None:
+                 mesh: MeshPorts | None = None, resolve_timeout_s: float = RESOLVE_TIMEOUT_S) -> None:
         self.allow_private = allow_private
         self._resolver = resolver or system_resolver
         self.mesh = mesh
+        self.resolve_timeout_s = resolve_timeout_s
 
     def refusal(self, ip: IPAddress, host: str | None = None) -> str | None:
         """The refusal message for connecting to ``ip`` (named ``host``), or ``None`` if allowed."""
@@ -187,9 +188,10 @@ class UrlGuard:
             addresses = [literal]
         else:
             try:
-                raw = await asyncio.wait_for(asyncio.to_thread(self._resolver, host, port), RESOLVE_TIMEOUT_S)
+                raw = await asyncio.wait_for(asyncio.to_thread(self._resolver, host, port), self.resolve_timeout_s)
             except TimeoutError as exc:
-                raise ToolFailure("FAILED", f"could not resolve {host}: no answer in {RESOLVE_TIMEOUT_S:g} s") from exc
+                raise ToolFailure("FAILED", f"could not resolve {host}: no answer in "
+                                            f"{self.resolve_timeout_s:g} s") from exc
             except (OSError, UnicodeError) as exc:
                 raise ToolFailure("FAILED", f"could not resolve {host}: {exc}") from exc
             addresses = [ipaddress.ip_address(a.split("%", 1)[0]) for a in raw]
