@@ -15,34 +15,13 @@ from typing import Any
 import grpc
 
 from llmlab_grpc.cache.entry import CacheEntry
-from llmlab_grpc.cache.keys import KEY_PARAMS, InvalidParams, params_to_proto
+from llmlab_grpc.cache.keys import KEY_PARAMS
 from llmlab_grpc.client import MeshClient, describe_rpc_error
+from llmlab_grpc.commands.common import TIMEOUT_S, UsageError, parse_params
+from llmlab_grpc.commands.replication import add_locate_parser, cmd_locate
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
-TIMEOUT_S = 10.0
 Handler = Callable[[argparse.Namespace, cache_pb2_grpc.CacheStub, Any], int]
-
-
-class UsageError(Exception):
-    """A bad command line; printed as one line, exit status 2."""
-
-
-def parse_params(pairs: list[str] | None) -> common_pb2.GenerationParams:
-    """``["temperature=0", "stop=###"]`` -> GenerationParams, refusing unknown names."""
-    params: dict[str, Any] = {}
-    for pair in pairs or []:
-        name, sep, value = pair.partition("=")
-        name = name.strip().replace("-", "_")
-        if not sep or name not in KEY_PARAMS:
-            raise UsageError(f"--param {pair!r}: expected NAME=VALUE with NAME one of {', '.join(KEY_PARAMS)}")
-        if name == "stop":
-            params.setdefault("stop", []).append(value)
-        else:
-            params[name] = value
-    try:
-        return params_to_proto(params)
-    except InvalidParams as exc:
-        raise UsageError(str(exc)) from exc
 
 
 def _lookup(args: argparse.Namespace) -> cache_pb2.CacheLookup:
@@ -154,7 +133,8 @@ def _clear(args: argparse.Namespace, stub: cache_pb2_grpc.CacheStub, metadata: A
 
 
 SUBCOMMANDS: dict[str, Handler] = {"stats": _stats, "get": _get, "put": _put, "delete": _delete, "clear": _clear}
-"""Subcommand -> handler; replication adds ``locate`` here (with its parser in ``_add_parsers``)."""
+"""Subcommand -> handler, each on the Cache service; ``locate`` (the Replica service) is
+``commands/replication.py``'s, its parser added in ``_add_parsers`` and dispatched in ``cmd_cache``."""
 
 
 def _add_lookup_flags(parser: argparse.ArgumentParser, key: bool) -> None:
@@ -189,15 +169,11 @@ def _add_parsers(sub: Any, add_client_flags: Callable[[argparse.ArgumentParser],
     clear = sub.add_parser("clear", help="remove every entry of the node's cache")
     for parser in (stats, get, put, delete, clear):
         add_client_flags(parser)
-    from llmlab_grpc.commands.replication import add_locate_parser  # imports this module: here, not at the top
-
     add_locate_parser(sub, add_client_flags)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
     if args.cache_command == "locate":  # talks to the Replica service: commands/replication.py
-        from llmlab_grpc.commands.replication import cmd_locate
-
         return cmd_locate(args)
     handler = SUBCOMMANDS[args.cache_command]
     client = MeshClient.from_args(args)

@@ -10,7 +10,8 @@ mesh's default model (the target's first model, else the first ``llm`` peer's).
 put`` made; ``--key`` names the entry by its key.
 
 The subcommand lives under ``llmlab cache`` (``commands/cache.py`` adds the parser and
-dispatches here). Exit status: 0 when some node holds the entry, 1 when none does.
+dispatches here; what both share is in ``commands/common.py``). Exit status: 0 when some
+node holds the entry, 1 when none does.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import grpc
 
 from llmlab_grpc.client import MeshClient, describe_rpc_error
-from llmlab_grpc.commands.cache import TIMEOUT_S, UsageError, parse_params
+from llmlab_grpc.commands.common import TIMEOUT_S, UsageError, parse_params
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, node_pb2, node_pb2_grpc, planner_pb2, replica_pb2, replica_pb2_grpc
 
 LOCATE_TIMEOUT_S = 15.0

@@ -19,16 +19,13 @@ from typing import Any
 import grpc
 
 from llmlab_grpc.client import MeshClient, describe_rpc_error
+from llmlab_grpc.commands.common import UsageError
 from llmlab_grpc.proto.llmlab.v1 import tool_executor_pb2, tool_executor_pb2_grpc
 from llmlab_grpc.tools.convert import from_struct, to_struct
 
 DEFAULT_TIMEOUT_S = 120.0
 LIST_TIMEOUT_S = 15.0
 SUMMARY_CHARS = 72
-
-
-class UsageError(Exception):
-    """A bad command line; printed as one line, exit status 2."""
 
 
 def parse_args(pairs: list[str]) -> dict[str, Any]:
