@@ -213,7 +213,7 @@ def test_cache_get_semantic_lookup_mode_and_cli(mesh: Mesh) -> None:
                          capture_output=True, text=True, env=env, timeout=60)
     assert put.returncode == 0, put.stderr
     got = subprocess.run([sys.executable, "-m", "llmlab_grpc", "cache", "get", "--target", mesh.api.address,
-                          "--semantic", "--prompt", "How many legs do spiders have?", "--model", FAKE, "--param",
+                          "--semantic", "--prompt", "How many legs do spiders have?", "--param",
                           "temperature=0", "--json"], capture_output=True, text=True, env=env, timeout=60)
     assert got.returncode == 0, got.stderr
     body = json.loads(got.stdout)

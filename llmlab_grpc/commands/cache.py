@@ -154,7 +154,8 @@ def _add_parsers(sub: Any, add_client_flags: Callable[[argparse.ArgumentParser],
     get.add_argument("--read-through", action="store_true", help="on a local miss also ask replicas")
     get.add_argument("--max-age", type=float, help="accept only an entry at most this many seconds old")
     get.add_argument("--semantic", action="store_true",
-                     help="on an exact miss, find an entry whose question means the same (guarded)")
+                     help="on an exact miss, find an entry whose question means the same (guarded); "
+                          "--model defaults to the mesh's default model")
     get.add_argument("--min-similarity", type=float, help="similarity threshold (default: the node's)")
     get.add_argument("--candidates", type=int, default=5,
                      help="with --semantic: show this many nearest entries and the guard's verdict (default 5)")
@@ -178,6 +179,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
     handler = SUBCOMMANDS[args.cache_command]
     client = MeshClient.from_args(args)
     try:
+        if args.cache_command == "get" and args.semantic and not args.model and not args.key:
+            from llmlab_grpc.commands.replication import mesh_default_model
+
+            args.model = mesh_default_model(client)  # `llmlab cache get --semantic --prompt P`
         return handler(args, cache_pb2_grpc.CacheStub(client.channel), client.metadata)
     except UsageError as exc:
         print(f"llmlab cache {args.cache_command}: error: {exc}", file=sys.stderr)
