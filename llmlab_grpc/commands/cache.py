@@ -18,7 +18,7 @@ from llmlab_grpc.cache.entry import CacheEntry
 from llmlab_grpc.cache.keys import KEY_PARAMS
 from llmlab_grpc.client import MeshClient, describe_rpc_error
 from llmlab_grpc.commands.common import TIMEOUT_S, UsageError, parse_params
-from llmlab_grpc.commands.replication import add_locate_parser, cmd_locate
+from llmlab_grpc.commands.replication import add_locate_parser, cmd_locate, mesh_default_model
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
 Handler = Callable[[argparse.Namespace, cache_pb2_grpc.CacheStub, Any], int]
@@ -180,8 +180,6 @@ def cmd_cache(args: argparse.Namespace) -> int:
     client = MeshClient.from_args(args)
     try:
         if args.cache_command == "get" and args.semantic and not args.model and not args.key:
-            from llmlab_grpc.commands.replication import mesh_default_model
-
             args.model = mesh_default_model(client)  # `llmlab cache get --semantic --prompt P`
         return handler(args, cache_pb2_grpc.CacheStub(client.channel), client.metadata)
     except UsageError as exc:
