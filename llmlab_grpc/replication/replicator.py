@@ -374,7 +374,8 @@ class Replicator(CacheListener):
         else:
             self._short.add(key)
 
-    async def replicate(self, key: str, value: CacheEntry | str, num_replicas: int | None = None) -> list[str]:
+    async def replicate(self, key: str, value: CacheEntry | str, num_replicas: int | None = None,
+                        final: bool = True) -> list[str]:
         """Make sure ``num_replicas`` (default N) live replica peers hold ``key``; returns those that do.
 
         Tries the entry's placement first and walks down the ranking past nodes that fail
@@ -399,11 +400,20 @@ class Replicator(CacheListener):
         while len(holders) < wanted and candidates:
             wave, candidates = candidates[: wanted - len(holders)], candidates[wanted - len(holders):]
             await asyncio.gather(*(store(n) for n in wave))
-        self.counters["replicated"] += 1
+        if final:
+            self.counters["replicated"] += 1
         if self._owns(entry):
             self._record(key, holders)
-        self._wake_waiters(key, len(holders), done=True)
+        self._wake_waiters(key, len(holders), done=final)
         return sorted(holders)
+
+    async def _replicate_acked_first(self, key: str, entry: CacheEntry, need: int) -> list[str]:
+        """The ``need`` copies a waiting put needs first, one wave to just that many nodes; then
+        the rest. Sending every copy at once would make the put wait behind the extra ones'
+        serialisation and replies, for nothing."""
+        if 0 < need < self.replica_count:
+            await self.replicate(key, entry, num_replicas=need, final=False)
+        return await self.replicate(key, entry)
 
     def _stand_ins(self, key: str, primary: str, live: set[str], wanted: int) -> dict[str, str]:
         """Hinted handoff: live node -> the departed node of ``key``'s placement it stands in for.
@@ -459,7 +469,7 @@ class Replicator(CacheListener):
         self.queue.discard(key)  # replicated here and now, not by a worker
         task = self._inflight.get(key)
         if task is None or task.done():
-            task = asyncio.ensure_future(self.replicate(key, entry))
+            task = asyncio.ensure_future(self._replicate_acked_first(key, entry, w - 1))
             self._inflight[key] = task
 
             def finished(t: asyncio.Future[Any], k: str = key) -> None:

@@ -167,35 +167,40 @@ async def run(opts: argparse.Namespace) -> None:
     logs = Path(tempfile.mkdtemp(prefix="llmlab-bench-replication-"))
     flags = ["--roles", "cache,replica", "--no-mdns", "--cache-store", "memory",
              "--heartbeat-interval", str(HEARTBEAT_S), "--peer-timeout", str(PEER_TIMEOUT_S)]
-    settings = NodeSettings(name="bench-primary", roles=["cache", "replica"], host="127.0.0.1", port=0,
-                            mesh_secret=secret, mdns=False, cache_store="memory",
-                            heartbeat_interval_s=HEARTBEAT_S, peer_timeout_s=PEER_TIMEOUT_S,
-                            replication_retry_s=0.5, replication_queue=max(1024, opts.entries))
-    node = LlmlabNode(settings)
-    address = await node.start()
     peers: list[NodeProcess] = []
+    node: LlmlabNode | None = None
     try:
-        for name in ("bench-a", "bench-b", "bench-c"):
-            peers.append(await asyncio.to_thread(spawn_node, name, secret, *flags, "--peer", address, log_dir=logs))
-        await until(lambda: len(node.peers) == 3, "the peers to join")
-        replicator: Replicator = node.components["replica"].replicator  # type: ignore[attr-defined]
-        await bench_puts(node, replicator, opts.puts)
-        writers = []
-        for name, acks in (("bench-w1", "1"), ("bench-w2", "2")):
-            writers.append(await asyncio.to_thread(spawn_node, name, secret, *flags, "--write-acks", acks,
-                                                   "--peer", address, log_dir=logs))
+        # First Cache.Put with W=1 and W=2 among processes only: a replica living in this
+        # process would share the GIL with the client thread and slow W=2's replies.
+        peers.append(await asyncio.to_thread(spawn_node, "bench-a", secret, *flags, log_dir=logs))
+        for name in ("bench-b", "bench-c"):
+            peers.append(await asyncio.to_thread(spawn_node, name, secret, *flags, "--peer", peers[0].address,
+                                                 log_dir=logs))
+        writers = [await asyncio.to_thread(spawn_node, name, secret, *flags, "--write-acks", acks, "--peer",
+                                           peers[0].address, log_dir=logs)
+                   for name, acks in (("bench-w1", "1"), ("bench-w2", "2"))]
         peers.extend(writers)
-        await until(lambda: len(node.peers) == 5, "the writers to join")
-        await asyncio.sleep(2 * HEARTBEAT_S)  # and to see every peer themselves
+        await until(lambda: all(len(w.peer_names()) == 4 for w in writers), "the writers to see the mesh")
         await asyncio.to_thread(grpc_puts, *writers, opts.puts)
         for writer in writers:
             writer.stop(signal.SIGTERM, timeout=10)
-        await until(lambda: len(node.peers) == 3, "the writers to leave")
-        await bench_repair(node, replicator, peers[:3], opts.entries)
+        peers = peers[:3]
+
+        settings = NodeSettings(name="bench-primary", roles=["cache", "replica"], host="127.0.0.1", port=0,
+                                mesh_secret=secret, mdns=False, cache_store="memory", peers=[peers[0].address],
+                                heartbeat_interval_s=HEARTBEAT_S, peer_timeout_s=PEER_TIMEOUT_S,
+                                replication_retry_s=0.5, replication_queue=max(1024, opts.entries))
+        node = LlmlabNode(settings)
+        await node.start()
+        await until(lambda: len(node.peers) == 3, "the peers to join")
+        replicator: Replicator = node.components["replica"].replicator  # type: ignore[attr-defined]
+        await bench_puts(node, replicator, opts.puts)
+        await bench_repair(node, replicator, peers, opts.entries)
     finally:
         for peer in peers:
             peer.stop(signal.SIGTERM, timeout=10)
-        await node.stop()
+        if node is not None:
+            await node.stop()
         print(f"(peer processes stopped by PID; logs in {logs})", flush=True)
 
 
