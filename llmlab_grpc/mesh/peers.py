@@ -52,7 +52,7 @@ class PeerRecord:
     def routable(self) -> bool:
         return not self.one_way
 
-    def state(self, now: float, interval_s: float) -> int:
+    def state(self, now: float, interval_s: float) -> common_pb2.PeerState:
         """ONE_WAY when flagged; else ALIVE while our calls reach it, SUSPECT after one interval and a half."""
         if self.one_way:
             return common_pb2.PEER_STATE_ONE_WAY

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from decimal import Context, Decimal, InvalidOperation
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -300,7 +300,7 @@ def _ln(x: Number) -> float:
 
 def _call(name: str, args: list[Number]) -> Number:
     if name == "abs":
-        return abs(args[0])
+        return cast(Number, abs(args[0]))  # abs of the union is typed object; it keeps the type at run time
     if name in ("min", "max"):
         return (min if name == "min" else max)(args)
     if name == "sqrt":
