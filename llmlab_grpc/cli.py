@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--cache-store", choices=["ray", "memory"],
                       help="where the cache role keeps responses (default ray: Ray's object store)")
     node.add_argument("--cache-ttl", type=float, dest="cache_ttl_s", help="cache entry time to live, s (default 3600)")
-    node.add_argument("--cache-max-bytes", type=int, help="cache byte budget, LRU beyond (default 256 MiB)")
+    node.add_argument("--cache-max-bytes", type=int,
+                      help="cache byte budget, every stored byte counted, LRU beyond (default 256 MiB)")
     node.add_argument("--cache-max-entries", type=int, help="cache entry cap, LRU beyond (default 100000)")
     node.add_argument("--cache-max-value-bytes", type=int, help="largest cached response, bytes (default 1 MiB)")
     node.add_argument("--semantic-cache", action="store_true", default=None,
@@ -99,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also sync entries stored with per-user API keys to paired phones (default: never)")
     node.add_argument("--cache-hot-bytes", type=int,
                       help="ray store: in-process copies of hot values, bytes (default 32 MiB; 0: every hit reads Ray)")
+    node.add_argument("--cache-max-prompt-bytes", type=int, help="largest cached prompt, bytes (default 1 MiB)")
+    node.add_argument("--cache-max-params-bytes", type=int,
+                      help="largest cached params (tools_json, system prompt, stop), bytes (default 256 KiB)")
+    node.add_argument("--cache-max-ttl", type=float, dest="cache_max_ttl_s",
+                      help="longest time to live of a cache entry, s; longer ones are capped (default 30 days)")
     node.add_argument("--allow-private-urls", action="store_true", default=None,
                       help="browser tool may open loopback/private/link-local addresses (LAN pages, tests)")
     node.add_argument("--tools", dest="builtin_tools", metavar="NAMES",
@@ -109,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="web_search backend (default: searxng when --search-url is set, else local)")
     node.add_argument("--search-url", help="SearxNG base URL for web_search (or LLMLAB_SEARCH_URL)")
     node.add_argument("--search-db", type=Path, help="local search index file (default $LLMLAB_HOME/search.db)")
+    node.add_argument("--planner-tasks-max-bytes", type=int,
+                      help="bytes of tasks a planner keeps for ListTasks (default 64 MiB; also at most 500 tasks)")
     node.add_argument("--replicas", type=int, dest="replica_count",
                       help="replicas per cache entry besides its primary (default 2; 0 turns replication off)")
     node.add_argument("--replication-queue", type=int, help="puts waiting to be replicated (default 1024)")

@@ -141,12 +141,15 @@ class NodeSettings(BaseSettings):
     cache_store: Literal["ray", "memory"] = Field(
         "ray", description="where cached responses live: ray (Ray's object store) or memory (no Ray)")
     cache_ttl_s: float = Field(3600.0, gt=0, le=30 * 86400, description="default time to live of an entry, seconds")
+    cache_max_ttl_s: float = Field(30 * 86400.0, gt=0, le=365 * 86400,
+                                   description="longest time to live a put or a peer's copy gets; longer is capped")
     cache_max_bytes: int = Field(256 * 1024 * 1024, ge=1024, le=1 << 40,
-                                 description="byte budget of cached responses; least recently used go beyond it")
+                                 description="byte budget of the cache, every stored byte counted (prompt, params, "
+                                             "response, metadata); least recently used go beyond it")
     cache_max_entries: int = Field(100_000, ge=1, le=10_000_000,
                                    description="entry cap; least recently used go beyond it")
     cache_max_value_bytes: int = Field(1024 * 1024, ge=1, le=8 * 1024 * 1024,
-                                       description="largest response (or prompt) one entry may hold, bytes")
+                                       description="largest response one entry may hold, bytes")
     cache_namespaces: dict[str, NamespacePolicy] = Field(
         default_factory=dict, description="per-namespace defaults: ttl_s, max_age_s, semantic, min_similarity "
                                           "(TOML table or JSON in LLMLAB_CACHE_NAMESPACES)")
@@ -157,6 +160,11 @@ class NodeSettings(BaseSettings):
                                                                     "model (more only on a node with idle cores)")
     cache_hot_bytes: int = Field(32 * 1024 * 1024, ge=0, le=1 << 40,
                                  description="ray store: in-process copies of the hottest values, bytes (0: none)")
+    cache_max_prompt_bytes: int = Field(1024 * 1024, ge=1, le=8 * 1024 * 1024,
+                                        description="largest prompt one entry may hold, UTF-8 bytes")
+    cache_max_params_bytes: int = Field(256 * 1024, ge=1, le=1024 * 1024,
+                                        description="largest params (tools_json, system_prompt, stop) of one entry, "
+                                                    "bytes of canonical JSON")
 
     # Tool execution (role `tools`, docs/tools.md)
     builtin_tools: Annotated[list[str], NoDecode] = Field(
@@ -170,6 +178,11 @@ class NodeSettings(BaseSettings):
     search_db: Path | None = Field(None, description="local search index file; default $LLMLAB_HOME/search.db")
     search_timeout_s: float = Field(5.0, gt=0, le=120, description="SearxNG: seconds per HTTP attempt")
     search_retries: int = Field(2, ge=0, le=10, description="SearxNG: retries after a timeout, 429 or 5xx")
+
+    # Planner (role `planner`)
+    planner_tasks_max_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024, le=1 << 34,
+                                         description="bytes of finished and running tasks a planner keeps for "
+                                                     "ListTasks/GetTask; the oldest go beyond it (and beyond 500)")
 
     # Replication of cache entries (role `replica`, docs/replication.md)
     replica_count: int = Field(2, ge=0, le=16, description="replicas per cache entry besides its primary (N)")
@@ -310,6 +323,8 @@ class NodeSettings(BaseSettings):
         for path in (self.tls_cert, self.tls_key, self.tls_ca):
             if path is not None and not path.is_file():
                 raise ConfigError(f"TLS file {path} does not exist")
+        if self.cache_ttl_s > self.cache_max_ttl_s:
+            raise ConfigError(f"--cache-ttl {self.cache_ttl_s:g} is above --cache-max-ttl {self.cache_max_ttl_s:g}")
         if self.max_tokens_default > self.max_tokens_limit:
             raise ConfigError(f"--max-tokens-default {self.max_tokens_default} is above "
                               f"--max-tokens-limit {self.max_tokens_limit}")

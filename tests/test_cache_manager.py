@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from typing import Any
 
@@ -17,6 +18,7 @@ from llmlab_grpc.cache import (
     ValueTooLarge,
     cache_key,
 )
+from llmlab_grpc.cache.entry import stored_bytes
 from llmlab_grpc.cache.stores import ValueStore, make_store
 from tests.cache_support import FakeClock, ray_session  # noqa: F401 - session fixture
 
@@ -35,6 +37,10 @@ def clock() -> FakeClock:
 
 def manager_of(store: ValueStore, clock: FakeClock, **limits: Any) -> CacheManager:
     return CacheManager(store, clock=clock, node_id="me", **limits)
+
+
+def _cost(prompt: str, response: str) -> int:
+    return stored_bytes(cache_key(prompt, "m"), prompt, "m", {}, response)
 
 
 class Recorder(CacheListener):
@@ -61,17 +67,18 @@ def test_miss_then_hit(store: ValueStore, clock: FakeClock) -> None:
     stats = cache.get_stats()
     assert (stats["hits"], stats["misses"], stats["puts"], stats["entries"]) == (1, 3, 1, 1)
     assert stats["hit_ratio"] == pytest.approx(0.25)
-    assert stats["bytes"] == entry.size_bytes
+    assert stats["bytes"] == entry.stored_bytes == stored_bytes(entry.key, entry.prompt, entry.model, entry.params,
+                                                                entry.response)
     assert stats["store"] == store.name
 
 
 def test_stats_proto_matches_dict(store: ValueStore, clock: FakeClock) -> None:
-    cache = manager_of(store, clock, max_bytes=1000, max_entries=10, max_value_bytes=100)
-    cache.put("p", "m", "r")
+    cache = manager_of(store, clock, max_bytes=10_000, max_entries=10, max_value_bytes=100)
+    entry = cache.put("p", "m", "r")
     cache.get("p", "m")
     proto = cache.stats_proto()
-    assert (proto.hits, proto.puts, proto.entries, proto.bytes) == (1, 1, 1, 1)
-    assert (proto.max_bytes, proto.max_entries, proto.store) == (1000, 10, store.name)
+    assert (proto.hits, proto.puts, proto.entries, proto.bytes) == (1, 1, 1, entry.stored_bytes)
+    assert (proto.max_bytes, proto.max_entries, proto.store) == (10_000, 10, store.name)
     assert proto.hit_ratio == 1.0
 
 
@@ -95,7 +102,7 @@ def test_put_replaces_and_keeps_hotness(store: ValueStore, clock: FakeClock) -> 
     assert cache.get("p", "m") == "second answer"
     assert entry.hits == 1
     stats = cache.get_stats()
-    assert (stats["entries"], stats["bytes"], stats["puts"]) == (1, len("second answer"), 2)
+    assert (stats["entries"], stats["bytes"], stats["puts"]) == (1, _cost("p", "second answer"), 2)
 
 
 def test_ttl_expiry_with_injected_clock(store: ValueStore, clock: FakeClock) -> None:
@@ -119,7 +126,7 @@ def test_sweep_reclaims_expired_entries_without_access(store: ValueStore, clock:
         cache.put(f"p{i}", "m", "x" * 10, ttl=1 + i)
     clock.advance(3)
     assert cache.sweep() == 3
-    assert cache.get_stats()["entries"] == 2 and cache.get_stats()["bytes"] == 20
+    assert cache.get_stats()["entries"] == 2 and cache.get_stats()["bytes"] == _cost("p3", "x" * 10) * 2
     assert cache.sweep() == 0
     clock.advance(100)
     assert cache.sweep() == 2 and len(cache) == 0
@@ -154,15 +161,17 @@ def test_lru_order_with_entry_cap(store: ValueStore, clock: FakeClock) -> None:
 
 
 def test_byte_budget_eviction(store: ValueStore, clock: FakeClock) -> None:
-    cache = manager_of(store, clock, max_bytes=100, max_value_bytes=70)
+    small, big = _cost("a", "a" * 40), _cost("d", "d" * 1300)
+    cache = manager_of(store, clock, max_bytes=small * 2 + 10, max_value_bytes=2000)
+    assert big < small * 2 + 10
     cache.put("a", "m", "a" * 40)
     cache.put("b", "m", "b" * 40)
     cache.get("a", "m")
-    cache.put("c", "m", "c" * 40)  # 120 > 100: evict the LRU one, b
+    cache.put("c", "m", "c" * 40)  # three over the budget: evict the LRU one, b
     assert cache.get("b", "m") is None
     assert cache.get("a", "m") == "a" * 40 and cache.get("c", "m") == "c" * 40
-    cache.put("d", "m", "d" * 70)  # 150: a (least recent) goes, 110: c goes too
-    assert len(cache) == 1 and cache.get_stats()["bytes"] == 70
+    cache.put("d", "m", "d" * 1300)  # a (least recent) goes, then c too
+    assert len(cache) == 1 and cache.get_stats()["bytes"] == big
     assert cache.get_stats()["evictions"] == 3
 
 
@@ -178,10 +187,10 @@ def test_expired_entries_go_before_live_ones_are_evicted(store: ValueStore, cloc
 
 
 def test_oversize_values_are_refused_with_the_limit_named(store: ValueStore, clock: FakeClock) -> None:
-    cache = manager_of(store, clock, max_value_bytes=16)
+    cache = manager_of(store, clock, max_value_bytes=16, max_prompt_bytes=16)
     with pytest.raises(ValueTooLarge, match=r"17 bytes.*at most 16 bytes.*cache_max_value_bytes"):
         cache.put("p", "m", "x" * 17)
-    with pytest.raises(ValueTooLarge, match="prompt"):
+    with pytest.raises(ValueTooLarge, match=r"prompt.*cache_max_prompt_bytes"):
         cache.put("p" * 17, "m", "ok")
     with pytest.raises(ValueTooLarge):
         cache.put("p", "m", "é" * 9)  # 18 UTF-8 bytes
@@ -324,4 +333,82 @@ async def test_concurrent_asyncio_tasks_lose_no_update(store: ValueStore, clock:
     assert stats["puts"] == 400
     assert stats["hits"] + stats["misses"] == 400
     assert stats["entries"] == 50 == len(cache)
-    assert stats["bytes"] == sum(m.size_bytes for m in cache.describe())
+    assert stats["bytes"] == sum(m.stored_bytes for m in cache.describe())
+
+
+# -- every stored byte counts (issue 16) ----------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+def _retained_while(work: Any) -> int:
+    """Bytes of Python memory still held after ``work()`` (tracemalloc), with the garbage collected."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        work()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("prompt_bytes", [MiB, 100 * 1024])
+def test_400_big_prompts_with_a_1_mib_budget_stay_within_it(clock: FakeClock, prompt_bytes: int) -> None:
+    """The issue's attack: 403 puts of 1 MiB prompts with a 1 MiB budget grew RSS by ~448 MB while the
+    statistics said 32,000 bytes. Now the statistics count the prompts and so does the budget."""
+    cache = CacheManager(make_store("memory"), clock=clock, node_id="me", max_bytes=MiB)
+    refused = 0
+
+    def attack() -> None:
+        nonlocal refused
+        for i in range(400):
+            try:
+                cache.put(f"{i:04d}" + "x" * (prompt_bytes - 4), "smollm2", f"answer {i}")
+            except ValueTooLarge:
+                refused += 1
+
+    retained = _retained_while(attack)
+    stats = cache.get_stats()
+    assert stats["bytes"] <= MiB
+    assert stats["bytes"] == sum(m.stored_bytes for m in cache.describe())
+    assert retained <= MiB + 64 * 1024, f"{retained} bytes retained for a {MiB}-byte budget"
+    if prompt_bytes == MiB:  # a prompt the size of the whole budget cannot fit with its metadata
+        assert refused == 400 and stats["entries"] == 0
+    else:
+        assert refused == 0 and stats["entries"] == MiB // (prompt_bytes + 1300)
+        assert stats["evictions"] == 400 - stats["entries"]
+
+
+def test_params_and_model_count_and_have_limits(store: ValueStore, clock: FakeClock) -> None:
+    cache = manager_of(store, clock, max_params_bytes=1000)
+    plain = cache.put("p", "m", "r")
+    system = cache.put("p", "m", "r", {"system_prompt": "s" * 900})
+    assert system.stored_bytes - plain.stored_bytes >= 900
+    with pytest.raises(ValueTooLarge, match=r"params.*cache_max_params_bytes"):
+        cache.put("p", "m", "r", {"tools_json": '["' + "t" * 1000 + '"]'})
+    with pytest.raises(InvalidCacheRequest, match="model name"):
+        cache.put("p", "m" * 2000, "r")
+    wide = cache.put("a" * 1000 + "\U0001f600", "m", "r")  # kept at 4 bytes a character by Python
+    assert wide.stored_bytes - plain.stored_bytes >= 4 * 1000
+
+
+def test_a_copy_obeys_the_same_limits_and_no_time_beyond_the_clock(store: ValueStore, clock: FakeClock) -> None:
+    source = CacheManager(store, clock=clock, node_id="peer")
+    far = source.put("p", "m", "r", ttl=10**9)  # capped at the source too
+    assert far.expires_unix_ms - far.created_unix_ms == int(source.max_ttl_s * 1000)
+    year_2200 = 7_258_118_400_000
+    forged = dataclasses.replace(far, created_unix_ms=year_2200 - 1, expires_unix_ms=year_2200)
+    cache = manager_of(make_store("memory"), clock, max_prompt_bytes=16, max_ttl_s=3600)
+    kept = cache.put_entry(forged)
+    assert kept is not None
+    now = int(clock() * 1000)
+    assert kept.created_unix_ms <= now and kept.expires_unix_ms == now + 3600 * 1000
+    big = source.put("p" * 17, "m", "r")
+    with pytest.raises(ValueTooLarge, match="cache_max_prompt_bytes"):
+        cache.put_entry(big.to_proto())

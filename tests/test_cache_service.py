@@ -125,3 +125,30 @@ async def test_read_through_asks_the_hook_only_when_asked(served: Served) -> Non
     reply = await served.stub.Get(request)
     assert reply.found and reply.entry.response == "from a replica" and reply.source_node_id == "n2"
     assert asked == [remote.key]
+
+
+# -- hostile puts (issue 16) --------------------------------------------------------------------------
+
+
+async def test_nested_or_huge_tools_json_is_invalid_argument_not_unknown(served: Served) -> None:
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    nested = "[" * 50_000 + "]" * 50_000  # 100 KB: under every size limit, far over the parser's depth
+    for call in (served.stub.Put(cache_pb2.PutRequest(lookup=lookup(tools_json=nested), response="r")),
+                 served.stub.Get(cache_pb2.GetRequest(lookup=lookup(tools_json=nested))),
+                 served.stub.Delete(cache_pb2.DeleteRequest(lookup=lookup(tools_json=nested)))):
+        await expect_code(call, invalid, "nests too deeply")
+    huge = '["' + "x" * (3 * 1024 * 1024) + '"]'  # the issue put 15 MB (node: 16 MiB messages; here 4)
+    await expect_code(served.stub.Put(cache_pb2.PutRequest(lookup=lookup(tools_json=huge), response="r")),
+                      invalid, "tools_json is longer than the limit")
+    over_cap = '["' + "x" * (300 * 1024) + '"]'  # parseable, but over cache_max_params_bytes (256 KiB)
+    await expect_code(served.stub.Put(cache_pb2.PutRequest(lookup=lookup(tools_json=over_cap), response="r")),
+                      invalid, "cache_max_params_bytes")
+    assert served.manager.get_stats()["puts"] == 0
+
+
+async def test_a_ttl_of_2_to_the_62_is_capped_at_the_maximum(served: Served) -> None:
+    put = await served.stub.Put(cache_pb2.PutRequest(lookup=lookup(), response="r", ttl_ms=2**62))
+    max_ttl_ms = int(served.manager.max_ttl_s * 1000)
+    assert put.entry.expires_unix_ms - put.entry.created_unix_ms == max_ttl_ms
+    longest = await served.stub.Put(cache_pb2.PutRequest(lookup=lookup("p2"), response="r", ttl_ms=2**63 - 1))
+    assert longest.entry.expires_unix_ms - longest.entry.created_unix_ms == max_ttl_ms

@@ -134,8 +134,9 @@ def test_cache_figures_by_namespace() -> None:
     assert value(text, "llmlab_cache_misses_total", ns) == 1
     assert value(text, "llmlab_cache_evictions_total", default) == 1
     assert value(text, "llmlab_cache_evictions_total", ns) == 0
-    assert value(text, "llmlab_cache_bytes", default) == len("second")
-    assert value(text, "llmlab_cache_bytes", ns) == len("team answer")
+    stored = {m.namespace: m.stored_bytes for m in cache.describe()}  # every stored byte, not only the answer's
+    assert value(text, "llmlab_cache_bytes", default) == stored[""] > len("second")
+    assert value(text, "llmlab_cache_bytes", ns) == stored["team"] > len("team answer")
     assert value(text, "llmlab_cache_entries", ns) == 1
     cache.clear()
     assert value(metrics.exposition().decode(), "llmlab_cache_entries", ns) == 0

@@ -7,12 +7,51 @@ them; ``to_proto``/``from_proto`` convert at the gRPC edge.
 
 from __future__ import annotations
 
+import json
+import sys
 from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llmlab_grpc.cache.keys import normalize_params, params_to_proto
 from llmlab_grpc.proto.llmlab.v1 import common_pb2
+
+ENTRY_OVERHEAD_BYTES = 1024
+"""What an entry costs besides its strings: the index slot, its dict and heap items, the params
+dict, the store's handle. Measured with tracemalloc: about 800 bytes besides the strings (memory store)."""
+
+
+_STR_HEADER = sys.getsizeof("")
+_WIDE_HEADER = sys.getsizeof("\u00e9") - 1
+
+
+def text_bytes(text: str) -> int:
+    """What keeping ``text`` costs: its size in memory or in UTF-8, whichever is larger.
+
+    Python keeps a string with one wide character at 4 bytes per character, so UTF-8 alone
+    would undercount ``"a" * n + "\U0001f600"`` four times over. Computed from the text alone
+    (``sys.getsizeof`` also counts a UTF-8 copy Python may have cached), so one entry always
+    costs the same.
+    """
+    if text.isascii():
+        return _STR_HEADER + len(text)
+    top = ord(max(text))
+    width = 1 if top < 0x100 else 2 if top < 0x10000 else 4
+    return max(_WIDE_HEADER + width * len(text), len(text.encode("utf-8")))
+
+
+def params_bytes(params: dict[str, Any]) -> int:
+    """UTF-8 bytes of normalised params as canonical JSON: what ``cache_max_params_bytes`` limits."""
+    if not params:
+        return 0
+    return len(json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def stored_bytes(key: str, prompt: str, model: str, params: dict[str, Any], response: str) -> int:
+    """Every byte one entry holds, as counted against ``cache_max_bytes``: key, prompt, model,
+    params, response, checksum and the fixed per-entry overhead."""
+    return (text_bytes(key) + text_bytes(prompt) + text_bytes(model) + params_bytes(params) + text_bytes(response)
+            + 64 + ENTRY_OVERHEAD_BYTES)
 
 
 @dataclass(frozen=True)
@@ -40,6 +79,8 @@ class EntryMeta:
     context_hash: str = ""
     embedding: bytes = b""
     """float32 vector (``array('f')`` bytes) of ``semantic_text``; empty when not indexed."""
+    stored_bytes: int = 0
+    """Bytes the entry costs this node's cache (``stored_bytes()``); ``size_bytes`` is the response's."""
 
     def expired(self, now_unix_ms: int) -> bool:
         return now_unix_ms >= self.expires_unix_ms

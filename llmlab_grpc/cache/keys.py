@@ -63,18 +63,43 @@ def _int(name: str, value: Any) -> int:
     return number
 
 
+MAX_STOP_ITEMS = 256
+"""Stop strings a key is made from (an inference node takes far fewer)."""
+
+
 def _stop(value: Any) -> list[str]:
     items = [value] if isinstance(value, str) else list(value)
+    if len(items) > MAX_STOP_ITEMS:
+        raise InvalidParams(f"parameter stop has {len(items)} strings; the limit is {MAX_STOP_ITEMS}")
     if not all(isinstance(s, str) for s in items):
-        raise InvalidParams(f"parameter stop must be a string or a list of strings, not {value!r}")
-    return sorted({s for s in items if s})
+        raise InvalidParams("parameter stop must be a string or a list of strings")
+    return sorted({_text_param("stop", s) for s in items if s})
+
+
+MAX_PARAM_TEXT_BYTES = 1024 * 1024
+"""Longest string parameter (``tools_json``, ``system_prompt``) a key is made from, UTF-8 bytes.
+
+A key is computed for every lookup, before any cache limit applies: this bound keeps the
+canonical JSON of an untrusted request cheap. The cache stores less (``cache_max_params_bytes``)."""
+
+
+def _text_param(name: str, value: str) -> str:
+    if len(value) > MAX_PARAM_TEXT_BYTES or len(value.encode("utf-8")) > MAX_PARAM_TEXT_BYTES:
+        raise InvalidParams(f"parameter {name} is longer than the limit of {MAX_PARAM_TEXT_BYTES} bytes")
+    return value
 
 
 def _tools_json(value: Any) -> str:
     if not isinstance(value, str):
-        value = json.dumps(value)
+        try:
+            value = json.dumps(value)
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise InvalidParams("parameter tools_json cannot be written as JSON") from exc
+    value = _text_param("tools_json", value)
     try:
         return json.dumps(json.loads(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except RecursionError as exc:
+        raise InvalidParams("parameter tools_json nests too deeply to be read: flatten it") from exc
     except ValueError:
         return value  # not JSON: the backend will say so; the key still distinguishes it
 
@@ -115,7 +140,7 @@ def normalize_params(params: Params) -> dict[str, Any]:
         else:
             if not isinstance(value, str):
                 raise InvalidParams(f"parameter {name} must be a string, not {value!r}")
-            out[name] = value
+            out[name] = _text_param(name, value)
     return out
 
 

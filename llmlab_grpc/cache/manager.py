@@ -17,12 +17,18 @@ Policy lives here, once, whatever the store (``stores/``):
   miss for that caller and stays for others. An expired entry is never
   returned; it is reclaimed lazily when touched, and by ``sweep`` (the cache role runs
   it periodically; ``put`` runs it before evicting) from a heap ordered by expiry, so a
-  sweep costs only the entries that did expire.
+  sweep costs only the entries that did expire. A TTL above ``max_ttl_s`` is capped to
+  it, and so is the expiry of a copy from a peer.
 * **LRU**: an ``OrderedDict`` in access order. After a put, expired entries go first,
-  then least recently used ones until both the byte budget (``max_bytes``, UTF-8
-  bytes of responses) and the entry cap (``max_entries``) hold.
-* **Limits**: a response (or prompt) over ``max_value_bytes`` is refused with
-  ``ValueTooLarge`` naming the limit; it would otherwise evict a large part of the cache.
+  then least recently used ones until both the byte budget (``max_bytes``) and the entry
+  cap (``max_entries``) hold. The budget counts every byte an entry keeps
+  (``entry.stored_bytes``: key, prompt, model, params, response, checksum, the extras
+  such as the semantic text and embedding, and a fixed overhead), so memory is bounded by
+  what is stored, not only by the answers.
+* **Limits**: a response over ``max_value_bytes``, a prompt over ``max_prompt_bytes``,
+  params (``tools_json``, ``system_prompt``, ``stop``) over ``max_params_bytes`` or a whole
+  entry over ``max_bytes`` is refused with ``ValueTooLarge`` naming the limit; it would
+  otherwise evict a large part of the cache. Sizes are checked before anything is hashed.
 
 Hooks for replication (issue 6): ``get_by_key``/``put_entry`` work on keys and whole
 entries (``put_entry`` verifies key and checksum and never resurrects an expired
@@ -49,7 +55,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmlab_grpc.cache.entry import CacheEntry, EntryMeta
+from llmlab_grpc.cache.entry import CacheEntry, EntryMeta, params_bytes, stored_bytes, text_bytes
 from llmlab_grpc.cache.errors import CorruptEntry, InvalidCacheRequest, StoreUnavailable, ValueTooLarge
 from llmlab_grpc.cache.keys import Params, cache_key, check_namespace, checksum, normalize_params
 from llmlab_grpc.cache.namespace_stats import NamespaceStats
@@ -62,6 +68,11 @@ DEFAULT_TTL_S = 3600.0
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 DEFAULT_MAX_ENTRIES = 100_000
 DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+DEFAULT_MAX_PROMPT_BYTES = 1024 * 1024
+DEFAULT_MAX_PARAMS_BYTES = 256 * 1024
+DEFAULT_MAX_TTL_S = 30 * 86400.0
+MAX_MODEL_BYTES = 1024
+"""Longest model name an entry may carry."""
 
 Clock = Callable[[], float]
 """Seconds since the epoch, like ``time.time``; tests inject a fake one to move time."""
@@ -104,6 +115,11 @@ class EntryExtras:
     def fields(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
+    def stored_bytes(self) -> int:
+        """What these fields cost the cache (strings as ``text_bytes``, the embedding as its bytes)."""
+        return sum(text_bytes(v) if isinstance(v, str) else len(v) + 33 if isinstance(v, bytes) else 0
+                   for v in self.fields().values())
+
     @classmethod
     def of(cls, entry: EntryMeta) -> EntryExtras | None:
         extras = cls(**{f: getattr(entry, f) for f in cls.__dataclass_fields__})
@@ -131,6 +147,7 @@ class _Slot:
     hits: int = 0
     seq: int = 0
     extras: EntryExtras | None = None
+    stored_bytes: int = 0
 
     def _extra_fields(self) -> dict[str, Any]:
         return {} if self.extras is None else self.extras.fields()
@@ -140,7 +157,7 @@ class _Slot:
             key=self.key, prompt=self.prompt, model=self.model, params=dict(self.params),
             created_unix_ms=self.created_unix_ms, expires_unix_ms=self.expires_unix_ms, hits=self.hits,
             size_bytes=self.size_bytes, checksum=self.checksum, critical=self.critical,
-            primary_node_id=self.primary_node_id, **self._extra_fields(),
+            primary_node_id=self.primary_node_id, stored_bytes=self.stored_bytes, **self._extra_fields(),
         )
 
     def entry(self, response: str, hits: int | None = None) -> CacheEntry:
@@ -148,8 +165,8 @@ class _Slot:
             key=self.key, prompt=self.prompt, model=self.model, params=dict(self.params),
             created_unix_ms=self.created_unix_ms, expires_unix_ms=self.expires_unix_ms,
             hits=self.hits if hits is None else hits, size_bytes=self.size_bytes, checksum=self.checksum,
-            critical=self.critical, primary_node_id=self.primary_node_id, response=response,
-            **self._extra_fields(),
+            critical=self.critical, primary_node_id=self.primary_node_id, stored_bytes=self.stored_bytes,
+            response=response, **self._extra_fields(),
         )
 
 
@@ -171,14 +188,23 @@ class CacheManager:
         node_id: str = "",
         clock: Clock = time.time,
         namespace_ttl_s: dict[str, float] | None = None,
+        max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES,
+        max_params_bytes: int = DEFAULT_MAX_PARAMS_BYTES,
+        max_ttl_s: float = DEFAULT_MAX_TTL_S,
     ) -> None:
-        if ttl_s <= 0 or max_bytes <= 0 or max_entries <= 0 or max_value_bytes <= 0:
-            raise ValueError("cache ttl_s, max_bytes, max_entries and max_value_bytes must be positive")
+        limits = (ttl_s, max_bytes, max_entries, max_value_bytes, max_prompt_bytes, max_params_bytes, max_ttl_s)
+        if min(limits) <= 0:
+            raise ValueError("cache ttl_s, max_ttl_s, max_bytes, max_entries and the per-field limits must be positive")
+        if ttl_s > max_ttl_s:
+            raise ValueError(f"the default ttl {ttl_s} s is above the maximum ttl {max_ttl_s} s")
         self.store = store or MemoryStore()
         self.ttl_s = ttl_s
+        self.max_ttl_s = max_ttl_s
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.max_value_bytes = min(max_value_bytes, max_bytes)
+        self.max_prompt_bytes = min(max_prompt_bytes, max_bytes)
+        self.max_params_bytes = min(max_params_bytes, max_bytes)
         self.node_id = node_id
         self.namespace_ttl_s = dict(namespace_ttl_s or {})
         """Default TTL per namespace (config ``cache_namespaces``), used when a put names none."""
@@ -208,6 +234,9 @@ class CacheManager:
             max_bytes=settings.cache_max_bytes,
             max_entries=settings.cache_max_entries,
             max_value_bytes=settings.cache_max_value_bytes,
+            max_prompt_bytes=settings.cache_max_prompt_bytes,
+            max_params_bytes=settings.cache_max_params_bytes,
+            max_ttl_s=settings.cache_max_ttl_s,
             node_id=node_id,
             clock=clock,
             namespace_ttl_s={name: policy.ttl_s for name, policy in getattr(settings, "cache_namespaces", {}).items()
@@ -362,19 +391,40 @@ class CacheManager:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def _check_size(self, what: str, size: int) -> None:
-        if size > self.max_value_bytes:
+    def _check_size(self, what: str, size: int, limit: int | None = None, setting: str = "cache_max_value_bytes"
+                    ) -> None:
+        limit = self.max_value_bytes if limit is None else limit
+        if size > limit:
             raise ValueTooLarge(
-                f"{what} is {size} bytes; this node's cache takes at most {self.max_value_bytes} bytes per "
-                f"entry (cache_max_value_bytes)"
+                f"{what} is {size} bytes; this node's cache takes at most {limit} bytes per entry ({setting})"
             )
 
+    def _check_request(self, prompt: str, model: str) -> None:
+        """Per-field limits that need no hashing, checked first: an oversize request costs nothing."""
+        if not model:
+            raise InvalidCacheRequest("model is empty: name the model the response is for")
+        if len(model.encode("utf-8")) > MAX_MODEL_BYTES:
+            raise InvalidCacheRequest(f"the model name is longer than {MAX_MODEL_BYTES} bytes")
+        if len(prompt) > self.max_prompt_bytes:  # each character is at least one UTF-8 byte
+            self._check_size("the prompt", len(prompt), self.max_prompt_bytes, "cache_max_prompt_bytes")
+        self._check_size("the prompt", len(prompt.encode("utf-8")), self.max_prompt_bytes, "cache_max_prompt_bytes")
+
+    def _cost(self, key: str, prompt: str, model: str, params: dict[str, Any], response: str,
+              extras: EntryExtras | None) -> int:
+        """``stored_bytes`` of the entry after the params limit; ValueTooLarge beyond the whole budget."""
+        self._check_size("the params (tools_json, system_prompt, stop)", params_bytes(params),
+                         self.max_params_bytes, "cache_max_params_bytes")
+        cost = stored_bytes(key, prompt, model, params, response) + (extras.stored_bytes() if extras else 0)
+        self._check_size("the entry with its prompt, params and metadata", cost, self.max_bytes, "cache_max_bytes")
+        return cost
+
     def _ttl_ms(self, ttl: float | None, namespace: str = "") -> int:
+        """The TTL in ms: the namespace's or the default for ``None``, at most ``max_ttl_s`` (capped)."""
         if ttl is None:
-            return int(self.namespace_ttl_s.get(namespace, self.ttl_s) * 1000)
-        if ttl <= 0:
+            return int(min(self.namespace_ttl_s.get(namespace, self.ttl_s), self.max_ttl_s) * 1000)
+        if not ttl > 0:
             raise InvalidCacheRequest(f"ttl must be positive seconds, not {ttl}")
-        return max(1, int(ttl * 1000))
+        return max(1, int(min(ttl, self.max_ttl_s) * 1000))
 
     def put(
         self,
@@ -419,27 +469,34 @@ class CacheManager:
         self, prompt: str, model: str, response: str | None, params: Params, ttl: float | None,
         critical: bool, obj: Any, extras: EntryExtras | None = None,
     ) -> CacheEntry:
-        if not model:
-            raise InvalidCacheRequest("model is empty: name the model the response is for")
+        self._check_request(prompt, model)
         namespace = check_namespace(extras.namespace) if extras is not None else ""
-        key = cache_key(prompt, model, params, namespace)
-        norm = normalize_params(params)
         ttl_ms = self._ttl_ms(ttl, namespace)
-        self._check_size("the prompt", len(prompt.encode("utf-8")))
+        if response is not None and len(response) > self.max_value_bytes:
+            self._check_size("the response", len(response))
+        norm = normalize_params(params)
+        key = cache_key(prompt, model, norm, namespace)
+        extras = None if extras == _NO_EXTRAS else extras
         if obj is None:
             assert response is not None
             size = len(response.encode("utf-8"))
             self._check_size("the response", size)
+            cost = self._cost(key, prompt, model, norm, response, extras)
             handle = self.store.put(response)
         else:
             response, handle = self.store.adopt(obj)
             size = len(response.encode("utf-8"))
-            self._check_size("the response", size)
+            try:
+                self._check_size("the response", size)
+                cost = self._cost(key, prompt, model, norm, response, extras)
+            except ValueTooLarge:
+                self.store.release(handle)
+                raise
         now = self._now_ms()
         slot = _Slot(
             key=key, prompt=prompt, model=model, params=norm, created_unix_ms=now, expires_unix_ms=now + ttl_ms,
             size_bytes=size, checksum=checksum(response), critical=critical, primary_node_id=self.node_id,
-            handle=handle, extras=None if extras == _NO_EXTRAS else extras,
+            handle=handle, extras=extras, stored_bytes=cost,
         )
         entry = self._insert(slot, response, keep_hits=True)
         self._notify_put(entry)
@@ -449,31 +506,38 @@ class CacheManager:
         """Store a whole entry as it is (replication: a replica copy, a sync, a repair).
 
         The key must be the key of its prompt, model and params, and the checksum that of
-        its response (``CorruptEntry`` otherwise). Creation and expiry times, hit count,
-        ``critical`` and ``primary_node_id`` are kept. An entry that has already expired is
+        its response (``CorruptEntry`` otherwise), and it obeys the same limits as a put.
+        Creation and expiry times, hit count, ``critical`` and ``primary_node_id`` are kept,
+        except that no time is believed beyond this node's clock: creation is at most now
+        and expiry at most now + ``max_ttl_s``. An entry that has already expired is
         not stored (returns ``None``): sync never resurrects one. Listeners hear about it
         only with ``notify=True``, so a replica write does not replicate itself again.
         """
+        self._check_request(entry.prompt, entry.model)  # before from_proto parses the params
         if isinstance(entry, common_pb2.CacheEntry):
             entry = CacheEntry.from_proto(entry)
-        if not entry.model:
-            raise InvalidCacheRequest("model is empty: name the model the response is for")
-        expected = cache_key(entry.prompt, entry.model, entry.params, entry.namespace)
+        if len(entry.response) > self.max_value_bytes:
+            self._check_size("the response", len(entry.response))
+        norm = normalize_params(entry.params)
+        expected = cache_key(entry.prompt, entry.model, norm, entry.namespace)
         if entry.key != expected:
             raise CorruptEntry(f"entry key {entry.key[:12]}… does not match its prompt, model and params")
         if entry.checksum != checksum(entry.response):
             raise CorruptEntry(f"entry {entry.key[:12]}…: response checksum mismatch")
         size = len(entry.response.encode("utf-8"))
-        self._check_size("the prompt", len(entry.prompt.encode("utf-8")))
         self._check_size("the response", size)
-        if entry.expired(self._now_ms()):
+        extras = EntryExtras.of(entry)
+        cost = self._cost(entry.key, entry.prompt, entry.model, norm, entry.response, extras)
+        now = self._now_ms()
+        if entry.expired(now):
             return None
         handle = self.store.put(entry.response)
         slot = _Slot(
-            key=entry.key, prompt=entry.prompt, model=entry.model, params=normalize_params(entry.params),
-            created_unix_ms=entry.created_unix_ms, expires_unix_ms=entry.expires_unix_ms, size_bytes=size,
+            key=entry.key, prompt=entry.prompt, model=entry.model, params=norm,
+            created_unix_ms=min(entry.created_unix_ms, now),
+            expires_unix_ms=min(entry.expires_unix_ms, now + int(self.max_ttl_s * 1000)), size_bytes=size,
             checksum=entry.checksum, critical=entry.critical, primary_node_id=entry.primary_node_id,
-            handle=handle, hits=entry.hits, extras=EntryExtras.of(entry),
+            handle=handle, hits=max(0, entry.hits), extras=extras, stored_bytes=cost,
         )
         stored = self._insert(slot, entry.response, keep_hits=False)
         if notify:
@@ -492,8 +556,8 @@ class CacheManager:
                 removed.append((old, "replaced"))
             slot.seq = next(self._seq)
             self._slots[slot.key] = slot
-            self._bytes += slot.size_bytes
-            self._by_namespace.stored(_namespace(slot), slot.size_bytes)
+            self._bytes += slot.stored_bytes
+            self._by_namespace.stored(_namespace(slot), slot.stored_bytes)
             if self._is_replica(slot):
                 self._replicas += 1
             heapq.heappush(self._expiry, (slot.expires_unix_ms, slot.seq, slot.key))
@@ -575,8 +639,8 @@ class CacheManager:
 
     def _remove(self, key: str) -> _Slot:
         slot = self._slots.pop(key)
-        self._bytes -= slot.size_bytes
-        self._by_namespace.removed(_namespace(slot), slot.size_bytes)
+        self._bytes -= slot.stored_bytes
+        self._by_namespace.removed(_namespace(slot), slot.stored_bytes)
         if self._is_replica(slot):
             self._replicas -= 1
         return slot
@@ -603,8 +667,9 @@ class CacheManager:
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and sizes: hits, misses, hit_ratio, puts, evictions, expirations, lost,
-        entries, bytes, max_bytes, max_entries, max_value_bytes, ttl_s, store, replica_entries,
-        replication_shortfall."""
+        entries, bytes (every stored byte, see ``entry.stored_bytes``), max_bytes, max_entries,
+        max_value_bytes, max_prompt_bytes, max_params_bytes, ttl_s, max_ttl_s, store,
+        replica_entries, replication_shortfall."""
         with self._lock:
             counters = dict(self._counters)
             entries, size, replicas = len(self._slots), self._bytes, self._replicas
@@ -623,7 +688,10 @@ class CacheManager:
             "max_bytes": self.max_bytes,
             "max_entries": self.max_entries,
             "max_value_bytes": self.max_value_bytes,
+            "max_prompt_bytes": self.max_prompt_bytes,
+            "max_params_bytes": self.max_params_bytes,
             "ttl_s": self.ttl_s,
+            "max_ttl_s": self.max_ttl_s,
             "store": self.store.name,
             "replica_entries": replicas,
             "replication_shortfall": shortfall,

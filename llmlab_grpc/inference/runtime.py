@@ -205,6 +205,8 @@ def _json_array(text: str, what: str) -> list[dict[str, Any]]:
         value = json.loads(text)
     except ValueError as exc:
         raise _invalid(f"{what} is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise _invalid(f"{what} nests too deeply to be read: flatten it") from exc
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
         raise _invalid(f"{what} must be a JSON array of objects (OpenAI-style)")
     return value

@@ -614,11 +614,29 @@ class Replicator(CacheListener):
                     hint_for: str = "") -> tuple[bool, str]:
         """Keep a copy sent by ``sender``: ``(held now, why not)``.
 
-        A copy is verified (key and checksum) and refused when expired or over this node's
-        limits. When this node already holds the same response, it keeps its own copy,
-        unless the sender is the entry's primary (its metadata wins: a new primary after a
-        takeover, a refreshed expiry). A copy whose primary is gone may be taken over here.
+        What a peer says is checked, not believed (issue 16: a peer could overwrite an honest
+        copy with a self-consistent forgery):
+
+        * the copy is verified (key and checksum) and obeys this node's limits, and its times
+          are capped by this node's clock (``put_entry``: expiry at most now + max TTL);
+        * a copy naming this node its primary is refused unless this node holds that answer;
+        * only the entry's primary replaces the answer held here; a relayed copy (the sender
+          is not the primary it names: a hand-over, a hint, anti-entropy) is stored where none
+          is held, and where the same answer is held only refreshes newer times;
+        * a primary that claims an entry held here from another primary (a takeover) is
+          believed only when that primary is gone and the claimant is the first node of the
+          key's rendezvous ranking, the one ``_successor`` picks.
+
+        A copy whose primary is gone may be taken over here.
         """
+        claimed = proto.primary_node_id
+        if not sender or not claimed:
+            return self._refuse(proto.key, "the copy names no sender or no primary")
+        if claimed == self.node_id and sender != self.node_id:
+            held = self.manager.get_entry(proto.key)
+            if held is None or held.checksum != proto.checksum:
+                return self._refuse(proto.key, f"{sender} sent a copy naming this node its primary, "
+                                               "which it does not hold")
         try:
             entry = CacheEntry.from_proto(proto)
         except InvalidParams as exc:
@@ -629,16 +647,22 @@ class Replicator(CacheListener):
                 return self._refuse(entry.key, "deleted: a copy made before a delete is never stored again")
             self.tombstones.discard(entry.key)  # a newer answer than the deleted one
         existing = self.manager.get_entry(entry.key)
-        from_owner = bool(sender) and sender == entry.primary_node_id
+        from_primary = sender == claimed
+        now = self.manager.now_ms()
+        times = (min(entry.created_unix_ms, now), min(entry.expires_unix_ms, now + int(self.manager.max_ttl_s * 1000)))
         if existing is None:
             keep_ours = False
-        elif existing.checksum == entry.checksum:  # the same answer: the owner's metadata, else the newer put
-            keep_ours = (existing.primary_node_id == entry.primary_node_id
-                         and existing.expires_unix_ms == entry.expires_unix_ms) if from_owner else (
-                (existing.created_unix_ms, existing.expires_unix_ms) >= (entry.created_unix_ms, entry.expires_unix_ms))
-        else:  # another answer: the owner's write wins, else the newer one (ties: the same order everywhere)
-            keep_ours = not from_owner and (existing.created_unix_ms, existing.checksum) >= (
-                entry.created_unix_ms, entry.checksum)
+        elif from_primary and existing.primary_node_id != claimed:  # a takeover
+            refused = self._takeover_refused(existing, sender, live)
+            if refused:
+                return self._refuse(entry.key, refused)
+            keep_ours = False
+        elif existing.checksum == entry.checksum:  # the same answer: the primary's metadata, else newer times
+            keep_ours = existing.expires_unix_ms == times[1] if from_primary else (
+                existing.primary_node_id != claimed
+                or (existing.created_unix_ms, existing.expires_unix_ms) >= times)
+        else:  # another answer: only its primary replaces the one held here
+            keep_ours = not from_primary
         if not keep_ours:
             try:
                 stored = self.manager.put_entry(entry, notify=False)
@@ -662,6 +686,19 @@ class Replicator(CacheListener):
             if existing.primary_node_id != sender:  # a primary sending its own entry is alive, known or not
                 self._maybe_adopt(existing, live)
         return True, ""
+
+    def _takeover_refused(self, existing: EntryMeta, sender: str, live: set[str] | None) -> str:
+        """Why ``sender`` may not become the primary of ``existing`` ("" when it may)."""
+        primary = existing.primary_node_id
+        if primary == self.node_id or (primary and self.peers.get(primary) is not None):
+            return (f"{sender} claims the entry, but its primary {primary} is alive: only the primary "
+                    "replaces a copy")
+        live = set(self.live_replica_ids()) if live is None else live
+        first = rank(existing.key, live | {self.node_id, sender})[0]
+        if first != sender:
+            return (f"{sender} claims the entry of departed primary {primary or '?'}, but {first} is first in "
+                    "its rendezvous ranking and takes it over")
+        return ""
 
     def _refuse(self, key: str, reason: str) -> tuple[bool, str]:
         self.counters["copies_refused"] += 1

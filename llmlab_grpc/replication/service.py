@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from llmlab_grpc.cache.keys import InvalidParams, cache_key, is_key
+from llmlab_grpc.mesh.identity import certificate_names, impersonation
 from llmlab_grpc.proto.llmlab.v1 import replica_pb2, replica_pb2_grpc
 from llmlab_grpc.replication.replicator import SYNC_CALL_MAX_BYTES, SYNC_CALL_MAX_ENTRIES, Replicator
 
@@ -34,6 +35,15 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
     def __init__(self, replicator: Replicator) -> None:
         self.replicator = replicator
 
+    async def _check_sender(self, sender: str, context: grpc.aio.ServicerContext) -> None:
+        """Abort unless ``sender`` is named and, under mTLS with per-node certificates, is the caller."""
+        if not sender:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sender_node_id is empty: name the sending node")
+        known = [r.node_id for r in self.replicator.peers.all()] + [self.replicator.node_id]
+        refused = impersonation(certificate_names(context), sender, known)
+        if refused:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refused)
+
     def _ref(self, node_id: str) -> replica_pb2.NodeRef:
         name, address = self.replicator.name_of(node_id)
         return replica_pb2.NodeRef(node_id=node_id, name=name, address=address)
@@ -42,6 +52,7 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
                     ) -> replica_pb2.StoreResponse:
         if not request.HasField("entry") or not request.entry.key:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "StoreRequest.entry is empty: send the whole entry")
+        await self._check_sender(request.sender_node_id, context)
         accepted, reason = self.replicator.accept_copy(request.entry, request.sender_node_id,
                                                        hint_for=request.hint_for_node_id)
         return replica_pb2.StoreResponse(accepted=accepted, reason=reason)
@@ -86,7 +97,11 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         sender = ""
         size = 0
         async for request in request_iterator:
-            sender = sender or request.sender_node_id
+            if not sender:
+                sender = request.sender_node_id
+                await self._check_sender(sender, context)
+            elif request.sender_node_id not in ("", sender):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "one Sync call speaks for one sender_node_id")
             received.extend(request.entries)
             stones.extend(request.tombstones)
             size += request.ByteSize()
@@ -103,8 +118,7 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         if len(request.keys) > MAX_DROP_KEYS or len(request.tombstones) > MAX_DROP_KEYS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"{len(request.keys)} keys in one Drop; the limit is {MAX_DROP_KEYS}")
-        if not request.sender_node_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sender_node_id is empty")
+        await self._check_sender(request.sender_node_id, context)
         return replica_pb2.DropResponse(dropped=self.replicator.drop_copies(request.keys, request.sender_node_id,
                                                                             request.tombstones))
 
