@@ -232,3 +232,66 @@ def test_proposal_parsing_is_bounded(output: str) -> None:
     with hang_guard("parse_proposal"):
         proposal = parse_proposal(output, CATALOGUE)
     assert proposal.tool is None and "no tool is needed" not in proposal.reason
+
+
+# -- the task store is bounded in bytes, ListTasks pages (issue 16) -------------------------------------
+
+
+def _big_query(turn_bytes: int, turns: int = 64) -> planner_pb2.Query:
+    history = [common_pb2.ChatMessage(role="user" if i % 2 else "assistant", content="x" * turn_bytes)
+               for i in range(turns)]
+    return planner_pb2.Query(text="summarise all that", history=history)
+
+
+def test_64_turns_of_240_kb_are_refused_whole() -> None:
+    """The issue's attack: 20 asks of 64 turns x 240 KB grew a planner by 316 MB, then ListTasks broke."""
+    from llmlab_grpc.planner.planner import MAX_QUERY_BYTES, QueryError, validate_query
+
+    with pytest.raises(QueryError, match=f"the limit is {MAX_QUERY_BYTES}"):
+        validate_query(_big_query(240 * 1024))
+
+
+def test_a_stored_task_keeps_a_preview_and_the_hash_of_its_query() -> None:
+    from llmlab_grpc.planner.planner import validate_query
+    from llmlab_grpc.planner.tasks import MAX_TASK_BYTES, preview_query, query_digest
+
+    store = TaskStore(max_bytes=1024 * 1024)
+    query = _big_query(60 * 1024)  # 3.8 MB: under the query limit
+    validate_query(query)
+    for i in range(20):
+        kept, cut = preview_query(query)
+        store.save(planner_pb2.Task(task_id=f"t{i}", query=kept, query_sha256=query_digest(query), query_truncated=cut,
+                                    answer="y" * 300_000))  # an answer over the per-task budget too
+    assert len(store) == 20 and store.bytes <= 20 * MAX_TASK_BYTES
+    task = store.get("t19")
+    assert task is not None and task.query_truncated and task.trace_truncated
+    assert task.query_sha256 == query_digest(query) and len(task.query.history) == 64
+    assert task.ByteSize() <= MAX_TASK_BYTES
+    small, cut = preview_query(planner_pb2.Query(text="What is 25 * 67?"))
+    assert not cut and small.text == "What is 25 * 67?"
+
+
+def test_the_task_store_forgets_the_oldest_beyond_its_byte_budget() -> None:
+    store = TaskStore(max_bytes=50_000)
+    for i in range(10):
+        store.save(planner_pb2.Task(task_id=f"t{i}", answer="a" * 10_000))
+    assert store.bytes <= 50_000 and [t.task_id for t in store.newest(10)] == ["t9", "t8", "t7", "t6"]
+
+
+def test_list_tasks_pages_within_the_byte_budget_and_by_token() -> None:
+    store = TaskStore()
+    for i in range(30):
+        store.save(planner_pb2.Task(task_id=f"t{i}", answer="a" * 100_000))
+    seen: list[str] = []
+    token = ""
+    for _ in range(30):
+        page, token = store.page(500, token, max_bytes=350_000)
+        assert page and sum(t.ByteSize() for t in page) <= 350_000
+        seen += [t.task_id for t in page]
+        if not token:
+            break
+    assert seen == [f"t{i}" for i in reversed(range(30))]
+    first, token = store.page(5)
+    assert [t.task_id for t in first] == ["t29", "t28", "t27", "t26", "t25"] and token
+    with pytest.raises(ValueError):
+        store.page(5, "not-a-token")

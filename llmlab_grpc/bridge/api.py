@@ -158,11 +158,20 @@ class StatusApi:
 
         async def ask(name: str, address: str) -> tuple[str, list[planner_pb2.Task], str]:
             stub = planner_pb2_grpc.PlannerStub(self.node.channels.get(address))
+            tasks: list[planner_pb2.Task] = []
+            token = ""
             try:
-                reply = await stub.ListTasks(planner_pb2.ListTasksRequest(limit=limit), timeout=RPC_TIMEOUT_S)
+                for _ in range(limit):  # pages (each within the planner's byte budget) until limit tasks
+                    reply = await stub.ListTasks(planner_pb2.ListTasksRequest(page_size=limit - len(tasks),
+                                                                              page_token=token),
+                                                 timeout=RPC_TIMEOUT_S)
+                    tasks.extend(reply.tasks)
+                    token = reply.next_page_token
+                    if not token or not reply.tasks or len(tasks) >= limit:
+                        break
             except grpc.aio.AioRpcError as err:
-                return name, [], f"{err.code().name}: {err.details()}"
-            return name, list(reply.tasks), ""
+                return name, tasks, f"{err.code().name}: {err.details()}"
+            return name, tasks, ""
 
         answers = await asyncio.gather(*(ask(n, a) for n, a in targets))
         seen: dict[str, planner_pb2.Task] = {}

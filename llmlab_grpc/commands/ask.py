@@ -123,15 +123,24 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 def cmd_tasks(args: argparse.Namespace) -> int:
     client = MeshClient.from_args(args)
+    stub = planner_pb2_grpc.PlannerStub(client.channel)
+    tasks: list[planner_pb2.Task] = []
+    token = ""
     try:
-        reply = planner_pb2_grpc.PlannerStub(client.channel).ListTasks(
-            planner_pb2.ListTasksRequest(limit=args.limit), metadata=client.metadata, timeout=10)
+        for _ in range(max(1, args.limit)):  # pages, each within the planner's byte budget, until --limit
+            reply = stub.ListTasks(planner_pb2.ListTasksRequest(page_size=min(500, args.limit - len(tasks)),
+                                                                page_token=token),
+                                   metadata=client.metadata, timeout=10)
+            tasks.extend(reply.tasks)
+            token = reply.next_page_token
+            if not token or not reply.tasks or len(tasks) >= args.limit:
+                break
     except grpc.RpcError as err:
         print(describe_rpc_error(err, client.target), file=sys.stderr)
         return 1
     finally:
         client.close()
-    rows = [task_json(t) for t in reply.tasks]
+    rows = [task_json(t) for t in tasks]
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
@@ -169,6 +178,6 @@ def add_commands(sub: Any, add_client_flags: Callable[[argparse.ArgumentParser],
     ask.add_argument("--min-similarity", type=float, help="similarity threshold of a semantic hit")
     add_client_flags(ask)
     tasks = sub.add_parser("tasks", help="recent tasks of a planner, newest first")
-    tasks.add_argument("--limit", type=int, default=20)
+    tasks.add_argument("--limit", type=int, default=20, help="how many tasks (fetched in pages; default 20)")
     add_client_flags(tasks)
     return {"ask": cmd_ask, "tasks": cmd_tasks}

@@ -28,7 +28,7 @@ from llmlab_grpc.planner.cache_controls import CacheControls
 from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls
 from llmlab_grpc.planner.proposal import MAX_PROPOSAL_TOKENS, parse_proposal, proposal_messages
 from llmlab_grpc.planner.rules import RouteHints, route_hints
-from llmlab_grpc.planner.tasks import TaskStore
+from llmlab_grpc.planner.tasks import TaskStore, preview_query, query_digest
 from llmlab_grpc.planner.workflow import Emit, StepResult, StepSpec, WorkflowManager
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
 
@@ -44,6 +44,9 @@ longer ones in a worker thread, so no query holds the loop that serves every oth
 RULES_BUDGET_S = 2.0
 """How long the planner waits for the rules on one text before it plans without them."""
 MAX_HISTORY_TURNS = 64
+MAX_QUERY_BYTES = 4 * 1024 * 1024
+"""Largest query as a whole (text, every history turn, params), protobuf bytes: the model
+never sees more (an llm node takes 200,000 prompt characters), and every byte is hashed."""
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_SEED = 42
 PHRASE_SYSTEM = "Answer the user's question in one or two sentences using the tool result given. Do not recompute it."
@@ -93,6 +96,8 @@ def validate_query(query: planner_pb2.Query) -> None:
         raise QueryError(f"the query is {len(query.text)} characters; the limit is {MAX_QUERY_CHARS}")
     if len(query.history) > MAX_HISTORY_TURNS:
         raise QueryError(f"history has {len(query.history)} turns; the limit is {MAX_HISTORY_TURNS}")
+    if (size := query.ByteSize()) > MAX_QUERY_BYTES:
+        raise QueryError(f"the query with its history and params is {size} bytes; the limit is {MAX_QUERY_BYTES}")
     params = query.params
     if params.HasField("temperature") and not 0.0 <= params.temperature <= 2.0:
         raise QueryError("temperature must be between 0 and 2")
@@ -130,7 +135,7 @@ class Planner:
     def __init__(self, node: LlmlabNode, store: TaskStore | None = None) -> None:
         self.node = node
         self.calls = MeshCalls(node)
-        self.store = store or TaskStore()
+        self.store = store or TaskStore(max_bytes=node.settings.planner_tasks_max_bytes)
 
     def _user_messages(self, query: planner_pb2.Query, text: str) -> list[common_pb2.ChatMessage]:
         # No system turn here: params.system_prompt travels with the request and the llm node puts it first.
@@ -150,8 +155,10 @@ class Planner:
         query_controls(query, self.node.settings)
         created = Timestamp()
         created.FromNanoseconds(time.time_ns())  # GetCurrentTime goes through datetime: 10x slower
-        task = planner_pb2.Task(task_id=secrets.token_hex(8), query=query, status=planner_pb2.TASK_STATUS_RUNNING,
-                                created_at=created, planner_node_id=self.node.node_id)
+        kept, cut = preview_query(query)  # the task (and the task store) keep a preview, never the whole query
+        task = planner_pb2.Task(task_id=secrets.token_hex(8), query=kept, status=planner_pb2.TASK_STATUS_RUNNING,
+                                created_at=created, planner_node_id=self.node.node_id,
+                                query_sha256=query_digest(query), query_truncated=cut)
         self.store.save(task)
         t0 = time.perf_counter()
         self.node.load.in_flight += 1

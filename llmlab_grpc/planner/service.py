@@ -59,9 +59,18 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
 
     async def ListTasks(self, request: planner_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
                         ) -> planner_pb2.ListTasksResponse:
-        if request.limit < 0 or request.limit > MAX_TASKS:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"limit must be between 0 and {MAX_TASKS}")
-        return planner_pb2.ListTasksResponse(tasks=self.planner.store.newest(request.limit or DEFAULT_LIST_LIMIT))
+        """One page of tasks, newest first: ``page_size`` (else ``limit``, else 20) tasks at most, and
+        never more bytes than ``tasks.PAGE_MAX_BYTES``; ``next_page_token`` leads on."""
+        for name, value in (("limit", request.limit), ("page_size", request.page_size)):
+            if value < 0 or value > MAX_TASKS:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{name} must be between 0 and {MAX_TASKS}")
+        size = request.page_size or request.limit or DEFAULT_LIST_LIMIT
+        try:
+            tasks, token = self.planner.store.page(size, request.page_token)
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "page_token is not one this planner gave: pass next_page_token as it came, or none")
+        return planner_pb2.ListTasksResponse(tasks=tasks, next_page_token=token)
 
 
 class PlannerComponent(RoleComponent):

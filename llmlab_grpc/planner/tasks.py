@@ -1,33 +1,174 @@
-"""A bounded, newest-first store of tasks, for ``GetTask``/``ListTasks`` and the dashboard."""
+"""A bounded, newest-first store of tasks, for ``GetTask``/``ListTasks`` and the dashboard.
+
+Bounded twice: by count (``capacity``) and by bytes (``max_bytes``, the serialized size of
+what is kept), oldest forgotten first. A query is kept as a preview (``preview_query``: text,
+history turns and long params cut, ``query_sha256`` naming the whole), and a stored task
+over ``MAX_TASK_BYTES`` is kept as a copy with its answer, step outputs and arguments cut
+(``trace_truncated``), so one request can neither grow the store nor make ``ListTasks``
+exceed a gRPC message. ``page`` serves ``ListTasks`` in pages under a byte budget.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from llmlab_grpc.proto.llmlab.v1 import planner_pb2
 
 MAX_TASKS = 500
 """Tasks kept per planner node; the oldest is forgotten first."""
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+"""Bytes of tasks kept per planner node (``planner_tasks_max_bytes``)."""
+MAX_TASK_BYTES = 256 * 1024
+"""Largest stored task; a larger one is kept with its answer, outputs and arguments cut."""
+PAGE_MAX_BYTES = 3 * 1024 * 1024
+"""Bytes of tasks in one ``ListTasks`` page: under the 4 MiB a default gRPC client accepts."""
+TEXT_PREVIEW_CHARS = 2_000
+"""Characters of the query text kept."""
+TURN_PREVIEW_CHARS = 200
+"""Characters of each history turn (and of a long string param) kept."""
+CUT_ANSWER_CHARS = 16_000
+"""Characters of the answer a cut task keeps."""
+CUT_OUTPUT_CHARS = 2_000
+"""Characters of each step output (and error, reason) a cut task keeps."""
+CUT_ARGUMENTS_BYTES = 2_048
+"""Step arguments larger than this are replaced by a preview in a cut task."""
+
+
+def _cut(text: str, chars: int) -> tuple[str, bool]:
+    return (text, False) if len(text) <= chars else (text[:chars] + "…", True)
+
+
+def query_digest(query: planner_pb2.Query) -> str:
+    """sha256 hex of the query's deterministic encoding: the same query, the same digest."""
+    return hashlib.sha256(query.SerializeToString(deterministic=True)).hexdigest()
+
+
+def preview_query(query: planner_pb2.Query) -> tuple[planner_pb2.Query, bool]:
+    """A copy of ``query`` with text, history turns and long string params cut; whether anything was cut.
+
+    A query smaller than any preview is returned as it is (the common case costs nothing).
+    """
+    if query.ByteSize() <= TURN_PREVIEW_CHARS:
+        return query, False
+    kept = planner_pb2.Query()
+    kept.CopyFrom(query)
+    kept.text, cut = _cut(query.text, TEXT_PREVIEW_CHARS)
+    for turn in kept.history:
+        turn.content, c1 = _cut(turn.content, TURN_PREVIEW_CHARS)
+        turn.tool_calls_json, c2 = _cut(turn.tool_calls_json, TURN_PREVIEW_CHARS)
+        turn.tool_call_id, c3 = _cut(turn.tool_call_id, TURN_PREVIEW_CHARS)
+        turn.role, c4 = _cut(turn.role, TURN_PREVIEW_CHARS)
+        cut = cut or c1 or c2 or c3 or c4
+    params = kept.params
+    params.system_prompt, c5 = _cut(params.system_prompt, TURN_PREVIEW_CHARS)
+    params.tools_json, c6 = _cut(params.tools_json, TURN_PREVIEW_CHARS)
+    stops = list(params.stop)
+    short = [_cut(s, TURN_PREVIEW_CHARS)[0] for s in stops[:16]]
+    if short != stops:
+        del params.stop[:]
+        params.stop.extend(short)
+        cut = True
+    kept.model, c7 = _cut(query.model, TURN_PREVIEW_CHARS)
+    return kept, cut or c5 or c6 or c7
+
+
+def cut_task(task: planner_pb2.Task) -> planner_pb2.Task:
+    """A copy of ``task`` whose answer, step outputs and large arguments are cut (``trace_truncated``)."""
+    kept = planner_pb2.Task()
+    kept.CopyFrom(task)
+    if not kept.query_sha256:
+        kept.query_sha256 = query_digest(task.query)
+    query, query_cut = preview_query(task.query)
+    kept.query.CopyFrom(query)
+    kept.query_truncated = kept.query_truncated or query_cut
+    kept.answer = _cut(task.answer, CUT_ANSWER_CHARS)[0]
+    kept.error = _cut(task.error, CUT_OUTPUT_CHARS)[0]
+    for step in kept.steps:
+        step.output = _cut(step.output, CUT_OUTPUT_CHARS)[0]
+        step.error = _cut(step.error, CUT_OUTPUT_CHARS)[0]
+        step.reason = _cut(step.reason, CUT_OUTPUT_CHARS)[0]
+        if step.arguments.ByteSize() > CUT_ARGUMENTS_BYTES:
+            preview = str(dict(step.arguments.items()))[:CUT_OUTPUT_CHARS]
+            step.arguments.Clear()
+            step.arguments.update({"truncated_preview": preview})
+        if step.usage.ByteSize() > CUT_ARGUMENTS_BYTES:
+            step.usage.tool_calls_json = _cut(step.usage.tool_calls_json, CUT_OUTPUT_CHARS)[0]
+    del kept.steps[64:]
+    kept.trace_truncated = True
+    return kept
+
+
+@dataclass
+class _Kept:
+    seq: int
+    task: planner_pb2.Task
+    size: int
 
 
 class TaskStore:
-    """task_id → Task, dropping the oldest beyond ``capacity``."""
+    """task_id → Task, newest-saved last; the oldest go beyond ``capacity`` tasks or ``max_bytes``."""
 
-    def __init__(self, capacity: int = MAX_TASKS) -> None:
+    def __init__(self, capacity: int = MAX_TASKS, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self._capacity = capacity
-        self._tasks: OrderedDict[str, planner_pb2.Task] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._tasks: OrderedDict[str, _Kept] = OrderedDict()
+        self._bytes = 0
+        self._seq = 0
+
+    @property
+    def bytes(self) -> int:
+        """Serialized bytes of the tasks kept, as measured when each was last saved."""
+        return self._bytes
 
     def save(self, task: planner_pb2.Task) -> None:
-        self._tasks[task.task_id] = task
-        self._tasks.move_to_end(task.task_id)
-        while len(self._tasks) > self._capacity:
-            self._tasks.popitem(last=False)
+        """Keep ``task`` (the object itself, so a running task's steps show; a cut copy when too large)."""
+        size = task.ByteSize()
+        if size > MAX_TASK_BYTES:
+            task = cut_task(task)
+            size = task.ByteSize()
+        old = self._tasks.pop(task.task_id, None)
+        if old is not None:
+            self._bytes -= old.size
+        self._seq += 1
+        self._tasks[task.task_id] = _Kept(self._seq, task, size)
+        self._bytes += size
+        while len(self._tasks) > self._capacity or (self._bytes > self._max_bytes and len(self._tasks) > 1):
+            _, gone = self._tasks.popitem(last=False)
+            self._bytes -= gone.size
 
     def get(self, task_id: str) -> planner_pb2.Task | None:
-        return self._tasks.get(task_id)
+        kept = self._tasks.get(task_id)
+        return None if kept is None else kept.task
 
     def newest(self, limit: int) -> list[planner_pb2.Task]:
-        return list(reversed(self._tasks.values()))[:limit]
+        return [kept.task for kept in reversed(self._tasks.values())][:limit]
+
+    def page(self, size: int, token: str = "", max_bytes: int = PAGE_MAX_BYTES
+             ) -> tuple[list[planner_pb2.Task], str]:
+        """Up to ``size`` tasks older than ``token`` (newest first) within ``max_bytes``; and the next token.
+
+        The token is the save sequence of the last task returned: a task saved again meanwhile
+        (it finished) moves to the front and is not repeated. ``ValueError`` for a malformed token.
+        """
+        after = int(token) if token else None
+        if after is not None and after < 0:
+            raise ValueError("negative page token")
+        tasks: list[planner_pb2.Task] = []
+        used = 0
+        last = 0
+        more = False
+        for kept in reversed(self._tasks.values()):
+            if after is not None and kept.seq >= after:
+                continue
+            if len(tasks) >= size or (tasks and used + kept.size > max_bytes):
+                more = True
+                break
+            tasks.append(kept.task)
+            used += kept.size
+            last = kept.seq
+        return tasks, (str(last) if more else "")
 
     def __len__(self) -> int:
         return len(self._tasks)

@@ -220,7 +220,7 @@ class StepUsage(_message.Message):
     def __init__(self, prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., finish_reason: _Optional[str] = ..., tool_calls_json: _Optional[str] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "query", "status", "answer", "steps", "created_at", "total_ms", "planner_node_id", "error")
+    __slots__ = ("task_id", "query", "status", "answer", "steps", "created_at", "total_ms", "planner_node_id", "error", "query_sha256", "query_truncated", "trace_truncated")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -230,6 +230,9 @@ class Task(_message.Message):
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     PLANNER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    QUERY_SHA256_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TRACE_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     query: Query
     status: TaskStatus
@@ -239,7 +242,10 @@ class Task(_message.Message):
     total_ms: float
     planner_node_id: str
     error: str
-    def __init__(self, task_id: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., answer: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total_ms: _Optional[float] = ..., planner_node_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    query_sha256: str
+    query_truncated: bool
+    trace_truncated: bool
+    def __init__(self, task_id: _Optional[str] = ..., query: _Optional[_Union[Query, _Mapping]] = ..., status: _Optional[_Union[TaskStatus, str]] = ..., answer: _Optional[str] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., total_ms: _Optional[float] = ..., planner_node_id: _Optional[str] = ..., error: _Optional[str] = ..., query_sha256: _Optional[str] = ..., query_truncated: _Optional[bool] = ..., trace_truncated: _Optional[bool] = ...) -> None: ...
 
 class GetTaskRequest(_message.Message):
     __slots__ = ("task_id",)
@@ -254,13 +260,19 @@ class GetTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[Task, _Mapping]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("limit",)
+    __slots__ = ("limit", "page_size", "page_token")
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     limit: int
-    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, limit: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
-    __slots__ = ("tasks",)
+    __slots__ = ("tasks", "next_page_token")
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
-    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
