@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from llmlab_grpc.cache import cache_key
+from llmlab_grpc.cache.entry import stored_bytes
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from tests.cache_support import ray_session  # noqa: F401 - session fixture
 from tests.helpers import NodeProcess, wait_until
@@ -112,7 +113,8 @@ def test_cache_stats_travel_in_heartbeats(two_caches: tuple[NodeProcess, NodePro
         stats = peer_stats(observer, name)
         return stats is not None and all(getattr(stats, k) == v for k, v in want.items())
 
-    want_mem = {"store": "memory", "puts": 3, "entries": 1, "hits": 1, "bytes": len("answer 2")}
+    cost = stored_bytes(cache_key(PROMPT, MODEL), PROMPT, MODEL, {}, "answer 2")  # every stored byte counts
+    want_mem = {"store": "memory", "puts": 3, "entries": 1, "hits": 1, "bytes": cost}
     wait_until(lambda: seen(obj, "cache-mem", want_mem), timeout=15, what="cache-mem's stats in cache-obj's peers")
     wait_until(lambda: seen(mem, "cache-obj", {"store": "ray", "puts": 3, "entries": 3}), timeout=15,
                what="cache-obj's stats in cache-mem's peer table")
