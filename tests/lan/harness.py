@@ -20,7 +20,8 @@ namespace. Names that the machine shares (namespaces, per-host temp dirs) carry 
 
 Faults are nftables rules in a table of the host's own namespace (``inet P``):
 ``drop_mdns`` (5353/udp both ways: client isolation), ``drop_inbound_from`` (new connections
-from one host: a one-way link), ``Lan.partition`` / ``Lan.heal`` (everything between two sets),
+from one host: a one-way link), ``drop_tcp_to`` (one TCP port of another host), ``Lan.partition``
+/ ``Lan.heal`` (everything between two sets),
 ``loss`` (``numgen random mod 100 < P drop``). Processes are paused, resumed and killed by
 PID. ``Lan.close`` (also run by ``with``, on ``atexit`` and on SIGTERM of the test process)
 stops every process it started by PID and deletes its namespaces and temp dirs.
@@ -315,6 +316,11 @@ class Host:
         if addrs:
             self._rule("input", f"ip saddr {{ {', '.join(addrs)} }} drop")
             self._rule("output", f"ip daddr {{ {', '.join(addrs)} }} drop")
+
+    def drop_tcp_to(self, other: Host, port: int = GRPC_PORT) -> None:
+        """This host's connections to ``other``'s TCP ``port`` go nowhere (a firewall on one port);
+        mDNS and everything else still flow."""
+        self._rule("output", f"ip daddr {{ {', '.join(other.addresses())} }} tcp dport {port} drop")
 
     def loss(self, percent: int) -> None:
         """Drop ``percent``% of the packets arriving from other hosts (the probe's are spared)."""

@@ -114,3 +114,18 @@ def test_a_duplicate_node_id_is_refused_and_nobody_flaps(lan: Lan) -> None:
     assert {addr for _, addr, _ in seen} == {original}
     assert len({started for _, _, started in seen}) == 1
     assert all(h.node.peer_states().get("lan3") == "alive" for h in watchers)
+
+
+def test_doctor_names_a_node_it_hears_but_cannot_reach_and_why(lan: Lan) -> None:
+    """Last: h3's firewall drops its connections to h1's gRPC port (mDNS still flows); healed after."""
+    h1, h3 = lan.hosts[0], lan.hosts[2]
+    h3.drop_tcp_to(h1)
+    try:
+        out = h3.llmlab("doctor", "--target", h3.target, "--json")
+        checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
+        assert out.returncode == 1
+        assert checks["reachable"]["verdict"] == "fail"
+        assert f"lan1 ({h1.ip}:50051: timeout" in checks["reachable"]["detail"]
+        assert "gRPC port" in checks["reachable"]["fix"]
+    finally:
+        h3.heal()
