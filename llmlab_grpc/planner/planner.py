@@ -156,9 +156,11 @@ class Planner:
         created = Timestamp()
         created.FromNanoseconds(time.time_ns())  # GetCurrentTime goes through datetime: 10x slower
         kept, cut = preview_query(query)  # the task (and the task store) keep a preview, never the whole query
+        # hashlib lets go of the GIL on large inputs: a long query is hashed off the event loop.
+        digest = await asyncio.to_thread(query_digest, query) if cut else query_digest(query)
         task = planner_pb2.Task(task_id=secrets.token_hex(8), query=kept, status=planner_pb2.TASK_STATUS_RUNNING,
                                 created_at=created, planner_node_id=self.node.node_id,
-                                query_sha256=query_digest(query), query_truncated=cut)
+                                query_sha256=digest, query_truncated=cut)
         self.store.save(task)
         t0 = time.perf_counter()
         self.node.load.in_flight += 1

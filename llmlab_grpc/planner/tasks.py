@@ -14,7 +14,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from llmlab_grpc.proto.llmlab.v1 import planner_pb2
+from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
 
 MAX_TASKS = 500
 """Tasks kept per planner node; the oldest is forgotten first."""
@@ -45,33 +45,41 @@ def query_digest(query: planner_pb2.Query) -> str:
     return hashlib.sha256(query.SerializeToString(deterministic=True)).hexdigest()
 
 
+def _cut_turn(turn: common_pb2.ChatMessage) -> tuple[common_pb2.ChatMessage, bool]:
+    fields = {name: _cut(getattr(turn, name), TURN_PREVIEW_CHARS)
+              for name in ("role", "content", "tool_call_id", "tool_calls_json")}
+    return common_pb2.ChatMessage(**{k: v for k, (v, _) in fields.items()}), any(c for _, c in fields.values())
+
+
 def preview_query(query: planner_pb2.Query) -> tuple[planner_pb2.Query, bool]:
     """A copy of ``query`` with text, history turns and long string params cut; whether anything was cut.
 
-    A query smaller than any preview is returned as it is (the common case costs nothing).
+    Built field by field, never copying a long field whole (a 4 MiB history costs its previews
+    only). A query smaller than any preview is returned as it is (the common case costs nothing).
     """
     if query.ByteSize() <= TURN_PREVIEW_CHARS:
         return query, False
+    history = query.history
     kept = planner_pb2.Query()
-    kept.CopyFrom(query)
-    kept.text, cut = _cut(query.text, TEXT_PREVIEW_CHARS)
-    for turn in kept.history:
-        turn.content, c1 = _cut(turn.content, TURN_PREVIEW_CHARS)
-        turn.tool_calls_json, c2 = _cut(turn.tool_calls_json, TURN_PREVIEW_CHARS)
-        turn.tool_call_id, c3 = _cut(turn.tool_call_id, TURN_PREVIEW_CHARS)
-        turn.role, c4 = _cut(turn.role, TURN_PREVIEW_CHARS)
-        cut = cut or c1 or c2 or c3 or c4
+    kept.CopyFrom(query)  # the scalar options, params and any field added later
+    kept.ClearField("history")
+    kept.ClearField("text")
     params = kept.params
-    params.system_prompt, c5 = _cut(params.system_prompt, TURN_PREVIEW_CHARS)
-    params.tools_json, c6 = _cut(params.tools_json, TURN_PREVIEW_CHARS)
-    stops = list(params.stop)
-    short = [_cut(s, TURN_PREVIEW_CHARS)[0] for s in stops[:16]]
-    if short != stops:
-        del params.stop[:]
-        params.stop.extend(short)
-        cut = True
+    params.ClearField("system_prompt")
+    params.ClearField("tools_json")
+    del params.stop[:]
+    kept.text, cut = _cut(query.text, TEXT_PREVIEW_CHARS)
+    for turn in history:
+        short, turn_cut = _cut_turn(turn)
+        kept.history.append(short)
+        cut = cut or turn_cut
+    params.system_prompt, c5 = _cut(query.params.system_prompt, TURN_PREVIEW_CHARS)
+    params.tools_json, c6 = _cut(query.params.tools_json, TURN_PREVIEW_CHARS)
+    stops = list(query.params.stop)
+    short_stops = [_cut(s, TURN_PREVIEW_CHARS)[0] for s in stops[:16]]
+    params.stop.extend(short_stops)
     kept.model, c7 = _cut(query.model, TURN_PREVIEW_CHARS)
-    return kept, cut or c5 or c6 or c7
+    return kept, cut or c5 or c6 or c7 or short_stops != stops
 
 
 def cut_task(task: planner_pb2.Task) -> planner_pb2.Task:
