@@ -27,7 +27,7 @@ CACHE_COUNTERS = {
 }
 CACHE_GAUGES = {
     "entries": "Entries held now",
-    "bytes": "Bytes of cached values held now",
+    "bytes": "Bytes the cache holds now, every stored byte (prompt, params, response, metadata)",
 }
 STORE_FIGURES = {
     "store_hot_entries": "Ray store: values with an in-process copy",
