@@ -81,7 +81,7 @@ class AntiEntropy:
     # -- what this node holds -----------------------------------------------------------
     def _stones(self, now: int) -> list[Item]:
         """Snapshot of the live tombstones (taken on the event loop: the table is not thread-safe)."""
-        return [Item(t.key, t.expires_unix_ms, t.deleted_unix_ms, True) for t in
+        return [Item(t.key, t.expires_unix_ms, t.deleted_unix_ms, True, primary=t.primary_node_id) for t in
                 self.replicator.tombstones.live(now) if t.expires_unix_ms - now > EXPIRY_MARGIN_MS]
 
     def _items(self, stones: list[Item], now: int) -> list[Item]:
@@ -90,7 +90,8 @@ class AntiEntropy:
         for meta in self.replicator.manager.describe(hottest_first=False):
             if meta.expires_unix_ms - now <= EXPIRY_MARGIN_MS:
                 continue
-            item = Item(meta.key, meta.expires_unix_ms, meta.created_unix_ms, False, meta.checksum)
+            item = Item(meta.key, meta.expires_unix_ms, meta.created_unix_ms, False, meta.checksum,
+                        primary=meta.primary_node_id)
             old = items.get(meta.key)
             if old is None or item.order() > old.order():
                 items[meta.key] = item

@@ -1,9 +1,9 @@
 """Bucket hashes for anti-entropy: what two replica nodes compare to find what differs.
 
-The **shared key set** of nodes A and B is the keys for which both are among the first
-N+1 of the key's rendezvous ranking over the live replica nodes (``responsible``): the
-replicas of a key are always in that set, and its primary too unless a takeover or a
-stand-in put it elsewhere (then the primary's own replication covers it). Both nodes
+The **shared key set** of nodes A and B is the keys both should hold: the key's live
+primary and its N replicas (the first N of its rendezvous ranking over the live replica
+nodes without the primary: exactly where replication puts them), or, when the primary is
+unknown or gone, the first N+1 of the ranking (``responsible``). Both nodes
 compute it from the same membership (the initiator sends its list), so two nodes in
 sync hash exactly the same items.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmlab_grpc.proto.llmlab.v1 import replica_pb2
 from llmlab_grpc.replication.placement import rank
@@ -38,6 +38,8 @@ class Item:
     version: int
     tombstone: bool = False
     checksum: str = ""
+    primary: str = field(default="", compare=False)
+    """The entry's primary as this node knows it (not hashed: it decides who shares the key)."""
 
     def digest(self) -> int:
         text = f"{self.key}|{self.expires_unix_ms}|{self.version}|{'T' if self.tombstone else self.checksum}"
@@ -72,15 +74,21 @@ class Digester:
         self.me = me
         self.members = sorted(set(members) | {me})
         self.copies = copies
-        self._rank: dict[str, list[str]] = {}
+        self._rank: dict[str, tuple[str, list[str]]] = {}
 
-    def holders(self, key: str) -> list[str]:
-        found = self._rank.get(key)
-        if found is None:
+    def holders(self, key: str, primary: str = "") -> list[str]:
+        """Who should hold ``key``: its live primary plus the N replicas placement gives it
+        (the first N of the ranking without the primary), else the first N+1 of the ranking."""
+        cached = self._rank.get(key)
+        if cached is None or cached[0] != primary:
             if len(self._rank) > MAX_CACHED_RANKS:
                 self._rank.clear()  # keys long gone pile up: start over
-            found = self._rank[key] = responsible(key, self.members, self.copies)
-        return found
+            if primary and primary in self.members:
+                found = [primary, *[n for n in rank(key, self.members) if n != primary][: self.copies - 1]]
+            else:
+                found = responsible(key, self.members, self.copies)
+            cached = self._rank[key] = (primary, found)
+        return cached[1]
 
     def shared(self, items: Iterable[Item], peer: str, buckets: set[int] | None = None) -> list[Item]:
         """``items`` in the shared key set with ``peer`` (and in ``buckets`` when given)."""
@@ -88,7 +96,7 @@ class Digester:
         for item in items:
             if buckets is not None and bucket_of(item.key) not in buckets:
                 continue
-            holders = self.holders(item.key)
+            holders = self.holders(item.key, item.primary)
             if self.me in holders and peer in holders:
                 out.append(item)
         return out
@@ -98,7 +106,7 @@ class Digester:
         wanted = set(peers)
         out = {p: [0] * BUCKETS for p in wanted}
         for item in items:
-            holders = self.holders(item.key)
+            holders = self.holders(item.key, item.primary)
             if self.me not in holders:
                 continue
             targets = [p for p in holders if p in wanted]
