@@ -42,6 +42,7 @@ class ReplicaComponent(RoleComponent):
             retry_s=settings.replication_retry_s, write_acks=settings.write_acks_count,
             anti_entropy_s=settings.anti_entropy_s, self_name=settings.name,
         )
+        self.replicator.started_unix_ms = node.started_unix_ms
         self.service = ReplicaService(self.replicator)
         node.metrics.add(ReplicationCollector(self.replicator.stats))
         if self._own is not None:  # copies kept without the cache role: export that cache too

@@ -138,6 +138,8 @@ class Replicator(CacheListener):
         self.replica_count = replica_count
         self.retry_s = retry_s
         self.write_acks = write_acks
+        self.started_unix_ms = clock()
+        """When this node's process started: copies naming it primary made before are its own, back."""
         """W: copies verified before a put returns (this node's included); 0 means all N+1."""
         self._clock = clock
         self._acks: dict[str, set[str]] = {}  # owned key -> node ids that acknowledged a copy
@@ -619,7 +621,9 @@ class Replicator(CacheListener):
 
         * the copy is verified (key and checksum) and obeys this node's limits, and its times
           are capped by this node's clock (``put_entry``: expiry at most now + max TTL);
-        * a copy naming this node its primary is refused unless this node holds that answer;
+        * a copy naming this node its primary is refused unless this node holds that answer, or
+          the copy was made before this process started: this node put it in an earlier life
+          and lost it in a restart (an empty cache), and its replicas hand it back;
         * only the entry's primary replaces the answer held here; a relayed copy (the sender
           is not the primary it names: a hand-over, a hint, anti-entropy) is stored where none
           is held, and where the same answer is held only refreshes newer times;
@@ -634,7 +638,8 @@ class Replicator(CacheListener):
             return self._refuse(proto.key, "the copy names no sender or no primary")
         if claimed == self.node_id and sender != self.node_id:
             held = self.manager.get_entry(proto.key)
-            if held is None or held.checksum != proto.checksum:
+            earlier_life = held is None and 0 < proto.created_unix_ms < self.started_unix_ms
+            if not earlier_life and (held is None or held.checksum != proto.checksum):
                 return self._refuse(proto.key, f"{sender} sent a copy naming this node its primary, "
                                                "which it does not hold")
         try:
