@@ -89,6 +89,7 @@ async def test_paired_mobile_node_is_a_peer_everywhere(mesh: dict[str, Any]) -> 
     cli = await asyncio.to_thread(subprocess.run, [
         sys.executable, "-m", "llmlab_grpc", "peers", "--json", "--target", mesh["other"].address,
         "--secret", mesh["secret"]], capture_output=True, text=True, timeout=30)
+    assert cli.returncode == 0 and cli.stdout, f"llmlab peers failed ({cli.returncode}): {cli.stderr.strip()}"
     rows = {r["name"]: r for r in json.loads(cli.stdout)}
     assert "phone" in rows and rows["phone"]["roles"] == ["mobile"] and rows["phone"]["address"] == ""
 
