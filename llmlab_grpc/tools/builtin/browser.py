@@ -187,6 +187,14 @@ class _Navigations:
                 return
 
 
+def _placeholder(result: dict[str, Any]) -> bool:
+    """What a page that navigated itself shows between two documents: no text, and no title or
+    Chromium's "Loading <url>" stand-in. Only asked after a self-navigation (a blank page loaded
+    directly is a fine answer)."""
+    title = str(result.get("title", ""))
+    return not result.get("text") and (not title or title.startswith(("Loading http://", "Loading https://")))
+
+
 def _navigated_away(exc: Exception) -> bool:
     """Playwright's way of saying the document it was reading was replaced by a navigation."""
     text = str(exc)
@@ -420,6 +428,12 @@ class BrowserTool(Tool):
             seen = navigations.started
             try:
                 result = await asyncio.wait_for(self._extract(page, params), EXTRACT_TIMEOUT_S)
+                # A navigation that began after settle() returned may have left us reading a
+                # document still parsing, or Chromium's "Loading URL" placeholder (no text): not
+                # a stable page either, so read again.
+                if await page.evaluate("document.readyState") == "loading" or (
+                        navigations.started > 1 and _placeholder(result)):
+                    result = None
             except TimeoutError as exc:
                 raise ToolFailure("TIMEOUT", f"{page.url} loaded but did not answer within {EXTRACT_TIMEOUT_S:g} s "
                                              "(a script may be hogging the page)") from exc
