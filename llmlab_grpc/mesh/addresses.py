@@ -23,7 +23,7 @@ takes a single address (Ray's ``_node_ip_address``, the bridge's dashboard link)
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import ifaddr
@@ -77,14 +77,17 @@ def is_virtual_interface(name: str) -> bool:
     return name.startswith(VIRTUAL_PREFIXES)
 
 
-def local_addresses() -> list[LocalAddress]:
-    """Every IPv4 address of this machine, loopback included, in interface order."""
-    found = []
+def interface_ips() -> Iterator[tuple[str, int, str]]:
+    """Every (address, prefix length, interface) of this machine, IPv4 and IPv6 (scope ids dropped)."""
     for adapter in ifaddr.get_adapters():
         for ip in adapter.ips:
-            if isinstance(ip.ip, str):
-                found.append(LocalAddress(ip.ip, int(ip.network_prefix), adapter.nice_name or adapter.name))
-    return found
+            raw = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            yield raw.split("%", 1)[0], int(ip.network_prefix), adapter.nice_name or adapter.name
+
+
+def local_addresses() -> list[LocalAddress]:
+    """Every IPv4 address of this machine, loopback included, in interface order."""
+    return [LocalAddress(ip, prefix, name) for ip, prefix, name in interface_ips() if ":" not in ip]
 
 
 _KIND_ORDER = {"lan": 0, "link-local": 1, "virtual": 2, "loopback": 3}

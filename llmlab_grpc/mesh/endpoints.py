@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import ifaddr
+from llmlab_grpc.mesh.addresses import interface_ips
 
 if TYPE_CHECKING:
     from llmlab_grpc.node import LlmlabNode
@@ -63,13 +63,11 @@ def _plain(ip: IPAddress) -> IPAddress:
 def local_addresses() -> set[IPAddress]:
     """Every address of this machine's interfaces."""
     found: set[IPAddress] = set()
-    for adapter in ifaddr.get_adapters():
-        for entry in adapter.ips:
-            raw = entry.ip if isinstance(entry.ip, str) else entry.ip[0]
-            try:
-                found.add(_plain(ipaddress.ip_address(raw.split("%", 1)[0])))
-            except ValueError:
-                continue
+    for raw, _prefix, _interface in interface_ips():
+        try:
+            found.add(_plain(ipaddress.ip_address(raw)))
+        except ValueError:
+            continue
     return found
 
 
