@@ -178,8 +178,10 @@ def cmd_node(args: argparse.Namespace) -> int:
         print(f"llmlab node: error: {exc}", file=sys.stderr)
         return 2
 
+    from llmlab_grpc.allocator import return_large_buffers_to_os
     from llmlab_grpc.node import LlmlabNode
 
+    return_large_buffers_to_os()  # a refused 16 MB request must not stay in the node's RSS
     node = LlmlabNode(settings)
 
     def ready(address: str) -> None:

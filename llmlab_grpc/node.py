@@ -22,9 +22,10 @@ from grpc_reflection.v1alpha import reflection
 from llmlab_grpc import __version__
 from llmlab_grpc.config import NodeSettings
 from llmlab_grpc.errors import DuplicateNodeError
+from llmlab_grpc.limits import max_request_bytes
 from llmlab_grpc.mesh.addresses import announced_hosts
 from llmlab_grpc.mesh.auth import AuthInterceptor, mesh_id
-from llmlab_grpc.mesh.channels import CHANNEL_OPTIONS, ChannelPool, TlsFiles
+from llmlab_grpc.mesh.channels import ChannelPool, TlsFiles, server_options
 from llmlab_grpc.mesh.discovery import Announcement, MdnsDiscovery
 from llmlab_grpc.mesh.known_models import KnownModels
 from llmlab_grpc.mesh.membership import Membership
@@ -112,7 +113,7 @@ class LlmlabNode:
     async def start(self) -> str:
         """Bind, serve, announce, and start heartbeats. Returns the bound address."""
         interceptors = [MetricsInterceptor(self.metrics), AuthInterceptor(self.settings.mesh_secret)]
-        server = grpc.aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
+        server = grpc.aio.server(interceptors=interceptors, options=server_options(max_request_bytes(self.settings)))
         bind = f"{self.settings.host}:{self.settings.port}"
         port = (
             server.add_secure_port(bind, self.tls.server_credentials())

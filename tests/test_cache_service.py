@@ -137,7 +137,7 @@ async def test_nested_or_huge_tools_json_is_invalid_argument_not_unknown(served:
                  served.stub.Get(cache_pb2.GetRequest(lookup=lookup(tools_json=nested))),
                  served.stub.Delete(cache_pb2.DeleteRequest(lookup=lookup(tools_json=nested)))):
         await expect_code(call, invalid, "nests too deeply")
-    huge = '["' + "x" * (3 * 1024 * 1024) + '"]'  # the issue put 15 MB (node: 16 MiB messages; here 4)
+    huge = '["' + "x" * (3 * 1024 * 1024) + '"]'  # the issue put 15 MB (a node now refuses it whole: limits.py)
     await expect_code(served.stub.Put(cache_pb2.PutRequest(lookup=lookup(tools_json=huge), response="r")),
                       invalid, "tools_json is longer than the limit")
     over_cap = '["' + "x" * (300 * 1024) + '"]'  # parseable, but over cache_max_params_bytes (256 KiB)

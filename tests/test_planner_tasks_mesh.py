@@ -11,6 +11,8 @@ from collections.abc import Callable
 import grpc
 import pytest
 
+from llmlab_grpc.config import NodeSettings
+from llmlab_grpc.limits import max_request_bytes
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2, planner_pb2_grpc
 from tests.bridge_support import get_json, http_url
 from tests.helpers import NodeProcess
@@ -29,9 +31,10 @@ def test_tasks_page_and_every_client_follows(node_factory: Callable[..., NodePro
     long_history = [common_pb2.ChatMessage(role="user", content="x" * 60_000) for _ in range(60)]  # 3.6 MB
     big = ask(planner_pb2.Query(text="What is 1 + 1?", history=long_history))
     assert big.query_truncated and len(big.query_sha256) == 64 and big.ByteSize() < 64 * 1024
-    with pytest.raises(grpc.RpcError) as err:  # the 64 turns x 240 KB: refused whole
+    with pytest.raises(grpc.RpcError) as err:  # the 64 turns x 240 KB: refused by gRPC before it is buffered
         ask(planner_pb2.Query(text="hi", history=[common_pb2.ChatMessage(role="user", content="x" * 240 * 1024)] * 64))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"vs. {max_request_bytes(NodeSettings())}" in (err.value.details() or "")  # names the node's limit
 
     first = node.call(stub, "ListTasks", planner_pb2.ListTasksRequest(page_size=2))
     assert first.tasks[0].task_id == big.task_id and len(first.tasks) == 2 and first.next_page_token

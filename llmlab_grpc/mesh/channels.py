@@ -27,6 +27,14 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
+def server_options(max_receive_bytes: int) -> list[tuple[str, int]]:
+    """The server's options: replies as large as a channel's, requests no larger than the
+    largest one a handler could accept (llmlab_grpc/limits.py), so gRPC refuses a larger
+    one itself (RESOURCE_EXHAUSTED) instead of buffering it for a handler to refuse."""
+    limit = min(max_receive_bytes, MAX_MESSAGE_BYTES)
+    return [(name, limit if name == "grpc.max_receive_message_length" else value) for name, value in CHANNEL_OPTIONS]
+
+
 @dataclass(frozen=True)
 class TlsFiles:
     """PEM files for TLS; with ``ca`` the peer's certificate is checked against it (mTLS)."""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from llmlab_grpc.limits import MAX_QUERY_BYTES
 from llmlab_grpc.planner import cache_controls
 from llmlab_grpc.planner.cache_controls import CacheControls
 from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls
@@ -44,9 +45,6 @@ longer ones in a worker thread, so no query holds the loop that serves every oth
 RULES_BUDGET_S = 2.0
 """How long the planner waits for the rules on one text before it plans without them."""
 MAX_HISTORY_TURNS = 64
-MAX_QUERY_BYTES = 4 * 1024 * 1024
-"""Largest query as a whole (text, every history turn, params), protobuf bytes: the model
-never sees more (an llm node takes 200,000 prompt characters), and every byte is hashed."""
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_SEED = 42
 PHRASE_SYSTEM = "Answer the user's question in one or two sentences using the tool result given. Do not recompute it."
