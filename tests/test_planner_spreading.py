@@ -1,4 +1,4 @@
-"""The planner spreads generation by queue depth and measured speed (planner/spreading.py, MeshCalls)."""
+"""The planner spreads generation by queue depth and measured speed (mesh/spreading.py, MeshCalls)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections import Counter
 from types import SimpleNamespace
 
 from llmlab_grpc.mesh.peers import PeerTable
+from llmlab_grpc.mesh.spreading import LlmLoad, spread_order
 from llmlab_grpc.planner.mesh_calls import MeshCalls
-from llmlab_grpc.planner.spreading import LlmLoad, spread_order
 from llmlab_grpc.proto.llmlab.v1 import common_pb2
 
 MODEL = "smollm2-135m"
@@ -51,7 +51,8 @@ def fake_node(*peers: tuple[str, int, float]) -> SimpleNamespace:
                                    models=[MODEL])
         table.upsert(info, "static", load=common_pb2.NodeLoad(generations_running=queue, tokens_per_second=speed))
     return SimpleNamespace(node_id="planner", address="127.0.0.1:9", models=[], peers=table,
-                           settings=SimpleNamespace(roles=["planner"], name="planner"), load=common_pb2.NodeLoad())
+                           settings=SimpleNamespace(roles=["planner"], name="planner", heartbeat_interval_s=1.0),
+                           load=common_pb2.NodeLoad())
 
 
 def test_candidates_order_llm_nodes_by_expected_wait() -> None:
@@ -64,7 +65,7 @@ def test_requests_this_planner_has_in_flight_count_before_any_heartbeat() -> Non
     first = calls.candidates("llm", MODEL)[0].node_id
     calls.in_flight[first] = 1  # what generate() records while the first request runs
     assert calls.candidates("llm", MODEL)[0].node_id != first
-    calls._done_with(first)
+    calls.policy.finished(first)
     assert calls.in_flight == {}
 
 

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from llmlab_grpc.mesh.peer_calls import Candidate, PeerCallError, PeerCalls, role_candidates
 from llmlab_grpc.proto.llmlab.v1 import (
     common_pb2,
     planner_pb2,
@@ -55,6 +56,7 @@ class StatusApi:
     def __init__(self, bridge: BridgeComponent) -> None:
         self.bridge = bridge
         self.node = bridge.node
+        self.policy = PeerCalls("node")
 
     def routes(self) -> list[Route]:
         return [
@@ -141,11 +143,13 @@ class StatusApi:
         return JSONResponse({"total": total, "nodes": per_node, "note": note,
                              "generated_unix_ms": int(time.time() * 1000)})
 
-    def _targets(self, role: str) -> list[tuple[str, str]]:
-        """(name, address) of this node (first, when it has the role) and live gRPC peers with it."""
-        targets = [(self.node.settings.name, self.node.address)] if role in self.node.settings.roles else []
-        targets += [(r.info.name, r.address) for r in self.node.peers.with_role(role) if r.address]
-        return targets
+    def _targets(self, role: str) -> list[Candidate]:
+        """This node (when it has the role) and live gRPC peers with it, ranked by the peer-call policy."""
+        node = self.node
+        here = Candidate(node.node_id, node.settings.name, node.address, local=True) \
+            if role in node.settings.roles else None
+        return self.policy.rank(role_candidates(node.peers.with_role(role), role, here=here,
+                                                interval_s=node.settings.heartbeat_interval_s))
 
     async def tasks(self, request: Request) -> JSONResponse:
         if (denied := self.denied(request)) is not None:
@@ -173,7 +177,7 @@ class StatusApi:
                 return name, tasks, f"{err.code().name}: {err.details()}"
             return name, tasks, ""
 
-        answers = await asyncio.gather(*(ask(n, a) for n, a in targets))
+        answers = await asyncio.gather(*(ask(t.name, t.address) for t in targets))
         seen: dict[str, planner_pb2.Task] = {}
         for _, tasks, _ in answers:
             for task in tasks:
@@ -190,17 +194,17 @@ class StatusApi:
         if (denied := self.denied(request)) is not None:
             return denied
         specs: dict[str, dict[str, Any]] = {}
-        note = "no node with the tools role answered"
-        for name, address in self._targets("tools")[:3]:
-            stub = tool_executor_pb2_grpc.ToolExecutorStub(self.node.channels.get(address))
-            try:
-                reply = await stub.ListTools(tool_executor_pb2.ListToolsRequest(), timeout=RPC_TIMEOUT_S)
-            except grpc.aio.AioRpcError as err:
-                note = f"{name}: {err.code().name}: {err.details()}"
-                continue
+        note = ""
+        try:
+            reply, _, _ = await self.policy.call(
+                self._targets("tools")[:3],
+                lambda c: tool_executor_pb2_grpc.ToolExecutorStub(self.node.channels.get(c.address)).ListTools(
+                    tool_executor_pb2.ListToolsRequest(), timeout=RPC_TIMEOUT_S),
+                what="tools node")
             specs = {s.name: _dict(s) for s in reply.tools}
-            note = ""
-            break
+        except PeerCallError as exc:
+            note = (f"{exc.candidate.name}: {exc.code.name}: {exc.details}" if exc.candidate is not None
+                    else exc.tried() or "no node with the tools role answered")
         for spec in self.bridge.hub.tool_specs():  # this bridge's mobile nodes, surely current
             row = specs.setdefault(spec.name, _dict(spec))
             for node_id, node_name in zip(spec.node_ids, spec.node_names, strict=True):

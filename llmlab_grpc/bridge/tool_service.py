@@ -11,11 +11,10 @@ from __future__ import annotations
 import grpc
 
 from llmlab_grpc.bridge.hub import MobileHub
+from llmlab_grpc.mesh.peer_calls import RETRYABLE_NAMES, Candidate, PeerCallError, PeerCalls, Retry
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, tool_executor_pb2, tool_executor_pb2_grpc
-from llmlab_grpc.tools.base import InvalidArguments, ToolFailure
+from llmlab_grpc.tools.base import InvalidArguments, ToolFailure, ToolOutcome
 from llmlab_grpc.tools.convert import from_struct, to_struct
-
-FAILOVER_CODES = frozenset({"UNAVAILABLE"})
 
 
 class MobileToolExecutor(tool_executor_pb2_grpc.ToolExecutorServicer):
@@ -23,6 +22,8 @@ class MobileToolExecutor(tool_executor_pb2_grpc.ToolExecutorServicer):
 
     def __init__(self, hub: MobileHub) -> None:
         self.hub = hub
+        self.policy = PeerCalls("mobile node")
+        """Ranks the phones (least busy, then name) and fails over on the one set of retryable codes."""
 
     async def ListTools(self, request: tool_executor_pb2.ListToolsRequest, context: grpc.aio.ServicerContext
                         ) -> tool_executor_pb2.ListToolsResponse:
@@ -34,9 +35,9 @@ class MobileToolExecutor(tool_executor_pb2_grpc.ToolExecutorServicer):
         if not request.tool:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ExecuteRequest.tool is empty")
         if request.target_node_id:
-            candidates = [request.target_node_id]
+            candidates = [Candidate(request.target_node_id, request.target_node_id)]
         else:
-            candidates = [s.node_id for s in sorted(self.hub.sessions.values(), key=lambda s: (s.busy, s.name))
+            candidates = [Candidate(s.node_id, s.name, busy=s.busy) for s in self.hub.sessions.values()
                           if request.tool in s.specs]
         if not candidates:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no mobile node of bridge "
@@ -44,29 +45,34 @@ class MobileToolExecutor(tool_executor_pb2_grpc.ToolExecutorServicer):
                                 "no tools role; ask a node with the tools role")
         timeout = context.time_remaining()
         arguments = from_struct(request.arguments)
-        failed: list[str] = []
-        last = ""
-        for node_id in candidates:
+
+        async def attempt(cand: Candidate) -> ToolOutcome:
             try:
-                outcome = await self.hub.execute(node_id, request.tool, arguments,
-                                                 min(timeout, 60.0) if timeout is not None else 0.0)
-            except InvalidArguments as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+                return await self.hub.execute(cand.node_id, request.tool, arguments,
+                                              min(timeout, 60.0) if timeout is not None else 0.0)
+            except InvalidArguments:
+                raise
             except ToolFailure as exc:
-                if exc.code not in FAILOVER_CODES:
+                if exc.code not in RETRYABLE_NAMES:
                     raise
-                failed.append(node_id)
-                last = exc.message
-                continue
-            session = self.hub.sessions.get(node_id)
-            response = tool_executor_pb2.ExecuteResponse(
-                tool=request.tool, node_id=node_id, node_name=session.name if session else node_id,
-                duration_ms=outcome.duration_ms, failed_over=failed,
-            )
-            if outcome.error is not None:
-                response.error.CopyFrom(common_pb2.ToolError(code=outcome.error.code, message=outcome.error.message))
-            else:
-                response.result.CopyFrom(to_struct(outcome.result))
-            return response
-        await context.abort(grpc.StatusCode.UNAVAILABLE, last or f"no mobile node could run {request.tool}")
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise Retry(exc.message, grpc.StatusCode[exc.code]) from None
+
+        try:
+            outcome, cand, failed = await self.policy.call(candidates, attempt)
+        except InvalidArguments as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+            raise AssertionError("unreachable") from None  # pragma: no cover
+        except PeerCallError as exc:
+            last = exc.failed_over[-1].why if exc.failed_over else ""
+            await context.abort(grpc.StatusCode.UNAVAILABLE, last or f"no mobile node could run {request.tool}")
+            raise AssertionError("unreachable") from None  # pragma: no cover
+        session = self.hub.sessions.get(cand.node_id)
+        response = tool_executor_pb2.ExecuteResponse(
+            tool=request.tool, node_id=cand.node_id, node_name=session.name if session else cand.node_id,
+            duration_ms=outcome.duration_ms, failed_over=[f.node_id for f in failed],
+        )
+        if outcome.error is not None:
+            response.error.CopyFrom(common_pb2.ToolError(code=outcome.error.code, message=outcome.error.message))
+        else:
+            response.result.CopyFrom(to_struct(outcome.result))
+        return response

@@ -35,7 +35,7 @@ class LlmComponent(RoleComponent):
         else:
             self.node.metrics.generation_done(model, usage.prompt_tokens, usage.completion_tokens, seconds,
                                               decode_seconds)
-            # Heartbeats carry it: planners give a faster node more of the work (planner/spreading.py).
+            # Heartbeats carry it: planners give a faster node more of the work (mesh/spreading.py).
             self.node.load.tokens_per_second = self.node.metrics.tokens_per_second(self.node.models)
 
     def bindings(self) -> list[ServiceBinding]:

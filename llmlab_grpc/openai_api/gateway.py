@@ -3,7 +3,8 @@
 ``PlannerGateway.events(query, deadline)`` yields the planner's ``AskStreamResponse``
 events, ending with ``final`` (the task), and raises ``ApiError`` when the task failed
 or the deadline passed. It uses this node's planner when the node has the role, else
-``Planner.AskStream`` on a planner peer (failing over while nothing was received), so
+``Planner.AskStream`` on a planner peer (failing over by the peer-call policy while no
+event was received), so
 a bridge-only node serves the API as well. Closing the generator early (the client
 went away) cancels the work: a generation nobody reads stops.
 """
@@ -11,13 +12,15 @@ went away) cancels the work: a generation nobody reads stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from llmlab_grpc.mesh.peer_calls import PeerCallError
 from llmlab_grpc.openai_api.errors import ApiError, deadline
-from llmlab_grpc.planner.mesh_calls import FAILOVER_CODES, MeshCalls
+from llmlab_grpc.planner.mesh_calls import MeshCalls
 from llmlab_grpc.planner.planner import QueryError, TaskFailed
 from llmlab_grpc.proto.llmlab.v1 import inference_pb2, inference_pb2_grpc, planner_pb2, planner_pb2_grpc
 
@@ -126,30 +129,25 @@ class PlannerGateway:
 
     async def _remote(self, query: planner_pb2.Query, until: float, timeout_s: float
                       ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
+        """A planner peer's stream, failed over (``mesh/peer_calls.py``) while no event has come."""
         loop = asyncio.get_running_loop()
         candidates = self.calls.candidates("planner")
         if not candidates:
             raise ApiError(503, "no planner node is alive in the mesh: start a node with the planner role",
                            "server_error", "no_planner_node", headers={"retry-after": "2"})
-        last: grpc.aio.AioRpcError | None = None
-        for cand in candidates:
-            stub = planner_pb2_grpc.PlannerStub(self.node.channels.get(cand.address))
-            call = stub.AskStream(planner_pb2.AskStreamRequest(query=query), timeout=max(0.001, until - loop.time()))
-            received = False
-            try:
-                async for event in call:
-                    received = True
+        request = planner_pb2.AskStreamRequest(query=query)
+        stream = self.calls.policy.stream(
+            candidates, lambda c: planner_pb2_grpc.PlannerStub(self.node.channels.get(c.address)).AskStream(
+                request, timeout=max(0.001, until - loop.time())),
+            until=until, first="event", what="planner node")
+        try:
+            async with contextlib.aclosing(stream):  # the client went away: the planner's work stops now
+                async for _, event in stream:
                     yield event
-                return
-            except grpc.aio.AioRpcError as err:
-                if not received and err.code() in FAILOVER_CODES - {grpc.StatusCode.DEADLINE_EXCEEDED}:
-                    self.calls.suspect(cand.node_id)
-                    last = err
-                    continue
-                if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED and loop.time() >= until:
-                    raise deadline(timeout_s) from err
-                raise ApiError.from_grpc(err.code(), f"{err.details()} (planner {cand.name})") from err
-            finally:
-                call.cancel()
-        assert last is not None
-        raise ApiError.from_grpc(last.code(), f"no planner node could take the request: {last.details()}")
+        except PeerCallError as exc:
+            if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED and loop.time() >= until:
+                raise deadline(timeout_s) from exc
+            if exc.exhausted:
+                raise ApiError.from_grpc(exc.code, f"no planner node could take the request: {exc.tried()}") from exc
+            where = f" (planner {exc.candidate.name})" if exc.candidate is not None else ""
+            raise ApiError.from_grpc(exc.code, f"{exc.details}{where}") from exc

@@ -1,8 +1,9 @@
 """How the planner reaches the mesh: tools, cache and models, each on a node that has the role.
 
-Every call goes to a node chosen from the peer table (this node first when it has the
-role, then the least busy peers) over the node's authenticated channels, failing over
-on UNAVAILABLE / DEADLINE_EXCEEDED / RESOURCE_EXHAUSTED. Going through gRPC even to
+Every call goes to a node chosen and failed over by the one peer-call policy
+(``mesh/peer_calls.py``: this node first when it has the role, then the least busy
+peers, llm nodes by expected wait; the next node on UNAVAILABLE, DEADLINE_EXCEEDED or
+RESOURCE_EXHAUSTED) over the node's authenticated channels. Going through gRPC even to
 this node keeps one code path, one set of status codes and one trace for local and
 remote work alike; the one exception is this node's own cache, read and written
 in-process, because a cache hit is the path whose latency matters most.
@@ -10,10 +11,9 @@ in-process, because a cache hit is the path whose latency matters most.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from llmlab_grpc.cache.keys import cache_key
+from llmlab_grpc.mesh.peer_calls import Candidate, Failover, PeerCallError, PeerCalls, role_candidates
 from llmlab_grpc.planner.cache_controls import CacheControls
-from llmlab_grpc.planner.spreading import LlmLoad, spread_order
 from llmlab_grpc.proto.llmlab.v1 import (
     cache_pb2,
     cache_pb2_grpc,
@@ -38,9 +38,8 @@ if TYPE_CHECKING:
     from llmlab_grpc.node import LlmlabNode
 
 log = logging.getLogger(__name__)
-FAILOVER_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-SUSPECT_FOR_S = 10.0
-"""A node that just failed us is tried last for this long (heartbeats drop it if it is dead)."""
+
+__all__ = ["Candidate", "Failover", "MeshCallError", "MeshCalls", "result_text"]
 
 
 class MeshCallError(Exception):
@@ -53,65 +52,37 @@ class MeshCallError(Exception):
 
 
 @dataclass
-class Candidate:
-    """A node that can take a call."""
-
-    node_id: str
-    name: str
-    address: str
-    busy: int = 0
-    speed: float = 0.0
-    """Measured tokens/s (llm candidates), 0 when unknown."""
-
-
-@dataclass
 class MeshCalls:
     """Calls from the planner of ``node`` to the nodes that can serve them."""
 
     node: LlmlabNode
-    suspects: dict[str, float] = field(default_factory=dict)
-    in_flight: dict[str, int] = field(default_factory=dict)
-    """node_id -> generations this planner has running there now (live, unlike heartbeats)."""
+    policy: PeerCalls = field(default_factory=lambda: PeerCalls("node"))
+    """Ranking, failover and the generations/calls this planner has running on each node."""
+
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """node_id -> calls this planner has running there now (live, unlike heartbeats)."""
+        return self.policy.in_flight
+
+    def suspect(self, node_id: str) -> None:
+        self.policy.suspect(node_id)
 
     # -- choosing nodes ---------------------------------------------------------------
     def candidates(self, role: str, model: str = "") -> list[Candidate]:
-        """Nodes with ``role`` (and ``model``), best first; nodes that just failed us last.
+        """Nodes with ``role`` (and ``model``), ranked by the peer-call policy (suspects last).
 
-        llm nodes are ordered by expected wait (``spreading.py``: queue and measured speed);
-        other roles by load, this node first.
+        llm nodes are ordered by expected wait (``mesh/spreading.py``: queue and measured
+        speed); other roles this node first, then by load.
         """
         node = self.node
-        found: list[Candidate] = []
+        llm = role == "llm"
+        here = None
         if role in node.settings.roles and (not model or model in node.models):
-            local = max(node.load.generations_running, self.in_flight.get(node.node_id, 0)) if role == "llm" else -1
-            found.append(Candidate(node.node_id, node.settings.name, node.address, local,
-                                   node.load.tokens_per_second))
-        for peer in node.peers.with_role(role):
-            if peer.info.kind == common_pb2.NODE_KIND_MOBILE or (model and model not in peer.info.models):
-                continue
-            if role == "llm":
-                busy = max(peer.load.generations_running, self.in_flight.get(peer.node_id, 0))
-            else:
-                busy = peer.load.in_flight
-            found.append(Candidate(peer.node_id, peer.info.name, peer.address, busy, peer.load.tokens_per_second))
-        if role == "llm":
-            order = spread_order([LlmLoad(c.busy, c.speed, c.node_id == node.node_id) for c in found])
-            found = [found[i] for i in order]
-        now = time.monotonic()
-        suspect = {c.node_id for c in found if now - self.suspects.get(c.node_id, -1e9) < SUSPECT_FOR_S}
-        if role == "llm":
-            return sorted(found, key=lambda c: c.node_id in suspect)  # stable: the spread order stays
-        return sorted(found, key=lambda c: (c.node_id in suspect, c.busy))
-
-    def _done_with(self, node_id: str) -> None:
-        left = self.in_flight.get(node_id, 0) - 1
-        if left > 0:
-            self.in_flight[node_id] = left
-        else:
-            self.in_flight.pop(node_id, None)  # bounded: only nodes with work in flight are kept
-
-    def suspect(self, node_id: str) -> None:
-        self.suspects[node_id] = time.monotonic()
+            here = Candidate(node.node_id, node.settings.name, node.address, local=True,
+                             busy=node.load.generations_running if llm else 0, speed=node.load.tokens_per_second)
+        found = role_candidates(node.peers.with_role(role), role, here=here, model=model,
+                                interval_s=node.settings.heartbeat_interval_s)
+        return self.policy.rank(found, spread=llm)
 
     def default_model(self) -> str:
         """This node's first model, else the first live llm peer's, else the last default seen.
@@ -150,43 +121,40 @@ class MeshCalls:
                              f"cached (models alive now: {live}); start an llm node serving {model!r} and retry")
 
     # -- tools ------------------------------------------------------------------------
+    def _stub(self, factory: Any, candidate: Candidate) -> Any:
+        return factory(self.node.channels.get(candidate.address))
+
     async def execute_tool(self, tool: str, arguments: dict[str, Any], task_id: str
                            ) -> tool_executor_pb2.ExecuteResponse:
         """Run a tool on a tools node (whose router may forward it to the node that has it)."""
         request = tool_executor_pb2.ExecuteRequest(tool=tool, arguments=to_struct(arguments), task_id=task_id)
-        failed: list[str] = []
-        last: grpc.aio.AioRpcError | None = None
-        for cand in self.candidates("tools"):
-            stub = tool_executor_pb2_grpc.ToolExecutorStub(self.node.channels.get(cand.address))
-            try:
-                reply = await stub.Execute(request, timeout=120)
-            except grpc.aio.AioRpcError as err:
-                if err.code() in FAILOVER_CODES:
-                    failed.append(cand.node_id)
-                    self.suspect(cand.node_id)
-                    last = err
-                    continue
-                raise MeshCallError(err.code(), err.details() or str(err.code())) from err
-            reply.failed_over[:0] = failed
-            return reply
-        if last is not None:
-            raise MeshCallError(last.code(), f"no tools node could run {tool}: {last.details()}")
-        raise MeshCallError(grpc.StatusCode.UNAVAILABLE, f"no node with the tools role is alive to run {tool}")
+        try:
+            reply, _, failed = await self.policy.call(
+                self.candidates("tools"),
+                lambda c: self._stub(tool_executor_pb2_grpc.ToolExecutorStub, c).Execute(request, timeout=120),
+                what="tools node")
+        except PeerCallError as exc:
+            if exc.exhausted and not exc.failed_over:
+                raise MeshCallError(grpc.StatusCode.UNAVAILABLE,
+                                    f"no node with the tools role is alive to run {tool}") from exc
+            if exc.exhausted:
+                raise MeshCallError(exc.code, f"no tools node could run {tool}: {exc.tried()}") from exc
+            raise MeshCallError(exc.code, exc.details) from exc
+        reply.failed_over[:0] = [f.node_id for f in failed]
+        return reply
 
     async def tool_catalogue(self) -> dict[str, dict[str, Any]]:
-        """name → {description, input_schema} of every tool in the mesh."""
-        for cand in self.candidates("tools"):
-            stub = tool_executor_pb2_grpc.ToolExecutorStub(self.node.channels.get(cand.address))
-            try:
-                reply = await stub.ListTools(tool_executor_pb2.ListToolsRequest(), timeout=10)
-            except grpc.aio.AioRpcError:
-                continue
-            return {
-                t.name: {"description": t.description,
-                         "input_schema": from_struct(t.input_schema)}
-                for t in reply.tools
-            }
-        return {}
+        """name → {description, input_schema} of every tool in the mesh ({} when no tools node answers)."""
+        try:
+            reply, _, _ = await self.policy.call(
+                self.candidates("tools"),
+                lambda c: self._stub(tool_executor_pb2_grpc.ToolExecutorStub, c).ListTools(
+                    tool_executor_pb2.ListToolsRequest(), timeout=10),
+                what="tools node")
+        except PeerCallError:
+            return {}
+        return {t.name: {"description": t.description, "input_schema": from_struct(t.input_schema)}
+                for t in reply.tools}
 
     # -- cache ------------------------------------------------------------------------
     def _local_cache(self) -> Any:
@@ -222,16 +190,13 @@ class MeshCalls:
                                        max_age_ms=round(controls.max_age_s * 1000) if controls.max_age_s else 0)
         if controls.max_age_s == 0:
             return None  # nothing is young enough
-        for cand in self.candidates("cache"):
-            stub = cache_pb2_grpc.CacheStub(self.node.channels.get(cand.address))
-            try:
-                reply = await stub.Get(request, timeout=5)
-            except grpc.aio.AioRpcError as err:
-                if err.code() in FAILOVER_CODES:
-                    continue
-                return None
-            return reply if reply.found else None
-        return None
+        try:
+            reply, _, _ = await self.policy.call(
+                self.candidates("cache"),
+                lambda c: self._stub(cache_pb2_grpc.CacheStub, c).Get(request, timeout=5), what="cache node")
+        except PeerCallError:
+            return None  # no cache node could answer: a miss
+        return reply if reply.found else None
 
     async def cache_put(self, lookup: cache_pb2.CacheLookup, response: str, controls: CacheControls | None = None,
                         usage: common_pb2.CachedUsage | None = None) -> tuple[int, int] | None:
@@ -254,16 +219,13 @@ class MeshCalls:
         request = cache_pb2.PutRequest(lookup=lookup, response=response, semantic=controls.semantic,
                                        writer=controls.writer, usage=usage,
                                        ttl_ms=max(1, round(controls.ttl_s * 1000)) if controls.ttl_s else 0)
-        for cand in self.candidates("cache"):
-            stub = cache_pb2_grpc.CacheStub(self.node.channels.get(cand.address))
-            try:
-                reply = await stub.Put(request, timeout=5)
-            except grpc.aio.AioRpcError as err:
-                if err.code() in FAILOVER_CODES:
-                    continue
-                return None
-            return reply.copies, reply.copies_target
-        return None
+        try:
+            reply, _, _ = await self.policy.call(
+                self.candidates("cache"),
+                lambda c: self._stub(cache_pb2_grpc.CacheStub, c).Put(request, timeout=5), what="cache node")
+        except PeerCallError:
+            return None  # the answer stands, uncached
+        return reply.copies, reply.copies_target
 
     # -- models -----------------------------------------------------------------------
     async def generate(
@@ -287,74 +249,26 @@ class MeshCalls:
             known = ", ".join(self.models()) or "none"
             raise MeshCallError(grpc.StatusCode.UNAVAILABLE if known == "none" else grpc.StatusCode.NOT_FOUND,
                                 f"no live llm node serves model {model!r} (models in the mesh: {known})")
-        silence_s = self.node.settings.first_token_timeout_s
-        last: Failover | None = None
-        for cand in candidates:
-            stub = inference_pb2_grpc.InferenceStub(self.node.channels.get(cand.address))
-            call = stub.Generate(request, timeout=600)
-            received = False
-            self.in_flight[cand.node_id] = self.in_flight.get(cand.node_id, 0) + 1
-            try:
-                while (chunk := await _next_piece(call, silence_s)) is not None:
-                    received = True
+        stream = self.policy.stream(
+            candidates, lambda c: self._stub(inference_pb2_grpc.InferenceStub, c).Generate(request, timeout=600),
+            spread=True, silence_s=self.node.settings.first_token_timeout_s, first="token",
+            silence_flag="--first-token-timeout", failed_over=failed_over, what="llm node")
+        try:
+            async with contextlib.aclosing(stream):  # a consumer that stops early cancels the node's work now
+                async for cand, chunk in stream:
                     yield cand, chunk
-                return
-            except TimeoutError as err:
-                self.suspect(cand.node_id)
-                if received:
-                    raise MeshCallError(
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                        f"llm node {cand.name} went silent mid-answer (nothing for {silence_s:g} s, "
-                        "--first-token-timeout); ask again and another llm node will answer") from err
-                last = Failover(cand.node_id, cand.name, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                f"sent no first token within {silence_s:g} s (--first-token-timeout)")
-                failed_over.append(last)
-                log.warning("llm node %s %s: trying the next one", cand.name, last.why)
-            except grpc.aio.AioRpcError as err:
-                if not received and err.code() in FAILOVER_CODES:
-                    self.suspect(cand.node_id)
-                    last = Failover(cand.node_id, cand.name, err.code(),
-                                    f"{err.code().name}: {(err.details() or '')[:MAX_WHY_CHARS]}")
-                    failed_over.append(last)
-                    continue
-                if received:
-                    self.suspect(cand.node_id)
-                    raise MeshCallError(
-                        grpc.StatusCode.UNAVAILABLE,
-                        f"llm node {cand.name} failed mid-answer ({err.code().name}: {err.details()}); "
-                        "ask again and another llm node will answer",
-                    ) from err
-                raise MeshCallError(err.code(), err.details() or str(err.code())) from err
-            finally:
-                call.cancel()
-                self._done_with(cand.node_id)
-        assert last is not None
-        tried = "; ".join(f.describe() for f in failed_over)
-        raise MeshCallError(last.code, f"every llm node serving {model!r} failed: {tried}")
-
-
-MAX_WHY_CHARS = 200
-"""Characters of a node's error message kept in a failover note (the step's reason)."""
-
-
-@dataclass
-class Failover:
-    """An llm node the planner left for the next one, and why (shown in the step's trace)."""
-
-    node_id: str
-    name: str
-    code: grpc.StatusCode
-    why: str
-
-    def describe(self) -> str:
-        return f"llm node {self.name} {self.why}" if self.code == grpc.StatusCode.DEADLINE_EXCEEDED \
-            else f"llm node {self.name}: {self.why}"
-
-
-async def _next_piece(call: Any, silence_s: float) -> inference_pb2.GenerateResponse | None:
-    """The stream's next message, None at its end; ``TimeoutError`` after ``silence_s`` without one."""
-    message = await asyncio.wait_for(call.read(), silence_s)
-    return None if message is grpc.aio.EOF else message
+        except PeerCallError as exc:
+            if exc.silent:
+                raise MeshCallError(exc.code, f"{exc.details}; ask again and another llm node will answer") from exc
+            if exc.mid_stream:
+                assert exc.candidate is not None
+                raise MeshCallError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"llm node {exc.candidate.name} failed mid-answer ({exc.code.name}: {exc.details}); "
+                    "ask again and another llm node will answer") from exc
+            if exc.exhausted:
+                raise MeshCallError(exc.code, f"every llm node serving {model!r} failed: {exc.tried()}") from exc
+            raise MeshCallError(exc.code, exc.details) from exc
 
 
 def result_text(tool: str, result: dict[str, Any]) -> str:

@@ -1,12 +1,14 @@
 """Where a tool call runs: here if this node has the tool, else on the least busy live peer.
 
 ``ToolRouter.execute(tool, arguments, task_id)`` is the one entry point, used by the
-``ToolExecutor`` service and by the planner inside a node. Candidates are ordered
-alive-before-suspect, then by the peer's reported ``NodeLoad.tools_running`` plus the
-calls this router has in flight to it (heartbeat load is up to a second old), then by
-name. A candidate that fails with UNAVAILABLE or DEADLINE_EXCEEDED (dead, unreachable,
-stopped, or a bridge that lost its phone) is recorded in ``failed_over`` and the next
-is tried. Forwarded calls carry ``local_only=True`` and the target's node id, so a
+``ToolExecutor`` service and by the planner inside a node. Candidates are ranked and
+failed over by the one peer-call policy (``mesh/peer_calls.py``): alive before suspect,
+then by the peer's reported ``NodeLoad.tools_running`` or the calls this router has in
+flight to it if more (heartbeat load is up to a second old), then by name. A candidate
+that fails with a retryable code (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED:
+dead, unreachable, stopped, overloaded, or a bridge that lost its phone) is recorded in
+``failed_over`` and the next is tried; one that no longer has the tool (NOT_FOUND) is
+skipped without a record. Forwarded calls carry ``local_only=True`` and the target's node id, so a
 call is never forwarded twice and never runs on a node that took over a dead peer's
 address.
 
@@ -19,8 +21,6 @@ component's ``execute_on_mobile``.
 from __future__ import annotations
 
 import asyncio
-import collections
-import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,15 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from google.protobuf.struct_pb2 import Struct
 
+from llmlab_grpc.mesh.peer_calls import (
+    RETRYABLE_CODES,
+    RETRYABLE_NAMES,
+    Candidate,
+    PeerCallError,
+    PeerCalls,
+    Retry,
+    peer_candidate,
+)
 from llmlab_grpc.mesh.peers import PeerRecord
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, tool_executor_pb2, tool_executor_pb2_grpc
 from llmlab_grpc.tools.base import InvalidArguments, ToolFailure, ToolOutcome
@@ -38,26 +47,15 @@ from llmlab_grpc.tools.registry import ToolNotFound, ToolRegistry
 if TYPE_CHECKING:
     from llmlab_grpc.node import LlmlabNode
 
-log = logging.getLogger(__name__)
 
 DEFAULT_REMOTE_TIMEOUT_S = 60.0
 """Deadline of a forwarded call when no node has told us the tool's own timeout."""
 FORWARD_MARGIN_S = 5.0
 """Added to the tool's timeout for a forwarded call, so the tool's own TIMEOUT answer wins the race."""
-FAILOVER_STATUS = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class RoutingFailure(ToolFailure):
     """The call cannot be placed; ``code`` is a gRPC status name (UNAVAILABLE, FAILED_PRECONDITION)."""
-
-
-class _Failover(Exception):
-    """This candidate cannot run the call now; try the next one."""
-
-    def __init__(self, reason: str, record: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.record = record
 
 
 def _is_mobile(record: PeerRecord) -> bool:
@@ -85,7 +83,7 @@ class ToolRouter:
         self.node = node
         self.registry = registry
         self.catalog = catalog or ToolCatalog(node, registry)
-        self._outstanding: collections.Counter[str] = collections.Counter()
+        self.policy = PeerCalls("node")
 
     async def execute(
         self,
@@ -119,40 +117,25 @@ class ToolRouter:
         if local_only or target_node_id == me:
             raise ToolNotFound(f"node {self.node.settings.name} has no tool {tool!r}; it has: "
                                f"{', '.join(self.registry.names()) or 'none'}")
-        candidates = self.candidates(tool)
-        if not candidates:
+        records = self._usable(tool)
+        if not records:
             raise ToolNotFound(f"no live node has a tool named {tool!r}; tools in the mesh: "
                                f"{', '.join(self.known_tools()) or 'none'}")
-        failed: list[str] = []
-        reasons: list[str] = []
-        for record in candidates:
-            try:
-                response = await self._attempt(record, tool, args, task_id, timeout_s)
-            except _Failover as exc:
-                log.info("tool %s on %s: %s; trying the next node", tool, record.info.name, exc.reason)
-                if exc.record:
-                    failed.append(record.node_id)
-                reasons.append(f"{record.info.name}: {exc.reason}")
-                continue
-            del response.failed_over[:]
-            response.failed_over.extend(failed)
-            return response
-        return self._unavailable(tool, f"every node with tool {tool!r} failed: {'; '.join(reasons)}", failed)
+        return await self._call(records, tool, args, task_id, timeout_s, f"every node with tool {tool!r} failed")
 
     # -- choosing ------------------------------------------------------------------------------
 
-    def candidates(self, tool: str) -> list[PeerRecord]:
-        """Live peers that have ``tool`` and can be reached, best first."""
+    def _usable(self, tool: str) -> dict[str, PeerRecord]:
+        return {r.node_id: r for r in self.node.peers.with_tool(tool) if self._reachable(r)}
+
+    def _candidates(self, records: dict[str, PeerRecord]) -> list[Candidate]:
         now = time.monotonic()
         interval = self.node.settings.heartbeat_interval_s
-        usable = [r for r in self.node.peers.with_tool(tool) if self._reachable(r)]
+        return [peer_candidate(r, r.load.tools_running, interval_s=interval, now=now) for r in records.values()]
 
-        def rank(record: PeerRecord) -> tuple[bool, int, int, str]:
-            suspect = record.state(now, interval) != common_pb2.PEER_STATE_ALIVE
-            busy = record.load.tools_running + self._outstanding[record.node_id]
-            return suspect, busy, record.load.in_flight, record.info.name
-
-        return sorted(usable, key=rank)
+    def candidates(self, tool: str) -> list[Candidate]:
+        """Live peers that have ``tool`` and can be reached, best first (the peer-call policy's rank)."""
+        return self.policy.rank(self._candidates(self._usable(tool)))
 
     def _reachable(self, record: PeerRecord) -> bool:
         if not _is_mobile(record):
@@ -189,10 +172,22 @@ class ToolRouter:
             # A forwarded call that reached the wrong node (e.g. one that took over a dead peer's port).
             raise RoutingFailure("UNAVAILABLE", f"this is node {self.node.node_id}, not {target}, and it does "
                                                 f"not bridge {target}")
+        return await self._call({record.node_id: record}, tool, args, task_id, timeout_s,
+                                f"node {record.info.name} could not run {tool!r}")
+
+    async def _call(self, records: dict[str, PeerRecord], tool: str, args: dict[str, Any], task_id: str,
+                    timeout_s: float | None, failure: str) -> tool_executor_pb2.ExecuteResponse:
+        """Run the call on the best of ``records``, failing over by the peer-call policy."""
         try:
-            return await self._attempt(record, tool, args, task_id, timeout_s)
-        except _Failover as exc:
-            return self._unavailable(tool, f"node {record.info.name}: {exc.reason}", [record.node_id])
+            response, _, failed = await self.policy.call(
+                self._candidates(records),
+                lambda c: self._attempt(records[c.node_id], tool, args, task_id, timeout_s))
+        except PeerCallError as exc:  # every candidate failed (the others are answers, made in _forward)
+            why = exc.tried() or f"no node has tool {tool!r} any more"
+            return self._unavailable(tool, f"{failure}: {why}", [f.node_id for f in exc.failed_over])
+        del response.failed_over[:]
+        response.failed_over.extend(f.node_id for f in failed)
+        return response
 
     def _deadline(self, tool: str, timeout_s: float | None) -> float:
         if timeout_s is not None:
@@ -202,23 +197,17 @@ class ToolRouter:
 
     async def _attempt(self, record: PeerRecord, tool: str, args: dict[str, Any], task_id: str,
                        timeout_s: float | None) -> tool_executor_pb2.ExecuteResponse:
-        """One try on one candidate; raises _Failover when the next candidate should be tried."""
+        """One try on one candidate; raises ``Retry`` or a retryable RPC error when the next should be tried."""
         deadline = self._deadline(tool, timeout_s)
-        self._outstanding[record.node_id] += 1
-        try:
-            if _is_mobile(record) and record.info.via_node_id == self.node.node_id:
-                return await self._on_bridged_mobile(record, tool, args, timeout_s)
-            address = record.address
-            if _is_mobile(record):
-                bridge = self.node.peers.get(record.info.via_node_id)
-                if bridge is None or not bridge.address:
-                    raise _Failover(f"its bridge node {record.info.via_node_id} is not in the peer table")
-                address = bridge.address
-            return await self._forward(address, record, tool, args, task_id, deadline)
-        finally:
-            self._outstanding[record.node_id] -= 1
-            if self._outstanding[record.node_id] <= 0:
-                del self._outstanding[record.node_id]
+        if _is_mobile(record) and record.info.via_node_id == self.node.node_id:
+            return await self._on_bridged_mobile(record, tool, args, timeout_s)
+        address = record.address
+        if _is_mobile(record):
+            bridge = self.node.peers.get(record.info.via_node_id)
+            if bridge is None or not bridge.address:
+                raise Retry(f"its bridge node {record.info.via_node_id} is not in the peer table")
+            address = bridge.address
+        return await self._forward(address, record, tool, args, task_id, deadline)
 
     async def _forward(self, address: str, record: PeerRecord, tool: str, args: dict[str, Any], task_id: str,
                        deadline: float) -> tool_executor_pb2.ExecuteResponse:
@@ -230,10 +219,10 @@ class ToolRouter:
             response: tool_executor_pb2.ExecuteResponse = await stub.Execute(request, timeout=deadline)
         except grpc.aio.AioRpcError as err:
             code, details = err.code(), err.details() or ""
-            if code in FAILOVER_STATUS:
-                raise _Failover(f"{code.name}: {details}") from None
-            if code == grpc.StatusCode.NOT_FOUND:
-                raise _Failover(f"NOT_FOUND: {details}", record=False) from None
+            if code in RETRYABLE_CODES:
+                raise
+            if code == grpc.StatusCode.NOT_FOUND:  # the tool left that node since its last heartbeat
+                raise Retry(f"NOT_FOUND: {details}", code, record=False) from None
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise InvalidArguments(details) from None
             response = tool_executor_pb2.ExecuteResponse(
@@ -242,8 +231,8 @@ class ToolRouter:
                                                                   f"{code.name}: {details}"),
             )
             return response
-        if response.HasField("error") and response.error.code == "UNAVAILABLE":
-            raise _Failover(f"UNAVAILABLE: {response.error.message}")
+        if response.HasField("error") and response.error.code in RETRYABLE_NAMES:
+            raise Retry(f"{response.error.code}: {response.error.message}", grpc.StatusCode[response.error.code])
         return response
 
     async def _on_bridged_mobile(self, record: PeerRecord, tool: str, args: dict[str, Any],
@@ -251,7 +240,7 @@ class ToolRouter:
         bridge = self.node.components.get("bridge")
         execute_on_mobile = getattr(bridge, "execute_on_mobile", None)
         if execute_on_mobile is None:
-            raise _Failover(f"this node has no bridge to reach mobile node {record.info.name}")
+            raise Retry(f"this node has no bridge to reach mobile node {record.info.name}")
         own = timeout_s if timeout_s is not None else self.catalog.timeout_s(tool)
         try:
             # 0 lets the bridge use the timeout the device published for the tool.
@@ -262,10 +251,11 @@ class ToolRouter:
         except InvalidArguments:
             raise
         except TimeoutError:
-            raise _Failover(f"mobile node {record.info.name} did not answer in time") from None
+            raise Retry(f"mobile node {record.info.name} did not answer in time",
+                        grpc.StatusCode.DEADLINE_EXCEEDED) from None
         except ToolFailure as exc:
-            if exc.code == "UNAVAILABLE":
-                raise _Failover(f"UNAVAILABLE: {exc.message}") from None
+            if exc.code in RETRYABLE_NAMES:
+                raise Retry(f"{exc.code}: {exc.message}", grpc.StatusCode[exc.code]) from None
             outcome = ToolOutcome(error=exc)
         return response_from_outcome(tool, outcome, record.node_id, record.info.name)
 
