@@ -131,6 +131,14 @@ async def test_a_retryable_code_moves_to_the_next_node_and_is_recorded(code: grp
     assert calls.in_flight == {} and [c.node_id for c in calls.rank(nodes("a", "b"))] == ["b", "a"]
 
 
+async def test_a_message_refused_for_its_size_is_not_retried_every_node_has_the_same_limit() -> None:
+    too_big = rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (9000000 vs. 4456448)")
+    tried, attempt = attempts({"a": too_big, "b": "answer"})
+    with pytest.raises(PeerCallError) as caught:
+        await PeerCalls().call(nodes("a", "b"), attempt)
+    assert tried == ["a"] and caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and not caught.value.exhausted
+
+
 @pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                                   grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INTERNAL])
 async def test_any_other_code_is_the_answer_and_nothing_else_is_tried(code: grpc.StatusCode) -> None:

@@ -19,7 +19,9 @@ ties.
 **Retryable codes** (``RETRYABLE_CODES``): UNAVAILABLE (the node is gone, unreachable,
 draining or lost its phone), DEADLINE_EXCEEDED (it did not answer in time: stalled,
 paused, overloaded) and RESOURCE_EXHAUSTED (it is out of capacity: queue full, rate
-limited). Each says "this node cannot do it now", and another may. Every other code is
+limited). Each says "this node cannot do it now", and another may (``retryable``); the
+one exception is gRPC's own RESOURCE_EXHAUSTED for a message over a size limit, which
+every node would refuse alike. Every other code is
 the answer: INVALID_ARGUMENT or NOT_FOUND would be the same elsewhere, UNAUTHENTICATED is
 a configuration error, and retrying them would only hide it. Tool results carry the code
 as a name, hence ``RETRYABLE_NAMES``. A caller with a deadline of its own passes
@@ -56,6 +58,9 @@ RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset({
 """The status codes on which a call moves to the next candidate (see the module docstring)."""
 RETRYABLE_NAMES: frozenset[str] = frozenset(code.name for code in RETRYABLE_CODES)
 """The same codes by name, as tool errors (``ToolError.code``, ``ToolFailure.code``) carry them."""
+TOO_LARGE = "larger than max"
+"""In gRPC's own RESOURCE_EXHAUSTED for a message over a size limit ("Received message larger than
+max (N vs. M)"): every node has the same limits (``limits.py``), so that one is never retried."""
 SUSPECT_FOR_S = 10.0
 """A node that just failed a call is tried last for this long (heartbeats drop it if it is dead)."""
 MAX_WHY_CHARS = 200
@@ -263,7 +268,7 @@ class PeerCalls:
                     last = self._left(cand, exc.code, exc.why[:MAX_WHY_CHARS], failed, what)
                 continue
             except grpc.aio.AioRpcError as err:
-                if err.code() in RETRYABLE_CODES:
+                if retryable(err):
                     last = self._left(cand, err.code(), _why(err), failed, what)
                     continue
                 raise PeerCallError(err.code(), err.details() or err.code().name, candidate=cand,
@@ -318,7 +323,7 @@ class PeerCalls:
                     self.suspect(cand.node_id)
                     raise PeerCallError(err.code(), err.details() or err.code().name, candidate=cand,
                                         failed_over=failed, mid_stream=True) from err
-                if err.code() not in RETRYABLE_CODES:
+                if not retryable(err):
                     raise PeerCallError(err.code(), err.details() or err.code().name, candidate=cand,
                                         failed_over=failed) from err
                 last = self._left(cand, err.code(), _why(err), failed, what)
@@ -326,6 +331,11 @@ class PeerCalls:
                 call.cancel()
                 self.finished(cand.node_id)
         raise self._give_up(failed, last, until, what)
+
+
+def retryable(err: grpc.aio.AioRpcError) -> bool:
+    """Whether another node may do what this one refused: a retryable code, not a size refusal."""
+    return err.code() in RETRYABLE_CODES and TOO_LARGE not in (err.details() or "")
 
 
 def _why(err: grpc.aio.AioRpcError) -> str:

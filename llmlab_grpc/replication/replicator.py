@@ -47,7 +47,7 @@ from llmlab_grpc.cache.keys import InvalidParams
 from llmlab_grpc.cache.manager import CacheListener, CacheManager
 from llmlab_grpc.loop_hop import call_in_loop
 from llmlab_grpc.mesh.channels import ChannelPool
-from llmlab_grpc.mesh.peer_calls import RETRYABLE_CODES
+from llmlab_grpc.mesh.peer_calls import retryable
 from llmlab_grpc.mesh.peers import PeerRecord, PeerTable
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, replica_pb2, replica_pb2_grpc
 from llmlab_grpc.replication.anti_entropy import DEFAULT_PERIOD_S, AntiEntropy
@@ -529,7 +529,7 @@ class Replicator(CacheListener):
                 break
             except grpc.aio.AioRpcError as err:
                 failures += 1
-                if failures >= SYNC_ATTEMPTS or err.code() not in RETRYABLE_CODES or self.peers.get(node_id) is None:
+                if failures >= SYNC_ATTEMPTS or not retryable(err) or self.peers.get(node_id) is None:
                     log.info("sync to %s stopped after %d of %d entries: %s", node_id, done, len(items), err.code())
                     break
                 await asyncio.sleep(0.2 * failures)

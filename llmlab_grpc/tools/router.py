@@ -29,13 +29,13 @@ import grpc
 from google.protobuf.struct_pb2 import Struct
 
 from llmlab_grpc.mesh.peer_calls import (
-    RETRYABLE_CODES,
     RETRYABLE_NAMES,
     Candidate,
     PeerCallError,
     PeerCalls,
     Retry,
     peer_candidate,
+    retryable,
 )
 from llmlab_grpc.mesh.peers import PeerRecord
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, tool_executor_pb2, tool_executor_pb2_grpc
@@ -219,7 +219,7 @@ class ToolRouter:
             response: tool_executor_pb2.ExecuteResponse = await stub.Execute(request, timeout=deadline)
         except grpc.aio.AioRpcError as err:
             code, details = err.code(), err.details() or ""
-            if code in RETRYABLE_CODES:
+            if retryable(err):
                 raise
             if code == grpc.StatusCode.NOT_FOUND:  # the tool left that node since its last heartbeat
                 raise Retry(f"NOT_FOUND: {details}", code, record=False) from None
