@@ -17,20 +17,21 @@ from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from llmlab_grpc import __version__
 from llmlab_grpc.config import NodeSettings
 from llmlab_grpc.errors import DuplicateNodeError
 from llmlab_grpc.limits import max_request_bytes
 from llmlab_grpc.mesh.addresses import announced_hosts
-from llmlab_grpc.mesh.auth import AuthInterceptor, mesh_id
+from llmlab_grpc.mesh.auth import mesh_id
 from llmlab_grpc.mesh.channels import ChannelPool, TlsFiles, server_options
 from llmlab_grpc.mesh.discovery import Announcement, MdnsDiscovery
 from llmlab_grpc.mesh.known_models import KnownModels
 from llmlab_grpc.mesh.membership import Membership
+from llmlab_grpc.mesh.method_table import MethodTable
 from llmlab_grpc.mesh.peers import PeerTable
-from llmlab_grpc.metrics import MetricsInterceptor, NodeMetrics
+from llmlab_grpc.metrics import NodeMetrics, instrument
 from llmlab_grpc.metrics.collectors import NodeCollector
 from llmlab_grpc.proto.llmlab.v1 import (
     common_pb2,
@@ -112,8 +113,7 @@ class LlmlabNode:
 
     async def start(self) -> str:
         """Bind, serve, announce, and start heartbeats. Returns the bound address."""
-        interceptors = [MetricsInterceptor(self.metrics), AuthInterceptor(self.settings.mesh_secret)]
-        server = grpc.aio.server(interceptors=interceptors, options=server_options(max_request_bytes(self.settings)))
+        server = grpc.aio.server(options=server_options(max_request_bytes(self.settings)))
         bind = f"{self.settings.host}:{self.settings.port}"
         port = (
             server.add_secure_port(bind, self.tls.server_credentials())
@@ -145,14 +145,16 @@ class LlmlabNode:
             ),
             *self._build_components(),
         ]
+        # One generic handler for every method, authenticated and timed (mesh/method_table.py).
+        methods = MethodTable(self.settings.mesh_secret, instrument(self.metrics))
         for binding in self._bindings:
-            binding.add(binding.servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            methods.add_servicer(binding.add, binding.servicer)
+        methods.add_servicer(health_pb2_grpc.add_HealthServicer_to_server, self._health)
         names = [b.full_name for b in self._bindings]
-        reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-            server,
-        )
+        reflected = [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+        methods.add_servicer(reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                             reflection.aio.ReflectionServicer(reflected))
+        server.add_generic_rpc_handlers((methods,))
         await server.start()
         self._server = server
         for component in self.components.values():

@@ -73,3 +73,48 @@ def test_other_mesh_announcement_ignored_over_mdns(node_factory) -> None:  # typ
     time.sleep(2.5)
     assert "mdns-other" not in a.peer_names() | b.peer_names()
     assert other.peer_names() == set()
+
+
+async def test_method_table_checks_the_secret_on_every_call_without_interceptors() -> None:
+    """The node's one generic handler: named methods need the secret, health stays open, unknown is UNIMPLEMENTED."""
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from llmlab_grpc.mesh.method_table import MethodTable
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return request
+
+    async def stream(request: bytes, context: grpc.aio.ServicerContext):  # type: ignore[no-untyped-def]
+        yield request
+
+    table = MethodTable("s3cret")
+    table.add("/t.Echo/Echo", grpc.unary_unary_rpc_method_handler(echo))
+    table.add("/t.Echo/Stream", grpc.unary_stream_rpc_method_handler(stream))
+    table.add_servicer(health_pb2_grpc.add_HealthServicer_to_server, health.aio.HealthServicer())
+    with pytest.raises(ValueError, match="twice"):
+        table.add("/t.Echo/Echo", grpc.unary_unary_rpc_method_handler(echo))
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((table,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/t.Echo/Echo")
+            assert await call(b"hi", metadata=(("authorization", "Bearer s3cret"),)) == b"hi"
+            for metadata, words in ((None, "missing"), ((("authorization", ""),), "missing"),
+                                    ((("authorization", "Bearer s3cret!"),), "wrong"),
+                                    ((("authorization", "s3cret"),), "wrong")):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await call(b"hi", metadata=metadata)
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert words in refused.value.details()
+            with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                [m async for m in channel.unary_stream("/t.Echo/Stream")(b"x")]
+            assert streamed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await channel.unary_unary("/t.Echo/Invented")(b"x", metadata=(("authorization", "Bearer s3cret"),))
+            assert unknown.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await server.stop(None)

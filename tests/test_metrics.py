@@ -1,4 +1,4 @@
-"""Prometheus metrics: the interceptor, the collectors, ``/metrics``, ``Node.GetMetrics``, ``llmlab metrics``.
+"""Prometheus metrics: per-method call series, the collectors, ``/metrics``, ``Node.GetMetrics``, ``llmlab metrics``.
 
 The unit tests drive a real grpc.aio server on loopback and real ``CacheManager``s; the
 integration tests start node processes: a light cache node (always) and a planner+llm+
@@ -21,8 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmlab_grpc.cache import CacheManager
 from llmlab_grpc.cache.manager import EntryExtras
-from llmlab_grpc.mesh.auth import AuthInterceptor, bearer
-from llmlab_grpc.metrics import MetricsInterceptor, NodeMetrics
+from llmlab_grpc.mesh.auth import bearer
+from llmlab_grpc.mesh.method_table import MethodTable
+from llmlab_grpc.metrics import NodeMetrics, instrument
 from llmlab_grpc.metrics.collectors import CacheCollector, NodeCollector
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2, node_pb2, node_pb2_grpc
 from tests.bridge_support import http_url
@@ -39,7 +40,7 @@ def value(text: str, name: str, labels: dict[str, str] | None = None) -> float |
     return None
 
 
-# -- the interceptor, on a real server ------------------------------------------------------------
+# -- calls counted by the node's method table, on a real server --------------------------------------------------------
 
 @pytest.fixture
 async def echo_server() -> AsyncIterator[tuple[NodeMetrics, str]]:
@@ -56,19 +57,19 @@ async def echo_server() -> AsyncIterator[tuple[NodeMetrics, str]]:
         for i in range(3):
             yield bytes([i])
 
-    server = grpc.aio.server(interceptors=[MetricsInterceptor(metrics), AuthInterceptor("s3cret")])
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.Echo", {
-        "Ok": grpc.unary_unary_rpc_method_handler(ok),
-        "Refuse": grpc.unary_unary_rpc_method_handler(refuse),
-        "Stream": grpc.unary_stream_rpc_method_handler(stream),
-    }),))
+    table = MethodTable("s3cret", instrument(metrics))
+    table.add("/t.Echo/Ok", grpc.unary_unary_rpc_method_handler(ok))
+    table.add("/t.Echo/Refuse", grpc.unary_unary_rpc_method_handler(refuse))
+    table.add("/t.Echo/Stream", grpc.unary_stream_rpc_method_handler(stream))
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((table,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     yield metrics, f"127.0.0.1:{port}"
     await server.stop(None)
 
 
-async def test_interceptor_counts_each_method_by_final_code(echo_server: tuple[NodeMetrics, str]) -> None:
+async def test_each_method_is_counted_by_final_code(echo_server: tuple[NodeMetrics, str]) -> None:
     metrics, address = echo_server
     auth = bearer("s3cret")
     async with grpc.aio.insecure_channel(address) as channel:

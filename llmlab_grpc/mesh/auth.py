@@ -1,16 +1,15 @@
 """Mesh-secret authentication on both ends of every llmlab gRPC call.
 
 The secret travels as ``authorization: Bearer <secret>`` metadata, which every
-gRPC library can send, so a client in any language can call the mesh. Servers
-check it in one interceptor with a constant-time compare; only health checking
-and reflection stay open, so probes and grpcurl-style tools work without it.
+gRPC library can send, so a client in any language can call the mesh. A node's
+server checks it on every call with a constant-time compare (``method_table.py``,
+which resolves each call without an interceptor); only health checking and
+reflection stay open, so probes and grpcurl-style tools work without it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -32,7 +31,7 @@ def bearer(secret: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {secret}"),)
 
 
-def _aborting_handler(like: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> Any:
+def aborting_handler(like: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> Any:
     """A handler of the same streaming shape as ``like`` that fails the call at once."""
 
     async def abort(_request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -49,38 +48,6 @@ def _aborting_handler(like: grpc.RpcMethodHandler, code: grpc.StatusCode, messag
     if like.response_streaming:
         return grpc.unary_stream_rpc_method_handler(abort_stream)
     return grpc.unary_unary_rpc_method_handler(abort)
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses every llmlab call without the right bearer token (UNAUTHENTICATED)."""
-
-    def __init__(self, secret: str) -> None:
-        self._expected = f"Bearer {secret}".encode()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(OPEN_METHOD_PREFIXES):
-            return handler
-        given = ""
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization":
-                given = value if isinstance(value, str) else value.decode(errors="replace")
-                break
-        if not given:
-            return _aborting_handler(
-                handler,
-                grpc.StatusCode.UNAUTHENTICATED,
-                "missing mesh secret: send metadata 'authorization: Bearer <secret>'",
-            )
-        if not hmac.compare_digest(given.encode(), self._expected):
-            return _aborting_handler(
-                handler, grpc.StatusCode.UNAUTHENTICATED, "wrong mesh secret in 'authorization' metadata"
-            )
-        return handler
 
 
 class _AddAuth:

@@ -4,7 +4,7 @@ Each node has its own ``CollectorRegistry``, never prometheus_client's global de
 so several nodes in one process (tests, benchmarks) keep separate figures, and a node
 exports nothing it did not register. Two kinds of series:
 
-* recorded on the spot (counters, histograms): gRPC calls (``MetricsInterceptor``),
+* recorded on the spot (counters, histograms): gRPC calls (``calls.instrument``),
   generations and their tokens (the llm role);
 * read when scraped (``collectors.py``): cache counters and sizes, replication queue
   and shortfall, peers by state, the node's load. Those parts already keep their

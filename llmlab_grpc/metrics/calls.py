@@ -1,10 +1,11 @@
-"""``MetricsInterceptor``: a count and a latency for every gRPC call a node serves.
+"""``instrument``: a count and a latency for every gRPC call a node serves.
 
-It is the outermost server interceptor, so calls refused by authentication are counted
-too (code UNAUTHENTICATED). Only methods the server has a handler for are recorded, so
-a client inventing method names cannot create new series. The wrapped handler of each
-method is built once and reused while the inner handler stays the same object (the
-servicer's registered handler), so a call pays two clock reads and two metric updates.
+The node's ``MethodTable`` (mesh/method_table.py) applies it once to each method's
+handler, and to the handlers that refuse a call without the mesh secret, so refused
+calls are counted too (code UNAUTHENTICATED). Only methods the node serves are recorded,
+so a client inventing method names cannot create new series. The labelled series of a
+method are resolved when it is wrapped, so a call pays two clock reads and two metric
+updates, and no interceptor.
 
 The status code is the one the handler ended with: OK, the code of ``context.abort`` or
 ``context.set_code``, CANCELLED when the client went away, UNKNOWN for an exception.
@@ -103,29 +104,14 @@ def _wrap(rec: _Recorder, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandl
     return handler
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times every call to a registered method into ``metrics``."""
+def instrument(metrics: NodeMetrics) -> Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]:
+    """``(method, handler) -> handler`` counting and timing calls into ``metrics`` (one recorder per method)."""
+    recorders: dict[str, _Recorder] = {}
 
-    def __init__(self, metrics: NodeMetrics) -> None:
-        self.metrics = metrics
-        self._recorders: dict[str, _Recorder] = {}
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None:  # no such method: grpc answers UNIMPLEMENTED, and no series is made
-            return handler
-        method = details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        rec = self._recorders.get(method)
+    def wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        rec = recorders.get(method)
         if rec is None:
-            rec = self._recorders[method] = _Recorder(self.metrics, method)
-        wrapped = _wrap(rec, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+            rec = recorders[method] = _Recorder(metrics, method)
+        return _wrap(rec, handler)
+
+    return wrap
