@@ -430,3 +430,30 @@ async def test_a_takeover_is_believed_only_from_the_first_of_the_ranking(mesh: M
     claim.primary_node_id = first
     assert node.replicator.accept_copy(claim, first) == (True, "")
     assert node.manager.get_entry(entry.key).primary_node_id == first  # type: ignore[union-attr]
+
+
+async def test_two_live_claimants_of_one_answer_settle_on_the_first_of_the_pair(mesh: Mesh) -> None:
+    """A paused primary back after its successor took over: each refused the other's copy for good."""
+    for name in ("n2", "n3"):
+        await mesh.add(name, replicas=1)
+    mesh.connect()
+    entry = _entry("contested", "one answer")
+    winner, loser = rank(entry.key, ["n2", "n3"])
+    for name in (winner, loser):
+        claim = common_pb2.CacheEntry()
+        claim.CopyFrom(entry)
+        claim.primary_node_id = name
+        mesh.nodes[name].manager.put_entry(CacheEntry.from_proto(claim), notify=False)
+    claims = {name: mesh.nodes[name].manager.get_entry(entry.key).to_proto() for name in (winner, loser)}  # type: ignore[union-attr]
+    accepted, reason = mesh.nodes[winner].replicator.accept_copy(claims[loser], loser)
+    assert not accepted and f"its primary {winner} is alive" in reason
+    assert mesh.nodes[loser].replicator.accept_copy(claims[winner], winner) == (True, "")
+    assert {mesh.nodes[n].manager.get_entry(entry.key).primary_node_id for n in (winner, loser)} == {winner}  # type: ignore[union-attr]
+    # Another answer from a live claimant is still refused, whatever the ranking says.
+    other = common_pb2.CacheEntry()
+    other.CopyFrom(claims[winner])
+    other.response, other.checksum = "another answer", checksum("another answer")
+    other.size_bytes = len(other.response)
+    mesh.nodes[loser].manager.put_entry(CacheEntry.from_proto(claims[loser]), notify=False)
+    accepted, reason = mesh.nodes[loser].replicator.accept_copy(other, winner)
+    assert not accepted and "is alive" in reason

@@ -658,7 +658,7 @@ class Replicator(CacheListener):
         if existing is None:
             keep_ours = False
         elif from_primary and existing.primary_node_id != claimed:  # a takeover
-            refused = self._takeover_refused(existing, sender, live)
+            refused = self._takeover_refused(existing, sender, live, same_answer=existing.checksum == entry.checksum)
             if refused:
                 return self._refuse(entry.key, refused)
             keep_ours = False
@@ -692,10 +692,22 @@ class Replicator(CacheListener):
                 self._maybe_adopt(existing, live)
         return True, ""
 
-    def _takeover_refused(self, existing: EntryMeta, sender: str, live: set[str] | None) -> str:
-        """Why ``sender`` may not become the primary of ``existing`` ("" when it may)."""
+    def _takeover_refused(self, existing: EntryMeta, sender: str, live: set[str] | None,
+                          same_answer: bool = False) -> str:
+        """Why ``sender`` may not become the primary of ``existing`` ("" when it may).
+
+        Two live nodes can both claim one entry: a primary paused past the peer timeout comes
+        back to find its successor took the entry over, or a node joins that ranks before the
+        successor that adopted an entry and adopts it too. Each then refused the other's copy
+        for good, and both retried forever. When their answer is the same, the pair's
+        rendezvous ranking decides, alike on both sides: the first keeps the entry and the
+        other, given its copy, becomes a replica. A different answer never replaces the held
+        one this way (a forgery from a live peer stays refused).
+        """
         primary = existing.primary_node_id
         if primary == self.node_id or (primary and self.peers.get(primary) is not None):
+            if same_answer and rank(existing.key, [primary, sender])[0] == sender:
+                return ""
             return (f"{sender} claims the entry, but its primary {primary} is alive: only the primary "
                     "replaces a copy")
         live = set(self.live_replica_ids()) if live is None else live

@@ -47,6 +47,10 @@ from scripts.bench.stats import report
 MODEL = "smollm2-135m"
 HEARTBEAT_S, PEER_TIMEOUT_S = 0.3, 1.5
 TIME_LIMIT_S = 60.0
+PUT_BLOCK = 50
+"""Puts one writer makes in a row before the other writer's turn."""
+PUT_WARMUP = 20
+"""Puts per writer not counted: they warm the channels up."""
 
 
 async def until(predicate: Callable[[], bool], what: str, limit_s: float = TIME_LIMIT_S) -> float:
@@ -86,10 +90,6 @@ async def bench_puts(node: LlmlabNode, replicator: Replicator, n: int) -> None:
           f"peer processes over gRPC", flush=True)
     base = report("local put (CacheManager.put)", local, unit="us", width=46)
     report("replicated put (put + Replica.Store x N)", replicated, base, base_name="local", unit="us", width=46)
-
-
-PUT_BLOCK = 50
-PUT_WARMUP = 20
 
 
 def grpc_puts(w1: NodeProcess, w2: NodeProcess, n: int) -> None:
