@@ -109,22 +109,40 @@ async def test_a_failing_store_is_unavailable(served: Served) -> None:
                       grpc.StatusCode.UNAVAILABLE, "raylet")
 
 
-async def test_read_through_asks_the_hook_only_when_asked(served: Served) -> None:
+async def test_read_through_and_write_acks_go_through_the_attached_peer_source_only(served: Served) -> None:
     remote = CacheManager(MemoryStore(), node_id="n2").put("p", "m", "from a replica")
     asked: list[str] = []
 
-    async def fetch(key: str) -> tuple[CacheEntry, str] | None:
-        asked.append(key)
-        return (remote, "n2") if key == remote.key else None
+    class Replicas:  # a cache.hooks.PeerSource, as the replica role attaches its replicator
+        async def read_through(self, key: str) -> tuple[CacheEntry, str] | None:
+            asked.append(key)
+            return (remote, "n2") if key == remote.key else None
 
+        async def confirm_copies(self, entry: CacheEntry, timeout_s: float) -> tuple[int, int, int]:
+            return 1, 3, 2
+
+        def bury(self, key: str) -> None:
+            buried.append(key)
+
+        def shortfall(self) -> int:
+            return 7
+
+    buried: list[str] = []
     request = cache_pb2.GetRequest(lookup=lookup("p", "m"))
     assert not (await served.stub.Get(request)).found  # no hook yet: a plain miss
-    served.service.read_through = fetch
+    served.manager.attach_peer_source(Replicas())
     assert not (await served.stub.Get(request)).found  # hook set, but not asked for
     request.read_through = True
     reply = await served.stub.Get(request)
     assert reply.found and reply.entry.response == "from a replica" and reply.source_node_id == "n2"
     assert asked == [remote.key]
+    assert served.manager.get_stats()["replication_shortfall"] == 7
+    put = await served.stub.Put(cache_pb2.PutRequest(lookup=lookup("q", "m"), response="r"))
+    assert (put.copies, put.copies_target) == (1, 3)
+    await served.stub.Delete(cache_pb2.DeleteRequest(key=remote.key))  # not held here: the source still hears it
+    assert buried == [remote.key]
+    served.manager.attach_peer_source(None)
+    assert not (await served.stub.Get(request)).found and served.manager.get_stats()["replication_shortfall"] == 0
 
 
 # -- hostile puts (issue 16) --------------------------------------------------------------------------

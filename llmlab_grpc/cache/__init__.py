@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from llmlab_grpc.cache.entry import CacheEntry, EntryMeta
 from llmlab_grpc.cache.errors import CorruptEntry, InvalidCacheRequest, InvalidParams, StoreUnavailable, ValueTooLarge
+from llmlab_grpc.cache.hooks import CacheListener, PeerSource
 from llmlab_grpc.cache.keys import KEY_PARAMS, cache_key, is_deterministic, normalize_params, params_to_proto
-from llmlab_grpc.cache.manager import CacheListener, CacheManager
+from llmlab_grpc.cache.manager import CacheManager
 
 __all__ = [
     "KEY_PARAMS",
@@ -23,6 +24,7 @@ __all__ = [
     "EntryMeta",
     "InvalidCacheRequest",
     "InvalidParams",
+    "PeerSource",
     "StoreUnavailable",
     "ValueTooLarge",
     "cache_key",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from llmlab_grpc.cache.manager import CacheManager
 from llmlab_grpc.cache.semantic import SemanticCache
-from llmlab_grpc.cache.service import CacheService, ConfirmCopies, ReadThrough
+from llmlab_grpc.cache.service import CacheService
 from llmlab_grpc.metrics.collectors import CacheCollector
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
@@ -45,14 +45,6 @@ class CacheComponent(RoleComponent):
         node.cache_stats = self.manager.stats_proto
         node.metrics.add(CacheCollector.of(self.manager))
         self._sweeper: asyncio.Task[None] | None = None
-
-    def set_read_through(self, read_through: ReadThrough | None) -> None:
-        """Let ``Cache.Get`` with ``read_through`` ask replicas on a local miss (replication)."""
-        self.service.read_through = read_through
-
-    def set_confirm_copies(self, confirm: ConfirmCopies | None) -> None:
-        """Let ``Cache.Put`` (and the planner's store) wait for W verified copies (replication)."""
-        self.service.confirm_copies = confirm
 
     def bindings(self) -> list[ServiceBinding]:
         full_name = cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name

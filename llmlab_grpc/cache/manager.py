@@ -30,11 +30,13 @@ Policy lives here, once, whatever the store (``stores/``):
   entry over ``max_bytes`` is refused with ``ValueTooLarge`` naming the limit; it would
   otherwise evict a large part of the cache. Sizes are checked before anything is hashed.
 
-Hooks for replication (issue 6): ``get_by_key``/``put_entry`` work on keys and whole
+Hooks for replication (issue 6), through ``hooks.py`` only (this package imports no
+replication code): ``get_by_key``/``put_entry`` work on keys and whole
 entries (``put_entry`` verifies key and checksum and never resurrects an expired
 entry), ``describe`` lists entries hottest first (hit counts feed priority), entries
-whose ``primary_node_id`` is another node count as ``replica_entries``, and listeners
-hear every put and removal. Whether a non-deterministic answer may be cached
+whose ``primary_node_id`` is another node count as ``replica_entries``, listeners
+(``hooks.CacheListener``) hear every put and removal, and an attached ``hooks.PeerSource``
+gives the ``replication_shortfall`` figure. Whether a non-deterministic answer may be cached
 (``keys.is_deterministic``) is the caller's decision, not the cache's.
 
 Semantic cache: an entry stored with an ``embedding`` is added to ``index`` (a
@@ -57,6 +59,7 @@ from typing import Any
 
 from llmlab_grpc.cache.entry import CacheEntry, EntryMeta, params_bytes, stored_bytes, text_bytes
 from llmlab_grpc.cache.errors import CorruptEntry, InvalidCacheRequest, StoreUnavailable, ValueTooLarge
+from llmlab_grpc.cache.hooks import CacheListener, PeerSource
 from llmlab_grpc.cache.keys import Params, cache_key, check_namespace, checksum, normalize_params
 from llmlab_grpc.cache.namespace_stats import NamespaceStats
 from llmlab_grpc.cache.stores import MemoryStore, ValueStore, make_store
@@ -76,26 +79,6 @@ MAX_MODEL_BYTES = 1024
 
 Clock = Callable[[], float]
 """Seconds since the epoch, like ``time.time``; tests inject a fake one to move time."""
-
-
-class CacheListener:
-    """Subscriber to cache changes (``CacheManager.add_listener``); override what you need.
-
-    Called synchronously on the thread that made the change, after the cache's lock is
-    released: keep it quick and hand work to your own queue (from another thread, an
-    asyncio consumer needs ``loop.call_soon_threadsafe``). An exception is logged and
-    never reaches the cache's caller.
-    """
-
-    def on_put(self, entry: CacheEntry) -> None:
-        """A local ``put`` stored ``entry`` (``put_entry`` notifies only when asked)."""
-
-    def on_delete(self, key: str, reason: str) -> None:
-        """``key`` left the cache; ``reason`` is deleted, cleared, evicted, expired, lost or handed_off."""
-
-    def on_removed(self, meta: EntryMeta, reason: str) -> None:
-        """Like ``on_delete`` with the entry's metadata (a tombstone needs its expiry); calls ``on_delete``."""
-        self.on_delete(meta.key, reason)
 
 
 @dataclass(frozen=True)
@@ -220,8 +203,8 @@ class CacheManager:
         self._by_namespace = NamespaceStats()
         self._counters = dict.fromkeys(("hits", "misses", "puts", "evictions", "expirations", "lost"), 0)
         self._listeners: list[CacheListener] = []
-        self.replication_shortfall: Callable[[], int] = lambda: 0
-        """Set by the replicator: writes whose replicas are not all acknowledged yet."""
+        self.peer_source: PeerSource | None = None
+        """Read-through, write acks, mesh-wide deletes and the shortfall figure (``hooks.py``), when attached."""
 
     @classmethod
     def from_settings(cls, settings: Any, node_id: str = "", clock: Clock = time.time) -> CacheManager:
@@ -244,6 +227,10 @@ class CacheManager:
         )
 
     # -- listeners ------------------------------------------------------------------------------
+
+    def attach_peer_source(self, source: PeerSource | None) -> None:
+        """Back this cache with ``source`` (the replica role), or with nothing again (None)."""
+        self.peer_source = source
 
     def add_listener(self, listener: CacheListener) -> None:
         self._listeners.append(listener)
@@ -675,9 +662,9 @@ class CacheManager:
             entries, size, replicas = len(self._slots), self._bytes, self._replicas
         lookups = counters["hits"] + counters["misses"]
         try:
-            shortfall = int(self.replication_shortfall())
+            shortfall = int(self.peer_source.shortfall()) if self.peer_source is not None else 0
         except Exception:
-            log.exception("replication_shortfall source failed")
+            log.exception("the peer source's shortfall failed")
             shortfall = 0
         return {
             **counters,

@@ -5,19 +5,22 @@ naming no entry, an empty model, a malformed key, a bad TTL or an oversize value
 INVALID_ARGUMENT (the oversize message names the limit); a store that fails is
 UNAVAILABLE. Nothing a client sends can raise out of a handler.
 
-``Get`` with ``read_through`` also asks replicas on a local miss when the node has the
-replica role: its replicator installs ``read_through`` (``CacheComponent.set_read_through``)
-and returns a verified copy. On a node without that role the flag is accepted and the
-answer is this node's own. ``Put`` returns once W copies are verified (``--write-acks``,
-through the replicator's ``confirm_copies``) or its deadline passes: a put short of W is
-an answer (``copies < write_acks``), not an error, because the entry is stored and
-readable here and replication goes on; an error would invite a retry that changes nothing.
+Read-through: ``Get`` with ``read_through`` (the planner's lookups set it) asks the
+cache's peer source on a local miss (``hooks.PeerSource.read_through``, attached to the
+manager by the replica role when the node has it), which returns a verified copy from a
+replica and its node id; a copy older than the request's ``max_age_ms`` is still a miss.
+The copy is answered, not stored here: placement decides which nodes hold it. On a node
+without a peer source the flag is accepted and the answer is this node's own. ``Put``
+returns once W copies are verified (``--write-acks``, ``PeerSource.confirm_copies``) or
+its deadline passes: a put short of W is an answer (``copies < write_acks``), not an
+error, because the entry is stored and readable here and replication goes on; an error
+would invite a retry that changes nothing. A ``Delete`` of a key not held here still
+reaches the peer source (``bury``), so the mesh forgets it too.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -30,10 +33,6 @@ from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 
-ReadThrough = Callable[[str], Awaitable[tuple[CacheEntry, str] | None]]
-"""``key -> (entry, source_node_id)`` from a replica, or ``None``."""
-ConfirmCopies = Callable[[CacheEntry, float], Awaitable[tuple[int, int, int]]]
-"""``(fresh entry, seconds) -> (copies verified, copies target, W)``: waits for W copies (replication)."""
 WRITE_ACK_TIMEOUT_S = 3.0
 """Longest a put waits for its W copies when the caller's deadline is longer (or unset)."""
 
@@ -57,21 +56,18 @@ class CacheService(cache_pb2_grpc.CacheServicer):
     def __init__(self, manager: CacheManager, node_id: str) -> None:
         self.manager = manager
         self.node_id = node_id
-        self.read_through: ReadThrough | None = None
         self.semantic: Any = None
         """The node's ``SemanticCache`` (embedder + index + guard), when it has one."""
-        self.confirm_copies: ConfirmCopies | None = None
-        self.bury: Callable[[str], None] | None = None
-        """Set by the replicator: a delete of a key not held here still tombstones it mesh-wide."""
 
     async def copies_of(self, entry: CacheEntry, timeout_s: float = WRITE_ACK_TIMEOUT_S) -> tuple[int, int, int]:
         """After a local put: ``(copies, target, W)`` once W copies are verified or ``timeout_s`` passed.
 
-        Without a replicator (no replica role, or N=0) the one local copy is all there is.
+        Without a peer source (no replica role, or N=0) the one local copy is all there is.
         """
-        if self.confirm_copies is None:
+        source = self.manager.peer_source
+        if source is None:
             return 1, 1, 1
-        return await self.confirm_copies(entry, max(0.0, min(timeout_s, WRITE_ACK_TIMEOUT_S)))
+        return await source.confirm_copies(entry, max(0.0, min(timeout_s, WRITE_ACK_TIMEOUT_S)))
 
     async def Get(self, request: cache_pb2.GetRequest, context: grpc.aio.ServicerContext) -> cache_pb2.GetResponse:
         try:
@@ -111,8 +107,9 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         if entry is not None:
             return cache_pb2.GetResponse(found=True, entry=entry.to_proto(), source_node_id=self.node_id,
                                          match="exact")
-        if read_through and self.read_through is not None:
-            found = await self.read_through(key)
+        source = self.manager.peer_source
+        if read_through and source is not None:
+            found = await source.read_through(key)
             if found is not None:
                 remote, source = found
                 if max_age_s is None or self.manager.now_ms() - remote.created_unix_ms <= max_age_s * 1000:
@@ -177,8 +174,9 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         except (InvalidCacheRequest, InvalidParams) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         deleted = self.manager.delete(key)
-        if not deleted and self.bury is not None:
-            self.bury(key)  # not here, maybe elsewhere: the delete still holds for every copy
+        source = self.manager.peer_source
+        if not deleted and source is not None:
+            source.bury(key)  # not here, maybe elsewhere: the delete still holds for every copy
         return cache_pb2.DeleteResponse(deleted=deleted)
 
     async def Stats(

@@ -1,9 +1,10 @@
 """The ``replica`` role: the ``Replica`` service plus the node's ``Replicator``.
 
 With the ``cache`` role on the same node (the usual case), copies live in that cache's
-``CacheManager`` and this role also replicates the cache's own puts, answers
-``Cache.Get(read_through=True)`` from replicas on a local miss, and reports the
-replication shortfall in the cache's statistics. Without it, the role keeps copies in
+``CacheManager`` and this role also replicates the cache's own puts (a listener on its
+change hooks), answers ``Cache.Get(read_through=True)`` from replicas on a local miss and
+reports the replication shortfall in the cache's statistics (the replicator attached as
+the cache's ``PeerSource``, ``cache/hooks.py``). Without it, the role keeps copies in
 a ``CacheManager`` of its own, built from the same ``cache_*`` settings (same TTL and
 byte budget), and its statistics go out in heartbeats.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from llmlab_grpc.cache.entry import CacheEntry
 from llmlab_grpc.cache.manager import CacheManager
 from llmlab_grpc.metrics.collectors import CacheCollector, ReplicationCollector
 from llmlab_grpc.proto.llmlab.v1 import replica_pb2, replica_pb2_grpc
@@ -55,10 +55,6 @@ class ReplicaComponent(RoleComponent):
             return self._own
         return self.node.components["cache"].manager  # type: ignore[attr-defined, no-any-return]
 
-    async def _confirm(self, entry: CacheEntry, timeout_s: float) -> tuple[int, int, int]:
-        copies, acks = await self.replicator.replicate_acked(entry, timeout_s)
-        return copies, self.replicator.copies_target(), acks
-
     def bindings(self) -> list[ServiceBinding]:
         full_name = replica_pb2.DESCRIPTOR.services_by_name["Replica"].full_name
         return [ServiceBinding(full_name, self.service, replica_pb2_grpc.add_ReplicaServicer_to_server)]
@@ -66,24 +62,16 @@ class ReplicaComponent(RoleComponent):
     async def start(self) -> None:
         self.replicator.self_address = self.node.address
         self.replicator.start()
-        cache = self.node.components.get("cache")
-        if cache is not None:
-            cache.set_read_through(self.replicator.read_through)  # type: ignore[attr-defined]
-            cache.set_confirm_copies(self._confirm)  # type: ignore[attr-defined]
-            cache.service.bury = self.replicator.bury  # type: ignore[attr-defined]
-        else:
-            assert self._own is not None
+        # The cache's read-through and write acks (cache/hooks.py); its change hooks the replicator subscribed to.
+        self._manager().attach_peer_source(self.replicator)
+        if self._own is not None:
             self.node.cache_stats = self._own.stats_proto
         log.info("replica ready: N=%d replicas per entry, queue %d, retry every %gs", self.replicator.replica_count,
                  self.replicator.queue.maxsize, self.replicator.retry_s)
 
     async def stop(self) -> None:
         await self.replicator.stop()
-        cache = self.node.components.get("cache")
-        if cache is not None:
-            cache.set_read_through(None)  # type: ignore[attr-defined]
-            cache.set_confirm_copies(None)  # type: ignore[attr-defined]
-            cache.service.bury = None  # type: ignore[attr-defined]
+        self._manager().attach_peer_source(None)
         if self._own is not None:
             self._own.close()
 

@@ -10,6 +10,11 @@ Who does what, so that no two nodes need to agree on anything but the peer table
   retried every ``retry_s`` seconds.
 * **Writes** never wait: the cache's put notifies this listener, which offers the key to
   a bounded priority queue (critical first, then by hit count) that a few workers drain.
+The replica component attaches the replicator to the cache as its peer source
+(``cache/hooks.py``: ``read_through``, ``confirm_copies``, ``bury``, ``shortfall``) and
+the replicator subscribes to the cache's change hooks (a ``CacheListener``); the cache
+itself imports nothing from here.
+
 * **Reads** (``read_through``, behind ``Cache.Get`` with ``read_through``): local miss →
   the ranking's first N+1 nodes one by one → every other replica node at once → miss.
   Each copy is verified (``integrity.py``) before it is returned; a bad one is refused.
@@ -180,7 +185,6 @@ class Replicator(CacheListener):
         self.tombstones.max_count = self.manager.max_entries
         self._loop = asyncio.get_running_loop()
         self.manager.add_listener(self)
-        self.manager.replication_shortfall = self.shortfall
         self.peers.subscribe(self.on_peer)
         self._tasks = [asyncio.create_task(self._worker(), name=f"replication-worker-{i}") for i in range(WORKERS)]
         self._tasks.append(asyncio.create_task(self._maintain(), name="replication-maintenance"))
@@ -454,6 +458,11 @@ class Replicator(CacheListener):
         self._waiters[key] = [(n, f) for n, f in waiters if not f.done()]
         if not self._waiters[key]:
             del self._waiters[key]
+
+    async def confirm_copies(self, entry: CacheEntry, timeout_s: float) -> tuple[int, int, int]:
+        """The cache's wait after a put (``cache.hooks.PeerSource``): ``(copies, N+1, W)``."""
+        copies, acks = await self.replicate_acked(entry, timeout_s)
+        return copies, self.copies_target(), acks
 
     async def replicate_acked(self, entry: CacheEntry, timeout_s: float, wanted: int | None = None
                               ) -> tuple[int, int]:
