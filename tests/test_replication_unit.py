@@ -167,6 +167,7 @@ class Mesh:
         await server.start()
         replicator.self_address = f"127.0.0.1:{port}"
         replicator.start()
+        manager.attach_peer_source(replicator)  # as the replica component does (cache/hooks.py)
         node = Node(node_id, manager, replicator, server, f"127.0.0.1:{port}", peers, store)
         self.nodes[node_id] = node
         return node
