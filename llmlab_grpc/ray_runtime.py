@@ -233,6 +233,7 @@ def keep_ray_on_loopback() -> None:
     import sys
 
     os.environ.update(LOOPBACK_ENV)
-    constants = sys.modules.get("ray._private.ray_constants")
-    if constants is not None:  # ray already imported: the flag was read at import time
-        constants.ENABLE_RAY_CLUSTER = False
+    if "ray._private.ray_constants" in sys.modules:  # ray already imported: the flag was read at import time
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False

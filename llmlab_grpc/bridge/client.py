@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Origin
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -82,7 +83,8 @@ class MobileClient:
 
     async def connect(self, timeout: float = 10.0) -> dict[str, Any]:
         """Open the socket and pair; returns the welcome or raises ``PairingRefused``."""
-        self.ws = await connect(self.url, origin=self.origin, max_size=4 * 1024 * 1024,  # type: ignore[arg-type]
+        origin = Origin(self.origin) if self.origin is not None else None
+        self.ws = await connect(self.url, origin=origin, max_size=4 * 1024 * 1024,
                                 open_timeout=timeout)
         hello: dict[str, Any] = {"pairingToken": self.token, "name": self.name, "tools": self.tools,
                                  "userAgent": "llmlab-python-client", "cacheReplica": self.cache_replica}

@@ -147,7 +147,7 @@ class HttpServer:
             log_level="warning", access_log=False, proxy_headers=False, server_header=False,
             ws_max_size=self.ws_max_size, timeout_graceful_shutdown=2,
             http=guarded_protocol(limits.header_timeout_s, limits.idle_timeout_s, limits.max_connections),
-            timeout_keep_alive=limits.idle_timeout_s,  # type: ignore[arg-type]  # a float works (call_later)
+            timeout_keep_alive=limits.idle_timeout_s,  # type: ignore[arg-type]  # uvicorn says int; a float works (call_later)
             # asyncio accepts up to `backlog` connections in one loop iteration: uvicorn's 2048 let a
             # connection flood stall the loop (and every gRPC call of the node) for a third of a second.
             backlog=ACCEPT_BACKLOG,

@@ -77,6 +77,7 @@ class GuardedH11Protocol(H11Protocol):
             log.warning(message, *args)
 
     # -- protocol ---------------------------------------------------------------------
+    # asyncio.Protocol takes any BaseTransport; uvicorn's H11Protocol narrows it to a Transport (and ignores it too).
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:

@@ -44,7 +44,8 @@ def decode(text: str) -> bridge_pb2.BridgeEnvelope:
         raise ProtocolError(INVALID_ARGUMENT, f"message is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError(INVALID_ARGUMENT, "message must be a JSON object (a BridgeEnvelope)")
-    ref_id = obj.get("id") if isinstance(obj.get("id"), str) else ""
+    given = obj.get("id")
+    ref_id = given if isinstance(given, str) else ""
     envelope = bridge_pb2.BridgeEnvelope()
     try:
         json_format.ParseDict(obj, envelope)

@@ -90,18 +90,19 @@ def _text_param(name: str, value: str) -> str:
 
 
 def _tools_json(value: Any) -> str:
-    if not isinstance(value, str):
+    text = value
+    if not isinstance(text, str):
         try:
-            value = json.dumps(value)
+            text = json.dumps(value)
         except (ValueError, TypeError, RecursionError) as exc:
             raise InvalidParams("parameter tools_json cannot be written as JSON") from exc
-    value = _text_param("tools_json", value)
+    text = _text_param("tools_json", text)
     try:
-        return json.dumps(json.loads(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except RecursionError as exc:
         raise InvalidParams("parameter tools_json nests too deeply to be read: flatten it") from exc
     except ValueError:
-        return value  # not JSON: the backend will say so; the key still distinguishes it
+        return text  # not JSON: the backend will say so; the key still distinguishes it
 
 
 def _raw_items(params: Params) -> dict[str, Any]:

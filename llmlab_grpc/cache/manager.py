@@ -162,7 +162,7 @@ class CacheManager:
 
     def __init__(
         self,
-        store: ValueStore | None = None,
+        store: ValueStore[Any] | None = None,
         *,
         ttl_s: float = DEFAULT_TTL_S,
         max_bytes: int = DEFAULT_MAX_BYTES,

@@ -21,7 +21,7 @@ reaches the peer source (``bury``), so the mesh forgets it too.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -30,6 +30,9 @@ from llmlab_grpc.cache.errors import InvalidCacheRequest, InvalidParams, StoreUn
 from llmlab_grpc.cache.keys import cache_key, is_key
 from llmlab_grpc.cache.manager import CacheManager, EntryExtras
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2
+
+if TYPE_CHECKING:  # numpy and the embedder load only where the semantic cache is on
+    from llmlab_grpc.cache.semantic import SemanticCache
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
     def __init__(self, manager: CacheManager, node_id: str) -> None:
         self.manager = manager
         self.node_id = node_id
-        self.semantic: Any = None
+        self.semantic: SemanticCache | None = None
         """The node's ``SemanticCache`` (embedder + index + guard), when it has one."""
 
     async def copies_of(self, entry: CacheEntry, timeout_s: float = WRITE_ACK_TIMEOUT_S) -> tuple[int, int, int]:
@@ -69,7 +72,10 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             return 1, 1, 1
         return await source.confirm_copies(entry, max(0.0, min(timeout_s, WRITE_ACK_TIMEOUT_S)))
 
-    async def Get(self, request: cache_pb2.GetRequest, context: grpc.aio.ServicerContext) -> cache_pb2.GetResponse:
+    async def Get(
+        self, request: cache_pb2.GetRequest,
+        context: grpc.aio.ServicerContext[cache_pb2.GetRequest, cache_pb2.GetResponse],
+    ) -> cache_pb2.GetResponse:
         try:
             key = _key_of(request.key, request.lookup, request.HasField("lookup"))
         except (InvalidCacheRequest, InvalidParams) as exc:
@@ -117,7 +123,10 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                                                  match="exact")
         return cache_pb2.GetResponse(found=False)
 
-    async def Put(self, request: cache_pb2.PutRequest, context: grpc.aio.ServicerContext) -> cache_pb2.PutResponse:
+    async def Put(
+        self, request: cache_pb2.PutRequest,
+        context: grpc.aio.ServicerContext[cache_pb2.PutRequest, cache_pb2.PutResponse],
+    ) -> cache_pb2.PutResponse:
         lookup = request.lookup
         try:
             if not request.HasField("lookup") or not lookup.model:
@@ -167,7 +176,8 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                                           candidates=candidates)
 
     async def Delete(
-        self, request: cache_pb2.DeleteRequest, context: grpc.aio.ServicerContext
+        self, request: cache_pb2.DeleteRequest,
+        context: grpc.aio.ServicerContext[cache_pb2.DeleteRequest, cache_pb2.DeleteResponse],
     ) -> cache_pb2.DeleteResponse:
         try:
             key = _key_of(request.key, request.lookup, request.HasField("lookup"))
@@ -180,11 +190,13 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         return cache_pb2.DeleteResponse(deleted=deleted)
 
     async def Stats(
-        self, request: cache_pb2.StatsRequest, context: grpc.aio.ServicerContext
+        self, request: cache_pb2.StatsRequest,
+        context: grpc.aio.ServicerContext[cache_pb2.StatsRequest, cache_pb2.StatsResponse],
     ) -> cache_pb2.StatsResponse:
         return cache_pb2.StatsResponse(stats=self.manager.stats_proto())
 
     async def Clear(
-        self, request: cache_pb2.ClearRequest, context: grpc.aio.ServicerContext
+        self, request: cache_pb2.ClearRequest,
+        context: grpc.aio.ServicerContext[cache_pb2.ClearRequest, cache_pb2.ClearResponse],
     ) -> cache_pb2.ClearResponse:
         return cache_pb2.ClearResponse(removed=self.manager.clear())

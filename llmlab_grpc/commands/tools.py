@@ -146,7 +146,11 @@ def cmd_tool(args: argparse.Namespace) -> int:
         print(f"llmlab tool: cannot save attachments: {exc}", file=sys.stderr)
         return 1
     failed = reply.HasField("error")
-    body = {
+    attachments: list[dict[str, object]] = [
+        {"name": a.name, "mime_type": a.mime_type, "bytes": len(a.data), **({"path": paths[i]} if paths else {})}
+        for i, a in enumerate(reply.attachments)
+    ]
+    body: dict[str, object] = {
         "tool": reply.tool,
         "result": None if failed else from_struct(reply.result),
         "error": {"code": reply.error.code, "message": reply.error.message} if failed else None,
@@ -154,10 +158,7 @@ def cmd_tool(args: argparse.Namespace) -> int:
         "node_id": reply.node_id,
         "ms": round(reply.duration_ms, 3),
         "failed_over": list(reply.failed_over),
-        "attachments": [
-            {"name": a.name, "mime_type": a.mime_type, "bytes": len(a.data), **({"path": paths[i]} if paths else {})}
-            for i, a in enumerate(reply.attachments)
-        ],
+        "attachments": attachments,
     }
     if args.json:
         print(json.dumps(body, indent=2))
@@ -169,7 +170,7 @@ def cmd_tool(args: argparse.Namespace) -> int:
         print(f"llmlab tool: {args.name} failed {where}: {reply.error.code}: {reply.error.message}", file=sys.stderr)
         return 1
     print(json.dumps(body["result"], indent=2, ensure_ascii=False))
-    for item in body["attachments"]:
+    for item in attachments:
         saved = f" -> {item['path']}" if "path" in item else " (use --save-attachments DIR to keep it)"
         print(f"attachment {item['name']} ({item['mime_type']}, {item['bytes']} bytes){saved}")
     print(f"ran {where} in {reply.duration_ms:.1f} ms")

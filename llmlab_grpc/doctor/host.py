@@ -68,7 +68,10 @@ async def check_multicast(seconds: float = 3.0, local: list[LocalAddress] | None
     results = await asyncio.gather(*(_hears_itself(a, seconds) for a in usable))
     heard = [a for a, yes in zip(usable, results, strict=True) if yes]
     deaf = [a for a, yes in zip(usable, results, strict=True) if not yes]
-    names = lambda found: ", ".join(f"{a.interface} {a.ip}" for a in found)  # noqa: E731
+
+    def names(found: list[LocalAddress]) -> str:
+        return ", ".join(f"{a.interface} {a.ip}" for a in found)
+
     if not heard:
         return fail("multicast", f"no mDNS announcement came back on any interface ({names(deaf)})",
                     "multicast is blocked here (a firewall closing 5353/udp?): open it, or join with "

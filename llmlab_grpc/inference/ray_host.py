@@ -119,7 +119,9 @@ _remote_classes: dict[int, Any] = {}
 def _remote_actor_class(parallel: int) -> Any:
     """``ModelActor`` as a Ray actor class whose ``gen`` group runs ``parallel`` generations."""
     if parallel not in _remote_classes:
-        _remote_classes[parallel] = ray.remote(concurrency_groups={"gen": parallel, "meta": 2})(ModelActor)
+        # Ray's typed overloads of ray.remote omit the actor option concurrency_groups (it works at run time).
+        options = ray.remote(concurrency_groups={"gen": parallel, "meta": 2})  # type: ignore[call-overload]
+        _remote_classes[parallel] = options(ModelActor)
     return _remote_classes[parallel]
 
 
@@ -261,7 +263,7 @@ class RayHost:
 
 def ray_node_label(node_id: str) -> str:
     """``<ip> (<id prefix>)`` of a Ray node, for logs; the id alone when the cluster does not list it."""
-    for node in ray.nodes():
+    for node in ray.nodes():  # type: ignore[no-untyped-call]  # Ray leaves ray.nodes unannotated
         if node.get("NodeID") == node_id:
             return f"{node.get('NodeManagerAddress')} ({node_id[:8]})"
     return node_id[:8]

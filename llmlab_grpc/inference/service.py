@@ -20,14 +20,18 @@ class InferenceService(inference_pb2_grpc.InferenceServicer):
     def __init__(self, runtime: InferenceRuntime) -> None:
         self.runtime = runtime
 
-    async def Generate(self, request: inference_pb2.GenerateRequest, context: grpc.aio.ServicerContext
-                       ) -> AsyncIterator[inference_pb2.GenerateResponse]:
+    async def Generate(
+        self, request: inference_pb2.GenerateRequest,
+        context: grpc.aio.ServicerContext[inference_pb2.GenerateRequest, inference_pb2.GenerateResponse],
+    ) -> AsyncIterator[inference_pb2.GenerateResponse]:
         try:
             async for response in self.runtime.generate(request):
                 yield response
         except InferenceError as err:
             await context.abort(err.code, err.message)
 
-    async def ListModels(self, request: inference_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
-                         ) -> inference_pb2.ListModelsResponse:
+    async def ListModels(
+        self, request: inference_pb2.ListModelsRequest,
+        context: grpc.aio.ServicerContext[inference_pb2.ListModelsRequest, inference_pb2.ListModelsResponse],
+    ) -> inference_pb2.ListModelsResponse:
         return self.runtime.list_models()

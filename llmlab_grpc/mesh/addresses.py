@@ -49,7 +49,7 @@ class LocalAddress:
 
     @property
     def network(self) -> ipaddress.IPv4Network:
-        return ipaddress.ip_network(f"{self.ip}/{self.prefix}", strict=False)  # type: ignore[return-value]
+        return ipaddress.IPv4Network(f"{self.ip}/{self.prefix}", strict=False)
 
     @property
     def loopback(self) -> bool:

@@ -10,7 +10,8 @@ reflection stay open, so probes and grpcurl-style tools work without it.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import NoReturn, TypeVar
 
 import grpc
 
@@ -19,6 +20,9 @@ OPEN_METHOD_PREFIXES: tuple[str, ...] = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Details = grpc.aio.ClientCallDetails
 
 
 def mesh_id(secret: str) -> str:
@@ -31,13 +35,14 @@ def bearer(secret: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {secret}"),)
 
 
-def aborting_handler(like: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> Any:
+def aborting_handler(like: grpc.RpcMethodHandler[Req, Resp], code: grpc.StatusCode,
+                     message: str) -> grpc.RpcMethodHandler[Req, Resp]:
     """A handler of the same streaming shape as ``like`` that fails the call at once."""
 
-    async def abort(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def abort(_request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> NoReturn:
         await context.abort(code, message)
 
-    async def abort_stream(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def abort_stream(_request: Req, context: grpc.aio.ServicerContext[Req, Resp]) -> AsyncIterator[Resp]:
         await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
 
@@ -64,23 +69,38 @@ class _AddAuth:
 
 
 class _UnaryUnary(_AddAuth, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
-        return await continuation(self._details(details), request)
+    async def intercept_unary_unary(
+        self, continuation: Callable[[Details, Req], Awaitable[grpc.aio.UnaryUnaryCall[Req, Resp]]],
+        client_call_details: Details, request: Req,
+    ) -> grpc.aio.UnaryUnaryCall[Req, Resp]:
+        return await continuation(self._details(client_call_details), request)
 
 
 class _UnaryStream(_AddAuth, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
-        return await continuation(self._details(details), request)
+    async def intercept_unary_stream(
+        self, continuation: Callable[[Details, Req], Awaitable[grpc.aio.UnaryStreamCall[Req, Resp]]],
+        client_call_details: Details, request: Req,
+    ) -> grpc.aio.UnaryStreamCall[Req, Resp]:
+        return await continuation(self._details(client_call_details), request)
+
+
+Requests = AsyncIterable[Req] | Iterable[Req]
 
 
 class _StreamUnary(_AddAuth, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
-        return await continuation(self._details(details), request_iterator)
+    async def intercept_stream_unary(
+        self, continuation: Callable[[Details, Requests[Req]], Awaitable[grpc.aio.StreamUnaryCall[Req, Resp]]],
+        client_call_details: Details, request_iterator: Requests[Req],
+    ) -> grpc.aio.StreamUnaryCall[Req, Resp]:
+        return await continuation(self._details(client_call_details), request_iterator)
 
 
 class _StreamStream(_AddAuth, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation, details, request_iterator):  # type: ignore[no-untyped-def]
-        return await continuation(self._details(details), request_iterator)
+    async def intercept_stream_stream(
+        self, continuation: Callable[[Details, Requests[Req]], Awaitable[grpc.aio.StreamStreamCall[Req, Resp]]],
+        client_call_details: Details, request_iterator: Requests[Req],
+    ) -> grpc.aio.StreamStreamCall[Req, Resp]:
+        return await continuation(self._details(client_call_details), request_iterator)
 
 
 def client_interceptors(secret: str) -> list[grpc.aio.ClientInterceptor]:

@@ -10,13 +10,14 @@ shared by every node names none of them; then the claim is all there is (docs/re
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import grpc
 
 _NAME_KEYS = ("x509_common_name", "x509_subject_alternative_name")
 
 
-def certificate_names(context: grpc.aio.ServicerContext) -> set[str]:
+def certificate_names(context: grpc.aio.ServicerContext[Any, Any]) -> set[str]:
     """The common name and subject alternative names of the caller's certificate; empty without mTLS."""
     try:
         auth = context.auth_context() or {}

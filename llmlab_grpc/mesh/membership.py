@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import grpc
 
@@ -68,6 +68,15 @@ def describe_conflict(node_id: str, other: common_pb2.NodeInfo) -> str:
     where = other.address or ", ".join(other.addresses) or "an unknown address"
     return (f"node id {node_id!r} is already used by a live node at {where} (name {other.name!r}); "
             "give this node its own --name or --node-id (was a config or LLMLAB_HOME copied?)")
+
+
+class ReplyNotes(TypedDict, total=False):
+    """The ``HeartbeatResponse`` fields that speak about its sender (``Membership.reply_notes``)."""
+
+    sender_unreachable: bool
+    sender_addresses_tried: list[str]
+    sender_unreachable_error: str
+    id_conflict: common_pb2.NodeInfo
 
 
 class Membership:
@@ -372,12 +381,13 @@ class Membership:
         if not self._healthy(record):
             self.propose([sender.address, *sender.addresses], sender.node_id)
 
-    def reply_notes(self, sender: common_pb2.NodeInfo) -> dict[str, object]:
+    def reply_notes(self, sender: common_pb2.NodeInfo) -> ReplyNotes:
         """Extra HeartbeatResponse fields for ``sender``: we cannot reach it; its id is taken."""
-        notes: dict[str, object] = {}
+        notes: ReplyNotes = {}
         failed = self._cannot_call.get(sender.node_id)
         if failed is not None:
-            notes.update(sender_unreachable=True, sender_addresses_tried=failed[0], sender_unreachable_error=failed[1])
+            notes["sender_unreachable"] = True
+            notes["sender_addresses_tried"], notes["sender_unreachable_error"] = failed
         conflict = self._conflicts.get(sender.node_id)
         if conflict is not None and conflict.confirmed and sender.started_unix_ms \
                 and conflict.kept.started_unix_ms < sender.started_unix_ms:

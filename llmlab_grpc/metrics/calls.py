@@ -17,11 +17,16 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from llmlab_grpc.metrics.registry import NodeMetrics
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Context = grpc.aio.ServicerContext[Any, Any]
+"""The context of any method: every method of every service is instrumented alike."""
 
 
 def _split(method: str) -> tuple[str, str]:
@@ -30,7 +35,7 @@ def _split(method: str) -> tuple[str, str]:
     return service or "unknown", name or "unknown"
 
 
-def _code(context: grpc.aio.ServicerContext, exc: BaseException | None) -> str:
+def _code(context: Context, exc: BaseException | None) -> str:
     if isinstance(exc, asyncio.CancelledError):
         return "CANCELLED"
     try:
@@ -53,14 +58,14 @@ class _Recorder:
         self._latency = metrics.grpc_latency.labels(self.service, self.method)
         self._ok = metrics.grpc_requests.labels(self.service, self.method, "OK")
 
-    def done(self, started: float, context: grpc.aio.ServicerContext, exc: BaseException | None) -> None:
+    def done(self, started: float, context: Context, exc: BaseException | None) -> None:
         self._latency.observe(time.perf_counter() - started)
         code = _code(context, exc)
         (self._ok if code == "OK" else self._requests.labels(self.service, self.method, code)).inc()
 
 
 def _unary(rec: _Recorder, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def call(request: Any, context: Context) -> Any:
         started = time.perf_counter()
         try:
             result = await inner(request, context)
@@ -74,7 +79,7 @@ def _unary(rec: _Recorder, inner: Callable[..., Awaitable[Any]]) -> Callable[...
 
 
 def _streaming(rec: _Recorder, inner: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
         started = time.perf_counter()
         try:
             async for message in inner(request, context):
@@ -87,28 +92,31 @@ def _streaming(rec: _Recorder, inner: Callable[..., AsyncIterator[Any]]) -> Call
     return call
 
 
-def _wrap(rec: _Recorder, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    def wrap(inner: Any) -> Any:
+def _wrap(rec: _Recorder, handler: grpc.RpcMethodHandler[Req, Resp]) -> grpc.RpcMethodHandler[Req, Resp]:
+    def wrap(inner: Callable[..., Any]) -> Callable[..., Any]:
         return _streaming(rec, inner) if inspect.isasyncgenfunction(inner) else _unary(rec, inner)
 
-    shape = {"request_deserializer": handler.request_deserializer,
-             "response_serializer": handler.response_serializer}
+    des, ser = handler.request_deserializer, handler.response_serializer
     if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **shape)
+        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), des, ser)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream), **shape)
+        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream), des, ser)
     if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **shape)
+        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), des, ser)
     if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **shape)
+        return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), des, ser)
     return handler
 
 
-def instrument(metrics: NodeMetrics) -> Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]:
+Handler = grpc.RpcMethodHandler[Any, Any]
+"""A handler of any method."""
+
+
+def instrument(metrics: NodeMetrics) -> Callable[[str, Handler], Handler]:
     """``(method, handler) -> handler`` counting and timing calls into ``metrics`` (one recorder per method)."""
     recorders: dict[str, _Recorder] = {}
 
-    def wrap(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(method: str, handler: Handler) -> Handler:
         rec = recorders.get(method)
         if rec is None:
             rec = recorders[method] = _Recorder(metrics, method)

@@ -29,6 +29,8 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
 from llmlab_grpc.openai_api.auth import MESH_PRINCIPAL, Principal
 from llmlab_grpc.openai_api.errors import bad_request
 from llmlab_grpc.openai_api.schemas import ChatCompletionRequest
@@ -142,7 +144,7 @@ def answer_step(task: planner_pb2.Task) -> planner_pb2.Step | None:
     return task.steps[-1] if task.steps else None
 
 
-def _name(enum: Any, value: int, prefix: str) -> str:
+def _name(enum: EnumTypeWrapper, value: int, prefix: str) -> str:
     return enum.Name(value).removeprefix(prefix).lower()
 
 
@@ -184,7 +186,8 @@ def tool_calls(step: planner_pb2.Step | None) -> list[dict[str, Any]]:
     for call in calls if isinstance(calls, list) else []:
         if not isinstance(call, dict):
             continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        given = call.get("function")
+        function = given if isinstance(given, dict) else {}
         arguments = function.get("arguments", "")
         out.append({
             "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",

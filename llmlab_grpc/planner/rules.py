@@ -99,6 +99,7 @@ def match_url(text: str) -> RuleMatch | None:
     url_match = _URL_RE.search(text)
     if url_match:
         url = url_match.group(0).rstrip(".,;:!?")
+        rest = _URL_RE.sub(" ", text)
     else:
         open_match = _OPEN_RE.match(text)
         if not open_match:
@@ -107,7 +108,7 @@ def match_url(text: str) -> RuleMatch | None:
         if not _DOMAIN_RE.match(target):
             return None
         url = f"https://{target}"
-    rest = _URL_RE.sub(" ", text) if url_match else text[_OPEN_RE.match(text).end():]  # type: ignore[union-attr]
+        rest = text[open_match.end():]
     leftover = [w for w in re.findall(r"[a-z']+", rest.lower())
                 if w not in _FILLER | {"open", "browse", "visit", "fetch", "screenshot", "take", "of", "page",
                                        "the", "show", "and", "it", "website", "site", "url", "this"}]

@@ -246,7 +246,7 @@ class Replicator(CacheListener):
             self._departed.pop(record.node_id, None)
         self._wake.set()
 
-    def _stub(self, node_id: str) -> replica_pb2_grpc.ReplicaStub | None:
+    def _stub(self, node_id: str) -> replica_pb2_grpc.ReplicaAsyncStub | None:
         record = self.peers.get(node_id)
         if record is None or not record.address:
             return None

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
 from llmlab_grpc.cache.keys import InvalidParams, cache_key, is_key
 from llmlab_grpc.mesh.identity import certificate_names, impersonation
-from llmlab_grpc.proto.llmlab.v1 import replica_pb2, replica_pb2_grpc
+from llmlab_grpc.proto.llmlab.v1 import common_pb2, replica_pb2, replica_pb2_grpc
 from llmlab_grpc.replication.replicator import SYNC_CALL_MAX_BYTES, SYNC_CALL_MAX_ENTRIES, Replicator
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
     def __init__(self, replicator: Replicator) -> None:
         self.replicator = replicator
 
-    async def _check_sender(self, sender: str, context: grpc.aio.ServicerContext) -> None:
+    async def _check_sender(self, sender: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Abort unless ``sender`` is named and, under mTLS with per-node certificates, is the caller."""
         if not sender:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sender_node_id is empty: name the sending node")
@@ -48,8 +49,10 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         name, address = self.replicator.name_of(node_id)
         return replica_pb2.NodeRef(node_id=node_id, name=name, address=address)
 
-    async def Store(self, request: replica_pb2.StoreRequest, context: grpc.aio.ServicerContext
-                    ) -> replica_pb2.StoreResponse:
+    async def Store(
+        self, request: replica_pb2.StoreRequest,
+        context: grpc.aio.ServicerContext[replica_pb2.StoreRequest, replica_pb2.StoreResponse],
+    ) -> replica_pb2.StoreResponse:
         if not request.HasField("entry") or not request.entry.key:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "StoreRequest.entry is empty: send the whole entry")
         await self._check_sender(request.sender_node_id, context)
@@ -57,8 +60,10 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
                                                        hint_for=request.hint_for_node_id)
         return replica_pb2.StoreResponse(accepted=accepted, reason=reason)
 
-    async def Fetch(self, request: replica_pb2.FetchRequest, context: grpc.aio.ServicerContext
-                    ) -> replica_pb2.FetchResponse:
+    async def Fetch(
+        self, request: replica_pb2.FetchRequest,
+        context: grpc.aio.ServicerContext[replica_pb2.FetchRequest, replica_pb2.FetchResponse],
+    ) -> replica_pb2.FetchResponse:
         if not is_key(request.key):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "key must be 64 lowercase hex digits (a sha256)")
         entry = self.replicator.manager.get_entry(request.key)
@@ -66,8 +71,10 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
             return replica_pb2.FetchResponse(found=False)
         return replica_pb2.FetchResponse(found=True, entry=entry.to_proto())
 
-    async def Locate(self, request: replica_pb2.LocateRequest, context: grpc.aio.ServicerContext
-                     ) -> replica_pb2.LocateResponse:
+    async def Locate(
+        self, request: replica_pb2.LocateRequest,
+        context: grpc.aio.ServicerContext[replica_pb2.LocateRequest, replica_pb2.LocateResponse],
+    ) -> replica_pb2.LocateResponse:
         key = request.key
         if key:
             if not is_key(key):
@@ -88,12 +95,14 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         reply.placement.extend(self._ref(n) for n in found.placement)
         return reply
 
-    async def Sync(self, request_iterator: AsyncIterator[replica_pb2.SyncRequest],
-                   context: grpc.aio.ServicerContext) -> replica_pb2.SyncResponse:
+    async def Sync(
+        self, request_iterator: AsyncIterator[replica_pb2.SyncRequest],
+        context: grpc.aio.ServicerContext[replica_pb2.SyncRequest, replica_pb2.SyncResponse],
+    ) -> replica_pb2.SyncResponse:
         """Take up to ``SYNC_CALL_MAX_ENTRIES`` / ``SYNC_CALL_MAX_BYTES`` per call, then answer with
         ``last_key``: the sender resumes after it in a new call."""
-        received = []
-        stones = []
+        received: list[common_pb2.CacheEntry] = []
+        stones: list[replica_pb2.Tombstone] = []
         sender = ""
         size = 0
         async for request in request_iterator:
@@ -113,8 +122,10 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         return replica_pb2.SyncResponse(stored=stored, rejected=rejected,
                                         last_key=received[-1].key if received else "")
 
-    async def Drop(self, request: replica_pb2.DropRequest, context: grpc.aio.ServicerContext
-                   ) -> replica_pb2.DropResponse:
+    async def Drop(
+        self, request: replica_pb2.DropRequest,
+        context: grpc.aio.ServicerContext[replica_pb2.DropRequest, replica_pb2.DropResponse],
+    ) -> replica_pb2.DropResponse:
         if len(request.keys) > MAX_DROP_KEYS or len(request.tombstones) > MAX_DROP_KEYS:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"{len(request.keys)} keys in one Drop; the limit is {MAX_DROP_KEYS}")
@@ -122,8 +133,10 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         return replica_pb2.DropResponse(dropped=self.replicator.drop_copies(request.keys, request.sender_node_id,
                                                                             request.tombstones))
 
-    async def Digest(self, request: replica_pb2.DigestRequest, context: grpc.aio.ServicerContext
-                     ) -> replica_pb2.DigestResponse:
+    async def Digest(
+        self, request: replica_pb2.DigestRequest,
+        context: grpc.aio.ServicerContext[replica_pb2.DigestRequest, replica_pb2.DigestResponse],
+    ) -> replica_pb2.DigestResponse:
         """Anti-entropy: compare the sender's bucket hashes with this node's (``anti_entropy.py``)."""
         if not request.sender_node_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sender_node_id is empty")

@@ -68,7 +68,8 @@ class Tool(ABC):
     capabilities: ClassVar[tuple[str, ...]] = ()
     input_model: ClassVar[type[BaseModel]]
     output_model: ClassVar[type[BaseModel]]
-    timeout_s: ClassVar[float] = 10.0
+    timeout_s: float = 10.0
+    """Longest one execution may take; a class default an instance may raise (web_search: its backend's retries)."""
 
     @abstractmethod
     async def execute(self, **kwargs: Any) -> dict[str, Any]:

@@ -49,4 +49,4 @@ def _restore(value: Any) -> Any:
 
 def from_struct(struct: Struct) -> dict[str, Any]:
     """The mapping a Struct holds, with integral numbers as ints."""
-    return _restore(json_format.MessageToDict(struct))  # type: ignore[no-any-return]
+    return {key: _restore(value) for key, value in json_format.MessageToDict(struct).items()}

@@ -244,22 +244,10 @@ def instantiate(target: Any, settings: Any = None) -> Tool:
     if inspect.isabstract(target):
         raise TypeError(f"{target.__name__} is abstract (does it implement execute?)")
     factory = getattr(target, "from_settings", None)
-    if callable(factory) and settings is not None:
-        tool = factory(settings)
-    elif target.__name__ == "BrowserTool" and settings is not None and "allow_private" in _params(target):
-        tool = target(allow_private=bool(getattr(settings, "allow_private_urls", False)))
-    else:
-        tool = target()
+    tool = factory(settings) if callable(factory) and settings is not None else target()
     if not isinstance(tool, Tool):
         raise TypeError(f"{target.__name__}.from_settings did not return a Tool")
     return tool
-
-
-def _params(cls: type) -> set[str]:
-    try:
-        return set(inspect.signature(cls).parameters)
-    except (TypeError, ValueError):
-        return set()
 
 
 def _import(target: str) -> Any:
@@ -302,7 +290,7 @@ def entry_point_tools(settings: Any = None, group: str = ENTRY_POINT_GROUP) -> l
 
 def module_tools(targets: Iterable[str], settings: Any = None) -> list[Tool]:
     """Instances from ``module:Class`` targets, or every concrete Tool subclass a ``module`` defines."""
-    tools = []
+    tools: list[Tool] = []
     for target in targets:
         try:
             loaded = _import(target)

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 RECENT = 256
 """Vectors of the most recent texts kept: a semantic miss embeds its question to look it up and
@@ -90,7 +91,8 @@ class Embedder:
     def embed_many_sync(self, texts: list[str]) -> np.ndarray:
         """Vectors of ``texts`` in one batch (benchmarks fill an index with it)."""
         vectors = np.asarray(self._load().query(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        norms: npt.NDArray[np.float32] = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors / norms
 
     async def embed(self, text: str) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._embed_recent, text)

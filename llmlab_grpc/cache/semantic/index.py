@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from llmlab_grpc.cache.entry import EntryMeta
 DIM = 384
 
 
-def scope_of(namespace: str, model: str, params: dict, context_hash: str) -> str:
+def scope_of(namespace: str, model: str, params: dict[str, Any], context_hash: str) -> str:
     """What a semantic hit must share exactly with its question, as one string."""
     return json.dumps([namespace, model, params, context_hash], sort_keys=True, separators=(",", ":"))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from llmlab_grpc.cache.stores.base import ValueStore
 from llmlab_grpc.cache.stores.memory import MemoryStore
 
@@ -9,7 +11,7 @@ STORES: tuple[str, ...] = ("ray", "memory")
 
 
 def make_store(name: str, ray_address: str | None = None, hot_bytes: int | None = None,
-               advertise_host: str = "") -> ValueStore:
+               advertise_host: str = "") -> ValueStore[Any]:
     """Build the store named by the ``cache_store`` setting (``ray`` starts Ray if needed, see ``ensure_ray``).
 
     ``hot_bytes``: the Ray store's budget of in-process copies of hot values (its default when None).

@@ -9,39 +9,42 @@ what lets one behaviour test suite run unchanged against every store.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
+
+H = TypeVar("H")
+"""A store's handle type: opaque to the manager, which only hands it back."""
 
 
-class ValueStore(ABC):
-    """Holds response strings and hands back opaque handles to them."""
+class ValueStore(ABC, Generic[H]):
+    """Holds response strings and hands back opaque handles (of type ``H``) to them."""
 
     name: ClassVar[str]
 
     @abstractmethod
-    def put(self, value: str) -> Any:
+    def put(self, value: str) -> H:
         """Store ``value``; return a handle that keeps it alive while the manager holds it.
 
         Raises ``StoreUnavailable`` when the store cannot take values now.
         """
 
     @abstractmethod
-    def get(self, handle: Any) -> str:
+    def get(self, handle: H) -> str:
         """The value behind ``handle``. Raises ``StoreUnavailable`` when it was lost."""
 
-    async def aget(self, handle: Any) -> str:
+    async def aget(self, handle: H) -> str:
         """``get`` for asyncio callers; a store whose reads wait (Ray) waits off the event loop."""
         return self.get(handle)
 
     @abstractmethod
-    def adopt(self, obj: Any) -> tuple[str, Any]:
+    def adopt(self, obj: Any) -> tuple[str, H]:
         """Take ownership of a value made elsewhere (a Ray ``ObjectRef``): ``(value, handle)``."""
 
-    def release(self, handle: Any) -> None:  # noqa: B027 - optional hook, default is "drop it"
+    def release(self, handle: H) -> None:
         """The manager no longer holds ``handle``; the default relies on reference counting."""
 
     def stats(self) -> dict[str, int]:
         """The store's own figures (``store_*`` keys), merged into the cache's statistics."""
         return {}
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release everything the store holds; called when the node stops."""

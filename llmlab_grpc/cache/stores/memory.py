@@ -12,7 +12,7 @@ from llmlab_grpc.cache.errors import InvalidCacheRequest
 from llmlab_grpc.cache.stores.base import ValueStore
 
 
-class MemoryStore(ValueStore):
+class MemoryStore(ValueStore[str]):
     """Values kept as Python strings in the node process."""
 
     name = "memory"
@@ -20,10 +20,10 @@ class MemoryStore(ValueStore):
     def put(self, value: str) -> str:
         return value
 
-    def get(self, handle: Any) -> str:
-        return handle  # type: ignore[no-any-return]
+    def get(self, handle: str) -> str:
+        return handle
 
-    def adopt(self, obj: Any) -> tuple[str, Any]:
+    def adopt(self, obj: Any) -> tuple[str, str]:
         if isinstance(obj, str):
             return obj, obj
         import ray  # only a caller that already has an ObjectRef gets here, so Ray is running

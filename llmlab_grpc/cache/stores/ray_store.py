@@ -70,7 +70,7 @@ class RayValue:
         self.released = False
 
 
-class RayStore(ValueStore):
+class RayStore(ValueStore[RayValue]):
     """Values in the object store; handles are ``RayValue``s holding refs owned by this process."""
 
     name = "ray"
@@ -172,7 +172,7 @@ class RayStore(ValueStore):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def get(self, handle: Any) -> str:
+    def get(self, handle: RayValue) -> str:
         with self._lock:
             value = self._touch(handle)
             ref = handle.ref
@@ -181,21 +181,20 @@ class RayStore(ValueStore):
         if ref is None:
             raise StoreUnavailable("the value was released")
         try:
-            value = self._ray.get(ref, timeout=GET_TIMEOUT_S)
+            stored: str = self._ray.get(ref, timeout=GET_TIMEOUT_S)  # put by this store: a str
         except self._errors as exc:
             raise StoreUnavailable(f"Ray object store lost the value: {type(exc).__name__}") from exc
-        self._keep(handle, value)
-        return value  # type: ignore[no-any-return]
+        self._keep(handle, stored)
+        return stored
 
-    async def aget(self, handle: Any) -> str:
+    async def aget(self, handle: RayValue) -> str:
+        future: asyncio.Future[str] | None = None
         with self._lock:
             value = self._touch(handle)
             if value is None and handle.ref is not None and not self._closed:
-                future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+                future = asyncio.get_running_loop().create_future()
                 self._reads.append((handle, future))
                 self._read_wake.notify()
-            else:
-                future = None  # type: ignore[assignment]
         if value is not None:
             return value
         if future is None:
@@ -242,7 +241,7 @@ class RayStore(ValueStore):
 
     # -- the rest of the interface --------------------------------------------------------------
 
-    def adopt(self, obj: Any) -> tuple[str, Any]:
+    def adopt(self, obj: Any) -> tuple[str, RayValue]:
         if isinstance(obj, str):
             return obj, self.put(obj)
         try:
@@ -253,7 +252,7 @@ class RayStore(ValueStore):
             raise InvalidCacheRequest(f"a cached response must be a string, the ObjectRef held {type(value).__name__}")
         return value, self.put(value)  # the copy is owned by this process, whoever made the original
 
-    def release(self, handle: Any) -> None:
+    def release(self, handle: RayValue) -> None:
         with self._lock:
             handle.released = True
             if handle in self._hot:

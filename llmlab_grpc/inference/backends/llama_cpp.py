@@ -119,7 +119,7 @@ class LlamaCppBackend(Backend):
         def is_end(token: int) -> bool:
             if vocab is not None and hasattr(llama_cpp, "llama_vocab_is_eog"):
                 return bool(llama_cpp.llama_vocab_is_eog(vocab, token))
-            return token == llm.token_eos()  # pragma: no cover - older llama-cpp-python
+            return token == int(llm.token_eos())  # pragma: no cover - older llama-cpp-python
 
         def sample(*args: Any, **kwargs: Any) -> int:
             token: int = original(*args, **kwargs)

@@ -423,6 +423,7 @@ class BrowserTool(Tool):
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + params.timeout_ms / 1000  # one budget for all rounds
+        result: dict[str, Any] | None
         for round_ in range(1, MAX_SETTLE_ROUNDS + 1):
             await navigations.settle(params.wait_until, max(0.0, deadline - loop.time()))
             seen = navigations.started

@@ -61,7 +61,7 @@ _BINARY: dict[type[ast.operator], tuple[str, Callable[[Any, Any], Any]]] = {
     ast.Mod: ("%", operator.mod),
     ast.Pow: ("**", operator.pow),
 }
-_UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.USub: operator.neg, ast.UAdd: operator.pos}
+_UNARY: dict[type[ast.unaryop], Callable[[Number], Number]] = {ast.USub: lambda x: -x, ast.UAdd: lambda x: +x}
 _FUNCTIONS: dict[str, tuple[int, int | None]] = {  # name: (min args, max args or None)
     "abs": (1, 1),
     "cos": (1, 1),
@@ -190,7 +190,7 @@ class _Evaluator:
         if isinstance(node, ast.Name):
             return _CONSTANTS[node.id]
         if isinstance(node, ast.UnaryOp):
-            return _UNARY[type(node.op)](self.eval(node.operand))  # type: ignore[no-any-return]
+            return _UNARY[type(node.op)](self.eval(node.operand))
         if isinstance(node, ast.BinOp):
             left, right = self.eval(node.left), self.eval(node.right)
             return _binary(type(node.op), left, right)

@@ -44,7 +44,7 @@ class SearxngBackend:
     @property
     def worst_case_s(self) -> float:
         """Longest a search can take with every retry timing out."""
-        return (self.retries + 1) * self.timeout_s + sum(BACKOFF_S * 2**i for i in range(self.retries))
+        return (self.retries + 1) * self.timeout_s + sum(BACKOFF_S * 2.0**i for i in range(self.retries))
 
     async def search(self, query: str, max_results: int) -> list[SearchHit]:
         data = await self._get({"q": query, "format": "json"})
