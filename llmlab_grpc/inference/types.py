@@ -27,6 +27,21 @@ class Params:
     stop: tuple[str, ...] = ()
     tools: list[dict[str, Any]] | None = None
 
+    def sampling(self) -> dict[str, Any]:
+        """The sampling options that are set (``temperature``, ``top_p``, ``seed``, ``stop``), by the
+        names llama.cpp, Ollama and the OpenAI API share: a backend sends only these, so its own
+        defaults hold for the rest."""
+        options: dict[str, Any] = {}
+        if self.temperature is not None:
+            options["temperature"] = self.temperature
+        if self.top_p is not None:
+            options["top_p"] = self.top_p
+        if self.seed is not None:
+            options["seed"] = self.seed
+        if self.stop:
+            options["stop"] = list(self.stop)
+        return options
+
 
 @dataclass(frozen=True)
 class Usage:

@@ -143,15 +143,10 @@ class LlamaCppBackend(Backend):
             "messages": [{"role": m["role"], "content": m.get("content") or ""} for m in messages],
             "stream": True,
             "max_tokens": params.max_tokens,
+            **params.sampling(),
         }
-        if params.stop:
-            kwargs["stop"] = list(params.stop)
-        if params.temperature is not None:
-            kwargs["temperature"] = params.temperature
-        if params.top_p is not None:
-            kwargs["top_p"] = params.top_p
         if params.seed is not None:
-            kwargs["seed"] = params.seed % 2**32
+            kwargs["seed"] = params.seed % 2**32  # llama.cpp's seed is a uint32
         # Evaluate the prompt from scratch every time: reusing a cached prefix evaluates the
         # last prompt token alone, whose slightly different float sums can flip a greedy choice,
         # so the same request would not give the same answer (and cache keys assume it does).

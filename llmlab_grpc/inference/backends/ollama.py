@@ -35,15 +35,7 @@ class OllamaBackend(HttpBackend):
                                 detail={} if present else {"error": f"not pulled on {self.url}"})
 
     def request_body(self, messages: list[Message], params: Params) -> dict[str, Any]:
-        options: dict[str, Any] = {"num_predict": params.max_tokens}
-        if params.temperature is not None:
-            options["temperature"] = params.temperature
-        if params.top_p is not None:
-            options["top_p"] = params.top_p
-        if params.seed is not None:
-            options["seed"] = params.seed
-        if params.stop:
-            options["stop"] = list(params.stop)
+        options: dict[str, Any] = {"num_predict": params.max_tokens, **params.sampling()}
         body: dict[str, Any] = {"model": self.model, "messages": [_to_ollama(m) for m in messages],
                                 "stream": True, "options": options}
         if params.tools:

@@ -49,15 +49,8 @@ class OpenAIBackend(HttpBackend):
             "stream": True,
             "stream_options": {"include_usage": True},
             "max_tokens": params.max_tokens,
+            **params.sampling(),
         }
-        if params.temperature is not None:
-            body["temperature"] = params.temperature
-        if params.top_p is not None:
-            body["top_p"] = params.top_p
-        if params.seed is not None:
-            body["seed"] = params.seed
-        if params.stop:
-            body["stop"] = list(params.stop)
         if params.tools:
             body["tools"] = params.tools
         return body
