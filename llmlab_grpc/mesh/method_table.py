@@ -20,13 +20,15 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
 from llmlab_grpc.mesh.auth import OPEN_METHOD_PREFIXES, aborting_handler
 
-Wrap = Callable[[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # a string: grpc's classes are generic in its stubs only
+"""The handler of any method: the table holds every method of every service."""
+Wrap = Callable[[str, Handler], Handler]
 """``(full method name, handler) -> handler``: applied once per method (and per refusal)."""
 
 MISSING_SECRET = "missing mesh secret: send metadata 'authorization: Bearer <secret>'"
@@ -37,10 +39,10 @@ WRONG_SECRET = "wrong mesh secret in 'authorization' metadata"
 class _Method:
     """One served method: its handler and, unless open, the two ready-made refusals."""
 
-    handler: grpc.RpcMethodHandler
+    handler: Handler
     open: bool
-    missing: grpc.RpcMethodHandler | None
-    wrong: grpc.RpcMethodHandler | None
+    missing: Handler | None
+    wrong: Handler | None
 
 
 class _Registrar:
@@ -49,7 +51,7 @@ class _Registrar:
     def __init__(self, table: MethodTable) -> None:
         self._table = table
 
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
         for name, handler in handlers.items():
             self._table.add(f"/{service}/{name}", handler)
 
@@ -73,7 +75,7 @@ class MethodTable(grpc.GenericRpcHandler):
             raise ValueError(f"{getattr(add_to_server, '__name__', add_to_server)} registered no named methods: "
                              "regenerate it (scripts/gen_protos) or add its handlers with MethodTable.add")
 
-    def add(self, method: str, handler: grpc.RpcMethodHandler) -> None:
+    def add(self, method: str, handler: Handler) -> None:
         """Serve ``handler`` as ``method`` (``/package.Service/Method``)."""
         if method in self._methods:
             raise ValueError(f"{method} is registered twice")
@@ -91,7 +93,7 @@ class MethodTable(grpc.GenericRpcHandler):
     def methods(self) -> list[str]:
         return list(self._methods)
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
         served = self._methods.get(handler_call_details.method)
         if served is None:
             return None  # grpc answers UNIMPLEMENTED

@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
@@ -25,7 +25,7 @@ from llmlab_grpc.metrics.registry import NodeMetrics
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"  # a string: generic in grpc's stubs only
 """The context of any method: every method of every service is instrumented alike."""
 
 
@@ -108,7 +108,7 @@ def _wrap(rec: _Recorder, handler: grpc.RpcMethodHandler[Req, Resp]) -> grpc.Rpc
     return handler
 
 
-Handler = grpc.RpcMethodHandler[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # a string: grpc's classes are generic in its stubs only
 """A handler of any method."""
 
 
