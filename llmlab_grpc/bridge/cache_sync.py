@@ -196,7 +196,7 @@ def attach(sync: CacheSync, node: LlmlabNode) -> bool:
     manager = getattr(component, "manager", None)
     if manager is None:
         return False
-    from llmlab_grpc.cache.manager import CacheListener
+    from llmlab_grpc.cache.hooks import CacheListener
 
     loop = asyncio.get_running_loop()
 

@@ -117,9 +117,9 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         if read_through and source is not None:
             found = await source.read_through(key)
             if found is not None:
-                remote, source = found
+                remote, holder = found
                 if max_age_s is None or self.manager.now_ms() - remote.created_unix_ms <= max_age_s * 1000:
-                    return cache_pb2.GetResponse(found=True, entry=remote.to_proto(), source_node_id=source,
+                    return cache_pb2.GetResponse(found=True, entry=remote.to_proto(), source_node_id=holder,
                                                  match="exact")
         return cache_pb2.GetResponse(found=False)
 

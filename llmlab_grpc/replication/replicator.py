@@ -48,8 +48,9 @@ import grpc
 
 from llmlab_grpc.cache.entry import CacheEntry, EntryMeta
 from llmlab_grpc.cache.errors import InvalidCacheRequest, StoreUnavailable
+from llmlab_grpc.cache.hooks import CacheListener
 from llmlab_grpc.cache.keys import InvalidParams
-from llmlab_grpc.cache.manager import CacheListener, CacheManager
+from llmlab_grpc.cache.manager import CacheManager
 from llmlab_grpc.loop_hop import call_in_loop
 from llmlab_grpc.mesh.channels import ChannelPool
 from llmlab_grpc.mesh.peer_calls import retryable
