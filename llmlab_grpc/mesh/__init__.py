@@ -1,1 +1,1 @@
-"""The mesh: authentication, channels to peers, the peer table, discovery and membership."""
+"""The mesh: authentication, channels to peers, the peer table, discovery, membership and the peer-call policy."""

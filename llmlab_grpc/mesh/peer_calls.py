@@ -85,11 +85,11 @@ class Candidate:
 
 
 def peer_candidate(record: PeerRecord, busy: int = 0, speed: float = 0.0, *, interval_s: float,
-                   now: float | None = None, address: str | None = None) -> Candidate:
+                   now: float | None = None) -> Candidate:
     """A candidate for a peer-table row; ``stale`` from its state at ``now``."""
     state = record.state(time.monotonic() if now is None else now, interval_s)
-    return Candidate(record.node_id, record.info.name, record.address if address is None else address,
-                     busy=busy, speed=speed, stale=state != common_pb2.PEER_STATE_ALIVE)
+    return Candidate(record.node_id, record.info.name, record.address, busy=busy, speed=speed,
+                     stale=state != common_pb2.PEER_STATE_ALIVE)
 
 
 def role_candidates(peers: Iterable[PeerRecord], role: str, *, here: Candidate | None, interval_s: float,
@@ -112,7 +112,11 @@ def role_candidates(peers: Iterable[PeerRecord], role: str, *, here: Candidate |
 
 @dataclass
 class Failover:
-    """A node a call left for the next one, and why (shown in traces and error messages)."""
+    """A node a call left for the next one, and why (shown in traces and error messages).
+
+    ``why`` is a status ("UNAVAILABLE: connection refused") or, for a node that went
+    silent, a phrase ("sent no first token within 20 s"), which ``describe`` reads on.
+    """
 
     node_id: str
     name: str
