@@ -1,14 +1,16 @@
 """The peer-call policy on its own (mesh/peer_calls.py): ranking, retryable codes, failover, streams.
 
 Fake candidates and fake calls, no processes: each test names one rule of the policy that
-the planner, the OpenAI gateway, the tool router and the bridge all rely on.
+the planner, the OpenAI gateway, the tool router and the bridge all rely on. The last two
+run it over real gRPC on loopback (in-process servers), so real call objects, status codes
+and cancellation are what the policy sees.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -26,7 +28,7 @@ from llmlab_grpc.mesh.peer_calls import (
     peer_candidate,
 )
 from llmlab_grpc.mesh.peers import PeerTable
-from llmlab_grpc.proto.llmlab.v1 import common_pb2
+from llmlab_grpc.proto.llmlab.v1 import common_pb2, inference_pb2, inference_pb2_grpc
 
 
 def rpc_error(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
@@ -281,3 +283,86 @@ async def test_a_consumer_that_stops_early_cancels_the_call_and_frees_the_slot()
             assert calls.in_flight == {"a": 1}
             break
     assert stream.cancelled and calls.in_flight == {}
+
+
+# -- over real gRPC on loopback ----------------------------------------------------------------
+
+
+class FakeInference(inference_pb2_grpc.InferenceServicer):
+    """An llm node's Inference service that aborts with ``code``, or streams pieces until cancelled."""
+
+    def __init__(self, code: grpc.StatusCode | None = None) -> None:
+        self.code = code
+        self.cancelled = asyncio.Event()
+
+    async def Generate(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if self.code is not None:
+            await context.abort(self.code, f"fake {self.code.name}")
+        try:
+            for i in range(1000):
+                yield inference_pb2.GenerateResponse(text=f"piece {i} ")
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+    async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if self.code is not None:
+            await context.abort(self.code, f"fake {self.code.name}")
+        return inference_pb2.ListModelsResponse(models=[inference_pb2.ModelInfo(name="m")])
+
+
+@contextlib.asynccontextmanager
+async def serving(*servicers: FakeInference) -> AsyncIterator[list[str]]:
+    servers, addresses = [], []
+    for servicer in servicers:
+        server = grpc.aio.server()
+        inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
+        addresses.append(f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}")
+        await server.start()
+        servers.append(server)
+    try:
+        yield addresses
+    finally:
+        for server in servers:
+            await server.stop(None)
+
+
+async def test_real_streams_fail_over_before_the_first_piece_and_an_early_stop_cancels_the_node() -> None:
+    down, working = FakeInference(grpc.StatusCode.UNAVAILABLE), FakeInference()
+    async with serving(down, working) as addresses:
+        channels = [grpc.aio.insecure_channel(a) for a in addresses]
+        cands = [Candidate(f"n{i}", f"n{i}", a) for i, a in enumerate(addresses)]
+        failed: list[Failover] = []
+        calls = PeerCalls("llm node")
+        stream = calls.stream(cands, lambda c: inference_pb2_grpc.InferenceStub(channels[cands.index(c)]).Generate(
+            inference_pb2.GenerateRequest(model="m"), timeout=10), failed_over=failed)
+        async with contextlib.aclosing(stream):
+            async for cand, piece in stream:
+                assert (cand.node_id, piece.text) == ("n1", "piece 0 ")
+                break
+        await asyncio.wait_for(working.cancelled.wait(), 5)  # the node's work stopped with the reader
+        assert [(f.node_id, f.code) for f in failed] == [("n0", grpc.StatusCode.UNAVAILABLE)]
+        for channel in channels:
+            await channel.close()
+
+
+async def test_a_real_unreachable_node_is_failed_over_and_a_refusal_is_the_answer() -> None:
+    async with serving(FakeInference(grpc.StatusCode.INVALID_ARGUMENT), FakeInference()) as (refusing, working):
+        gone = "127.0.0.1:1"  # nothing listens there: connection refused, UNAVAILABLE
+        channels = {a: grpc.aio.insecure_channel(a) for a in (gone, refusing, working)}
+
+        def list_models(c: Candidate) -> Any:
+            return inference_pb2_grpc.InferenceStub(channels[c.address]).ListModels(
+                inference_pb2.ListModelsRequest(), timeout=5)
+
+        reply, who, failed = await PeerCalls().call(
+            [Candidate("gone", "gone", gone), Candidate("ok", "ok", working, busy=1)], list_models)
+        assert who.node_id == "ok" and [m.name for m in reply.models] == ["m"]
+        assert [(f.node_id, f.code) for f in failed] == [("gone", grpc.StatusCode.UNAVAILABLE)]
+        with pytest.raises(PeerCallError) as caught:
+            await PeerCalls().call([Candidate("no", "no", refusing), Candidate("ok", "ok", working, busy=1)],
+                                   list_models)
+        assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT and caught.value.candidate.node_id == "no"
+        for channel in channels.values():
+            await channel.close()
