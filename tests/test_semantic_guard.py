@@ -24,6 +24,14 @@ from llmlab_grpc.proto.llmlab.v1 import common_pb2
     ("How do I make pancakes without eggs?", "How can I make pancakes without eggs?"),
     ("Who is the CEO of Microsoft?", "Who is Microsoft's CEO?"),
     ("Is Paris bigger than London?", "Is Paris larger than London?"),
+    # canonical forms: a question word said another way, an irregular past, "one" as an article
+    ("When did World War II end?", "In what year did World War II end?"),
+    ("Who painted the Mona Lisa?", "Which artist painted the Mona Lisa?"),
+    ("Why is the sky blue?", "How come the sky is blue?"),
+    ("Why is the sky blue?", "What makes the sky blue?"),
+    ("When was the Eiffel Tower built?", "When did they build the Eiffel Tower?"),
+    ("How many calories are in a banana?", "How many calories are there in one banana?"),
+    ("How do I make a cup of tea?", "What's the best way to make a cup of tea?"),
 ])
 def test_paraphrases_pass_the_guard(cached: str, asked: str) -> None:
     assert refuse(asked, cached) == ""
@@ -52,6 +60,12 @@ def test_paraphrases_pass_the_guard(cached: str, asked: str) -> None:
     ("Population of Japan in 2020", "Population of Japan in 2010", "salient"),
     ("How do I reverse a list in Python?", "How do I reverse a string in Python?", "words differ"),
     ("What is the GDP of Brazil in 2022?", "What is the GDP per capita of Brazil in 2022?", "adds"),
+    ("How do I boil pasta?", "How long should I boil pasta?", "asks"),
+    ("When was the Eiffel Tower built?", "Where was the Eiffel Tower built?", "asks"),
+    ("In what year did it end?", "On what day did it end?", "words differ"),
+    ("What is one plus two?", "What is two?", "salient"),
+    ("Tell me about one of the planets.", "Tell me about the planets.", "salient"),
+    ("How many calories are in one banana?", "How many calories are in 2 bananas?", "salient"),
 ])
 def test_near_misses_are_refused_with_a_reason(cached: str, asked: str, why: str) -> None:
     assert why in refuse(asked, cached)

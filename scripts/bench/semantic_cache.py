@@ -44,7 +44,7 @@ from llmlab_grpc.cache.service import CacheService
 from llmlab_grpc.cache.stores import MemoryStore
 from llmlab_grpc.planner.workflow import semantic_parts
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2
-from scripts.bench.semantic_pairs import EARLIER_TURNS, GROUPS, HELD_OUT
+from scripts.bench.semantic_pairs import EARLIER_TURNS, GROUPS, HELD_OUT, HELD_OUT_TURNS, SECOND
 from scripts.bench.stats import report
 
 MODEL = "smollm2-135m"
@@ -62,51 +62,61 @@ def turns(history: list[dict[str, str]], question: str) -> tuple[str, str]:
     return semantic_parts(messages)
 
 
-async def quality(sem: SemanticCache, service: CacheService) -> None:
-    sets = {"tuned": GROUPS, "held-out": HELD_OUT}
+async def quality(sem: SemanticCache, service: CacheService, show_held_out: bool = False) -> None:
+    """Correct hits, wrong hits and misses at each threshold, for the tuning split and the held-out one.
+
+    Both splits' questions are cached together (each is a distractor for the other). The
+    held-out split prints its totals only: its individual failures (``--show-held-out``) are
+    for reading after tuning is done, never for tuning."""
+    sets = {"tuning": (GROUPS + SECOND, EARLIER_TURNS), "held-out": (HELD_OUT, HELD_OUT_TURNS)}
     owner: dict[str, tuple[str, int]] = {}
-    for name, groups in sets.items():
+    multi: dict[str, list[tuple[str, str]]] = {}
+    for name, (groups, earlier) in sets.items():
         for i, (question, _, _) in enumerate(groups):
             entry = await service.store(lookup_of(question), f"answer {name} {i}", semantic=True)
             owner[entry.key] = (name, i)
-    multi: list[tuple[str, str]] = []
-    for history, other, question in EARLIER_TURNS:
-        text, context = turns(history, question)
-        await service.store(lookup_of(text, context), f"answer to {question} after {history[0]['content']}",
-                            semantic=True)
-        multi.append(turns(other, question))
+        multi[name] = []
+        for history, other, question in earlier:
+            text, context = turns(history, question)
+            await service.store(lookup_of(text, context), f"answer to {question} after {history[0]['content']}",
+                                semantic=True)
+            multi[name].append(turns(other, question))
     vectors: dict[str, np.ndarray] = {}
-    for groups in sets.values():
+    for groups, _ in sets.values():
         for question, paraphrases, near in groups:
             for text in [question, *paraphrases, *(t for _, t in near)]:
                 vectors[text] = await sem.embedder.embed(text)
-    print(f"{'set':>8} {'threshold':>9}  {'para hit':>8} {'missed':>6} {'wrong':>5}   {'near refused':>12} "
+    print(f"{'split':>8} {'threshold':>9}  {'correct':>7} {'missed':>6} {'wrong':>5}   {'near refused':>12} "
           f"{'wrong hits':>10}   {'threshold-only wrong':>20}")
-    for name, groups in sets.items():
+    for name, (groups, _) in sets.items():
+        verbose = name != "held-out" or show_held_out
         paraphrases = [(i, p) for i, (_, ps, _) in enumerate(groups) for p in ps]
         near = [(kind, text) for _, _, ns in groups for kind, text in ns]
-        extra = multi if name == "tuned" else []
-        print(f"{name}: {len(paraphrases)} paraphrases, {len(near)} near-misses"
-              + (f", {len(extra)} multi-turn near-misses" if extra else "")
-              + f" ({len(paraphrases) + len(near) + len(extra)} pairs)")
+        extra = multi[name]
+        print(f"{name}: {len(groups)} cached questions, {len(paraphrases)} paraphrases, {len(near)} near-misses, "
+              f"{len(extra)} multi-turn near-misses ({len(paraphrases) + len(near) + len(extra)} pairs)")
         for threshold in THRESHOLDS:
             hit = missed = wrong_para = 0
             for i, text in paraphrases:
                 reply = await sem.lookup(lookup_of(text), min_similarity=threshold)
                 if not reply.found:
                     missed += 1
+                    if verbose and threshold == THRESHOLDS[1]:
+                        print(f"  missed at {threshold}: {text!r} (for {groups[i][0]!r})")
                 elif owner.get(reply.entry.key) == (name, i):
                     hit += 1
                 else:
                     wrong_para += 1
-                    print(f"  WRONG paraphrase hit at {threshold}: {text!r} -> {reply.entry.semantic_text!r}")
+                    print(f"  WRONG paraphrase hit at {threshold}: "
+                          + (f"{text!r} -> {reply.entry.semantic_text!r}" if verbose else "(held out)"))
             wrong_near = refused = 0
             for kind, text in near:
                 reply = await sem.lookup(lookup_of(text), min_similarity=threshold)
                 if reply.found:
                     wrong_near += 1
-                    print(f"  WRONG near-miss hit at {threshold} ({kind}): {text!r} -> "
-                          f"{reply.entry.semantic_text!r} ({reply.similarity:.3f})")
+                    print(f"  WRONG near-miss hit at {threshold} ({kind}): "
+                          + (f"{text!r} -> {reply.entry.semantic_text!r} ({reply.similarity:.3f})"
+                             if verbose else "(held out)"))
                 else:
                     refused += 1
             for text, context in extra:
@@ -118,7 +128,7 @@ async def quality(sem: SemanticCache, service: CacheService) -> None:
             alone = len(extra) + sum(float(vectors[text] @ vectors[question]) >= threshold
                                      for question, _, ns in groups for _, text in ns)
             wrong = wrong_para + wrong_near
-            print(f"{name:>8} {threshold:>9.2f}  {hit:>8} {missed:>6} {wrong_para:>5}   {refused:>12} {wrong_near:>10}"
+            print(f"{name:>8} {threshold:>9.2f}  {hit:>7} {missed:>6} {wrong_para:>5}   {refused:>12} {wrong_near:>10}"
                   f"   {alone:>20}   paraphrases hit {hit / len(paraphrases):.1%}, wrong hits {wrong}")
 
 
@@ -220,13 +230,15 @@ async def main() -> None:
     parser.add_argument("--real", type=int, default=1000, help="filler questions embedded for real")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--show-held-out", action="store_true",
+                        help="print the held-out split's individual misses (read them only after tuning)")
     parser.add_argument("--threads", type=int, default=1, help="embedding threads (the node's semantic_embed_threads)")
     args = parser.parse_args()
     if not args.skip_quality:
         sem = SemanticCache(CacheManager(MemoryStore()), "bench")
         service = CacheService(sem.manager, "bench")
         service.semantic = sem
-        await quality(sem, service)
+        await quality(sem, service, args.show_held_out)
         sem.close()
     if not args.skip_latency:
         print(f"embedding threads: {args.threads}")

@@ -16,13 +16,21 @@ threshold is accepted only when none of these checks refuses it:
   other question has it too or lacks a name this one has; a swapped first word is
   caught by the one-word-swap check;
 * **negation** — both or neither negate (not, n't, never, no, without, none, ...);
-* **kind of answer** — both ask who, when, where or why alike ("when was it built" is not
-  "where was it built");
+* **kind of answer** — both ask who, when, where, why or how long alike ("when was it built" is
+  not "where was it built", "how do I boil pasta" is not "how long"); a question word said another
+  way counts as that word ("in what year" is when, "which artist" is who, "how come" and "what
+  makes" are why);
 * **opposites** — one does not say a word whose opposite the other says (bigger /
   smaller, before / after, buy / sell, ...);
 * **swapped words** — each side does not have content words the other lacks ("recipe for
   pancakes" / "recipe for waffles", "read mode" / "write mode"), unless listed synonyms
   explain them; words only one side adds ("a *funny* joke") pass.
+
+Both sides are compared in canonical forms: contractions folded ("what's", "who's"), number words
+as digits, "one" as the article it usually is ("calories in one banana" is "in a banana"; it stays
+a number beside another number or an arithmetic word, and in "one of"), irregular past forms as
+their verb ("built" is "build"), plurals and common suffixes stripped, and a capitalised first
+word of a sentence not taken for a name by itself.
 
 The earlier turns, model, parameters and namespace are compared before this, exactly
 (the index keeps one partition per combination). Everything here is linear in the
@@ -86,13 +94,32 @@ TEMPORAL = {
     "november": "nov", "december": "dec", "spring": "spring", "summer": "summer", "autumn": "autumn",
     "fall": "autumn", "winter": "winter", "ago": "ago", "since": "since", "until": "until",
 }
+ARITHMETIC = frozenset({"plus", "minus", "times", "divided", "multiplied", "multiply", "divide", "add", "subtract",
+                        "sum", "product", "squared", "cubed", "power", "root", "percent", "equals", "equal"})
+"""Words that make "one" a number rather than an article ("one plus two", "one squared")."""
 NEGATIONS = frozenset({"not", "no", "never", "without", "none", "nobody", "nothing", "neither", "nor", "nowhere",
                        "cannot", "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont",
                        "shouldnt", "couldnt", "wouldnt", "hasnt", "havent", "hadnt", "mustnt", "except",
                        "excluding", "lack", "lacks", "avoid"})
+_IRREGULAR_TEXT = """
+built:build wrote:write written:write spoke:speak spoken:speak made:make took:take taken:take ate:eat eaten:eat
+drank:drink drunk:drink went:go gone:go came:come saw:see seen:see gave:give given:give found:find sold:sell
+bought:buy thought:think taught:teach began:begin begun:begin ran:run grew:grow grown:grow knew:know known:know
+drove:drive driven:drive fell:fall fallen:fall held:hold led:lead meant:mean paid:pay said:say sent:send
+spent:spend stood:stand told:tell understood:understand felt:feel kept:keep slept:sleep flew:fly flown:fly
+froze:freeze frozen:freeze chose:choose chosen:choose broke:break broken:break forgot:forget forgotten:forget
+sang:sing sung:sing swam:swim swum:swim threw:throw thrown:throw wore:wear worn:wear hid:hide hidden:hide
+rose:rise risen:rise sank:sink sunk:sink shot:shoot stole:steal stolen:steal struck:strike fought:fight
+caught:catch brought:bring got:get gotten:get did:do done:do had:have became:become drew:draw drawn:draw
+"""
+IRREGULAR = dict(pair.split(":") for pair in _IRREGULAR_TEXT.split())
+"""Past forms of common irregular verbs -> the verb: "when was it built" and "when did they build it"."""
+
+
 def _stem(word: str) -> str:
     """A crude suffix stripper (both sides get the same treatment, so odd stems still compare):
-    plurals, -ing, -ed, -ly, -er, -est, and British -ise."""
+    irregular past forms, plurals, -ing, -ed, -ly, -er, -est, and British -ise."""
+    word = IRREGULAR.get(word, word)
     if len(word) > 4 and word.endswith("ies"):
         word = word[:-3] + "y"
     elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
@@ -159,6 +186,7 @@ _SYNONYM_GROUPS = [
     {"happen", "occur"}, {"get", "obtain", "acquire"}, {"need", "require"}, {"find", "locate"},
     {"tell", "say"}, {"country", "nation"}, {"distance", "far"}, {"tall", "high", "height"},
     {"old", "age"}, {"cost", "price", "expensive"}, {"work", "function"}, {"way", "method"},
+    {"person", "human"}, {"build", "construct"}, {"length", "long"},
 ]
 SYNONYMS: dict[str, frozenset[str]] = {}
 for _group in _SYNONYM_GROUPS:
@@ -167,6 +195,46 @@ for _group in _SYNONYM_GROUPS:
         SYNONYMS[_w] = SYNONYMS.get(_w, frozenset()) | (_stems - {_w})
 QUESTION_WORDS = {"who": "who", "whom": "who", "whose": "whose", "when": "when", "where": "where", "why": "why"}
 """Question words whose answer is of another kind (a person, a time, a place, a reason): they must agree."""
+_ASK_NOUNS = {
+    **dict.fromkeys(("year", "years", "date", "day", "time", "century", "decade", "month", "season", "hour"), "when"),
+    **dict.fromkeys(("person", "people", "human", "man", "woman", "artist", "painter", "author", "writer",
+                     "scientist", "inventor", "player", "team", "country", "nation", "company", "actor", "singer",
+                     "composer", "president", "king", "queen", "leader", "director", "musician", "poet"), "who"),
+    **dict.fromkeys(("place", "location"), "where"),
+    **dict.fromkeys(("reason", "make", "makes", "cause", "causes"), "why"),
+}
+"""``what``/``which`` + one of these asks like a question word: "in what year" is "when", "which
+artist" is "who", "what makes" is "why" (so a paraphrase that changes its question word still matches)."""
+_ASK_SKIP = frozenset({"is", "was", "are", "were", "the", "a", "an", "best", "right", "good", "exact", "ideal",
+                       "usual", "current", "local", "first", "last"})
+"""Words between ``what``/``which`` and the noun that fixes the kind of answer ("what is the best *time*")."""
+
+
+def _question_kinds(tokens: list[str]) -> tuple[frozenset[str], set[int]]:
+    """(the kinds of answer ``tokens`` asks for, the indexes of the nouns that say it).
+
+    A kind noun ("year" in "in what year") is part of the question word, not a unit or a date."""
+    kinds: set[str] = set()
+    consumed: set[int] = set()
+    for i, word in enumerate(tokens):
+        if word in QUESTION_WORDS:
+            kinds.add(QUESTION_WORDS[word])
+        elif word == "how" and i + 1 < len(tokens) and tokens[i + 1] in ("come", "long"):
+            kinds.add("why" if tokens[i + 1] == "come" else "how long")  # "how do I boil" is not "how long"
+        elif word == "length" and i > 0 and tokens[i - 1] == "the" and tokens[i + 1:i + 2] == ["of"]:
+            kinds.add("how long")
+        elif word in ("what", "which"):
+            j = i + 1
+            while j < len(tokens) and tokens[j] in _ASK_SKIP:
+                j += 1
+            kind = _ASK_NOUNS.get(tokens[j]) if j < len(tokens) else None
+            if kind == "why" and (word != "what" or j != i + 1) and tokens[j] != "reason":
+                kind = None  # "what makes" and "what causes" ask why; "which cause" does not
+            if kind is not None:
+                kinds.add(kind)
+                if kind == "when":
+                    consumed.add(j)
+    return frozenset(kinds), consumed
 DIRECTIONAL = frozenset({"than", "to", "from", "into", "vs", "versus", "before", "after", "over", "under", "beat",
                          "beats", "defeat", "defeated", "against", "minus", "divided", "above", "below"})
 """Words that make the order of two names matter."""
@@ -178,7 +246,7 @@ whos hows wheres can could would should will shall may might must please kindly 
 explain describe say know want need like just also very really quite some any
 each every much many one ones something anything someone anybody anyone s t d ll ve re m
 o y im ive id youre dear hi hello hey thanks thank okay ok yes well actually basically exactly simply tellme
-whatre
+whatre way ways
 """
 STOPWORDS = frozenset(_STOP_TEXT.split())
 """Sentence words that carry no salient meaning here: never names, never counted in a one-word swap."""
@@ -241,17 +309,24 @@ def features(text: str) -> Features:
     soft: list[str] = []
     negated = False
     content: set[str] = set()
-    for m in _WORD.finditer(rest):
+    matches = [(m, f) for m in _WORD.finditer(rest) if (f := _fold(m.group(0)))]
+    tokens = [f for _, f in matches]
+    asks, kind_nouns = _question_kinds(tokens)
+    counted = bool(numbers) or any((t in NUMBER_WORDS and t != "one") or t in ARITHMETIC for t in tokens)
+    for index, (m, folded) in enumerate(matches):
         token = m.group(0)
-        folded = _fold(token)
-        if not folded:
+        if index in kind_nouns:  # "year" in "in what year": a word of the question, not a unit
+            words.append(folded)
+            content.add(_stem(folded))
             continue
         for part in folded.split("-") if "-" in folded else (folded,):
             words.append(part)
         low = folded
         if low in NEGATIONS or token.lower().replace("\u2019", "'").endswith("n't"):
             negated = True
-        if low in NUMBER_WORDS:
+        if low == "one" and not counted and tokens[index + 1:index + 2] != ["of"]:
+            pass  # "calories in one banana" asks what "in a banana" does; "one of them", "one plus two" count
+        elif low in NUMBER_WORDS:
             numbers[m.end()] = (m.start(), NUMBER_WORDS[low])
         elif low in UNITS:
             units.append((m.start(), m.end(), UNITS[low]))
@@ -274,7 +349,6 @@ def features(text: str) -> Features:
     plain = tuple("n:" + value for _, (_s, value) in sorted(numbers.items(), key=lambda kv: kv[1][0]))
     plain += tuple(q for q in quantities if q.startswith("u:"))  # a lone unit keeps its place: "tsp in a tbsp"
     others = tuple(sorted([h for _, h in hard] + [q for q in quantities if not q.startswith("u:")]))
-    asks = frozenset(QUESTION_WORDS[w] for w in words if w in QUESTION_WORDS)
     return Features(hard=plain + others, names=tuple(names), soft_names=tuple(soft), words=tuple(words),
                     content=frozenset(content), negated=negated, asks=asks)
 
