@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--semantic-cache", action="store_true", default=None,
                       help="semantic cache lookups and stores for every query this node plans (docs/cache.md)")
     node.add_argument("--semantic-embed-threads", type=int,
-                      help="CPU threads of the semantic cache's embedding model (default 1)")
+                      help="CPU threads of the semantic cache's embedding model (default 0: idle cores, per question)")
     node.add_argument("--semantic-min-similarity", type=float,
                       help="similarity threshold of a semantic hit (default 0.9; the guard applies too)")
     node.add_argument("--bridge-sync-namespaces", metavar="NAMES",

@@ -156,8 +156,9 @@ class NodeSettings(BaseSettings):
     semantic_cache: bool = Field(False, description="semantic lookups and stores for every query this node plans")
     semantic_min_similarity: float = Field(0.9, gt=0, le=1, description="default similarity threshold of a "
                                                                           "semantic hit (the guard applies too)")
-    semantic_embed_threads: int = Field(1, ge=1, le=64, description="CPU threads of the semantic cache's embedding "
-                                                                    "model (more only on a node with idle cores)")
+    semantic_embed_threads: int = Field(0, ge=0, le=64, description="CPU threads of the semantic cache's embedding "
+                                                                    "model; 0: the cores the load average leaves "
+                                                                    "idle, per question (at most 4)")
     cache_hot_bytes: int = Field(32 * 1024 * 1024, ge=0, le=1 << 40,
                                  description="ray store: in-process copies of the hottest values, bytes (0: none)")
     cache_max_prompt_bytes: int = Field(1024 * 1024, ge=1, le=8 * 1024 * 1024,

@@ -28,7 +28,7 @@ class SemanticCache:
     """Semantic stores and lookups for one node's cache."""
 
     def __init__(self, manager: CacheManager, node_id: str, default_min_similarity: float = 0.9,
-                 embedder: Embedder | None = None, threads: int = 1) -> None:
+                 embedder: Embedder | None = None, threads: int = 0) -> None:
         self.manager = manager
         self.node_id = node_id
         self.default_min_similarity = default_min_similarity
@@ -57,9 +57,8 @@ class SemanticCache:
         if not self.index.has_scope(scope):
             return reply  # nothing could match: no embedding spent
         self.lookups += 1
-        vector = await self.embedder.embed(text)
-        neighbours = self.index.search(scope, vector, k=max(NEIGHBOURS, candidates),
-                                       floor=0.0 if candidates else threshold)
+        k, floor = max(NEIGHBOURS, candidates), 0.0 if candidates else threshold
+        neighbours = await self.embedder.embed_then(text, lambda vector: self.index.search(scope, vector, k, floor))
         for near in neighbours:
             verdict = "" if near.similarity >= threshold else f"similarity below {threshold:.3f}"
             verdict = verdict or refuse(text, near.semantic_text)

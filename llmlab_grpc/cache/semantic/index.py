@@ -2,12 +2,17 @@
 
 One partition per *scope* (namespace, model, generation parameters, earlier turns): a
 semantic hit must match those exactly, so a lookup only ever scans the vectors that
-could answer it. Each partition is a float32 matrix grown by doubling with a row per
-entry; search is one matrix-vector product (vectors are L2-normalised, so it is the
-cosine similarity) and an ``argpartition`` for the top few. Measured on this machine
-(docs/cache.md): about 0.5 ms at 10k entries and 5 ms at 100k in one partition, well
-below the 7.5 ms of embedding the question, so no ANN library is needed at the sizes a
-node's cache holds (its entry cap is 100k).
+could answer it. Each partition is a C-contiguous float32 matrix grown by doubling with
+a row per entry, and a float32 buffer for the similarities allocated with it: a search
+is one matrix-vector product into that buffer (vectors are L2-normalised, so it is the
+cosine similarity) and an ``argpartition`` for the top few; nothing is rebuilt or
+allocated per lookup but the few top rows. The product is numpy's own single-threaded
+``einsum`` loop, not BLAS: OpenBLAS's ``sgemv`` runs on every core and its threads spin
+after each call, which on a busy 2-core machine made a 10k-entry scan take 5 ms at the
+median and 200 ms at p99 (and took the core the embedding was using). Measured on this
+machine (docs/cache.md): about 0.7-1 ms at 10k entries and 10 ms at 100k in one
+partition, well below the embedding of the question, so no ANN library is needed at the
+sizes a node's cache holds (its entry cap is 100k).
 
 Thread-safe (one lock); the index is advisory: it may briefly name a key the cache just
 dropped, and the caller then reads the entry from the cache and skips it.
@@ -32,11 +37,30 @@ def scope_of(namespace: str, model: str, params: dict[str, Any], context_hash: s
     return json.dumps([namespace, model, params, context_hash], sort_keys=True, separators=(",", ":"))
 
 
+ROW_OVERHEAD = 128
+"""Bytes of bookkeeping per indexed entry besides its vector and similarity slot (a list slot for
+the key and the text, the key's dict slot and its (scope, row) tuple); measured ~120."""
+
+
+def row_bytes(dim: int = DIM) -> int:
+    """What indexing one entry costs the node: its float32 row, its similarity slot, bookkeeping."""
+    return dim * 4 + 4 + ROW_OVERHEAD
+
+
 @dataclass
 class _Partition:
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((8, DIM), dtype=np.float32))
+    sims: np.ndarray = field(default_factory=lambda: np.zeros(8, dtype=np.float32))
     keys: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+
+    def resize(self, rows: int) -> None:
+        """Capacity ``rows`` (at least the rows in use), copying the rows in use."""
+        used = len(self.keys)
+        vectors = np.zeros((rows, self.vectors.shape[1]), dtype=np.float32)
+        vectors[:used] = self.vectors[:used]
+        self.vectors = vectors
+        self.sims = np.zeros(rows, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -72,9 +96,7 @@ class SemanticIndex:
             part = self._parts.setdefault(scope, _Partition(np.zeros((8, self.dim), dtype=np.float32)))
             row = len(part.keys)
             if row == part.vectors.shape[0]:
-                grown = np.zeros((row * 2, self.dim), dtype=np.float32)
-                grown[:row] = part.vectors
-                part.vectors = grown
+                part.resize(row * 2)
             part.vectors[row] = vector / norm
             part.keys.append(entry.key)
             part.texts.append(entry.semantic_text)
@@ -107,7 +129,7 @@ class SemanticIndex:
         if not part.keys:
             del self._parts[scope]
         elif last < part.vectors.shape[0] // 4 and part.vectors.shape[0] > 64:  # shrink after mass removal
-            part.vectors = part.vectors[: max(64, part.vectors.shape[0] // 2)].copy()
+            part.resize(max(64, part.vectors.shape[0] // 2))
 
     def has_scope(self, scope: str) -> bool:
         """Whether any entry shares ``scope`` (a lookup that has none skips the embedding)."""
@@ -116,12 +138,14 @@ class SemanticIndex:
 
     def search(self, scope: str, vector: np.ndarray, k: int = 8, floor: float = 0.0) -> list[Neighbour]:
         """The ``k`` most similar questions of ``scope`` at or above ``floor``, most similar first."""
+        query = np.ascontiguousarray(vector, dtype=np.float32)
         with self._lock:
             part = self._parts.get(scope)
             if part is None:
                 return []
             n = len(part.keys)
-            sims = part.vectors[:n] @ vector
-            top = np.argpartition(-sims, k)[:k] if n > k else np.arange(n)
+            sims = part.sims[:n]
+            np.einsum("ij,j->i", part.vectors[:n], query, out=sims)  # one thread, no BLAS pool
+            top = np.argpartition(sims, n - k)[n - k:] if n > k else np.arange(n)
             top = top[np.argsort(-sims[top])]
             return [Neighbour(part.keys[i], part.texts[i], float(sims[i])) for i in top if sims[i] >= floor]
