@@ -216,11 +216,12 @@ class NodeSettings(BaseSettings):
         path = os.environ.get("LLMLAB_CONFIG")
         return init_settings, _TomlSource(settings_cls, Path(path) if path else None), env_settings
 
-    @field_validator("roles", mode="before")
+    @field_validator("roles", "peers", "builtin_tools", "tool_plugins", mode="before")
     @classmethod
-    def _split_roles(cls, value: Any) -> Any:
+    def _split_commas(cls, value: Any) -> Any:
+        """``a, b,c`` (a flag or an environment variable) is the list ``[a, b, c]``."""
         if isinstance(value, str):
-            value = [r.strip() for r in value.split(",") if r.strip()]
+            value = [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("roles")
@@ -232,13 +233,6 @@ class NodeSettings(BaseSettings):
         if not value:
             raise ValueError("a node needs at least one role")
         return list(dict.fromkeys(value))
-
-    @field_validator("peers", mode="before")
-    @classmethod
-    def _split_peers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [p.strip() for p in value.split(",") if p.strip()]
-        return value
 
     @field_validator("bridge_allowed_origins", "bridge_mobile_tools", mode="before")
     @classmethod
@@ -254,13 +248,6 @@ class NodeSettings(BaseSettings):
             value = [n.strip() for n in value.split(",")]
         if isinstance(value, list):
             value = ["" if n in ("default", "") else n for n in value]
-        return value
-
-    @field_validator("builtin_tools", "tool_plugins", mode="before")
-    @classmethod
-    def _split_tool_lists(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [t.strip() for t in value.split(",") if t.strip()]
         return value
 
     @field_validator("builtin_tools")

@@ -11,7 +11,10 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import grpc
+
 from llmlab_grpc.procs import NodeProcess
+from llmlab_grpc.proto.llmlab.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 DASHBOARD_RE = re.compile(r"^llmlab node (?P<name>\S+) dashboard (?P<url>\S+)/llmlab$")
 
@@ -23,6 +26,15 @@ def http_url(node: NodeProcess) -> str:
         if match:
             return match.group("url")
     raise AssertionError(f"node {node.name} printed no dashboard line: {node.output}")
+
+
+def peers_of(node: NodeProcess) -> dict[str, common_pb2.Peer]:
+    """node id -> the row ``node`` shows in ``ListPeers`` (empty when the call fails: polled by ``eventually``)."""
+    try:
+        reply = node.call(node_pb2_grpc.NodeStub, "ListPeers", node_pb2.ListPeersRequest(), timeout=2.0)
+    except grpc.RpcError:
+        return {}
+    return {p.info.node_id: p for p in reply.peers}
 
 
 def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:

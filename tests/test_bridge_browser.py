@@ -22,7 +22,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
@@ -31,13 +30,10 @@ from llmlab_grpc.procs import NodeProcess, spawn_node
 from llmlab_grpc.proto.llmlab.v1 import (
     cache_pb2,
     cache_pb2_grpc,
-    common_pb2,
-    node_pb2,
-    node_pb2_grpc,
     planner_pb2,
     planner_pb2_grpc,
 )
-from tests.bridge_support import eventually, http_url, pairing_token
+from tests.bridge_support import eventually, http_url, pairing_token, peers_of
 from tests.conftest import ARTIFACTS
 
 CHROMIUM = "/usr/bin/chromium"
@@ -135,14 +131,6 @@ def cli(mesh: dict[str, Any], *args: str, timeout: float = 60) -> subprocess.Com
     return subprocess.run([sys.executable, "-m", "llmlab_grpc", *args, "--target", mesh["tools"].address],
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "LLMLAB_MESH_SECRET": mesh["secret"]})
-
-
-def peers_of(node: NodeProcess) -> dict[str, common_pb2.Peer]:
-    try:
-        reply = node.call(node_pb2_grpc.NodeStub, "ListPeers", node_pb2.ListPeersRequest(), timeout=2.0)
-    except grpc.RpcError:
-        return {}
-    return {p.info.node_id: p for p in reply.peers}
 
 
 async def test_pwa_pairs_and_shows_in_peers_and_dashboard(browser: Browser, mesh: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from llmlab_grpc.bridge.client import MobileClient, PairingRefused
 from llmlab_grpc.mesh.auth import bearer
 from llmlab_grpc.procs import NodeProcess, spawn_node
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, node_pb2, node_pb2_grpc, tool_executor_pb2, tool_executor_pb2_grpc
-from tests.bridge_support import eventually, get_json, http_url, pairing_token
+from tests.bridge_support import eventually, get_json, http_url, pairing_token, peers_of
 from tests.conftest import ARTIFACTS
 
 HTTP_FETCH = {"name": "http_fetch", "description": "test fetch", "timeoutMs": 5000,
@@ -47,14 +47,6 @@ def mesh() -> Iterator[dict[str, Any]]:
         for node in (other, bridge):
             if node is not None:
                 node.stop(signal.SIGTERM, timeout=10)
-
-
-def peers_of(node: NodeProcess) -> dict[str, common_pb2.Peer]:
-    try:
-        reply = node.call(node_pb2_grpc.NodeStub, "ListPeers", node_pb2.ListPeersRequest(), timeout=2.0)
-    except grpc.RpcError:
-        return {}
-    return {p.info.node_id: p for p in reply.peers}
 
 
 async def paired(mesh: dict[str, Any], **kwargs: Any) -> tuple[MobileClient, asyncio.Task[None]]:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from llmlab_grpc.cache.entry import CacheEntry
 from llmlab_grpc.cache.keys import cache_key
 from llmlab_grpc.replication.digest import BUCKETS, Digester, Item, bucket_of
 from llmlab_grpc.replication.placement import place
@@ -30,6 +31,16 @@ def isolate(mesh: Mesh, node_id: str) -> None:
                 node.peers.remove(other)
         else:
             node.peers.remove(node_id)
+
+
+async def replicated_on_three(mesh: Mesh, prompt: str, response: str) -> CacheEntry:
+    """n1, n2, n3 connected, and an entry put on n1 held by all three."""
+    for name in ("n1", "n2", "n3"):
+        await mesh.add(name)
+    mesh.connect()
+    entry = mesh.nodes["n1"].manager.put(prompt, MODEL, response)
+    await _until(lambda: mesh.holders(entry.key) == {"n1", "n2", "n3"}, "replication")
+    return entry
 
 
 # -- W: acknowledged writes ---------------------------------------------------------------------
@@ -81,12 +92,8 @@ def test_tombstones_kill_older_copies_and_expire_with_the_entry() -> None:
 
 
 async def test_a_delete_missed_by_a_partitioned_replica_is_not_resurrected(mesh: Mesh) -> None:
-    for name in ("n1", "n2", "n3"):
-        await mesh.add(name)
-    mesh.connect()
+    entry = await replicated_on_three(mesh, "forget me", "gone soon")
     n1, n3 = mesh.nodes["n1"], mesh.nodes["n3"]
-    entry = n1.manager.put("forget me", MODEL, "gone soon")
-    await _until(lambda: mesh.holders(entry.key) == {"n1", "n2", "n3"}, "replication")
     isolate(mesh, "n3")
     assert n1.manager.delete(entry.key)
     await _until(lambda: mesh.holders(entry.key) == {"n3"}, "the delete on the reachable side")
@@ -170,12 +177,8 @@ async def test_a_write_for_a_dead_replica_goes_to_a_stand_in_and_moves_home(mesh
 
 
 async def test_a_delete_through_a_node_without_the_entry_still_buries_every_copy(mesh: Mesh) -> None:
-    for name in ("n1", "n2", "n3"):
-        await mesh.add(name)
-    mesh.connect()
-    n1, n3 = mesh.nodes["n1"], mesh.nodes["n3"]
-    entry = n1.manager.put("delete me from afar", MODEL, "soon gone")
-    await _until(lambda: mesh.holders(entry.key) == {"n1", "n2", "n3"}, "replication")
+    entry = await replicated_on_three(mesh, "delete me from afar", "soon gone")
+    n3 = mesh.nodes["n3"]
     n3.manager.delete(entry.key, reason="lost")  # n3 lacks it (an empty cache after a restart, say)
     mesh.clock.advance(1)
     n3.replicator.bury(entry.key)  # what Cache.Delete on n3 does for a key n3 does not hold

@@ -55,8 +55,8 @@ def stored_bytes(key: str, prompt: str, model: str, params: dict[str, Any], resp
 
 
 @dataclass(frozen=True)
-class EntryMeta:
-    """An entry without its response: cheap to list, e.g. hottest first for replication."""
+class _EntryCore:
+    """What every entry has: its key inputs, times, counters and owner."""
 
     key: str
     prompt: str
@@ -69,6 +69,14 @@ class EntryMeta:
     checksum: str
     critical: bool = False
     primary_node_id: str = ""
+
+
+@dataclass(frozen=True)
+class ExtraFields:
+    """What an entry may carry besides its key inputs and response: namespace, writer, the
+    generation's usage, the semantic cache's text, context hash and vector. One declaration
+    for ``EntryMeta`` and for the ``EntryExtras`` a caller hands to ``CacheManager.put``."""
+
     namespace: str = ""
     writer: str = ""
     """Empty for the mesh; else the per-user API key that stored it (a private entry)."""
@@ -79,6 +87,14 @@ class EntryMeta:
     context_hash: str = ""
     embedding: bytes = b""
     """float32 vector (``array('f')`` bytes) of ``semantic_text``; empty when not indexed."""
+
+
+@dataclass(frozen=True)
+class EntryMeta(ExtraFields, _EntryCore):
+    """An entry without its response: cheap to list, e.g. hottest first for replication.
+
+    Its fields: ``_EntryCore``'s, then ``ExtraFields``', then ``stored_bytes``."""
+
     stored_bytes: int = 0
     """Bytes the entry costs this node's cache (``stored_bytes()``); ``size_bytes`` is the response's."""
 

@@ -57,7 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmlab_grpc.cache.entry import CacheEntry, EntryMeta, params_bytes, stored_bytes, text_bytes
+from llmlab_grpc.cache.entry import CacheEntry, EntryMeta, ExtraFields, params_bytes, stored_bytes, text_bytes
 from llmlab_grpc.cache.errors import CorruptEntry, InvalidCacheRequest, StoreUnavailable, ValueTooLarge
 from llmlab_grpc.cache.hooks import CacheListener, PeerSource
 from llmlab_grpc.cache.keys import Params, cache_key, check_namespace, checksum, normalize_params
@@ -82,18 +82,8 @@ Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
-class EntryExtras:
-    """What an entry may carry besides its key inputs and response (namespace, writer, the
-    generation's usage, the semantic cache's text, context hash and vector)."""
-
-    namespace: str = ""
-    writer: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str = ""
-    semantic_text: str = ""
-    context_hash: str = ""
-    embedding: bytes = b""
+class EntryExtras(ExtraFields):
+    """The extra fields of one put (``ExtraFields``), apart from any entry."""
 
     def fields(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}

@@ -21,7 +21,7 @@ reaches the peer source (``bury``), so the mesh forgets it too.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -53,6 +53,15 @@ def _key_of(key: str, lookup: cache_pb2.CacheLookup, has_lookup: bool) -> str:
     return cache_key(lookup.prompt, lookup.model, lookup.params, lookup.namespace)
 
 
+async def _named_key(request: cache_pb2.GetRequest | cache_pb2.DeleteRequest,
+                     context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The key a ``Get`` or ``Delete`` names (``_key_of``); aborts with INVALID_ARGUMENT and why otherwise."""
+    try:
+        return _key_of(request.key, request.lookup, request.HasField("lookup"))
+    except (InvalidCacheRequest, InvalidParams) as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+
 class CacheService(cache_pb2_grpc.CacheServicer):
     """Serves one node's cache."""
 
@@ -76,10 +85,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         self, request: cache_pb2.GetRequest,
         context: grpc.aio.ServicerContext[cache_pb2.GetRequest, cache_pb2.GetResponse],
     ) -> cache_pb2.GetResponse:
-        try:
-            key = _key_of(request.key, request.lookup, request.HasField("lookup"))
-        except (InvalidCacheRequest, InvalidParams) as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        key = await _named_key(request, context)
         if request.max_age_ms < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"max_age_ms must be 0 (any age) or positive, not {request.max_age_ms}")
@@ -179,10 +185,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         self, request: cache_pb2.DeleteRequest,
         context: grpc.aio.ServicerContext[cache_pb2.DeleteRequest, cache_pb2.DeleteResponse],
     ) -> cache_pb2.DeleteResponse:
-        try:
-            key = _key_of(request.key, request.lookup, request.HasField("lookup"))
-        except (InvalidCacheRequest, InvalidParams) as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        key = await _named_key(request, context)
         deleted = self.manager.delete(key)
         source = self.manager.peer_source
         if not deleted and source is not None:
