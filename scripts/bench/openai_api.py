@@ -32,13 +32,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,7 +48,7 @@ import openai
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from llmlab_grpc.mesh.auth import bearer
-from llmlab_grpc.procs import LISTEN_RE, NodeProcess
+from llmlab_grpc.procs import NodeProcess, launch
 from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc, planner_pb2, planner_pb2_grpc
 from scripts.bench.generation import MODEL, PROMPTS, Sample
 from scripts.bench.stats import generation_table, report
@@ -117,28 +114,12 @@ def serve(argv: list[str]) -> int:
 
 def spawn_bench_node(secret: str, args: list[str], log_dir: Path, timeout_s: float = 180.0) -> tuple[NodeProcess, str]:
     """The child node (stopped by PID by the caller) and its echo server's address."""
-    log = open(log_dir / "bench-openai.log", "a")  # noqa: SIM115 - the child's for its life
-    process = subprocess.Popen([sys.executable, __file__, "--serve", "--name", "bench-openai", "--host", "127.0.0.1",
-                                "--port", "0", *args], stdout=subprocess.PIPE, stderr=log, text=True,
-                               stdin=subprocess.DEVNULL, env={**os.environ, "LLMLAB_MESH_SECRET": secret,
-                                                              "LLMLAB_CACHE_STORE": "memory"})
-    node = NodeProcess(name="bench-openai", secret=secret, process=process)
-    echo: list[str] = []
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            node.output.append(line)
-            if line.startswith(ECHO_RE):
-                echo.append(line.split()[-1])
-            match = LISTEN_RE.match(line)
-            if match and not node.listening.is_set():
-                node.address = match.group("address")
-                node.listening.set()
-        node.listening.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not node.listening.wait(timeout_s) or not node.address or not echo:
+    cmd = [sys.executable, __file__, "--serve", "--name", "bench-openai", "--host", "127.0.0.1", "--port", "0", *args]
+    node = launch(cmd, "bench-openai", secret, env={"LLMLAB_CACHE_STORE": "memory"},
+                  log_path=log_dir / "bench-openai.log")
+    listening = node.listening.wait(timeout_s)
+    echo = [line.split()[-1] for line in node.output if line.startswith(ECHO_RE)]  # printed before "listening"
+    if not listening or not node.address or not echo:
         node.stop(signal.SIGKILL)
         raise RuntimeError(f"the bench node did not start: {''.join(node.output)}")
     return node, echo[0]
