@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
 from llmlab_grpc.cache.entry import EntryMeta
+from llmlab_grpc.cache.manager import CacheManager, EntryExtras
 from llmlab_grpc.cache.semantic.guard import features, refuse
-from llmlab_grpc.cache.semantic.index import SemanticIndex, scope_of
+from llmlab_grpc.cache.semantic.index import SemanticIndex, row_bytes, scope_of
+from llmlab_grpc.cache.stores import MemoryStore
 from llmlab_grpc.planner.workflow import replay_pieces, semantic_parts
 from llmlab_grpc.proto.llmlab.v1 import common_pb2
 
@@ -134,3 +138,41 @@ def test_replay_pieces_are_word_aligned_and_whole() -> None:
     long = " ".join(f"w{i}" for i in range(2000))
     assert "".join(replay_pieces(long)) == long and len(replay_pieces(long)) <= 256
     assert replay_pieces("") == [] and replay_pieces("   ") == ["   "]
+
+
+def test_index_rows_count_against_the_cache_budget() -> None:
+    """The index's copy of each vector (issue 16's rule: every stored byte counts) is in the
+    entry's bytes, so a full cache's index is bounded by the same budget."""
+    plain = CacheManager(MemoryStore(), max_bytes=1 << 30)
+    indexed = CacheManager(MemoryStore(), max_bytes=1 << 30)
+    indexed.index = SemanticIndex()
+    extras = EntryExtras(semantic_text="q", embedding=unit(1).tobytes())
+    assert (indexed.put("q", "m", "a", {"temperature": 0.0}, extras=extras).stored_bytes
+            - plain.put("q", "m", "a", {"temperature": 0.0}, extras=extras).stored_bytes) == row_bytes()
+    assert row_bytes() >= 384 * 4
+
+    budget = 200 * 1024
+    small = CacheManager(MemoryStore(), max_bytes=budget)
+    small.index = SemanticIndex()
+    for i in range(400):
+        small.put(f"question {i}", "m", "answer", {"temperature": 0.0},
+                  extras=EntryExtras(semantic_text=f"question {i}", embedding=unit(i).tobytes()))
+    stats = small.get_stats()
+    assert stats["bytes"] <= budget
+    assert len(small.index) == stats["entries"] < 400  # evicted entries left the index
+    assert stats["entries"] * row_bytes() <= budget
+
+
+def test_row_bytes_cover_what_the_index_holds() -> None:
+    vectors = [unit(i) for i in range(1024)]  # capacity doubles from 8: exactly full at 1024
+    metas = [meta(f"{i:064x}", vectors[i]) for i in range(1024)]
+    tracemalloc.start()
+    try:
+        index = SemanticIndex()
+        before = tracemalloc.take_snapshot()
+        for m in metas:
+            index.add(m)
+        grown = sum(d.size_diff for d in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    assert 1024 * 384 * 4 < grown <= 1024 * row_bytes()

@@ -42,7 +42,9 @@ gives the ``replication_shortfall`` figure. Whether a non-deterministic answer m
 Semantic cache: an entry stored with an ``embedding`` is added to ``index`` (a
 ``semantic.SemanticIndex``, when the node has one) and leaves it with the entry, whatever
 removes it; a replica copy brings its vector along, so the index of every node that
-holds an entry can find it.
+holds an entry can find it. The entry's row there (the vector again as float32, its
+similarity slot and bookkeeping: ``SemanticIndex.row_cost``, ~1.6 KB) counts in the entry's
+bytes like the vector the entry itself holds, so the budget bounds the index too.
 """
 
 from __future__ import annotations
@@ -392,6 +394,8 @@ class CacheManager:
         self._check_size("the params (tools_json, system_prompt, stop)", params_bytes(params),
                          self.max_params_bytes, "cache_max_params_bytes")
         cost = stored_bytes(key, prompt, model, params, response) + (extras.stored_bytes() if extras else 0)
+        if extras is not None and extras.embedding and self.index is not None:
+            cost += self.index.row_cost(extras.embedding)  # the vector's row in the semantic index
         self._check_size("the entry with its prompt, params and metadata", cost, self.max_bytes, "cache_max_bytes")
         return cost
 

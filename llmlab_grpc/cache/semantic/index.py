@@ -38,8 +38,9 @@ def scope_of(namespace: str, model: str, params: dict[str, Any], context_hash: s
 
 
 ROW_OVERHEAD = 128
-"""Bytes of bookkeeping per indexed entry besides its vector and similarity slot (a list slot for
-the key and the text, the key's dict slot and its (scope, row) tuple); measured ~120."""
+"""Bytes of bookkeeping per indexed entry besides its vector and similarity slot: a list slot for
+the key and for the text, the key's dict slot, its (scope, row) tuple and row number (measured
+with tracemalloc: ~110; tests/test_semantic_guard.py checks the count covers it)."""
 
 
 def row_bytes(dim: int = DIM) -> int:
@@ -51,6 +52,7 @@ def row_bytes(dim: int = DIM) -> int:
 class _Partition:
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((8, DIM), dtype=np.float32))
     sims: np.ndarray = field(default_factory=lambda: np.zeros(8, dtype=np.float32))
+    scope: str = ""
     keys: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
 
@@ -93,7 +95,10 @@ class SemanticIndex:
         scope = scope_of(entry.namespace, entry.model, entry.params, entry.context_hash)
         with self._lock:
             self._remove_locked(entry.key)
-            part = self._parts.setdefault(scope, _Partition(np.zeros((8, self.dim), dtype=np.float32)))
+            part = self._parts.get(scope)
+            if part is None:
+                part = self._parts[scope] = _Partition(np.zeros((8, self.dim), dtype=np.float32), scope=scope)
+            scope = part.scope  # one string per partition, not one per row
             row = len(part.keys)
             if row == part.vectors.shape[0]:
                 part.resize(row * 2)
@@ -102,6 +107,10 @@ class SemanticIndex:
             part.texts.append(entry.semantic_text)
             self._where[entry.key] = (scope, row)
         return True
+
+    def row_cost(self, embedding: bytes) -> int:
+        """What indexing an entry with ``embedding`` costs: the cache counts it in the entry's bytes."""
+        return row_bytes(self.dim) if len(embedding) == self.dim * 4 else 0
 
     def remove(self, key: str) -> None:
         with self._lock:
