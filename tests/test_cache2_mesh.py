@@ -115,7 +115,7 @@ def test_openai_client_cache_body_namespaces_and_ttl(mesh: Mesh) -> None:
     assert in_a.found and in_b.found and in_a.entry.key != in_b.entry.key  # one prompt, two namespaces, 2 entries
     assert in_a.entry.expires_unix_ms - in_a.entry.created_unix_ms == 60_000  # the request's ttl
     assert not cached(mesh.api, "Name a red fruit.").found  # nothing in the default namespace
-    trace = second.parse().model_extra["llmlab"]  # type: ignore[index]
+    trace = second.parse().model_extra["llmlab"]
     assert trace["steps"][-1]["cache_match"]["namespace"] == "a"
 
 
@@ -185,7 +185,7 @@ def test_semantic_hits_paraphrases_and_the_guard_refuses_near_misses(mesh: Mesh)
     assert float(hit.headers["x-llmlab-cache-similarity"]) >= 0.9
     assert unquote(hit.headers["x-llmlab-cache-matched-prompt"]) == "What is the capital of France?"
     assert hit.parse().choices[0].message.content == "echo: What is the capital of France?"
-    row = hit.parse().model_extra["llmlab"]["steps"][-1]  # type: ignore[index]
+    row = hit.parse().model_extra["llmlab"]["steps"][-1]
     assert row["cache"] == "semantic-hit" and row["cache_match"]["matched_prompt"] == "What is the capital of France?"
     for near in ("What is the capital of Germany?", "What is not the capital of France?"):
         assert chat(client, near, extra_body=semantic).headers["x-llmlab-cache"] == "miss", near

@@ -48,7 +48,7 @@ def test_param_order_does_not_change_the_key(items: list[tuple[str, object]]) ->
 
 
 def test_proto_and_dict_give_the_same_key() -> None:
-    proto = common_pb2.GenerationParams(**{**FULL, "stop": list(FULL["stop"])})  # type: ignore[arg-type]
+    proto = common_pb2.GenerationParams(**{**FULL, "stop": list(FULL["stop"])})
     assert cache_key("p", "m", proto) == cache_key("p", "m", FULL)
 
 

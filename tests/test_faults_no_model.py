@@ -32,7 +32,7 @@ Factory = Callable[..., NodeProcess]
 
 
 def ask(node: NodeProcess, text: str) -> planner_pb2.Task:
-    query = planner_pb2.Query(text=text, params=PARAMS)  # type: ignore[arg-type]
+    query = planner_pb2.Query(text=text, params=PARAMS)
     return node.call(planner_pb2_grpc.PlannerStub, "Ask", planner_pb2.AskRequest(query=query), timeout=120).task
 
 
@@ -61,7 +61,7 @@ def test_cached_answers_outlive_the_only_model_node(node_factory: Factory, tmp_p
     assert first.status == planner_pb2.TASK_STATUS_SUCCEEDED and first.answer
     (step,) = first.steps
     assert (step.name, step.node_name) == (MODEL, "nm-1")
-    key = cache_key(question, MODEL, effective_params(planner_pb2.Query(text=question, params=PARAMS)))  # type: ignore[arg-type]
+    key = cache_key(question, MODEL, effective_params(planner_pb2.Query(text=question, params=PARAMS)))
     wait_until(lambda: holds(n2, key) and holds(n3, key), timeout=20, what="the answer on nm-2 and nm-3")
 
     n1.stop(signal.SIGKILL)

@@ -86,7 +86,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, ray_head: RayHead) -> Iterato
 
 def ask(client: openai.OpenAI, text: str, model: str = MODEL, **kwargs: object) -> openai.types.chat.ChatCompletion:
     return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}],
-                                          **kwargs)  # type: ignore[call-overload,no-any-return]
+                                          **kwargs)
 
 
 def test_models_lists_every_model_of_every_live_llm_node(mesh: Mesh) -> None:
@@ -221,12 +221,12 @@ def test_function_calling_passes_through_to_the_model(mesh: Mesh) -> None:
     chunks = list(client.chat.completions.create(model=FAKE, messages=messages, tools=[WEATHER_TOOL],  # type: ignore[list-item]
                                                  stream=True))
     deltas = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or []]
-    assert [(d.index, d.function.name) for d in deltas] == [(0, "get_weather")]  # type: ignore[union-attr]
+    assert [(d.index, d.function.name) for d in deltas] == [(0, "get_weather")]
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     # The second half: the tool's result goes back and the model continues from it.
     follow_up = client.chat.completions.create(model=FAKE, messages=[
         *messages, {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
-        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}])  # type: ignore[list-item]
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"}])
     assert follow_up.choices[0].message.content == "echo: What is the weather in Paris?"
     sent = mesh.fake.requests[-1]["body"]["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "tool"]

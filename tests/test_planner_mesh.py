@@ -70,14 +70,14 @@ def test_plain_question_is_generated_by_the_embedded_model_then_cached(mesh: dic
 
 def test_a_planner_without_a_model_routes_the_generation(mesh: dict[str, NodeProcess]) -> None:
     task = ask(mesh["edge"], "Name a colour.", no_cache=True,
-               params={"max_tokens": 8, "temperature": 0.0})  # type: ignore[arg-type]
+               params={"max_tokens": 8, "temperature": 0.0})
     (step,) = task.steps
     assert step.node_name == "brain" and task.answer
 
 
 def test_stream_delivers_events_in_order_and_tokens_in_pieces(mesh: dict[str, NodeProcess]) -> None:
     request = planner_pb2.AskStreamRequest(query=planner_pb2.Query(
-        text="Write two sentences about the sea.", no_cache=True, params={"max_tokens": 40}))  # type: ignore[arg-type]
+        text="Write two sentences about the sea.", no_cache=True, params={"max_tokens": 40}))
     with mesh["brain"].channel() as channel:
         events = list(planner_pb2_grpc.PlannerStub(channel).AskStream(
             request, metadata=(("authorization", f"Bearer {mesh['brain'].secret}"),), timeout=300))
@@ -93,10 +93,10 @@ def test_stream_delivers_events_in_order_and_tokens_in_pieces(mesh: dict[str, No
 
 def test_max_tokens_and_stop_are_honoured(mesh: dict[str, NodeProcess]) -> None:
     short = ask(mesh["brain"], "Count from one to fifty in words.", no_cache=True,
-                params={"max_tokens": 5, "temperature": 0.0})  # type: ignore[arg-type]
+                params={"max_tokens": 5, "temperature": 0.0})
     assert 0 < len(short.answer.split()) <= 6
     stopped = ask(mesh["brain"], "Count from 1 to 20 separated by commas.", no_cache=True,
-                  params={"max_tokens": 60, "temperature": 0.0, "stop": ["7"]})  # type: ignore[arg-type]
+                  params={"max_tokens": 60, "temperature": 0.0, "stop": ["7"]})
     assert "7" not in stopped.answer
 
 
@@ -117,7 +117,7 @@ def test_tasks_are_listed_and_fetched(mesh: dict[str, NodeProcess]) -> None:
 )
 def test_bad_queries_are_invalid_argument(mesh: dict[str, NodeProcess], text: str, params: dict) -> None:
     with pytest.raises(grpc.RpcError) as err:
-        ask(mesh["edge"], text, params=params)  # type: ignore[arg-type]
+        ask(mesh["edge"], text, params=params)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -194,7 +194,7 @@ def test_llm_node_killed_mid_stream_then_failover(node_factory) -> None:  # type
     wait_until(lambda: planner.peer_names() == {"llm-a", "llm-b"}, 20, what="both llm nodes")
     request = planner_pb2.AskStreamRequest(query=planner_pb2.Query(
         text="Write a long story about a lighthouse keeper.", no_cache=True,
-        params={"max_tokens": 400}))  # type: ignore[arg-type]
+        params={"max_tokens": 400}))
     victim: NodeProcess | None = None
     with planner.channel() as channel, pytest.raises(grpc.RpcError) as err:
         stream = planner_pb2_grpc.PlannerStub(channel).AskStream(
@@ -208,5 +208,5 @@ def test_llm_node_killed_mid_stream_then_failover(node_factory) -> None:  # type
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "failed mid-answer" in err.value.details()
     survivor = second if victim is first else first
-    task = ask(planner, "Name a fruit.", no_cache=True, params={"max_tokens": 8})  # type: ignore[arg-type]
+    task = ask(planner, "Name a fruit.", no_cache=True, params={"max_tokens": 8})
     assert task.steps[0].node_name == survivor.name and task.answer

@@ -138,7 +138,7 @@ def grpc_leg(node: NodeProcess, max_tokens: int) -> Callable[[str], Sample]:
 
     def run(prompt: str) -> Sample:
         query = planner_pb2.Query(text=prompt, model=MODEL, no_cache=True, no_tools=True,
-                                  params={"max_tokens": max_tokens, "temperature": 0.0, "seed": 1})  # type: ignore[arg-type]
+                                  params={"max_tokens": max_tokens, "temperature": 0.0, "seed": 1})
         start = time.perf_counter()
         first = 0.0
         pieces: list[str] = []
@@ -186,7 +186,7 @@ def report_generation(legs: list[Leg]) -> None:
 def measure_hits(node: NodeProcess, client: openai.OpenAI, base_url: str, echo_address: str, count: int,
                  deadline: float) -> None:
     stub = planner_pb2_grpc.PlannerStub(grpc.insecure_channel(node.address))
-    query = planner_pb2.Query(text=HIT_PROMPT, model=MODEL, no_tools=True, params={"max_tokens": 24})  # type: ignore[arg-type]
+    query = planner_pb2.Query(text=HIT_PROMPT, model=MODEL, no_tools=True, params={"max_tokens": 24})
     messages = [{"role": "user", "content": HIT_PROMPT}]
     body = {"model": MODEL, "messages": messages, "max_tokens": 24, "llmlab": {"tools": False}}
     http = httpx.Client(headers={"authorization": f"Bearer {node.secret}"}, timeout=60)

@@ -63,7 +63,7 @@ def test_an_ask_on_a_host_without_the_model_is_generated_on_another_host(lan: La
     wait_for(lambda: MODEL in next((p.info.models for p in h2.node.peers() if p.info.name == h1.node.name), []),
              60, what="h2 to see h1's model")
     query = planner_pb2.Query(text="Name a colour.", no_cache=True,
-                              params={"max_tokens": 8, "temperature": 0.0})  # type: ignore[arg-type]
+                              params={"max_tokens": 8, "temperature": 0.0})
     task = h2.node.call("/llmlab.v1.Planner/Ask", planner_pb2.AskRequest(query=query), planner_pb2.AskResponse,
                         timeout=240).task
     assert task.status == planner_pb2.TASK_STATUS_SUCCEEDED, task.error
