@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -215,6 +215,13 @@ class PeerCalls:
             return sorted((found[i] for i in order), key=lambda c: self.is_suspect(c, now))  # stable
         return sorted(found, key=lambda c: (self.is_suspect(c, now), not c.local, self.busy(c), c.name))
 
+    def _in_time(self, candidates: Iterable[Candidate], spread: bool, until: float | None) -> Iterator[Candidate]:
+        """``rank``'s order, until the deadline ``until`` (``loop.time()`` terms) passes."""
+        for cand in self.rank(candidates, spread=spread):
+            if until is not None and _now() >= until:
+                return
+            yield cand
+
     def started(self, node_id: str) -> None:
         """A call to ``node_id`` began (counted in its rank until ``finished``)."""
         self.in_flight[node_id] = self.in_flight.get(node_id, 0) + 1
@@ -261,9 +268,7 @@ class PeerCalls:
         failed = failed_over if failed_over is not None else []
         what = what or self.what
         last: Failover | None = None
-        for cand in self.rank(candidates, spread=spread):
-            if until is not None and _now() >= until:
-                break
+        for cand in self._in_time(candidates, spread, until):
             self.started(cand.node_id)
             try:
                 answer = await attempt(cand)
@@ -298,9 +303,7 @@ class PeerCalls:
         failed = failed_over if failed_over is not None else []
         what = what or self.what
         last: Failover | None = None
-        for cand in self.rank(candidates, spread=spread):
-            if until is not None and _now() >= until:
-                break
+        for cand in self._in_time(candidates, spread, until):
             call = open_call(cand)
             received = False
             self.started(cand.node_id)
