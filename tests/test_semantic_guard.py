@@ -36,6 +36,10 @@ from llmlab_grpc.proto.llmlab.v1 import common_pb2
     ("When was the Eiffel Tower built?", "When did they build the Eiffel Tower?"),
     ("How many calories are in a banana?", "How many calories are there in one banana?"),
     ("How do I make a cup of tea?", "What's the best way to make a cup of tea?"),
+    ("What is 25 times 67?", "What is twenty five times 67?"),
+    ("What is 25 times 67?", "What is twenty-five times sixty-seven?"),
+    ("What is 205 plus 1?", "What is two hundred and five plus one?"),
+    ("How do I bake bread?", "Give me a way of baking bread."),
 ])
 def test_paraphrases_pass_the_guard(cached: str, asked: str) -> None:
     assert refuse(asked, cached) == ""
@@ -43,7 +47,9 @@ def test_paraphrases_pass_the_guard(cached: str, asked: str) -> None:
 
 @pytest.mark.parametrize(("cached", "asked", "why"), [
     ("What is 25 times 67?", "What is 25 times 68?", "salient"),
-    ("What is 25 times 67?", "What is twenty five times 67?", "salient"),
+    ("What is 25 times 67?", "What is twenty six times 67?", "salient"),
+    ("What is 25 times 67?", "What is twenty times 67?", "salient"),
+    ("What is 205 plus 1?", "What is two hundred and fifty plus 1?", "salient"),
     ("What is the capital of France?", "What is the capital of Germany?", "name"),
     ("Is Paris bigger than London?", "Is London bigger than Paris?", "order"),
     ("Is Paris bigger than London?", "Is Paris smaller than London?", "opposites"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -47,6 +48,23 @@ AUTO_MAX_THREADS = 4
 
 _OMP_ENV = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 T = TypeVar("T")
+_CONTRACTIONS = [("what's", "what is"), ("who's", "who is"), ("where's", "where is"), ("how's", "how is"),
+                 ("when's", "when is"), ("it's", "it is"), ("that's", "that is"), ("there's", "there is"),
+                 ("can't", "cannot"), ("won't", "will not"), ("n't", " not"), ("i'm", "i am"), ("'re", " are"),
+                 ("'ve", " have"), ("'ll", " will")]
+_SPACES = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """What is embedded: ``text`` lowercased, contractions spelled out, whitespace collapsed.
+
+    Measured on the tuning pairs: the least similar paraphrase rises from 0.928 to 0.940 and
+    near-misses barely move (their mean 0.944 -> 0.945). Names are the guard's business: it
+    reads the original text, capitals included."""
+    low = text.replace("\u2019", "'").lower()
+    for short, long in _CONTRACTIONS:
+        low = low.replace(short, long)
+    return _SPACES.sub(" ", low).strip()
 
 
 def auto_threads(cores: int, load: float) -> int:
@@ -115,7 +133,7 @@ class Embedder:
         if team != self._team and self._set_team is not None:
             self._set_team(team)  # this thread's OpenMP team; every embedding runs on it
             self._team = team
-        vector = np.asarray(model.query(text), dtype=np.float32)
+        vector = np.asarray(model.query(normalise(text)), dtype=np.float32)
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else vector
 
@@ -132,7 +150,8 @@ class Embedder:
 
     def embed_many_sync(self, texts: list[str]) -> np.ndarray:
         """Vectors of ``texts`` in one batch (benchmarks fill an index with it)."""
-        vectors = np.asarray(self._load().query(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
+        vectors = np.asarray(self._load().query([normalise(t) for t in texts]),
+                             dtype=np.float32).reshape(len(texts), self.dim)
         norms: npt.NDArray[np.float32] = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors / norms
 

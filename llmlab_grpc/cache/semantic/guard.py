@@ -94,6 +94,67 @@ TEMPORAL = {
     "november": "nov", "december": "dec", "spring": "spring", "summer": "summer", "autumn": "autumn",
     "fall": "autumn", "winter": "winter", "ago": "ago", "since": "since", "until": "until",
 }
+_CARDINAL_TEXT = """zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
+sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety"""
+_CARDINALS = {w: int(NUMBER_WORDS[w]) for w in _CARDINAL_TEXT.split()}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1000000, "billion": 1000000000}
+
+
+def _compounds(tokens: list[str], joined: list[bool]) -> dict[int, tuple[int, str]]:
+    """Numbers written in several words: {first token: (last token, value)} ("twenty five" and
+    "twenty-five" are 25, "two hundred and five" is 205, "one thousand two hundred" is 1200).
+    ``joined[k]``: only spaces stand between token k-1 and k. Only a number's grammar joins words
+    (tens then a digit, a scale after a number, a smaller number after a scale): "five six", "one
+    and two" and "five, six" stay apart."""
+    found: dict[int, tuple[int, str]] = {}
+    i = 0
+    while i < len(tokens):
+        words = [(i, w) for w in tokens[i].split("-")]
+        j = i + 1
+        while j < len(tokens) and joined[j]:
+            nxt = tokens[j + 1] if j + 1 < len(tokens) else ""
+            if tokens[j] == "and" and words[-1][1] in _SCALES and nxt.split("-")[0] in _CARDINALS and joined[j + 1]:
+                j += 1
+                continue
+            if not all(w in _CARDINALS or w in _SCALES for w in tokens[j].split("-")):
+                break
+            words.extend((j, w) for w in tokens[j].split("-"))
+            j += 1
+        value = _number_of([w for _, w in words])
+        if len(words) >= 2 and value is not None:
+            found[i] = (words[-1][0], value)
+            i = words[-1][0] + 1
+        else:
+            i += 1
+    return found
+
+
+def _number_of(words: list[str]) -> str | None:
+    """The value of number words in a number's order, or None when they are not one number."""
+    if not all(w in _CARDINALS or w in _SCALES for w in words):
+        return None
+    total = current = 0
+    previous = ""
+    for w in words:
+        if w in _CARDINALS:
+            value = _CARDINALS[w]
+            tens_then_digit = previous in _CARDINALS and _CARDINALS[previous] >= 20 and \
+                _CARDINALS[previous] % 10 == 0 and 0 < value < 10
+            if previous and previous not in _SCALES and not tens_then_digit:
+                return None  # "five six", "twenty thirty"
+            current += value
+        else:
+            if not previous:
+                return None  # "hundred" alone is NUMBER_WORDS' business
+            if _SCALES[w] == 100:
+                current = max(current, 1) * 100
+            else:
+                total += max(current, 1) * _SCALES[w]
+                current = 0
+        previous = w
+    return str(total + current)
+
+
 ARITHMETIC = frozenset({"plus", "minus", "times", "divided", "multiplied", "multiply", "divide", "add", "subtract",
                         "sum", "product", "squared", "cubed", "power", "root", "percent", "equals", "equal"})
 """Words that make "one" a number rather than an article ("one plus two", "one squared")."""
@@ -132,8 +193,8 @@ def _stem(word: str) -> str:
             break
     if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
         word = word[:-1]  # bigg -> big, winn -> win
-    if len(word) > 4 and word.endswith("e"):
-        word = word[:-1]  # drive and driving, make and making: one stem
+    if len(word) > 3 and word.endswith("e"):
+        word = word[:-1]  # drive and driving, bake and baking: one stem
     return word
 
 
@@ -313,8 +374,17 @@ def features(text: str) -> Features:
     tokens = [f for _, f in matches]
     asks, kind_nouns = _question_kinds(tokens)
     counted = bool(numbers) or any((t in NUMBER_WORDS and t != "one") or t in ARITHMETIC for t in tokens)
+    joined = [k > 0 and rest[matches[k - 1][0].end():m.start()].strip() == "" for k, (m, _) in enumerate(matches)]
+    compounds = _compounds(tokens, joined)
+    in_compound = {k for first, (last, _) in compounds.items() for k in range(first + 1, last + 1)}
     for index, (m, folded) in enumerate(matches):
         token = m.group(0)
+        if index in compounds:  # "twenty five" is 25, as "25" is
+            last, value = compounds[index]
+            numbers[matches[last][0].end()] = (m.start(), value)
+        if index in compounds or index in in_compound:
+            words.extend(folded.split("-"))
+            continue
         if index in kind_nouns:  # "year" in "in what year": a word of the question, not a unit
             words.append(folded)
             content.add(_stem(folded))
