@@ -1,7 +1,9 @@
 """One llmlab node: a grpc.aio server hosting the services of its roles, plus membership.
 
 The node owns everything that must live exactly as long as the process: the server,
-the channel pool, the peer table, discovery, and the per-role components. Stopping is
+the channel pool, the peer table, discovery, and the per-role components. Components get
+small typed ports of it (``llmlab_grpc/ports.py``), handed out by ``assembly.py``; none of
+them holds the node. Stopping is
 ordered so peers learn of the departure first (health NOT_SERVING, mDNS goodbye,
 ``Leave`` to every peer) and in-flight calls then get ``drain_s`` to finish.
 """
@@ -20,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from llmlab_grpc import __version__
+from llmlab_grpc.assembly import build_components
 from llmlab_grpc.config import NodeSettings
 from llmlab_grpc.errors import DuplicateNodeError
 from llmlab_grpc.limits import max_request_bytes
@@ -33,12 +36,13 @@ from llmlab_grpc.mesh.method_table import MethodTable
 from llmlab_grpc.mesh.peers import PeerTable
 from llmlab_grpc.metrics import NodeMetrics, instrument
 from llmlab_grpc.metrics.collectors import NodeCollector
+from llmlab_grpc.ports import CacheStatsSlot, LoadMeter, LocalNode
 from llmlab_grpc.proto.llmlab.v1 import (
     common_pb2,
     node_pb2,
     node_pb2_grpc,
 )
-from llmlab_grpc.roles import RoleComponent, ServiceBinding, load_factory
+from llmlab_grpc.roles import RoleComponent, ServiceBinding
 from llmlab_grpc.services.node_service import NodeService
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,8 @@ class LlmlabNode:
         self.node_id = settings.effective_node_id
         self.started_unix_ms = int(time.time() * 1000)
         self.mesh_id = mesh_id(settings.mesh_secret)
+        self.me = LocalNode(self.node_id, settings.name, list(settings.roles), self.mesh_id, self.started_unix_ms)
+        """What this node announces; address fields, models, tools and http_url each have one writer."""
         self.tls = (
             TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_ca)
             if settings.tls_cert is not None and settings.tls_key is not None
@@ -63,16 +69,13 @@ class LlmlabNode:
         self.known_models = KnownModels(settings.node_state_dir, self.mesh_id)
         """Models once served in this mesh (persisted): a cached answer stays askable when none is alive."""
         self.peers.subscribe(self.known_models.on_peer)
-        self.address = ""
-        self.addresses: list[str] = []  # every address announced, best first; address is the first
-        self.tools: list[str] = []
-        self.models: list[str] = []
-        self.http_url = ""
-        self.load = common_pb2.NodeLoad()
-        self.cache_stats: Callable[[], common_pb2.CacheStatistics | None] = lambda: None
+        self.load_meter = LoadMeter()
+        """Load counters, each claimed by the one component that writes it; heartbeats read ``proto()``."""
+        self.cache_stats = CacheStatsSlot()
+        """Cache statistics for heartbeats: the cache role's, else the replica role's own copies."""
         self.metrics = NodeMetrics()
         """This node's Prometheus series; roles record into it and register their collectors."""
-        self.metrics.add(NodeCollector(self.info, lambda: self.load, self.peers.to_protos))
+        self.metrics.add(NodeCollector(self.info, self.load_meter.proto, self.peers.to_protos))
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._bindings: list[ServiceBinding] = []
@@ -83,33 +86,54 @@ class LlmlabNode:
         self._stop_event: asyncio.Event | None = None
         self.fatal = ""  # why the node must stop (a duplicate id), set while it runs
 
+    # What the node announces, read from ``me`` (the components write it there).
+    @property
+    def address(self) -> str:
+        return self.me.address
+
+    @property
+    def addresses(self) -> list[str]:
+        return self.me.addresses
+
+    @property
+    def tools(self) -> list[str]:
+        return self.me.tools
+
+    @property
+    def models(self) -> list[str]:
+        return self.me.models
+
+    @property
+    def http_url(self) -> str:
+        return self.me.http_url
+
+    @property
+    def load(self) -> common_pb2.NodeLoad:
+        """This node's load now, as heartbeats carry it."""
+        return self.load_meter.proto()
+
     def info(self) -> common_pb2.NodeInfo:
         """What this node announces about itself."""
+        me = self.me
         return common_pb2.NodeInfo(
-            node_id=self.node_id,
-            name=self.settings.name,
-            address=self.address,
-            roles=self.settings.roles,
-            tools=self.tools,
-            models=self.models,
+            node_id=me.node_id,
+            name=me.name,
+            address=me.address,
+            roles=me.roles,
+            tools=me.tools,
+            models=me.models,
             version=__version__,
-            mesh_id=self.mesh_id,
+            mesh_id=me.mesh_id,
             kind=common_pb2.NODE_KIND_GRPC,
-            http_url=self.http_url,
-            started_unix_ms=self.started_unix_ms,
-            addresses=self.addresses,
+            http_url=me.http_url,
+            started_unix_ms=me.started_unix_ms,
+            addresses=me.addresses,
         )
 
     def _build_components(self) -> list[ServiceBinding]:
-        """Instantiate each role's component (roles.py) and collect its gRPC services."""
-        bindings = []
-        for role in self.settings.roles:
-            factory = load_factory(role)
-            if factory is None:
-                raise ValueError(f"role {role!r} has no component in llmlab_grpc.roles.ROLE_FACTORIES")
-            component = self.components[role] = factory(self)
-            bindings.extend(component.bindings())
-        return bindings
+        """Build each role's component from the node's ports (assembly.py) and collect its gRPC services."""
+        self.components = build_components(self)
+        return [binding for component in self.components.values() for binding in component.bindings()]
 
     async def start(self) -> str:
         """Bind, serve, announce, and start heartbeats. Returns the bound address."""
@@ -122,8 +146,8 @@ class LlmlabNode:
         )
         if port == 0:
             raise OSError(f"could not bind the gRPC server to {bind}")
-        self.addresses = [f"{h}:{port}" for h in announced_hosts(self.settings.host, self.settings.advertise_host)]
-        self.address = self.addresses[0]
+        self.me.addresses = [f"{h}:{port}" for h in announced_hosts(self.settings.host, self.settings.advertise_host)]
+        self.me.address = self.me.addresses[0]
         self.membership = Membership(
             self.info,
             self.peers,
@@ -131,11 +155,11 @@ class LlmlabNode:
             seeds=self.settings.peers,
             interval_s=self.settings.heartbeat_interval_s,
             timeout_s=self.settings.peer_timeout_s,
-            load=lambda: self.load,
-            cache_stats=lambda: self.cache_stats(),
+            load=self.load_meter.proto,
+            cache_stats=self.cache_stats,
             on_conflict=self._must_stop,
         )
-        node_service = NodeService(self.info, self.membership, lambda: self.load, lambda: self.cache_stats(),
+        node_service = NodeService(self.info, self.membership, self.load_meter.proto, self.cache_stats,
                                    self.metrics.exposition)
         self._bindings = [
             ServiceBinding(

@@ -1,19 +1,16 @@
-"""What each role adds to a node, found by name so features plug in without touching node.py.
+"""What a role adds to a node: gRPC services plus a start/stop lifecycle.
 
-A role factory is ``build(node) -> RoleComponent``; every role in ``llmlab_grpc.ROLES`` has one.
+Each role in ``llmlab_grpc.ROLES`` has a component; ``llmlab_grpc/assembly.py`` builds it
+from the node's ports (``llmlab_grpc/ports.py``), never from the node itself.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
-
-if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
 
 
 @dataclass(frozen=True)
@@ -28,13 +25,10 @@ class ServiceBinding:
 class RoleComponent:
     """Base of what a role contributes: gRPC services plus a start/stop lifecycle.
 
-    ``start`` runs after the server is bound (``node.address`` is known) and before
-    discovery announces the node, so a component can set ``node.tools``/``node.models``
+    ``start`` runs after the server is bound (the node's ``LocalNode.address`` is known) and
+    before discovery announces the node, so a component can publish its tools or models
     in time for the announcement.
     """
-
-    def __init__(self, node: LlmlabNode) -> None:
-        self.node = node
 
     def bindings(self) -> list[ServiceBinding]:
         return []
@@ -44,22 +38,3 @@ class RoleComponent:
 
     async def stop(self) -> None:
         return None
-
-
-ROLE_FACTORIES: dict[str, str] = {
-    # role: "module:function" returning a RoleComponent; features add their line here.
-    "bridge": "llmlab_grpc.bridge.component:build",
-    "cache": "llmlab_grpc.cache.component:build",
-    "llm": "llmlab_grpc.inference.role:build",
-    "planner": "llmlab_grpc.planner.service:build",
-    "replica": "llmlab_grpc.replication.component:build",
-    "tools": "llmlab_grpc.tools.component:build",
-}
-
-
-def load_factory(role: str) -> Callable[[LlmlabNode], RoleComponent] | None:
-    target = ROLE_FACTORIES.get(role)
-    if target is None:
-        return None
-    module, _, func = target.partition(":")
-    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]

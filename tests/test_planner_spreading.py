@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
-from types import SimpleNamespace
 
+from llmlab_grpc.mesh.channels import ChannelPool
+from llmlab_grpc.mesh.known_models import KnownModels
 from llmlab_grpc.mesh.peers import PeerTable
 from llmlab_grpc.mesh.spreading import LlmLoad, spread_order
 from llmlab_grpc.planner.mesh_calls import MeshCalls
+from llmlab_grpc.ports import LoadMeter, LocalNode
 from llmlab_grpc.proto.llmlab.v1 import common_pb2
 
 MODEL = "smollm2-135m"
@@ -43,25 +45,24 @@ def test_an_unmeasured_node_counts_at_the_mean_speed_and_this_node_wins_ties() -
     assert spread_order([LlmLoad(1, 0.0), LlmLoad(0, 0.0)]) == [1, 0]  # nothing measured: queues decide
 
 
-def fake_node(*peers: tuple[str, int, float]) -> SimpleNamespace:
-    """A planner-only node whose peer table holds llm peers (name, reported queue, tokens/s)."""
+def fake_node(*peers: tuple[str, int, float]) -> MeshCalls:
+    """The mesh of a planner-only node whose peer table holds llm peers (name, reported queue, tokens/s)."""
     table = PeerTable("planner")
     for name, queue, speed in peers:
         info = common_pb2.NodeInfo(node_id=name, name=name, address=f"127.0.0.1:{len(table) + 1}", roles=["llm"],
                                    models=[MODEL])
         table.upsert(info, "static", load=common_pb2.NodeLoad(generations_running=queue, tokens_per_second=speed))
-    return SimpleNamespace(node_id="planner", address="127.0.0.1:9", models=[], peers=table,
-                           settings=SimpleNamespace(roles=["planner"], name="planner", heartbeat_interval_s=1.0),
-                           load=common_pb2.NodeLoad())
+    me = LocalNode("planner", "planner", ["planner"], "mesh", 0, address="127.0.0.1:9")
+    return MeshCalls(me, table, ChannelPool("unit-test-secret"), LoadMeter(), KnownModels(None, "mesh"), 20.0, 1.0)
 
 
 def test_candidates_order_llm_nodes_by_expected_wait() -> None:
-    calls = MeshCalls(fake_node(("slow", 0, 10.0), ("fast", 0, 40.0), ("busy-fast", 6, 40.0)))  # type: ignore[arg-type]
+    calls = fake_node(("slow", 0, 10.0), ("fast", 0, 40.0), ("busy-fast", 6, 40.0))
     assert [c.name for c in calls.candidates("llm", MODEL)] == ["fast", "slow", "busy-fast"]
 
 
 def test_requests_this_planner_has_in_flight_count_before_any_heartbeat() -> None:
-    calls = MeshCalls(fake_node(("a", 0, 20.0), ("b", 0, 20.0)))  # type: ignore[arg-type]
+    calls = fake_node(("a", 0, 20.0), ("b", 0, 20.0))
     first = calls.candidates("llm", MODEL)[0].node_id
     calls.in_flight[first] = 1  # what generate() records while the first request runs
     assert calls.candidates("llm", MODEL)[0].node_id != first
@@ -70,6 +71,6 @@ def test_requests_this_planner_has_in_flight_count_before_any_heartbeat() -> Non
 
 
 def test_a_suspect_node_goes_last_whatever_its_speed() -> None:
-    calls = MeshCalls(fake_node(("a", 0, 10.0), ("b", 0, 40.0)))  # type: ignore[arg-type]
+    calls = fake_node(("a", 0, 10.0), ("b", 0, 40.0))
     calls.suspect("b")
     assert [c.name for c in calls.candidates("llm", MODEL)] == ["a", "b"]

@@ -185,8 +185,7 @@ async def test_all_candidates_down_is_unavailable_with_failed_over() -> None:
 class FakeBridge(RoleComponent):
     """Stands in for the bridge component: mobile 'phone-1' is gone, 'phone-2' answers."""
 
-    def __init__(self, node: LlmlabNode) -> None:
-        super().__init__(node)
+    def __init__(self) -> None:
         self.calls: list[tuple[str, str, dict[str, Any], float]] = []
 
     async def execute_on_mobile(self, node_id: str, tool: str, arguments: dict[str, Any],
@@ -198,6 +197,9 @@ class FakeBridge(RoleComponent):
             raise InvalidArguments("text: the phone refused it")
         return ToolOutcome(result={"text": f"{arguments['text']} from {node_id}"}, duration_ms=3.0)
 
+    def mobile_tool_specs(self) -> list[common_pb2.ToolSpec]:
+        return []
+
 
 def mobile(node_id: str, bridge: LlmlabNode) -> common_pb2.NodeInfo:
     return common_pb2.NodeInfo(node_id=node_id, name=node_id, kind=common_pb2.NODE_KIND_MOBILE,
@@ -206,8 +208,8 @@ def mobile(node_id: str, bridge: LlmlabNode) -> common_pb2.NodeInfo:
 
 async def test_mobile_nodes_through_their_bridge() -> None:
     async with running("m-a") as a, running("m-bridge", a.address) as bridge_node:
-        bridge = FakeBridge(bridge_node)
-        bridge_node.components["bridge"] = bridge
+        bridge = FakeBridge()
+        tools_of(bridge_node).mobile.set(bridge)  # the port the node hands the tools role from its bridge role
         for node in (a, bridge_node):  # as the bridge's hub and its heartbeats would
             node.peers.upsert(mobile("phone-1", bridge_node), "bridge")
             node.peers.upsert(mobile("phone-2", bridge_node), "bridge")

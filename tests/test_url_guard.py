@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from llmlab_grpc.mesh.endpoints import MeshEndpoints, local_addresses
+from llmlab_grpc.ports import LocalNode
 from llmlab_grpc.tools.base import ToolFailure
 from llmlab_grpc.tools.builtin.egress_proxy import BACKGROUND_REFUSAL, EgressProxy
 from llmlab_grpc.tools.builtin.url_guard import UrlGuard, UrlRefused, classify, parse_url
@@ -242,15 +243,16 @@ class _Peers:
         return list(self.rows)
 
 
-def _mesh_node(peers: _Peers) -> SimpleNamespace:
-    return SimpleNamespace(address="127.0.0.1:50051", addresses=["127.0.0.1:50051"], http_url="http://127.0.0.1:8080",
-                           settings=SimpleNamespace(name="me"), peers=peers)
+def _mesh(peers: _Peers) -> MeshEndpoints:
+    me = LocalNode("me", "me", ["tools"], "mesh", 0, address="127.0.0.1:50051", addresses=["127.0.0.1:50051"],
+                   http_url="http://127.0.0.1:8080")
+    return MeshEndpoints(me, peers)  # type: ignore[arg-type]
 
 
 async def test_the_mesh_own_ports_are_refused_even_with_private_urls_allowed() -> None:
     peers = _Peers(("local-peer", "127.0.0.1:50052", ""), ("lan-peer", "10.0.0.7:7000", "http://10.0.0.7:7080"))
     dns = FakeDns({"localhost": ["127.0.0.1"], "me.test": ["127.0.0.1", "::1"]})
-    guard = UrlGuard(allow_private=True, resolver=dns, mesh=MeshEndpoints(_mesh_node(peers)))  # type: ignore[arg-type]
+    guard = UrlGuard(allow_private=True, resolver=dns, mesh=_mesh(peers))
     refused = [
         "http://127.0.0.1:8080/api/pairing",      # own HTTP port
         "http://localhost:8080/api/pairing",      # by name
@@ -278,7 +280,7 @@ async def test_the_mesh_own_ports_are_refused_even_with_private_urls_allowed() -
 
 async def test_a_peer_that_left_stays_protected() -> None:
     peers = _Peers(("gone", "10.0.0.9:7000", ""))
-    mesh = MeshEndpoints(_mesh_node(peers))  # type: ignore[arg-type]
+    mesh = _mesh(peers)
     guard = UrlGuard(allow_private=True, mesh=mesh)
     with pytest.raises(UrlRefused):
         await guard.check_url("http://10.0.0.9:7000/")
@@ -288,7 +290,7 @@ async def test_a_peer_that_left_stays_protected() -> None:
 
 
 async def test_the_proxy_never_dials_a_mesh_port() -> None:
-    guard = UrlGuard(allow_private=True, mesh=MeshEndpoints(_mesh_node(_Peers())))  # type: ignore[arg-type]
+    guard = UrlGuard(allow_private=True, mesh=_mesh(_Peers()))
     proxy = EgressProxy(guard)
     await proxy.start()
     try:

@@ -51,11 +51,13 @@ def _dict(message: Any) -> dict[str, Any]:
 
 
 class StatusApi:
-    """Handlers of ``/api/*``; reads the bridge component's node, hub and pairing tokens."""
+    """Handlers of ``/api/*``; reads the bridge component's ports, hub and pairing tokens."""
 
     def __init__(self, bridge: BridgeComponent) -> None:
         self.bridge = bridge
-        self.node = bridge.node
+        self.ports = bridge.ports
+        self.me = bridge.ports.me
+        self.peers = bridge.ports.peers
         self.policy = PeerCalls("node")
 
     def routes(self) -> list[Route]:
@@ -81,12 +83,12 @@ class StatusApi:
     # --- handlers --------------------------------------------------------------
 
     async def health(self, request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True, "node_id": self.node.node_id})
+        return JSONResponse({"ok": True, "node_id": self.me.node_id})
 
     def _row(self, info: common_pb2.NodeInfo, state: str, last_seen: float, source: str,
              load: common_pb2.NodeLoad, stats: common_pb2.CacheStatistics | None) -> dict[str, Any]:
-        via = self.node.peers.get(info.via_node_id) if info.via_node_id else None
-        via_name = self.node.settings.name if info.via_node_id == self.node.node_id else (
+        via = self.peers.get(info.via_node_id) if info.via_node_id else None
+        via_name = self.me.name if info.via_node_id == self.me.node_id else (
             via.info.name if via else info.via_node_id)
         row: dict[str, Any] = {
             "node_id": info.node_id, "name": info.name, "address": info.address,
@@ -105,14 +107,15 @@ class StatusApi:
     async def nodes(self, request: Request) -> JSONResponse:
         if (denied := self.denied(request)) is not None:
             return denied
-        rows = [self._row(self.node.info(), "self", time.time(), "self", self.node.load, self.node.cache_stats())]
-        for peer in self.node.peers.to_protos():
+        rows = [self._row(self.ports.info(), "self", time.time(), "self", self.ports.load.proto(),
+                          self.ports.cache_stats())]
+        for peer in self.peers.to_protos():
             rows.append(self._row(peer.info, _state(peer.state), peer.last_seen.ToNanoseconds() / 1e9, peer.source,
                                   peer.load, peer.cache_stats))
         return JSONResponse({
-            "self": self.node.node_id,
-            "bridge": {"node_id": self.node.node_id, "name": self.node.settings.name,
-                       "http_url": self.node.http_url, "mobile_nodes": len(self.bridge.hub.sessions)},
+            "self": self.me.node_id,
+            "bridge": {"node_id": self.me.node_id, "name": self.me.name,
+                       "http_url": self.me.http_url, "mobile_nodes": len(self.bridge.hub.sessions)},
             "nodes": rows,
             "generated_unix_ms": int(time.time() * 1000),
         })
@@ -121,11 +124,11 @@ class StatusApi:
         if (denied := self.denied(request)) is not None:
             return denied
         per_node: list[dict[str, Any]] = []
-        own = self.node.cache_stats()
+        own = self.ports.cache_stats()
         if own is not None:
-            per_node.append({"node_id": self.node.node_id, "name": self.node.settings.name, "kind": "grpc",
+            per_node.append({"node_id": self.me.node_id, "name": self.me.name, "kind": "grpc",
                              "stats": _dict(own)})
-        for record in self.node.peers.all():
+        for record in self.peers.all():
             if record.info.kind == common_pb2.NODE_KIND_MOBILE or "cache" in record.info.roles \
                     or record.cache_stats.ByteSize():
                 per_node.append({
@@ -145,11 +148,10 @@ class StatusApi:
 
     def _targets(self, role: str) -> list[Candidate]:
         """This node (when it has the role) and live gRPC peers with it, ranked by the peer-call policy."""
-        node = self.node
-        here = Candidate(node.node_id, node.settings.name, node.address, local=True) \
-            if role in node.settings.roles else None
-        return self.policy.rank(role_candidates(node.peers.with_role(role), role, here=here,
-                                                interval_s=node.settings.heartbeat_interval_s))
+        me = self.me
+        here = Candidate(me.node_id, me.name, me.address, local=True) if role in me.roles else None
+        return self.policy.rank(role_candidates(self.peers.with_role(role), role, here=here,
+                                                interval_s=self.ports.settings.heartbeat_interval_s))
 
     async def tasks(self, request: Request) -> JSONResponse:
         if (denied := self.denied(request)) is not None:
@@ -161,7 +163,7 @@ class StatusApi:
         targets = self._targets("planner")
 
         async def ask(name: str, address: str) -> tuple[str, list[planner_pb2.Task], str]:
-            stub = planner_pb2_grpc.PlannerStub(self.node.channels.get(address))
+            stub = planner_pb2_grpc.PlannerStub(self.ports.channels.get(address))
             tasks: list[planner_pb2.Task] = []
             token = ""
             try:
@@ -198,7 +200,7 @@ class StatusApi:
         try:
             reply, _, _ = await self.policy.call(
                 self._targets("tools")[:3],
-                lambda c: tool_executor_pb2_grpc.ToolExecutorStub(self.node.channels.get(c.address)).ListTools(
+                lambda c: tool_executor_pb2_grpc.ToolExecutorStub(self.ports.channels.get(c.address)).ListTools(
                     tool_executor_pb2.ListToolsRequest(), timeout=RPC_TIMEOUT_S),
                 what="tools node")
             specs = {s.name: _dict(s) for s in reply.tools}
@@ -218,7 +220,7 @@ class StatusApi:
         if (denied := self.denied(request)) is not None:
             return denied
         token, expires = self.bridge.hub.pairing.current()
-        url = f"{self.node.http_url}/#token={token}"
+        url = f"{self.me.http_url}/#token={token}"
         qr = segno.make(url, error="m")
         return JSONResponse(
             {"token": token, "expires_unix_ms": int(expires * 1000), "ttl_s": self.bridge.hub.pairing.ttl_s,
@@ -233,5 +235,5 @@ class StatusApi:
             return JSONResponse({"error": "a dashboard link is minted for the mesh secret or this machine only"},
                                 status_code=401, headers={"www-authenticate": "Bearer"})
         token, expires = access.sessions.mint_link()
-        return JSONResponse({"url": f"{self.node.http_url}/llmlab?token={token}",
+        return JSONResponse({"url": f"{self.me.http_url}/llmlab?token={token}",
                              "expires_unix_ms": int(expires * 1000)}, headers={"cache-control": "no-store"})

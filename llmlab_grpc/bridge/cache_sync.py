@@ -29,7 +29,7 @@ from llmlab_grpc.loop_hop import call_in_loop
 from llmlab_grpc.proto.llmlab.v1 import bridge_pb2, common_pb2
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.ports import CacheEvents
 
 log = logging.getLogger(__name__)
 
@@ -185,15 +185,13 @@ class CacheSync:
             await self._send(session, self._batches(entries, []))
 
 
-def attach(sync: CacheSync, node: LlmlabNode) -> bool:
-    """Subscribe ``sync`` to the local cache's listener hooks; False when the node has no cache role.
+def attach(sync: CacheSync, manager: CacheEvents | None) -> bool:
+    """Subscribe ``sync`` to the local cache's changes; False when the node has no cache role.
 
-    The cache (``node.components["cache"].manager``, a ``CacheManager``) calls its
+    The cache (``ports.CacheEvents``, the cache role's ``CacheManager``) calls its
     listeners synchronously on whatever thread changed it, so the listener hops onto the
     node's event loop before touching ``sync``.
     """
-    component: Any = node.components.get("cache")
-    manager = getattr(component, "manager", None)
     if manager is None:
         return False
     from llmlab_grpc.cache.hooks import CacheListener

@@ -4,9 +4,10 @@ It runs one ASGI app (``HttpServer``) on ``--http-port`` inside the node's event
 ``/`` the PWA a phone runs as a mobile node, ``/llmlab`` the dashboard, the read-only
 JSON API under ``/api``, the node's Prometheus metrics at ``/metrics``, the WebSocket
 ``/ws/task``, the OpenAI-compatible ``/v1`` API (llmlab_grpc.openai_api), and the static
-files of the frontend. Other HTTP features add their routes with ``node.components["bridge"].http.add_routes([...])``.
+files of the frontend. Other HTTP features add their routes with ``http.add_routes([...])``.
+What it uses of its node comes in ``BridgePorts`` (built by ``assembly.py``).
 
-``start`` sets ``node.http_url`` before the node is announced, and prints
+``start`` sets ``LocalNode.http_url`` before the node is announced, and prints
 ``llmlab node NAME dashboard URL/llmlab`` and ``llmlab node NAME dashboard-link
 URL/llmlab?token=...`` (a one-time link that gives a browser a dashboard session,
 bridge/access.py) for launchers to relay.
@@ -15,6 +16,8 @@ bridge/access.py) for launchers to relay.
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,13 +38,17 @@ from llmlab_grpc.bridge.tool_service import MobileToolExecutor
 from llmlab_grpc.bridge.ws import TaskSocket
 from llmlab_grpc.mesh.net import WILDCARDS, lan_ipv4_addresses
 from llmlab_grpc.metrics import CONTENT_TYPE
+from llmlab_grpc.openai_api import PlannerGateway
 from llmlab_grpc.openai_api import mount as mount_openai_api
 from llmlab_grpc.proto.llmlab.v1 import tool_executor_pb2, tool_executor_pb2_grpc
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
 from llmlab_grpc.tools.base import ToolOutcome
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.config import NodeSettings
+    from llmlab_grpc.planner.mesh_calls import MeshCalls
+    from llmlab_grpc.ports import CacheEvents, Channels, LoadView, LocalNode, LocalPlanner, MobileRows
+    from llmlab_grpc.proto.llmlab.v1 import common_pb2
 
 mimetypes.add_type("application/manifest+json", ".webmanifest")
 
@@ -60,20 +67,43 @@ class _Static(StaticFiles):
         return response
 
 
+@dataclass(frozen=True)
+class BridgePorts:
+    """What the bridge role uses of its node."""
+
+    settings: NodeSettings
+    me: LocalNode
+    peers: MobileRows
+    """The peer table: read by the dashboard API, and the hub writes its phones' rows."""
+    channels: Channels
+    info: Callable[[], common_pb2.NodeInfo]
+    load: LoadView
+    cache_stats: Callable[[], common_pb2.CacheStatistics | None]
+    metrics: Callable[[], bytes]
+    """The node's Prometheus exposition."""
+    calls: MeshCalls
+    """The mesh as the ``/v1`` gateway reaches it (models, planner peers)."""
+    planner: LocalPlanner | None
+    """This node's planner when it has the role (``/v1`` calls it in-process)."""
+    cache_events: CacheEvents | None
+    """This node's cache when it has the role (its entries are synced to paired phones)."""
+
+
 class BridgeComponent(RoleComponent):
     """HTTP server + mobile hub + cache sync of one bridge node."""
 
-    def __init__(self, node: LlmlabNode) -> None:
-        super().__init__(node)
-        settings = node.settings
-        self.hub = MobileHub(node)
+    def __init__(self, ports: BridgePorts) -> None:
+        self.ports = ports
+        self.me = ports.me
+        settings = self.settings = ports.settings
+        self.hub = MobileHub(settings, ports.me, ports.peers)
         self.cache_sync = CacheSync(self.hub, settings.bridge_max_message_bytes,
                                     SyncPolicy(settings.bridge_sync_namespaces, settings.bridge_sync_private))
         self.http = HttpServer(settings.http_host or settings.host, settings.http_port, settings.advertise_host,
                                ws_max_size=4 * settings.bridge_max_message_bytes,
                                limits=HttpLimits(settings.http_header_timeout_s, settings.http_idle_timeout_s,
                                                  settings.http_max_connections))
-        self.access = Access(settings.mesh_secret, DashboardSessions(settings.mesh_secret, node.mesh_id),
+        self.access = Access(settings.mesh_secret, DashboardSessions(settings.mesh_secret, ports.me.mesh_id),
                              lambda: self.http.port)
         self.api = StatusApi(self)
         self.socket = TaskSocket(self.hub, self.allowed_origins)
@@ -88,7 +118,7 @@ class BridgeComponent(RoleComponent):
             WebSocketRoute("/ws/task", self.socket.endpoint),
             Mount("/", app=_Static(directory=files), name="frontend"),
         ])
-        self.openai_api = mount_openai_api(node, self.http)
+        self.openai_api = mount_openai_api(settings, PlannerGateway(ports.calls, ports.planner), self.http)
 
     @staticmethod
     def _page(path: Path) -> Any:
@@ -101,7 +131,7 @@ class BridgeComponent(RoleComponent):
         """The node's metrics for Prometheus; readable by whoever may read ``/api`` (bridge/access.py)."""
         if (denied := self.api.denied(request)) is not None:
             return denied
-        return Response(self.node.metrics.exposition(), media_type=CONTENT_TYPE)
+        return Response(self.ports.metrics(), media_type=CONTENT_TYPE)
 
     def _dashboard(self, path: Path) -> Any:
         """The dashboard page; ``?token=`` (a one-time link) is spent for a session cookie, then dropped."""
@@ -124,7 +154,7 @@ class BridgeComponent(RoleComponent):
         return dashboard
 
     def bindings(self) -> list[ServiceBinding]:
-        if "tools" in self.node.settings.roles:
+        if "tools" in self.me.roles:
             return []  # the tools role serves ToolExecutor and calls execute_on_mobile
         return [ServiceBinding(
             tool_executor_pb2.DESCRIPTOR.services_by_name["ToolExecutor"].full_name,
@@ -138,23 +168,23 @@ class BridgeComponent(RoleComponent):
     def _compute_origins(self) -> set[str]:
         port = self.http.port
         hosts = {"127.0.0.1", "localhost", "[::1]"}
-        hosts.add(urlsplit(self.node.http_url).hostname or "127.0.0.1")
+        hosts.add(urlsplit(self.me.http_url).hostname or "127.0.0.1")
         if self.http.host in WILDCARDS:
             hosts.update(lan_ipv4_addresses())
         origins = {f"http://{h if ':' not in h or h.startswith('[') else f'[{h}]'}:{port}" for h in hosts}
-        origins |= {o.rstrip("/").lower() for o in self.node.settings.bridge_allowed_origins}
+        origins |= {o.rstrip("/").lower() for o in self.settings.bridge_allowed_origins}
         return {o.lower() for o in origins}
 
     async def start(self) -> None:
         url = await self.http.start()
-        self.node.http_url = url
+        self.me.http_url = url
         self._origins = self._compute_origins()
         self.hub.start()
-        attach(self.cache_sync, self.node)
+        attach(self.cache_sync, self.ports.cache_events)
         self.cache_sync.start()
-        print(f"llmlab node {self.node.settings.name} dashboard {url}/llmlab", flush=True)
+        print(f"llmlab node {self.me.name} dashboard {url}/llmlab", flush=True)
         token, _ = self.access.sessions.mint_link()
-        print(f"llmlab node {self.node.settings.name} dashboard-link {url}/llmlab?token={token}", flush=True)
+        print(f"llmlab node {self.me.name} dashboard-link {url}/llmlab?token={token}", flush=True)
 
     async def stop(self) -> None:
         await self.cache_sync.stop()
@@ -166,6 +196,6 @@ class BridgeComponent(RoleComponent):
         """Run a tool on a mobile node paired here; ``ToolFailure("UNAVAILABLE")`` means fail over."""
         return await self.hub.execute(node_id, tool, arguments, timeout_s)
 
-
-def build(node: LlmlabNode) -> BridgeComponent:
-    return BridgeComponent(node)
+    def mobile_tool_specs(self) -> list[common_pb2.ToolSpec]:
+        """The tools of the mobile nodes paired here (the tools role lists them as this node's)."""
+        return self.hub.tool_specs()

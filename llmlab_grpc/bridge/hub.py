@@ -37,7 +37,8 @@ from llmlab_grpc.tools.builtin.url_guard import UrlGuard, UrlRefused, parse_url
 from llmlab_grpc.tools.convert import from_struct, to_struct
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.config import NodeSettings
+    from llmlab_grpc.ports import LocalNode, MobileRows
 
 log = logging.getLogger(__name__)
 
@@ -112,19 +113,22 @@ def clean_name(name: str) -> str:
 class MobileHub:
     """Paired devices of one bridge node."""
 
-    def __init__(self, node: LlmlabNode) -> None:
-        settings = node.settings
-        self.node = node
+    def __init__(self, settings: NodeSettings, me: LocalNode, peers: MobileRows) -> None:
+        self.me = me
+        self.peers = peers
+        """The node's peer table: the hub writes the rows of the phones paired here."""
+        self.settings = settings
         self.sessions: dict[str, MobileSession] = {}
         self.pairing = PairingTokens(settings.bridge_pairing_ttl_s)
-        self.session_tokens = SessionTokens(settings.mesh_secret, node.node_id)
+        self.session_tokens = SessionTokens(settings.mesh_secret, me.node_id)
         self.heartbeat_s = settings.bridge_heartbeat_ms / 1000
         self.timeout_s = MISSED_HEARTBEATS * self.heartbeat_s + 1.0
         self.allowed_tools = set(settings.bridge_mobile_tools)
         self.max_clients = settings.bridge_max_clients
         # Private addresses are the phone's business (its own LAN); the mesh's own ports never are.
         # A name the bridge cannot resolve quickly is left to the phone (it may resolve it on its own network).
-        self.url_guard = UrlGuard(allow_private=True, mesh=MeshEndpoints(node), resolve_timeout_s=MESH_CHECK_RESOLVE_S)
+        self.url_guard = UrlGuard(allow_private=True, mesh=MeshEndpoints(me, peers),
+                                  resolve_timeout_s=MESH_CHECK_RESOLVE_S)
         self._task: asyncio.Task[None] | None = None
         self.on_paired: list[Callable[[MobileSession], None]] = []
 
@@ -173,7 +177,7 @@ class MobileHub:
         load = common_pb2.NodeLoad(in_flight=session.busy, tools_running=session.busy)
         stats = common_pb2.CacheStatistics(entries=session.cache_entries, store="browser") \
             if session.cache_replica else None
-        self.node.peers.upsert(session.info, "bridge", load=load, cache_stats=stats)
+        self.peers.upsert(session.info, "bridge", load=load, cache_stats=stats)
 
     # --- pairing -----------------------------------------------------------------
 
@@ -192,8 +196,8 @@ class MobileHub:
         return f"mobile-{secrets.token_hex(4)}"
 
     def _unique_name(self, wanted: str, node_id: str) -> str:
-        taken = {r.info.name for r in self.node.peers.all() if r.node_id != node_id}
-        taken.add(self.node.settings.name)
+        taken = {r.info.name for r in self.peers.all() if r.node_id != node_id}
+        taken.add(self.me.name)
         return wanted if wanted not in taken else f"{wanted}-{node_id[-4:]}"
 
     def _accept_tools(self, hello: bridge_pb2.Hello) -> tuple[dict[str, common_pb2.ToolSpec], list[str]]:
@@ -227,18 +231,18 @@ class MobileHub:
         name = self._unique_name(clean_name(hello.name), node_id)
         info = common_pb2.NodeInfo(
             node_id=node_id, name=name, roles=["mobile"], tools=sorted(specs), version="browser",
-            mesh_id=self.node.mesh_id, kind=common_pb2.NODE_KIND_MOBILE, via_node_id=self.node.node_id,
+            mesh_id=self.me.mesh_id, kind=common_pb2.NODE_KIND_MOBILE, via_node_id=self.me.node_id,
         )
         session = MobileSession(node_id=node_id, name=name, link=link, info=info, specs=specs,
                                 user_agent=hello.user_agent[:300], cache_replica=hello.cache_replica)
         self.sessions[node_id] = session
         self._publish(session)
         welcome = bridge_pb2.Welcome(
-            node_id=node_id, bridge_node_id=self.node.node_id,
-            heartbeat_interval_ms=self.node.settings.bridge_heartbeat_ms,
-            max_message_bytes=self.node.settings.bridge_max_message_bytes,
+            node_id=node_id, bridge_node_id=self.me.node_id,
+            heartbeat_interval_ms=self.settings.bridge_heartbeat_ms,
+            max_message_bytes=self.settings.bridge_max_message_bytes,
             session_token=self.session_tokens.issue(node_id),
-            rate_limit_per_s=int(self.node.settings.bridge_rate_per_s),
+            rate_limit_per_s=int(self.settings.bridge_rate_per_s),
         )
         try:
             await link.send(bridge_pb2.BridgeEnvelope(id=ref_id, welcome=welcome))
@@ -261,9 +265,9 @@ class MobileHub:
         session.closed = True
         if self.sessions.get(session.node_id) is session:
             del self.sessions[session.node_id]
-            record = self.node.peers.get(session.node_id)
-            if record is not None and record.info.via_node_id == self.node.node_id:
-                self.node.peers.remove(session.node_id)
+            record = self.peers.get(session.node_id)
+            if record is not None and record.info.via_node_id == self.me.node_id:
+                self.peers.remove(session.node_id)
         for task_id, future in list(session.pending.items()):
             if not future.done():
                 future.set_exception(ToolFailure(
@@ -321,7 +325,7 @@ class MobileHub:
         session = self.sessions.get(node_id)
         if session is None:
             raise ToolFailure("UNAVAILABLE", f"mobile node {node_id} is not connected to bridge "
-                              f"{self.node.settings.name}")
+                              f"{self.me.name}")
         spec = session.specs.get(tool)
         if spec is None:
             raise ToolFailure("UNAVAILABLE", f"mobile node {session.name} does not offer tool {tool!r}")

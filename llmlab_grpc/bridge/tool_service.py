@@ -41,7 +41,7 @@ class MobileToolExecutor(tool_executor_pb2_grpc.ToolExecutorServicer):
                           if request.tool in s.specs]
         if not candidates:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no mobile node of bridge "
-                                f"{self.hub.node.settings.name} offers tool {request.tool!r}, and this node has "
+                                f"{self.hub.me.name} offers tool {request.tool!r}, and this node has "
                                 "no tools role; ask a node with the tools role")
         timeout = context.time_remaining()
         arguments = from_struct(request.arguments)

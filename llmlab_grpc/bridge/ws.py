@@ -97,7 +97,7 @@ class TaskSocket:
     def __init__(self, hub: MobileHub, allowed_origins: Callable[[], set[str]]) -> None:
         self.hub = hub
         self.allowed_origins = allowed_origins
-        settings = hub.node.settings
+        settings = hub.settings
         self.max_bytes = settings.bridge_max_message_bytes
         self.rate = settings.bridge_rate_per_s
         self.burst = settings.bridge_rate_burst

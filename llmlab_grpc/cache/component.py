@@ -3,8 +3,9 @@
 The manager is built when the node builds its components, on the event loop's (main)
 thread: with the ``ray`` store that starts Ray, which must happen on the main thread
 (Ray ties the local cluster's processes to the thread that started them). Other
-components of the same process reach the cache in-process as
-``node.components["cache"].manager``, no gRPC hop.
+components of the same process reach the cache in-process, no gRPC hop, through the ports
+the node hands them (``assembly.py``): the planner ``service`` (``ports.PlannerCache``),
+the bridge ``manager`` (``ports.CacheEvents``); the node reads ``manager.stats_proto``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.config import NodeSettings
+    from llmlab_grpc.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +37,13 @@ def sweep_interval_s(ttl_s: float) -> float:
 class CacheComponent(RoleComponent):
     """Owns the node's cache for the life of the process."""
 
-    def __init__(self, node: LlmlabNode) -> None:
-        super().__init__(node)
-        self.manager = CacheManager.from_settings(node.settings, node_id=node.node_id)
-        self.service = CacheService(self.manager, node.node_id)
-        self.semantic = SemanticCache(self.manager, node.node_id, node.settings.semantic_min_similarity,
-                                      threads=node.settings.semantic_embed_threads)
+    def __init__(self, settings: NodeSettings, node_id: str, metrics: NodeMetrics) -> None:
+        self.manager = CacheManager.from_settings(settings, node_id=node_id)
+        self.service = CacheService(self.manager, node_id)
+        self.semantic = SemanticCache(self.manager, node_id, settings.semantic_min_similarity,
+                                      threads=settings.semantic_embed_threads)
         self.service.semantic = self.semantic
-        node.cache_stats = self.manager.stats_proto
-        node.metrics.add(CacheCollector.of(self.manager))
+        metrics.add(CacheCollector.of(self.manager))
         self._sweeper: asyncio.Task[None] | None = None
 
     def bindings(self) -> list[ServiceBinding]:
@@ -74,6 +74,3 @@ class CacheComponent(RoleComponent):
         self.manager.close()
         self.semantic.close()
 
-
-def build(node: LlmlabNode) -> CacheComponent:
-    return CacheComponent(node)

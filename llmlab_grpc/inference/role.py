@@ -1,9 +1,9 @@
 """The ``llm`` role: Ray-hosted models behind the node's ``Inference`` service.
 
 ``start`` joins (``--ray-address``) or starts the node's Ray, loads one actor per
-model and publishes the model names in ``node.models`` before the node is announced,
-so routers only ever see models that are loaded. ``node.load.generations_running``
-counts generations running or queued here.
+model and publishes the model names in ``LocalNode.models`` before the node is announced,
+so routers only ever see models that are loaded. It is the one writer of the node's
+``generations_running`` (running or queued here) and ``tokens_per_second`` load counters.
 """
 
 from __future__ import annotations
@@ -17,26 +17,32 @@ from llmlab_grpc.proto.llmlab.v1 import inference_pb2, inference_pb2_grpc
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.config import NodeSettings
+    from llmlab_grpc.metrics import NodeMetrics
+    from llmlab_grpc.ports import Gauge, LocalNode
 
 
 class LlmComponent(RoleComponent):
-    def __init__(self, node: LlmlabNode) -> None:
-        super().__init__(node)
-        self.runtime = InferenceRuntime(node.node_id, node.settings, on_load=self._count, on_done=self._done)
+    def __init__(self, settings: NodeSettings, me: LocalNode, metrics: NodeMetrics, generations: Gauge,
+                 speed: Gauge) -> None:
+        self.me = me
+        self.metrics = metrics
+        self.generations = generations
+        self.speed = speed
+        self.runtime = InferenceRuntime(me.node_id, settings, on_load=self._count, on_done=self._done)
 
     def _count(self, delta: int) -> None:
-        self.node.load.generations_running += delta
+        self.generations.add(delta)
 
     def _done(self, model: str, usage: Usage | None, seconds: float, decode_seconds: float) -> None:
         """Tokens and speed into the node's metrics (one that failed or was cancelled counts as incomplete)."""
         if usage is None:
-            self.node.metrics.generation_done(model, 0, 0, seconds, 0.0, outcome="incomplete")
+            self.metrics.generation_done(model, 0, 0, seconds, 0.0, outcome="incomplete")
         else:
-            self.node.metrics.generation_done(model, usage.prompt_tokens, usage.completion_tokens, seconds,
-                                              decode_seconds)
+            self.metrics.generation_done(model, usage.prompt_tokens, usage.completion_tokens, seconds,
+                                         decode_seconds)
             # Heartbeats carry it: planners give a faster node more of the work (mesh/spreading.py).
-            self.node.load.tokens_per_second = self.node.metrics.tokens_per_second(self.node.models)
+            self.speed.set(self.metrics.tokens_per_second(self.me.models))
 
     def bindings(self) -> list[ServiceBinding]:
         return [ServiceBinding(
@@ -47,12 +53,8 @@ class LlmComponent(RoleComponent):
 
     async def start(self) -> None:
         await self.runtime.start()
-        self.node.models = self.runtime.model_names()
+        self.me.models = self.runtime.model_names()
 
     async def stop(self) -> None:
-        self.node.models = []
+        self.me.models = []
         await self.runtime.stop()
-
-
-def build(node: LlmlabNode) -> LlmComponent:
-    return LlmComponent(node)

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from llmlab_grpc.mesh.addresses import interface_ips
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.ports import LocalNode, PeersView
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -74,24 +74,25 @@ def local_addresses() -> set[IPAddress]:
 class MeshEndpoints:
     """Answers "is (ip, port) one of the mesh's own servers?" for one node."""
 
-    def __init__(self, node: LlmlabNode) -> None:
-        self.node = node
+    def __init__(self, me: LocalNode, peers: PeersView) -> None:
+        self.me = me
+        self.peers = peers
         self._seen: OrderedDict[tuple[str, int], str] = OrderedDict()  # (host, port) -> node name
         self._resolved: dict[str, tuple[float, set[IPAddress]]] = {}
         self._local: tuple[float, set[IPAddress]] = (0.0, set())
 
     # -- what the mesh listens on -----------------------------------------------------
     def _own(self) -> Iterable[tuple[tuple[str, int], str]]:
-        node, settings = self.node, self.node.settings
-        name = f"{settings.name} (this node)"
-        for address in (node.address, *node.addresses, node.http_url):
+        me = self.me
+        name = f"{me.name} (this node)"
+        for address in (me.address, *me.addresses, me.http_url):
             if (split := _split(address)) is not None:
                 yield split, name
                 yield ("0.0.0.0", split[1]), name  # this machine's port, on every local address
 
     def endpoints(self) -> list[tuple[tuple[str, int], str]]:
         """(host, port) → node name of every known gRPC and HTTP endpoint, own ones first."""
-        for record in self.node.peers.all():
+        for record in self.peers.all():
             for address in (record.info.address, *record.info.addresses, record.info.http_url):
                 if (split := _split(address)) is not None:
                     self._seen[split] = record.info.name or record.node_id

@@ -6,7 +6,8 @@ or the deadline passed. It uses this node's planner when the node has the role, 
 ``Planner.AskStream`` on a planner peer (failing over by the peer-call policy while no
 event was received), so
 a bridge-only node serves the API as well. Closing the generator early (the client
-went away) cancels the work: a generation nobody reads stops.
+went away) cancels the work: a generation nobody reads stops. The node hands it the mesh
+(``MeshCalls``) and this node's planner when it has the role (``ports.LocalPlanner``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from llmlab_grpc.planner.planner import QueryError, TaskFailed
 from llmlab_grpc.proto.llmlab.v1 import inference_pb2, inference_pb2_grpc, planner_pb2, planner_pb2_grpc
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.ports import LocalPlanner
 
 LIST_MODELS_TIMEOUT_S = 2.0
 
@@ -33,9 +34,9 @@ LIST_MODELS_TIMEOUT_S = 2.0
 class PlannerGateway:
     """Planner access and model listing for the ``/v1`` routes of one node."""
 
-    def __init__(self, node: LlmlabNode) -> None:
-        self.node = node
-        self.calls = MeshCalls(node)
+    def __init__(self, calls: MeshCalls, planner: LocalPlanner | None) -> None:
+        self.calls = calls
+        self.planner = planner
 
     # -- models -----------------------------------------------------------------------
     def model_names(self) -> list[str]:
@@ -47,12 +48,12 @@ class PlannerGateway:
         targets = [(c.node_id, c.name, c.address) for c in self.calls.candidates("llm")]
 
         async def ask(node_id: str, name: str, address: str) -> list[dict[str, Any]]:
-            stub = inference_pb2_grpc.InferenceStub(self.node.channels.get(address))
+            stub = inference_pb2_grpc.InferenceStub(self.calls.channels.get(address))
             try:
                 reply = await stub.ListModels(inference_pb2.ListModelsRequest(), timeout=LIST_MODELS_TIMEOUT_S)
             except grpc.aio.AioRpcError:
-                known = self.node.models if node_id == self.node.node_id else (
-                    p.info.models if (p := self.node.peers.get(node_id)) else [])
+                known = self.calls.me.models if node_id == self.calls.me.node_id else (
+                    p.info.models if (p := self.calls.peers.get(node_id)) else [])
                 return [{"model": m, "node_id": node_id, "node_name": name} for m in known]
             return [{"model": m.name, "node_id": node_id, "node_name": name, "backend": m.backend,
                      "context_length": m.context_length, "loaded": m.loaded} for m in reply.models]
@@ -68,8 +69,7 @@ class PlannerGateway:
                      ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
         loop = asyncio.get_running_loop()
         until = loop.time() + timeout_s
-        component = self.node.components.get("planner")
-        source = (self._local(component.planner, query, until, timeout_s) if component is not None
+        source = (self._local(self.planner, query, until, timeout_s) if self.planner is not None
                   else self._remote(query, until, timeout_s))
         async for event in source:
             yield event
@@ -81,8 +81,7 @@ class PlannerGateway:
         stream events, no queue and no extra task (half the work of a /v1 hit). Otherwise the
         planner peer's stream, keeping its final task.
         """
-        component = self.node.components.get("planner")
-        if component is None:
+        if self.planner is None:
             task = None
             events = self.events(query, timeout_s)
             try:
@@ -96,7 +95,7 @@ class PlannerGateway:
             return task
         try:
             async with asyncio.timeout(timeout_s):
-                task, status = await component.planner.ask(query)
+                task, status = await self.planner.ask(query)
         except TimeoutError:
             raise deadline(timeout_s) from None
         except QueryError as exc:
@@ -106,7 +105,7 @@ class PlannerGateway:
             raise ApiError.from_grpc(failed.code, failed.message)
         return task
 
-    async def _local(self, planner: Any, query: planner_pb2.Query, until: float, timeout_s: float
+    async def _local(self, planner: LocalPlanner, query: planner_pb2.Query, until: float, timeout_s: float
                      ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
         """This node's planner stream, each wait for an event bounded by the request's deadline."""
         loop = asyncio.get_running_loop()
@@ -137,7 +136,7 @@ class PlannerGateway:
                            "server_error", "no_planner_node", headers={"retry-after": "2"})
         request = planner_pb2.AskStreamRequest(query=query)
         stream = self.calls.policy.stream(
-            candidates, lambda c: planner_pb2_grpc.PlannerStub(self.node.channels.get(c.address)).AskStream(
+            candidates, lambda c: planner_pb2_grpc.PlannerStub(self.calls.channels.get(c.address)).AskStream(
                 request, timeout=max(0.001, until - loop.time())),
             until=until, first="event", what="planner node")
         try:

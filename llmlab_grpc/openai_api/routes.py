@@ -34,7 +34,7 @@ from llmlab_grpc.openai_api.schemas import ChatCompletionRequest, completion, mo
 from llmlab_grpc.openai_api.streaming import chunks, open_stream
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.config import NodeSettings
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +70,9 @@ def _validation_error(exc: ValidationError) -> ApiError:
 class OpenAIApi:
     """Handlers of the ``/v1`` routes of one node."""
 
-    def __init__(self, node: LlmlabNode) -> None:
-        self.node = node
-        settings = node.settings
+    def __init__(self, settings: NodeSettings, gateway: PlannerGateway) -> None:
         self.auth = ApiAuth(settings.mesh_secret, settings.api_keys_file or default_keys_path())
-        self.gateway = PlannerGateway(node)
+        self.gateway = gateway
         self.max_body = settings.api_max_body_bytes
         self.timeout_s = settings.api_timeout_s
 

@@ -7,6 +7,10 @@ RESOURCE_EXHAUSTED) over the node's authenticated channels. Going through gRPC e
 this node keeps one code path, one set of status codes and one trace for local and
 remote work alike; the one exception is this node's own cache, read and written
 in-process, because a cache hit is the path whose latency matters most.
+
+``MeshCalls`` is given the ports it uses (``llmlab_grpc/ports.py``): this node's
+``LocalNode``, a read-only peers view, the channel pool, the node's load, the models once
+served here, and this node's cache when it has the role.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from llmlab_grpc.proto.llmlab.v1 import (
 from llmlab_grpc.tools.convert import from_struct, to_struct
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.ports import Channels, LoadView, LocalNode, ModelMemory, PeersView, PlannerCache
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +57,18 @@ class MeshCallError(Exception):
 
 @dataclass
 class MeshCalls:
-    """Calls from the planner of ``node`` to the nodes that can serve them."""
+    """Calls from a planner (or the OpenAI gateway) of node ``me`` to the nodes that can serve them."""
 
-    node: LlmlabNode
+    me: LocalNode
+    peers: PeersView
+    channels: Channels
+    load: LoadView
+    """This node's own load (its llm role's queue and speed rank it among llm candidates)."""
+    model_memory: ModelMemory
+    first_token_timeout_s: float
+    heartbeat_interval_s: float
+    local_cache: PlannerCache | None = None
+    """This node's cache when it has the role: hits then cost no RPC."""
     policy: PeerCalls = field(default_factory=lambda: PeerCalls("node"))
     """Ranking, failover and the generations/calls this planner has running on each node."""
 
@@ -74,14 +87,15 @@ class MeshCalls:
         llm nodes are ordered by expected wait (``mesh/spreading.py``: queue and measured
         speed); other roles this node first, then by load.
         """
-        node = self.node
+        me = self.me
         llm = role == "llm"
         here = None
-        if role in node.settings.roles and (not model or model in node.models):
-            here = Candidate(node.node_id, node.settings.name, node.address, local=True,
-                             busy=node.load.generations_running if llm else 0, speed=node.load.tokens_per_second)
-        found = role_candidates(node.peers.with_role(role), role, here=here, model=model,
-                                interval_s=node.settings.heartbeat_interval_s)
+        if role in me.roles and (not model or model in me.models):
+            load = self.load.proto()
+            here = Candidate(me.node_id, me.name, me.address, local=True,
+                             busy=load.generations_running if llm else 0, speed=load.tokens_per_second)
+        found = role_candidates(self.peers.with_role(role), role, here=here, model=model,
+                                interval_s=self.heartbeat_interval_s)
         return self.policy.rank(found, spread=llm)
 
     def default_model(self) -> str:
@@ -90,24 +104,24 @@ class MeshCalls:
         The last one keeps a cached answer askable when no llm node is alive: the model is
         part of the cache key.
         """
-        if self.node.models:
-            return self.node.models[0]
-        for peer in self.node.peers.with_role("llm"):
+        if self.me.models:
+            return self.me.models[0]
+        for peer in self.peers.with_role("llm"):
             if peer.info.models:
                 return peer.info.models[0]
-        return self.node.known_models.default
+        return self.model_memory.default
 
     def models(self) -> list[str]:
         """Models served by a live node now."""
-        names = list(self.node.models)
-        for peer in self.node.peers.with_role("llm"):
+        names = list(self.me.models)
+        for peer in self.peers.with_role("llm"):
             names.extend(m for m in peer.info.models if m not in names)
         return names
 
     def known_models(self) -> list[str]:
         """Models served now, then those served earlier in this mesh (offline now, maybe still cached)."""
         names = self.models()
-        names.extend(m for m in self.node.known_models.names() if m not in names)
+        names.extend(m for m in self.model_memory.names() if m not in names)
         return names
 
     def is_live(self, model: str) -> bool:
@@ -122,7 +136,7 @@ class MeshCalls:
 
     # -- tools ------------------------------------------------------------------------
     def _stub(self, factory: Any, candidate: Candidate) -> Any:
-        return factory(self.node.channels.get(candidate.address))
+        return factory(self.channels.get(candidate.address))
 
     async def execute_tool(self, tool: str, arguments: dict[str, Any], task_id: str
                            ) -> tool_executor_pb2.ExecuteResponse:
@@ -157,13 +171,9 @@ class MeshCalls:
                 for t in reply.tools}
 
     # -- cache ------------------------------------------------------------------------
-    def _local_cache(self) -> Any:
-        """This node's cache component, when it has the role (hits then cost no RPC)."""
-        return self.node.components.get("cache")
-
     def has_cache(self) -> bool:
         """Whether some cache can be asked: this node's own (no peer scan on the hit path), else a peer's."""
-        return self._local_cache() is not None or bool(self.candidates("cache"))
+        return self.local_cache is not None or bool(self.candidates("cache"))
 
     async def cache_get(self, lookup: cache_pb2.CacheLookup, controls: CacheControls | None = None
                         ) -> cache_pb2.GetResponse | None:
@@ -173,14 +183,14 @@ class MeshCalls:
         after an exact miss (``reply.match`` says which).
         """
         controls = controls or CacheControls()
-        local = self._local_cache()
+        local = self.local_cache
         if local is not None:
             try:
-                reply = await local.service.lookup(
+                reply = await local.lookup(
                     cache_key(lookup.prompt, lookup.model, lookup.params, lookup.namespace),
                     read_through=True, max_age_s=controls.max_age_s, namespace=lookup.namespace)
                 if not reply.found and controls.semantic:
-                    reply = await local.service.semantic_lookup(lookup, controls.min_similarity, controls.max_age_s)
+                    reply = await local.semantic_lookup(lookup, controls.min_similarity, controls.max_age_s)
             except Exception:  # a broken store is a miss, never a failed answer
                 log.exception("local cache lookup failed")
                 return None
@@ -206,15 +216,15 @@ class MeshCalls:
         replication to the rest goes on in the background.
         """
         controls = controls or CacheControls()
-        local = self._local_cache()
+        local = self.local_cache
         if local is not None:
             try:
-                entry = await local.service.store(lookup, response, ttl_s=controls.ttl_s, semantic=controls.semantic,
-                                                  writer=controls.writer, usage=usage)
+                entry = await local.store(lookup, response, ttl_s=controls.ttl_s, semantic=controls.semantic,
+                                          writer=controls.writer, usage=usage)
             except Exception as exc:  # too big, store down: the answer stands, uncached
                 log.warning("not cached: %s", exc)
                 return None
-            copies, target, _ = await local.service.copies_of(entry)
+            copies, target, _ = await local.copies_of(entry)
             return copies, target
         request = cache_pb2.PutRequest(lookup=lookup, response=response, semantic=controls.semantic,
                                        writer=controls.writer, usage=usage,
@@ -244,14 +254,14 @@ class MeshCalls:
         request = inference_pb2.GenerateRequest(model=model, messages=messages, params=params)
         candidates = self.candidates("llm", model)
         if not candidates:
-            if model in self.node.known_models:
+            if model in self.model_memory:
                 raise self.offline_error(model)
             known = ", ".join(self.models()) or "none"
             raise MeshCallError(grpc.StatusCode.UNAVAILABLE if known == "none" else grpc.StatusCode.NOT_FOUND,
                                 f"no live llm node serves model {model!r} (models in the mesh: {known})")
         stream = self.policy.stream(
             candidates, lambda c: self._stub(inference_pb2_grpc.InferenceStub, c).Generate(request, timeout=600),
-            spread=True, silence_s=self.node.settings.first_token_timeout_s, first="token",
+            spread=True, silence_s=self.first_token_timeout_s, first="token",
             silence_flag="--first-token-timeout", failed_over=failed_over, what="llm node")
         try:
             async with contextlib.aclosing(stream):  # a consumer that stops early cancels the node's work now

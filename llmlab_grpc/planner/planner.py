@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -34,7 +34,8 @@ from llmlab_grpc.planner.workflow import Emit, StepResult, StepSpec, WorkflowMan
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.config import NodeSettings
+    from llmlab_grpc.ports import Gauge
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +129,18 @@ def _step(step_id: str, kind: int, name: str, reason: str, depends_on: list[str]
 
 
 class Planner:
-    """Plans and runs queries for one node."""
+    """Plans and runs queries for one node.
 
-    def __init__(self, node: LlmlabNode, store: TaskStore | None = None) -> None:
-        self.node = node
-        self.calls = MeshCalls(node)
-        self.store = store or TaskStore(max_bytes=node.settings.planner_tasks_max_bytes)
+    ``settings`` are read for the cache namespace policies (``cache_controls``) and the task
+    store's budget; ``tasks`` is the node's ``planner_tasks`` load counter, written only here.
+    """
+
+    def __init__(self, calls: MeshCalls, settings: NodeSettings, tasks: Gauge, store: TaskStore | None = None
+                 ) -> None:
+        self.calls = calls
+        self.settings = settings
+        self.tasks = tasks
+        self.store = store or TaskStore(max_bytes=settings.planner_tasks_max_bytes)
 
     def _user_messages(self, query: planner_pb2.Query, text: str) -> list[common_pb2.ChatMessage]:
         # No system turn here: params.system_prompt travels with the request and the llm node puts it first.
@@ -150,18 +157,18 @@ class Planner:
         """
         status: grpc.StatusCode | None = None
         validate_query(query)
-        query_controls(query, self.node.settings)
+        query_controls(query, self.settings)
         created = Timestamp()
         created.FromNanoseconds(time.time_ns())  # GetCurrentTime goes through datetime: 10x slower
         kept, cut = preview_query(query)  # the task (and the task store) keep a preview, never the whole query
         # hashlib lets go of the GIL on large inputs: a long query is hashed off the event loop.
         digest = await asyncio.to_thread(query_digest, query) if cut else query_digest(query)
         task = planner_pb2.Task(task_id=secrets.token_hex(8), query=kept, status=planner_pb2.TASK_STATUS_RUNNING,
-                                created_at=created, planner_node_id=self.node.node_id,
+                                created_at=created, planner_node_id=self.calls.me.node_id,
                                 query_sha256=digest, query_truncated=cut)
         self.store.save(task)
         t0 = time.perf_counter()
-        self.node.load.in_flight += 1
+        self.tasks.add(1)
         try:
             workflow = WorkflowManager(self.calls, task, emit, cache_nondeterministic=query.cache_nondeterministic)
             specs = await self._plan(query, task, workflow, emit)
@@ -184,12 +191,12 @@ class Planner:
             task.error = exc.message
             status = exc.code or grpc.StatusCode.FAILED_PRECONDITION
         finally:
-            self.node.load.in_flight -= 1
+            self.tasks.add(-1)
         task.total_ms = (time.perf_counter() - t0) * 1000
         self.store.save(task)
         return task, status
 
-    async def stream(self, query: planner_pb2.Query) -> AsyncIterator[planner_pb2.AskStreamResponse]:
+    async def stream(self, query: planner_pb2.Query) -> AsyncGenerator[planner_pb2.AskStreamResponse, None]:
         """``ask`` as a stream: each event as it happens, then ``final`` with the task.
 
         Raises ``QueryError`` for an unusable query, and ``TaskFailed`` after ``final`` when
@@ -226,7 +233,7 @@ class Planner:
         params = effective_params(query)
         use_cache = not query.no_cache
         store_cache = not query.no_store
-        controls = query_controls(query, self.node.settings)
+        controls = query_controls(query, self.settings)
 
         def generation(step_id: str, reason: str, build: object, depends: list[str] | None = None) -> StepSpec:
             if not model:

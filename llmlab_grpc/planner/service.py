@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import grpc
 
@@ -12,9 +11,6 @@ from llmlab_grpc.planner.planner import Planner, QueryError, TaskFailed
 from llmlab_grpc.planner.tasks import MAX_TASKS
 from llmlab_grpc.proto.llmlab.v1 import planner_pb2, planner_pb2_grpc
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
-
-if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
 
 log = logging.getLogger(__name__)
 DEFAULT_LIST_LIMIT = 20
@@ -74,16 +70,12 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
 
 
 class PlannerComponent(RoleComponent):
-    """The ``planner`` role: a Planner and its gRPC service."""
+    """The ``planner`` role: a Planner (built by the node from its ports) and its gRPC service."""
 
-    def __init__(self, node: LlmlabNode) -> None:
-        super().__init__(node)
-        self.planner = Planner(node)
+    def __init__(self, planner: Planner) -> None:
+        self.planner = planner
 
     def bindings(self) -> list[ServiceBinding]:
         return [ServiceBinding(planner_pb2.DESCRIPTOR.services_by_name["Planner"].full_name,
                                PlannerService(self.planner), planner_pb2_grpc.add_PlannerServicer_to_server)]
 
-
-def build(node: LlmlabNode) -> PlannerComponent:
-    return PlannerComponent(node)

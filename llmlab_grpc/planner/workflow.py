@@ -178,9 +178,9 @@ class WorkflowManager:
             step.reason += (f"; semantic cache hit (similarity {hit.similarity:.3f}) on "
                             f"{step.cache_match.matched_prompt!r}")
         step.node_id = hit.source_node_id or entry.primary_node_id
-        peer = self.calls.node.peers.get(step.node_id)
+        peer = self.calls.peers.get(step.node_id)
         step.node_name = (peer.info.name if peer else
-                          self.calls.node.settings.name if step.node_id == self.calls.node.node_id else "")
+                          self.calls.me.name if step.node_id == self.calls.me.node_id else "")
         await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=step.node_id,
                                                                cache=step.cache, cache_match=step.cache_match))
         if self.emit is not None:  # a stream: the answer goes out in pieces, like a generation

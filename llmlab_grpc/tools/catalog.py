@@ -23,7 +23,7 @@ from llmlab_grpc.proto.llmlab.v1 import common_pb2, tool_executor_pb2, tool_exec
 from llmlab_grpc.tools.registry import ToolRegistry
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.ports import Channels, LocalNode, MobileTools, PeersView, Slot
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +47,23 @@ def _is_mobile(record: PeerRecord) -> bool:
 class ToolCatalog:
     """Specs of every tool in the mesh, with the live nodes that have each."""
 
-    def __init__(self, node: LlmlabNode, registry: ToolRegistry) -> None:
-        self.node = node
+    def __init__(self, me: LocalNode, peers: PeersView, channels: Channels, registry: ToolRegistry,
+                 mobile: Slot[MobileTools]) -> None:
+        self.me = me
+        self.peers = peers
+        self.channels = channels
         self.registry = registry
+        self.mobile = mobile
+        """The bridge role of this node, when it has one: its paired phones' tools are listed as its own."""
         self._cache: dict[str, _Cached] = {}
 
     def own_specs(self, capability: str = "") -> list[common_pb2.ToolSpec]:
         """This node's tools plus those of mobile nodes bridged here: what it answers without asking peers."""
-        specs = self.registry.specs(capability, self.node.node_id, self.node.settings.name)
-        bridge = self.node.components.get("bridge")
-        hub = getattr(bridge, "hub", None)
-        mobile_specs = getattr(hub, "tool_specs", None)
-        if callable(mobile_specs):
+        specs = self.registry.specs(capability, self.me.node_id, self.me.name)
+        mobile = self.mobile.get()
+        if mobile is not None:
             try:
-                for spec in mobile_specs():
+                for spec in mobile.mobile_tool_specs():
                     if not capability or capability in spec.capabilities:
                         specs.append(spec)
             except Exception:
@@ -70,7 +73,7 @@ class ToolCatalog:
     async def mesh_specs(self, capability: str = "") -> list[common_pb2.ToolSpec]:
         """Every tool of this node and its live peers, merged by name, sorted."""
         specs = self.own_specs(capability)
-        peers = [r for r in self.node.peers.all() if r.info.tools or "bridge" in r.info.roles]
+        peers = [r for r in self.peers.all() if r.info.tools or "bridge" in r.info.roles]
         grpc_peers = [r for r in peers if not _is_mobile(r) and r.address]  # a bridge lists its phones' tools
         replies = await asyncio.gather(*(self._peer_specs(r) for r in grpc_peers))
         described = {s.name for s in specs}
@@ -92,11 +95,11 @@ class ToolCatalog:
         A bridge lists a phone the moment it pairs; the other nodes learn the phone from the
         bridge's next heartbeat. Until then the phone is left out rather than listed unreachable.
         """
-        me = self.node.node_id
+        me = self.me.node_id
         kept = []
         for spec in specs:
             pairs = [(i, n) for i, n in zip(spec.node_ids, spec.node_names, strict=False)
-                     if i == me or i in self.node.peers]
+                     if i == me or i in self.peers]
             if not pairs:
                 continue
             ids = {i for i, _ in pairs}
@@ -110,7 +113,7 @@ class ToolCatalog:
 
     async def _peer_specs(self, record: PeerRecord) -> list[common_pb2.ToolSpec]:
         """The peer's own listing, asked now; its last answer (if recent) when it does not answer."""
-        stub = tool_executor_pb2_grpc.ToolExecutorStub(self.node.channels.get(record.address))
+        stub = tool_executor_pb2_grpc.ToolExecutorStub(self.channels.get(record.address))
         try:
             reply = await stub.ListTools(tool_executor_pb2.ListToolsRequest(local_only=True),
                                          timeout=PEER_LIST_TIMEOUT_S)

@@ -1,8 +1,9 @@
 """The ``tools`` role: a registry of this node's tools, the router, and the ToolExecutor service.
 
-``node.components["tools"].router`` is how other parts of the node (the planner) run a
-tool anywhere in the mesh; ``.registry`` is where tools are added or removed at run time.
-``node.tools`` (announced in heartbeats and mDNS) follows the registry on every change.
+``router`` runs a tool anywhere in the mesh; ``registry`` is where tools are added or
+removed at run time. ``LocalNode.tools`` (announced in heartbeats and mDNS) follows the
+registry on every change. The node hands it its ports (``assembly.py``), including
+``mobile``: this node's bridge role, when it has one, through which paired phones run tools.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from llmlab_grpc.tools.router import ToolRouter
 from llmlab_grpc.tools.service import ToolExecutorService
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.config import NodeSettings
+    from llmlab_grpc.mesh.peers import PeerTable
+    from llmlab_grpc.ports import Channels, Gauge, LocalNode, MobileTools, Slot
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +43,19 @@ def enabled_builtins(setting: list[str]) -> list[str]:
 class ToolsComponent(RoleComponent):
     """What the tools role adds to a node."""
 
-    def __init__(self, node: LlmlabNode) -> None:
-        super().__init__(node)
+    def __init__(self, settings: NodeSettings, me: LocalNode, peers: PeerTable, channels: Channels,
+                 mobile: Slot[MobileTools], tools_running: Gauge, tool_calls: Gauge) -> None:
+        self.settings = settings
+        self.me = me
+        self.peers = peers
+        self.mobile = mobile
         self.registry = ToolRegistry()
-        self.catalog = ToolCatalog(node, self.registry)
-        self.router = ToolRouter(node, self.registry, self.catalog)
-        self.service = ToolExecutorService(node, self.router, self.catalog)
+        self.catalog = ToolCatalog(me, peers, channels, self.registry, mobile)
+        self.router = ToolRouter(me, peers, channels, self.registry, self.catalog, mobile, tools_running,
+                                 settings.heartbeat_interval_s)
+        self.service = ToolExecutorService(self.router, self.catalog, tool_calls)
         self.registry.subscribe(self._announce)
-        node.peers.subscribe(lambda event, record: self.catalog.forget(record.node_id) if event == "left" else None)
+        peers.subscribe(lambda event, record: self.catalog.forget(record.node_id) if event == "left" else None)
 
     def bindings(self) -> list[ServiceBinding]:
         return [ServiceBinding(
@@ -57,13 +65,13 @@ class ToolsComponent(RoleComponent):
         )]
 
     async def start(self) -> None:
-        settings = self.node.settings
+        settings = self.settings
         tools = [
             *builtin_tools(enabled_builtins(list(getattr(settings, "builtin_tools", ["all"]))), settings),
             *entry_point_tools(settings),
             *module_tools(getattr(settings, "tool_plugins", []), settings),
         ]
-        mesh = MeshEndpoints(self.node)
+        mesh = MeshEndpoints(self.me, self.peers)
         for tool in tools:
             try:
                 tool.protect_mesh(mesh)
@@ -77,8 +85,4 @@ class ToolsComponent(RoleComponent):
         await self.registry.close_all()
 
     def _announce(self) -> None:
-        self.node.tools = self.registry.names()
-
-
-def build(node: LlmlabNode) -> ToolsComponent:
-    return ToolsComponent(node)
+        self.me.tools = self.registry.names()

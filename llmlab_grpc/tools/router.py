@@ -15,7 +15,8 @@ address.
 Mobile nodes are reached through the bridge node they are paired with
 (``NodeInfo.via_node_id``): the router calls that node's ``Execute`` with
 ``target_node_id`` set to the mobile node, or, on the bridge itself, the bridge
-component's ``execute_on_mobile``.
+component's ``execute_on_mobile`` (the ``ports.MobileTools`` the node hands the router).
+The router is the one writer of the node's ``tools_running`` load counter.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from llmlab_grpc.tools.convert import from_struct, to_struct
 from llmlab_grpc.tools.registry import ToolNotFound, ToolRegistry
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.ports import Channels, Gauge, LocalNode, MobileTools, PeersView, Slot
 
 
 DEFAULT_REMOTE_TIMEOUT_S = 60.0
@@ -79,10 +80,17 @@ def response_from_outcome(tool: str, outcome: ToolOutcome, node_id: str, node_na
 class ToolRouter:
     """Runs tool calls on the right node of the mesh."""
 
-    def __init__(self, node: LlmlabNode, registry: ToolRegistry, catalog: ToolCatalog | None = None) -> None:
-        self.node = node
+    def __init__(self, me: LocalNode, peers: PeersView, channels: Channels, registry: ToolRegistry,
+                 catalog: ToolCatalog, mobile: Slot[MobileTools], running: Gauge, heartbeat_interval_s: float
+                 ) -> None:
+        self.me = me
+        self.peers = peers
+        self.channels = channels
         self.registry = registry
-        self.catalog = catalog or ToolCatalog(node, registry)
+        self.catalog = catalog
+        self.mobile = mobile
+        self.running = running
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.policy = PeerCalls("node")
 
     async def execute(
@@ -109,13 +117,13 @@ class ToolRouter:
         if not tool:
             raise InvalidArguments("the tool name is empty")
         args = from_struct(arguments) if isinstance(arguments, Struct) else dict(arguments or {})
-        me = self.node.node_id
+        me = self.me.node_id
         if target_node_id and target_node_id != me:
             return await self._to_target(tool, args, task_id, target_node_id, local_only, timeout_s)
         if tool in self.registry:
             return await self._run_here(tool, args)
         if local_only or target_node_id == me:
-            raise ToolNotFound(f"node {self.node.settings.name} has no tool {tool!r}; it has: "
+            raise ToolNotFound(f"node {self.me.name} has no tool {tool!r}; it has: "
                                f"{', '.join(self.registry.names()) or 'none'}")
         records = self._usable(tool)
         if not records:
@@ -126,11 +134,11 @@ class ToolRouter:
     # -- choosing ------------------------------------------------------------------------------
 
     def _usable(self, tool: str) -> dict[str, PeerRecord]:
-        return {r.node_id: r for r in self.node.peers.with_tool(tool) if self._reachable(r)}
+        return {r.node_id: r for r in self.peers.with_tool(tool) if self._reachable(r)}
 
     def _candidates(self, records: dict[str, PeerRecord]) -> list[Candidate]:
         now = time.monotonic()
-        interval = self.node.settings.heartbeat_interval_s
+        interval = self.heartbeat_interval_s
         return [peer_candidate(r, r.load.tools_running, interval_s=interval, now=now) for r in records.values()]
 
     def candidates(self, tool: str) -> list[Candidate]:
@@ -141,36 +149,36 @@ class ToolRouter:
         if not _is_mobile(record):
             return bool(record.address)
         via = record.info.via_node_id
-        return via == self.node.node_id or (via in self.node.peers and bool(self.node.peers.get(via).address))  # type: ignore[union-attr]
+        if via == self.me.node_id:
+            return True
+        bridge = self.peers.get(via)
+        return bridge is not None and bool(bridge.address)
 
     def known_tools(self) -> list[str]:
         """Names of every tool this node or a live peer announces."""
         names = set(self.registry.names())
-        for record in self.node.peers.all():
+        for record in self.peers.all():
             names.update(record.info.tools)
         return sorted(names)
 
     # -- running ---------------------------------------------------------------------------------
 
     async def _run_here(self, tool: str, args: dict[str, Any]) -> tool_executor_pb2.ExecuteResponse:
-        self.node.load.tools_running += 1
-        try:
+        with self.running.counting():
             outcome = await self.registry.run(tool, args)
-        finally:
-            self.node.load.tools_running -= 1
-        return response_from_outcome(tool, outcome, self.node.node_id, self.node.settings.name)
+        return response_from_outcome(tool, outcome, self.me.node_id, self.me.name)
 
     async def _to_target(self, tool: str, args: dict[str, Any], task_id: str, target: str, local_only: bool,
                          timeout_s: float | None) -> tool_executor_pb2.ExecuteResponse:
-        record = self.node.peers.get(target)
+        record = self.peers.get(target)
         if record is None:
             raise ToolNotFound(f"no live node {target!r} in the mesh (see `llmlab peers`)")
         if tool not in record.info.tools:
             raise ToolNotFound(f"node {record.info.name} has no tool {tool!r}; it has: "
                                f"{', '.join(record.info.tools) or 'none'}")
-        if local_only and not (_is_mobile(record) and record.info.via_node_id == self.node.node_id):
+        if local_only and not (_is_mobile(record) and record.info.via_node_id == self.me.node_id):
             # A forwarded call that reached the wrong node (e.g. one that took over a dead peer's port).
-            raise RoutingFailure("UNAVAILABLE", f"this is node {self.node.node_id}, not {target}, and it does "
+            raise RoutingFailure("UNAVAILABLE", f"this is node {self.me.node_id}, not {target}, and it does "
                                                 f"not bridge {target}")
         return await self._call({record.node_id: record}, tool, args, task_id, timeout_s,
                                 f"node {record.info.name} could not run {tool!r}")
@@ -199,11 +207,11 @@ class ToolRouter:
                        timeout_s: float | None) -> tool_executor_pb2.ExecuteResponse:
         """One try on one candidate; raises ``Retry`` or a retryable RPC error when the next should be tried."""
         deadline = self._deadline(tool, timeout_s)
-        if _is_mobile(record) and record.info.via_node_id == self.node.node_id:
+        if _is_mobile(record) and record.info.via_node_id == self.me.node_id:
             return await self._on_bridged_mobile(record, tool, args, timeout_s)
         address = record.address
         if _is_mobile(record):
-            bridge = self.node.peers.get(record.info.via_node_id)
+            bridge = self.peers.get(record.info.via_node_id)
             if bridge is None or not bridge.address:
                 raise Retry(f"its bridge node {record.info.via_node_id} is not in the peer table")
             address = bridge.address
@@ -214,7 +222,7 @@ class ToolRouter:
         request = tool_executor_pb2.ExecuteRequest(
             tool=tool, arguments=to_struct(args), local_only=True, task_id=task_id, target_node_id=record.node_id,
         )
-        stub = tool_executor_pb2_grpc.ToolExecutorStub(self.node.channels.get(address))
+        stub = tool_executor_pb2_grpc.ToolExecutorStub(self.channels.get(address))
         try:
             response: tool_executor_pb2.ExecuteResponse = await stub.Execute(request, timeout=deadline)
         except grpc.aio.AioRpcError as err:
@@ -237,15 +245,14 @@ class ToolRouter:
 
     async def _on_bridged_mobile(self, record: PeerRecord, tool: str, args: dict[str, Any],
                                  timeout_s: float | None) -> tool_executor_pb2.ExecuteResponse:
-        bridge = self.node.components.get("bridge")
-        execute_on_mobile = getattr(bridge, "execute_on_mobile", None)
-        if execute_on_mobile is None:
+        mobile = self.mobile.get()
+        if mobile is None:
             raise Retry(f"this node has no bridge to reach mobile node {record.info.name}")
         own = timeout_s if timeout_s is not None else self.catalog.timeout_s(tool)
         try:
             # 0 lets the bridge use the timeout the device published for the tool.
             outcome = await asyncio.wait_for(
-                execute_on_mobile(record.node_id, tool, args, own or 0.0),
+                mobile.execute_on_mobile(record.node_id, tool, args, own or 0.0),
                 timeout=(own or DEFAULT_REMOTE_TIMEOUT_S) + FORWARD_MARGIN_S,
             )
         except InvalidArguments:

@@ -21,7 +21,7 @@ from llmlab_grpc.tools.registry import ToolNotFound
 from llmlab_grpc.tools.router import ToolRouter
 
 if TYPE_CHECKING:
-    from llmlab_grpc.node import LlmlabNode
+    from llmlab_grpc.ports import Gauge
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,10 @@ _STATUS = {
 
 
 class ToolExecutorService(tool_executor_pb2_grpc.ToolExecutorServicer):
-    """ListTools and Execute for one node."""
+    """ListTools and Execute for one node; ``calls`` (the node's ``tool_calls`` load counter) is written only here."""
 
-    def __init__(self, node: LlmlabNode, router: ToolRouter, catalog: ToolCatalog) -> None:
-        self.node = node
+    def __init__(self, router: ToolRouter, catalog: ToolCatalog, calls: Gauge) -> None:
+        self.calls = calls
         self.router = router
         self.catalog = catalog
 
@@ -51,11 +51,8 @@ class ToolExecutorService(tool_executor_pb2_grpc.ToolExecutorServicer):
 
     async def Execute(self, request: tool_executor_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
                       ) -> tool_executor_pb2.ExecuteResponse:
-        self.node.load.in_flight += 1
-        try:
+        with self.calls.counting():
             status, response = await self._execute(request)
-        finally:
-            self.node.load.in_flight -= 1
         if status is not None:
             await context.abort(*status)
         assert response is not None
