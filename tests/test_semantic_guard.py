@@ -40,6 +40,8 @@ from llmlab_grpc.proto.llmlab.v1 import common_pb2
     ("What is 25 times 67?", "What is twenty-five times sixty-seven?"),
     ("What is 205 plus 1?", "What is two hundred and five plus one?"),
     ("How do I bake bread?", "Give me a way of baking bread."),
+    ("Tell me a joke about cats.", "Well, tell me a joke about cats."),
+    ("Is coffee bad for your heart?", "Is coffee bad for the heart?"),
 ])
 def test_paraphrases_pass_the_guard(cached: str, asked: str) -> None:
     assert refuse(asked, cached) == ""
@@ -48,6 +50,8 @@ def test_paraphrases_pass_the_guard(cached: str, asked: str) -> None:
 @pytest.mark.parametrize(("cached", "asked", "why"), [
     ("What is 25 times 67?", "What is 25 times 68?", "salient"),
     ("What is 25 times 67?", "What is twenty six times 67?", "salient"),
+    ("Is it safe to drink tap water in Mexico?", "Is it safe to drink well water in Mexico?", "words differ"),
+    ("Is chocolate good for you?", "Is chocolate good for dogs?", "words differ"),
     ("What is 25 times 67?", "What is twenty times 67?", "salient"),
     ("What is 205 plus 1?", "What is two hundred and fifty plus 1?", "salient"),
     ("What is the capital of France?", "What is the capital of Germany?", "name"),

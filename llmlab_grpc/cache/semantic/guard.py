@@ -306,11 +306,16 @@ it its they them their this that these those there here what which who whom whos
 whos hows wheres can could would should will shall may might must please kindly tell give show let lets
 explain describe say know want need like just also very really quite some any
 each every much many one ones something anything someone anybody anyone s t d ll ve re m
-o y im ive id youre dear hi hello hey thanks thank okay ok yes well actually basically exactly simply tellme
+o y im ive id youre dear hi hello hey thanks thank okay ok yes actually basically exactly simply tellme
 whatre way ways
 """
 STOPWORDS = frozenset(_STOP_TEXT.split())
 """Sentence words that carry no salient meaning here: never names, never counted in a one-word swap."""
+OPENERS = frozenset({"well", "so", "now"})
+"""Words that open a sentence without meaning ("Well, ..."): ignored only there ("well water" counts)."""
+PRONOUNS = frozenset({"you", "me", "him", "her", "us", "them", "it", "yourself", "myself"})
+PREPOSITIONS = frozenset({"for", "to", "with", "about", "from", "at", "on", "by", "like", "against", "than"})
+"""A pronoun after one of these says who the answer is about: a content word, unlike a subject."""
 
 
 @dataclass(frozen=True)
@@ -348,6 +353,11 @@ def _fold(word: str) -> str:
         if word.endswith(suffix):
             word = word[: -len(suffix)]
     return word.replace("'", "")
+
+
+def _starts_sentence(text: str, at: int) -> bool:
+    before = text[:at].rstrip()
+    return not before or before[-1] in ".!?:;\n"
 
 
 @lru_cache(maxsize=4096)
@@ -403,11 +413,13 @@ def features(text: str) -> Features:
         elif low in TEMPORAL:
             hard.append((m.start(), "t:" + TEMPORAL[low]))
         elif any(c.isupper() for c in token) and low not in STOPWORDS and low not in NEGATIONS:
-            first = not rest[:m.start()].strip() or rest[:m.start()].rstrip()[-1] in ".!?:;\n"
+            first = _starts_sentence(rest, m.start())
             (soft if first and token[1:] == token[1:].lower() else names).append(low)
         if (low not in STOPWORDS and low not in NEGATIONS and low not in NUMBER_WORDS and low not in UNITS
-                and low not in TEMPORAL):
+                and low not in TEMPORAL and not (low in OPENERS and _starts_sentence(rest, m.start()))):
             content.add(_stem(low))
+        elif low in PRONOUNS and index > 0 and tokens[index - 1] in PREPOSITIONS:
+            content.add(low)  # "good for you" is not "good for dogs"
     quantities: list[str] = []
     for start, _end, unit in units:
         bound = next(((n_end, value) for n_end, (_s, value) in numbers.items() if 0 <= start - n_end <= 1), None)
