@@ -125,3 +125,17 @@ def test_is_deterministic_never_raises_on_bad_params() -> None:
     assert not is_deterministic({"temperature": "hot"})
     assert not is_deterministic({"seed": "abc"})
     assert is_deterministic({"temperature": 1e-9})  # rounds to 0, as in the key
+
+
+def test_remembered_proto_keys_equal_computed_ones_and_refusals_repeat() -> None:
+    """Keys of proto params are remembered (the gRPC hit path); a long prompt is not, and both agree."""
+    proto = params_to_proto(FULL)
+    for prompt in ("short", "long " * 1000):
+        first = cache_key(prompt, "m", proto, "team")
+        assert first == cache_key(prompt, "m", proto, "team") == cache_key(prompt, "m", FULL, "team")
+    proto.temperature = float("nan")
+    for _ in range(2):  # a refused request is refused again, never remembered
+        with pytest.raises(InvalidParams):
+            cache_key("short", "m", proto)
+    with pytest.raises(InvalidParams):
+        cache_key("short", "m", common_pb2.GenerationParams(), "bad namespace!")

@@ -17,6 +17,7 @@ is re-serialised canonically when it is valid JSON.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -170,9 +171,31 @@ def canonical_json(prompt: str, model: str, params: Params = None, namespace: st
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+KEY_MEMO_ENTRIES = 1024
+KEY_MEMO_MAX_CHARS = 1024
+"""Keys of requests with params as a proto (every gRPC lookup) are remembered, least recently
+used first out, when the prompt, model and namespace together and the params' bytes are each at
+most this long: at most ~2 KiB of inputs per remembered key, ~3 MiB in all. Normalising and
+hashing is most of what a cache hit costs in Python; a repeated question skips it."""
+
+
+def _hash(prompt: str, model: str, params: Params, namespace: str) -> str:
+    return hashlib.sha256(canonical_json(prompt, model, params, namespace).encode("utf-8")).hexdigest()
+
+
+@functools.lru_cache(maxsize=KEY_MEMO_ENTRIES)
+def _remembered(prompt: str, model: str, params: bytes, namespace: str) -> str:
+    return _hash(prompt, model, common_pb2.GenerationParams.FromString(params), namespace)
+
+
 def cache_key(prompt: str, model: str, params: Params = None, namespace: str = "") -> str:
     """sha256 hex of ``canonical_json(prompt, model, params, namespace)``."""
-    return hashlib.sha256(canonical_json(prompt, model, params, namespace).encode("utf-8")).hexdigest()
+    if isinstance(params, common_pb2.GenerationParams) and (
+            len(prompt) + len(model) + len(namespace) <= KEY_MEMO_MAX_CHARS):
+        raw = params.SerializeToString(deterministic=True)
+        if len(raw) <= KEY_MEMO_MAX_CHARS:
+            return _remembered(prompt, model, raw, namespace)  # an invalid one raises and is not kept
+    return _hash(prompt, model, params, namespace)
 
 
 def is_deterministic(params: Params) -> bool:

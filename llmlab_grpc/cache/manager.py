@@ -59,7 +59,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from llmlab_grpc.cache.entry import CacheEntry, EntryMeta, ExtraFields, params_bytes, stored_bytes, text_bytes
+from llmlab_grpc.cache.entry import (
+    CacheEntry,
+    EntryMeta,
+    ExtraFields,
+    params_bytes,
+    stored_bytes,
+    text_bytes,
+    write_proto,
+)
 from llmlab_grpc.cache.errors import CorruptEntry, InvalidCacheRequest, StoreUnavailable, ValueTooLarge
 from llmlab_grpc.cache.hooks import CacheListener, PeerSource
 from llmlab_grpc.cache.keys import Params, cache_key, check_namespace, checksum, normalize_params
@@ -301,6 +309,25 @@ class CacheManager:
             self._lost(key, slot, record, exc)
             return None
         return slot.entry(value, hits)
+
+    async def aget_into(self, key: str, out: common_pb2.CacheEntry, record: bool = True,
+                        max_age_s: float | None = None, namespace: str = "") -> bool:
+        """``aget_by_key`` written straight into ``out`` (a reply's entry); False on a miss.
+
+        The gRPC hit path (``CacheService.lookup``): no ``CacheEntry`` is built and copied, the
+        slot's fields go into the reply once (``entry.write_proto``).
+        """
+        claimed = self._claim(key, record, max_age_s, namespace)
+        if claimed is None:
+            return False
+        slot, hits = claimed
+        try:
+            value = await self.store.aget(slot.handle)
+        except StoreUnavailable as exc:
+            self._lost(key, slot, record, exc)
+            return False
+        write_proto(out, slot, value, hits, slot.extras)
+        return True
 
     def _claim(self, key: str, record: bool, max_age_s: float | None, namespace: str = ""
                ) -> tuple[_Slot, int] | None:

@@ -115,10 +115,9 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         loopback gRPC hop; ``Get`` is the same lookup for everyone else. ``max_age_s``
         refuses entries created longer ago than that (a replica's copy too).
         """
-        entry = await self.manager.aget_by_key(key, max_age_s=max_age_s, namespace=namespace)
-        if entry is not None:
-            return cache_pb2.GetResponse(found=True, entry=entry.to_proto(), source_node_id=self.node_id,
-                                         match="exact")
+        reply = cache_pb2.GetResponse(found=True, source_node_id=self.node_id, match="exact")
+        if await self.manager.aget_into(key, reply.entry, max_age_s=max_age_s, namespace=namespace):
+            return reply
         source = self.manager.peer_source
         if read_through and source is not None:
             found = await source.read_through(key)
