@@ -15,6 +15,7 @@ Component modules are imported by the builder of their role only, so a node with
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from llmlab_grpc.ports import (
@@ -23,19 +24,29 @@ from llmlab_grpc.ports import (
     TOKENS_PER_SECOND,
     TOOL_CALLS,
     TOOLS_RUNNING,
-    MobileTools,
     PlannerCache,
     Slot,
 )
 from llmlab_grpc.roles import RoleComponent
 
 if TYPE_CHECKING:
+    from llmlab_grpc.bridge.component import BridgeComponent
     from llmlab_grpc.cache.component import CacheComponent
     from llmlab_grpc.node import LlmlabNode
     from llmlab_grpc.planner.mesh_calls import MeshCalls
     from llmlab_grpc.planner.service import PlannerComponent
 
-Built = dict[str, RoleComponent]
+
+@dataclass
+class Built:
+    """The components built so far: by role, and typed where other roles are handed them."""
+
+    by_role: dict[str, RoleComponent] = field(default_factory=dict)
+    cache: CacheComponent | None = None
+    planner: PlannerComponent | None = None
+    bridge: BridgeComponent | None = None
+
+
 Builder = Callable[["LlmlabNode", Built], RoleComponent]
 
 BUILD_ORDER = ("cache", "replica", "llm", "planner", "bridge", "tools")
@@ -54,7 +65,7 @@ def mesh_calls(node: LlmlabNode, local_cache: PlannerCache | None) -> MeshCalls:
 def _cache(node: LlmlabNode, built: Built) -> RoleComponent:
     from llmlab_grpc.cache.component import CacheComponent
 
-    component = CacheComponent(node.settings, node.node_id, node.metrics)
+    component = built.cache = CacheComponent(node.settings, node.node_id, node.metrics)
     node.cache_stats.provide("the cache role", component.manager.stats_proto)
     return component
 
@@ -62,9 +73,8 @@ def _cache(node: LlmlabNode, built: Built) -> RoleComponent:
 def _replica(node: LlmlabNode, built: Built) -> RoleComponent:
     from llmlab_grpc.replication.component import ReplicaComponent
 
-    cache: CacheComponent | None = built.get("cache")  # type: ignore[assignment]
     component = ReplicaComponent(node.settings, node.me, node.peers, node.channels, node.metrics,
-                                 cache.manager if cache is not None else None)
+                                 built.cache.manager if built.cache is not None else None)
     if component.own_cache is not None:  # no cache role: the copies this role keeps are the node's cache
         node.cache_stats.provide("the replica role", component.own_cache.stats_proto)
     return component
@@ -79,8 +89,7 @@ def _llm(node: LlmlabNode, built: Built) -> RoleComponent:
 
 
 def _local_cache(built: Built) -> PlannerCache | None:
-    cache: CacheComponent | None = built.get("cache")  # type: ignore[assignment]
-    return cache.service if cache is not None else None
+    return built.cache.service if built.cache is not None else None
 
 
 def _planner(node: LlmlabNode, built: Built) -> RoleComponent:
@@ -88,29 +97,29 @@ def _planner(node: LlmlabNode, built: Built) -> RoleComponent:
     from llmlab_grpc.planner.service import PlannerComponent
 
     planner = Planner(mesh_calls(node, _local_cache(built)), node.settings, node.load_meter.claim(PLANNER_TASKS))
-    return PlannerComponent(planner)
+    built.planner = PlannerComponent(planner)
+    return built.planner
 
 
 def _bridge(node: LlmlabNode, built: Built) -> RoleComponent:
     from llmlab_grpc.bridge.component import BridgeComponent, BridgePorts
 
-    cache: CacheComponent | None = built.get("cache")  # type: ignore[assignment]
-    planner: PlannerComponent | None = built.get("planner")  # type: ignore[assignment]
-    return BridgeComponent(BridgePorts(
+    cache, planner = built.cache, built.planner
+    built.bridge = BridgeComponent(BridgePorts(
         settings=node.settings, me=node.me, peers=node.peers, channels=node.channels, info=node.info,
         load=node.load_meter, cache_stats=node.cache_stats, metrics=node.metrics.exposition,
         calls=mesh_calls(node, None),  # /v1 lists models and reaches planners; it reads no cache itself
         planner=planner.planner if planner is not None else None,
         cache_events=cache.manager if cache is not None else None,
     ))
+    return built.bridge
 
 
 def _tools(node: LlmlabNode, built: Built) -> RoleComponent:
     from llmlab_grpc.tools.component import ToolsComponent
 
-    bridge: MobileTools | None = built.get("bridge")  # type: ignore[assignment]
     meter = node.load_meter
-    return ToolsComponent(node.settings, node.me, node.peers, node.channels, Slot(bridge),
+    return ToolsComponent(node.settings, node.me, node.peers, node.channels, Slot(built.bridge),
                           meter.claim(TOOLS_RUNNING), meter.claim(TOOL_CALLS))
 
 
@@ -130,8 +139,8 @@ def build_components(node: LlmlabNode) -> dict[str, RoleComponent]:
     unknown = [r for r in roles if r not in BUILDERS]
     if unknown:
         raise ValueError(f"role {unknown[0]!r} has no component in llmlab_grpc.assembly.BUILDERS")
-    built: Built = {}
+    built = Built()
     for role in BUILD_ORDER:
         if role in roles:
-            built[role] = BUILDERS[role](node, built)
-    return {role: built[role] for role in roles}
+            built.by_role[role] = BUILDERS[role](node, built)
+    return {role: built.by_role[role] for role in roles}

@@ -92,6 +92,10 @@ class PeerEvents(Protocol):
     def subscribe(self, listener: PeerListener) -> None: ...
 
 
+class WatchedPeers(PeersView, PeerEvents, Protocol):
+    """The read-only peer table plus its joins and leaves (the tools role forgets a peer's listing)."""
+
+
 class Channels(Protocol):
     """The node's pool of authenticated channels, one per address (``ChannelPool`` fits)."""
 

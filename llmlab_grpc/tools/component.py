@@ -27,8 +27,7 @@ from llmlab_grpc.tools.service import ToolExecutorService
 
 if TYPE_CHECKING:
     from llmlab_grpc.config import NodeSettings
-    from llmlab_grpc.mesh.peers import PeerTable
-    from llmlab_grpc.ports import Channels, Gauge, LocalNode, MobileTools, Slot
+    from llmlab_grpc.ports import Channels, Gauge, LocalNode, MobileTools, Slot, WatchedPeers
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +42,7 @@ def enabled_builtins(setting: list[str]) -> list[str]:
 class ToolsComponent(RoleComponent):
     """What the tools role adds to a node."""
 
-    def __init__(self, settings: NodeSettings, me: LocalNode, peers: PeerTable, channels: Channels,
+    def __init__(self, settings: NodeSettings, me: LocalNode, peers: WatchedPeers, channels: Channels,
                  mobile: Slot[MobileTools], tools_running: Gauge, tool_calls: Gauge) -> None:
         self.settings = settings
         self.me = me
@@ -67,9 +66,9 @@ class ToolsComponent(RoleComponent):
     async def start(self) -> None:
         settings = self.settings
         tools = [
-            *builtin_tools(enabled_builtins(list(getattr(settings, "builtin_tools", ["all"]))), settings),
+            *builtin_tools(enabled_builtins(settings.builtin_tools), settings),
             *entry_point_tools(settings),
-            *module_tools(getattr(settings, "tool_plugins", []), settings),
+            *module_tools(settings.tool_plugins, settings),
         ]
         mesh = MeshEndpoints(self.me, self.peers)
         for tool in tools:
@@ -77,7 +76,7 @@ class ToolsComponent(RoleComponent):
                 tool.protect_mesh(mesh)
                 await self.registry.add(tool)
             except Exception as exc:
-                log.warning("tool %s left out: %s: %s", getattr(tool, "name", tool), type(exc).__name__, exc)
+                log.warning("tool %s left out: %s: %s", tool.name, type(exc).__name__, exc)
         self._announce()
         log.info("tools: %s", ", ".join(self.registry.names()) or "none")
 
