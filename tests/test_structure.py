@@ -36,7 +36,7 @@ def _sources() -> list[tuple[str, ast.Module]]:
 def _imported_modules(tree: ast.Module) -> list[tuple[int, str]]:
     """(line, module) of every absolute import, ``from package import module`` as ``package.module``
     (also inside functions and ``TYPE_CHECKING``)."""
-    found = []
+    found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.extend((node.lineno, a.name) for a in node.names)

@@ -1,0 +1,76 @@
+"""The Planner given fakes of its ports (llmlab_grpc/ports.py): no node, no process, no Ray.
+
+What the ports make possible: the planner's cache hit path and its load counter, checked
+directly. The peer table is real (empty: no peer), the cache is a fake ``PlannerCache``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from llmlab_grpc.config import NodeSettings
+from llmlab_grpc.mesh.channels import ChannelPool
+from llmlab_grpc.mesh.known_models import KnownModels
+from llmlab_grpc.mesh.peers import PeerTable
+from llmlab_grpc.planner.mesh_calls import MeshCalls
+from llmlab_grpc.planner.planner import Planner
+from llmlab_grpc.ports import PLANNER_TASKS, LoadMeter, LocalNode, PlannerCache
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, planner_pb2
+
+MODEL = "smollm2-135m"
+
+
+class AnsweringCache:
+    """A ``PlannerCache`` that has an answer for every question, and notes the node's load when asked."""
+
+    def __init__(self, meter: LoadMeter) -> None:
+        self.meter = meter
+        self.in_flight_seen: list[int] = []
+
+    async def lookup(self, key: str, read_through: bool = False, max_age_s: float | None = None,
+                     namespace: str = "") -> cache_pb2.GetResponse:
+        self.in_flight_seen.append(self.meter.proto().in_flight)
+        entry = common_pb2.CacheEntry(key=key, response="Paris.", primary_node_id="cache-node", namespace=namespace)
+        return cache_pb2.GetResponse(found=True, entry=entry, source_node_id="cache-node")
+
+    async def semantic_lookup(self, lookup: cache_pb2.CacheLookup, min_similarity: float = 0.0,
+                              max_age_s: float | None = None, candidates: int = 0) -> cache_pb2.GetResponse:
+        return cache_pb2.GetResponse(found=False)
+
+    async def store(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a hit is not stored again")
+
+    async def copies_of(self, entry: Any, timeout_s: float = 3.0) -> tuple[int, int, int]:
+        raise AssertionError("a hit is not stored again")
+
+
+def planner_with(cache: PlannerCache | None, meter: LoadMeter) -> Planner:
+    me = LocalNode("p1", "planner-1", ["planner"], "mesh", 0, address="127.0.0.1:9")
+    calls = MeshCalls(me, PeerTable("p1"), ChannelPool("unit-test-secret"), meter, KnownModels(None, "mesh"),
+                      first_token_timeout_s=20.0, heartbeat_interval_s=1.0, local_cache=cache)
+    return Planner(calls, NodeSettings(name="planner-1", mdns=False), meter.claim(PLANNER_TASKS))
+
+
+async def test_a_hit_in_this_nodes_cache_is_the_answer_with_no_llm_node_and_no_call() -> None:
+    meter = LoadMeter()
+    cache = AnsweringCache(meter)
+    planner = planner_with(cache, meter)
+    task, status = await planner.ask(planner_pb2.Query(text="What is the capital of France?", model=MODEL))
+    assert status is None and task.status == planner_pb2.TASK_STATUS_SUCCEEDED, task.error
+    assert task.answer == "Paris."
+    step = task.steps[-1]
+    assert step.cache == planner_pb2.CACHE_OUTCOME_HIT and step.node_id == "cache-node"
+    # The ask counted as one planner task while it ran (in_flight), and no longer after.
+    assert cache.in_flight_seen == [1] and meter.proto().in_flight == 0
+
+
+async def test_no_cache_and_no_llm_node_fails_unavailable_and_leaves_the_count() -> None:
+    meter = LoadMeter()
+    planner = planner_with(None, meter)
+    task, status = await planner.ask(planner_pb2.Query(text="What is the capital of France?", model=MODEL))
+    assert task.status == planner_pb2.TASK_STATUS_FAILED
+    assert status == grpc.StatusCode.UNAVAILABLE and MODEL in task.error
+    assert task.steps[-1].cache == planner_pb2.CACHE_OUTCOME_NONE
+    assert meter.proto().in_flight == 0
