@@ -9,16 +9,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from llmlab_grpc.openai_api.gateway import PlannerGateway
-from llmlab_grpc.openai_api.routes import OpenAIApi
+from llmlab_grpc.openai_api.routes import ApiSettings, OpenAIApi
 
 if TYPE_CHECKING:
     from llmlab_grpc.bridge.http import HttpServer
-    from llmlab_grpc.config import NodeSettings
 
 __all__ = ["OpenAIApi", "PlannerGateway", "mount"]
 
 
-def mount(settings: NodeSettings, gateway: PlannerGateway, http: HttpServer) -> OpenAIApi:
+def mount(settings: ApiSettings, gateway: PlannerGateway, http: HttpServer) -> OpenAIApi:
     """Serve ``/v1/*`` on ``http`` through ``gateway``; returns the API object (for tests and introspection)."""
     api = OpenAIApi(settings, gateway)
     http.add_routes(api.routes())

@@ -18,7 +18,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
@@ -32,9 +33,6 @@ from llmlab_grpc.openai_api.errors import ApiError, bad_request, no_llm_node, un
 from llmlab_grpc.openai_api.gateway import PlannerGateway
 from llmlab_grpc.openai_api.schemas import ChatCompletionRequest, completion, model_entry
 from llmlab_grpc.openai_api.streaming import chunks, open_stream
-
-if TYPE_CHECKING:
-    from llmlab_grpc.config import NodeSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +65,26 @@ def _validation_error(exc: ValidationError) -> ApiError:
     return bad_request(f"{param}: {message}{more}" if param else f"{message}{more}", param or None)
 
 
+class ApiSettings(Protocol):
+    """The settings the ``/v1`` API reads (``NodeSettings`` fits)."""
+
+    @property
+    def mesh_secret(self) -> str: ...
+
+    @property
+    def api_keys_file(self) -> Path | None: ...
+
+    @property
+    def api_max_body_bytes(self) -> int: ...
+
+    @property
+    def api_timeout_s(self) -> float: ...
+
+
 class OpenAIApi:
     """Handlers of the ``/v1`` routes of one node."""
 
-    def __init__(self, settings: NodeSettings, gateway: PlannerGateway) -> None:
+    def __init__(self, settings: ApiSettings, gateway: PlannerGateway) -> None:
         self.auth = ApiAuth(settings.mesh_secret, settings.api_keys_file or default_keys_path())
         self.gateway = gateway
         self.max_body = settings.api_max_body_bytes

@@ -17,8 +17,8 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -34,7 +34,7 @@ from llmlab_grpc.planner.workflow import Emit, StepResult, StepSpec, WorkflowMan
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
 
 if TYPE_CHECKING:
-    from llmlab_grpc.config import NodeSettings
+    from llmlab_grpc.config import NamespacePolicy
     from llmlab_grpc.ports import Gauge
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,23 @@ def _step(step_id: str, kind: int, name: str, reason: str, depends_on: list[str]
     return planner_pb2.Step(step_id=step_id, kind=kind, name=name, reason=reason, depends_on=depends_on or [])
 
 
+class PlannerSettings(Protocol):
+    """The settings the planner reads (``NodeSettings`` fits): the task store's budget and the
+    cache defaults a query's controls fall back on (``cache_controls.resolve``)."""
+
+    @property
+    def planner_tasks_max_bytes(self) -> int: ...
+
+    @property
+    def cache_namespaces(self) -> Mapping[str, NamespacePolicy]: ...
+
+    @property
+    def semantic_cache(self) -> bool: ...
+
+    @property
+    def semantic_min_similarity(self) -> float: ...
+
+
 class Planner:
     """Plans and runs queries for one node.
 
@@ -135,7 +152,7 @@ class Planner:
     store's budget; ``tasks`` is the node's ``planner_tasks`` load counter, written only here.
     """
 
-    def __init__(self, calls: MeshCalls, settings: NodeSettings, tasks: Gauge, store: TaskStore | None = None
+    def __init__(self, calls: MeshCalls, settings: PlannerSettings, tasks: Gauge, store: TaskStore | None = None
                  ) -> None:
         self.calls = calls
         self.settings = settings
