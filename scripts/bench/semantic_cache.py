@@ -16,10 +16,10 @@ entry (wrong), near-misses refused / hit (wrong), and how many wrong hits the th
 alone would have served (the guard's work). Then lookup latency including the embedding,
 p50 and p99, with the index at 1k and 10k entries of one scope (the worst case: every
 entry is a candidate), against the embedding alone as the baseline, in wall-clock time and
-in CPU time (the thread time the lookup used: what it costs on an idle core, whatever else
-the machine runs); and the index scan
-alone up to 100k entries (numpy brute force: the measurement that decided against an ANN
-library). Goals (issue 13): 0 wrong hits, >= 80% of paraphrases hit, p50 < 15 ms at 10k.
+in CPU time (the process's, every thread: what a lookup costs whatever else the machine runs);
+and the index scan alone up to 100k entries against the BLAS product it replaced (numpy brute
+force: the measurement that decided against an ANN library). Goals (issue 13): 0 wrong hits,
+>= 80% of paraphrases hit, p50 < 15 ms at 10k.
 
 The embedding runs with the node's default threads (``--threads 0``: the cores the load average
 leaves idle, per question); each size prints the load average and the thread counts used.
