@@ -235,8 +235,13 @@ class LlmlabNode:
         stop = self._stop_event = asyncio.Event()
         received: list[str] = []
         loop = asyncio.get_running_loop()
+
+        def on_signal(name: str) -> None:
+            received.append(name)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name), stop.set()))
+            loop.add_signal_handler(sig, on_signal, sig.name)
         address = await self.start()
         if on_ready is not None:
             on_ready(address)

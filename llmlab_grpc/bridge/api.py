@@ -137,7 +137,7 @@ class StatusApi:
                     "stats": _dict(record.cache_stats),
                 })
         grpc_rows = [r for r in per_node if r["kind"] == "grpc"]
-        total = {k: sum(int(r["stats"].get(k, 0)) for r in grpc_rows)
+        total: dict[str, float] = {k: sum(int(r["stats"].get(k, 0)) for r in grpc_rows)
                  for k in ("hits", "misses", "puts", "evictions", "expirations", "entries", "bytes",
                            "replica_entries", "replication_shortfall")}
         lookups = total["hits"] + total["misses"]
@@ -188,7 +188,7 @@ class StatusApi:
         sources = [{"node": n, "ok": not err, "tasks": len(t), "error": err} for n, t, err in answers]
         note = "" if ordered else ("no planner node in the mesh" if not targets
                                    else "no tasks yet" if any(s["ok"] for s in sources)
-                                   else "no planner answered: " + "; ".join(s["error"] for s in sources))
+                                   else "no planner answered: " + "; ".join(err for _, _, err in answers))
         return JSONResponse({"tasks": [_dict(t) for t in ordered], "sources": sources, "note": note,
                              "generated_unix_ms": int(time.time() * 1000)})
 

@@ -16,7 +16,7 @@ bridge/access.py) for launchers to relay.
 from __future__ import annotations
 
 import mimetypes
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -121,7 +121,7 @@ class BridgeComponent(RoleComponent):
         self.openai_api = mount_openai_api(settings, PlannerGateway(ports.calls, ports.planner), self.http)
 
     @staticmethod
-    def _page(path: Path) -> Any:
+    def _page(path: Path) -> Callable[[Request], Awaitable[Response]]:
         async def page(request: Request) -> Response:
             return FileResponse(path, media_type="text/html", headers={"cache-control": "no-cache"})
 
@@ -133,14 +133,14 @@ class BridgeComponent(RoleComponent):
             return denied
         return Response(self.ports.metrics(), media_type=CONTENT_TYPE)
 
-    def _dashboard(self, path: Path) -> Any:
+    def _dashboard(self, path: Path) -> Callable[[Request], Awaitable[Response]]:
         """The dashboard page; ``?token=`` (a one-time link) is spent for a session cookie, then dropped."""
         page = self._page(path)
 
         async def dashboard(request: Request) -> Response:
             token = request.query_params.get("token")
             if token is None:
-                return await page(request)  # type: ignore[no-any-return]
+                return await page(request)
             value = self.access.sessions.redeem(token[:200])
             if value is None:
                 return PlainTextResponse(

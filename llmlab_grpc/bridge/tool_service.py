@@ -25,13 +25,17 @@ class MobileToolExecutor(tool_executor_pb2_grpc.ToolExecutorServicer):
         self.policy = PeerCalls("mobile node")
         """Ranks the phones (least busy, then name) and fails over on the one set of retryable codes."""
 
-    async def ListTools(self, request: tool_executor_pb2.ListToolsRequest, context: grpc.aio.ServicerContext
-                        ) -> tool_executor_pb2.ListToolsResponse:
+    async def ListTools(
+        self, request: tool_executor_pb2.ListToolsRequest,
+        context: grpc.aio.ServicerContext[tool_executor_pb2.ListToolsRequest, tool_executor_pb2.ListToolsResponse],
+    ) -> tool_executor_pb2.ListToolsResponse:
         specs = [s for s in self.hub.tool_specs() if not request.capability or request.capability in s.capabilities]
         return tool_executor_pb2.ListToolsResponse(tools=specs)
 
-    async def Execute(self, request: tool_executor_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
-                      ) -> tool_executor_pb2.ExecuteResponse:
+    async def Execute(
+        self, request: tool_executor_pb2.ExecuteRequest,
+        context: grpc.aio.ServicerContext[tool_executor_pb2.ExecuteRequest, tool_executor_pb2.ExecuteResponse],
+    ) -> tool_executor_pb2.ExecuteResponse:
         if not request.tool:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ExecuteRequest.tool is empty")
         if request.target_node_id:

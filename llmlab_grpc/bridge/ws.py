@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from starlette.responses import PlainTextResponse
@@ -158,7 +158,7 @@ class TaskSocket:
                     await link.close(1008, exc.code)
                     return
 
-    def _text_of(self, message: dict[str, object]) -> str:
+    def _text_of(self, message: Mapping[str, object]) -> str:
         text = message.get("text")
         if not isinstance(text, str):
             raise ProtocolError(INVALID_ARGUMENT, "binary frames are not accepted: send a BridgeEnvelope as JSON text")

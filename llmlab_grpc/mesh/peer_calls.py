@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -292,7 +292,7 @@ class PeerCalls:
                      spread: bool = False, silence_s: float | None = None, first: str = "message",
                      silence_flag: str = "", until: float | None = None,
                      failed_over: list[Failover] | None = None, what: str = ""
-                     ) -> AsyncIterator[tuple[Candidate, Any]]:
+                     ) -> AsyncGenerator[tuple[Candidate, Any], None]:
         """Yield (candidate, message) from the first candidate whose stream delivers; fail over before that.
 
         Retryable errors, ``silence_s`` without a first message, and a stream that is cut

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -66,7 +66,7 @@ class PlannerGateway:
 
     # -- planning ---------------------------------------------------------------------
     async def events(self, query: planner_pb2.Query, timeout_s: float
-                     ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
+                     ) -> AsyncGenerator[planner_pb2.AskStreamResponse, None]:
         loop = asyncio.get_running_loop()
         until = loop.time() + timeout_s
         source = (self._local(self.planner, query, until, timeout_s) if self.planner is not None
@@ -106,7 +106,7 @@ class PlannerGateway:
         return task
 
     async def _local(self, planner: LocalPlanner, query: planner_pb2.Query, until: float, timeout_s: float
-                     ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
+                     ) -> AsyncGenerator[planner_pb2.AskStreamResponse, None]:
         """This node's planner stream, each wait for an event bounded by the request's deadline."""
         loop = asyncio.get_running_loop()
         events = planner.stream(query)
@@ -127,7 +127,7 @@ class PlannerGateway:
             await events.aclose()
 
     async def _remote(self, query: planner_pb2.Query, until: float, timeout_s: float
-                      ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
+                      ) -> AsyncGenerator[planner_pb2.AskStreamResponse, None]:
         """A planner peer's stream, failed over (``mesh/peer_calls.py``) while no event has come."""
         loop = asyncio.get_running_loop()
         candidates = self.calls.candidates("planner")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -99,7 +99,8 @@ class OpenAIApi:
             Route("/v1", self._guard(self.not_found, None), methods=ALL_METHODS),
         ]
 
-    def _guard(self, handler: Any, method: str | None) -> Any:
+    def _guard(self, handler: Callable[[Request], Awaitable[Response]], method: str | None
+               ) -> Callable[[Request], Awaitable[Response]]:
         """Authenticate, check the method, and turn every ``ApiError`` into its JSON answer."""
 
         async def endpoint(request: Request) -> Response:
@@ -109,7 +110,7 @@ class OpenAIApi:
                     raise ApiError(405, f"{request.url.path} takes {method}, not {request.method}",
                                    code="method_not_allowed", headers={"allow": method})
                 request.state.principal = principal
-                return await handler(request)  # type: ignore[no-any-return]
+                return await handler(request)
             except ApiError as err:
                 return err.response()
             except ClientGone:

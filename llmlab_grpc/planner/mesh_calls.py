@@ -18,9 +18,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from llmlab_grpc.ports import Channels, LoadView, LocalNode, ModelMemory, PeersView, PlannerCache
 
 log = logging.getLogger(__name__)
+S = TypeVar("S")
+"""A gRPC stub class (its async variant, made on an aio channel)."""
 
 __all__ = ["Candidate", "Failover", "MeshCallError", "MeshCalls", "result_text"]
 
@@ -135,7 +137,7 @@ class MeshCalls:
                              f"cached (models alive now: {live}); start an llm node serving {model!r} and retry")
 
     # -- tools ------------------------------------------------------------------------
-    def _stub(self, factory: Any, candidate: Candidate) -> Any:
+    def _stub(self, factory: Callable[[grpc.aio.Channel], S], candidate: Candidate) -> S:
         return factory(self.channels.get(candidate.address))
 
     async def execute_tool(self, tool: str, arguments: dict[str, Any], task_id: str

@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -30,7 +30,7 @@ from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls
 from llmlab_grpc.planner.proposal import MAX_PROPOSAL_TOKENS, parse_proposal, proposal_messages
 from llmlab_grpc.planner.rules import RouteHints, route_hints
 from llmlab_grpc.planner.tasks import TaskStore, preview_query, query_digest
-from llmlab_grpc.planner.workflow import Emit, StepResult, StepSpec, WorkflowManager
+from llmlab_grpc.planner.workflow import Emit, MessagesFrom, StepResult, StepSpec, WorkflowManager
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ async def hints_off_loop(text: str) -> RouteHints:
                                f"{len(text)}-character query and were skipped")
 
 
-def _step(step_id: str, kind: int, name: str, reason: str, depends_on: list[str] | None = None
+def _step(step_id: str, kind: planner_pb2.StepKind, name: str, reason: str, depends_on: list[str] | None = None
           ) -> planner_pb2.Step:
     return planner_pb2.Step(step_id=step_id, kind=kind, name=name, reason=reason, depends_on=depends_on or [])
 
@@ -252,15 +252,15 @@ class Planner:
         store_cache = not query.no_store
         controls = query_controls(query, self.settings)
 
-        def generation(step_id: str, reason: str, build: object, depends: list[str] | None = None) -> StepSpec:
+        def generation(step_id: str, reason: str, build: MessagesFrom, depends: list[str] | None = None) -> StepSpec:
             if not model:
                 raise MeshCallError(grpc.StatusCode.UNAVAILABLE,
                                     "no llm node in the mesh: start a node with the llm role")
             return StepSpec(step=_step(step_id, planner_pb2.STEP_KIND_LLM, model, reason, depends),
-                            messages=build, params=params, use_cache=use_cache,  # type: ignore[arg-type]
+                            messages=build, params=params, use_cache=use_cache,
                             store_cache=store_cache, controls=controls)
 
-        def tool_then_maybe_phrase(tool: str, arguments: dict, reason: str, phrase: bool) -> list[StepSpec]:
+        def tool_then_maybe_phrase(tool: str, arguments: dict[str, Any], reason: str, phrase: bool) -> list[StepSpec]:
             tool_spec = StepSpec(step=_step("s1", planner_pb2.STEP_KIND_TOOL, tool, reason), tool_arguments=arguments)
             if phrase and model and not self.calls.is_live(model):
                 tool_spec.step.reason += f"; model {model} is offline: the {tool} result is the answer"

@@ -22,8 +22,10 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
     def __init__(self, planner: Planner) -> None:
         self.planner = planner
 
-    async def Ask(self, request: planner_pb2.AskRequest, context: grpc.aio.ServicerContext
-                  ) -> planner_pb2.AskResponse:
+    async def Ask(
+        self, request: planner_pb2.AskRequest,
+        context: grpc.aio.ServicerContext[planner_pb2.AskRequest, planner_pb2.AskResponse],
+    ) -> planner_pb2.AskResponse:
         try:
             task, status = await self.planner.ask(request.query)  # no listener: no stream events are made
         except QueryError as exc:
@@ -33,8 +35,10 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
             await context.abort(failed.code, failed.message)
         return planner_pb2.AskResponse(task=task)
 
-    async def AskStream(self, request: planner_pb2.AskStreamRequest, context: grpc.aio.ServicerContext
-                        ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
+    async def AskStream(
+        self, request: planner_pb2.AskStreamRequest,
+        context: grpc.aio.ServicerContext[planner_pb2.AskStreamRequest, planner_pb2.AskStreamResponse],
+    ) -> AsyncIterator[planner_pb2.AskStreamResponse]:
         try:
             async for event in self.planner.stream(request.query):
                 yield event
@@ -43,8 +47,10 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
         except TaskFailed as exc:
             await context.abort(exc.code, exc.message)
 
-    async def GetTask(self, request: planner_pb2.GetTaskRequest, context: grpc.aio.ServicerContext
-                      ) -> planner_pb2.GetTaskResponse:
+    async def GetTask(
+        self, request: planner_pb2.GetTaskRequest,
+        context: grpc.aio.ServicerContext[planner_pb2.GetTaskRequest, planner_pb2.GetTaskResponse],
+    ) -> planner_pb2.GetTaskResponse:
         if not request.task_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task_id is empty")
         task = self.planner.store.get(request.task_id)
@@ -53,8 +59,10 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
                                 f"no task {request.task_id!r} on this planner (it keeps the newest {MAX_TASKS})")
         return planner_pb2.GetTaskResponse(task=task)
 
-    async def ListTasks(self, request: planner_pb2.ListTasksRequest, context: grpc.aio.ServicerContext
-                        ) -> planner_pb2.ListTasksResponse:
+    async def ListTasks(
+        self, request: planner_pb2.ListTasksRequest,
+        context: grpc.aio.ServicerContext[planner_pb2.ListTasksRequest, planner_pb2.ListTasksResponse],
+    ) -> planner_pb2.ListTasksResponse:
         """One page of tasks, newest first: ``page_size`` (else ``limit``, else 20) tasks at most, and
         never more bytes than ``tasks.PAGE_MAX_BYTES``; ``next_page_token`` leads on."""
         for name, value in (("limit", request.limit), ("page_size", request.page_size)):

@@ -119,7 +119,7 @@ class Replicator(CacheListener):
 
     def __init__(
         self,
-        manager: CacheManager | Callable[[], CacheManager],
+        manager: CacheManager,
         node_id: str,
         peers: PeerTable,
         channels: ChannelPool,
@@ -134,8 +134,8 @@ class Replicator(CacheListener):
     ) -> None:
         if replica_count < 0:
             raise ValueError("replica_count must be 0 or more")
-        self._manager_source = manager
-        self._manager: CacheManager | None = None if callable(manager) else manager
+        self.manager = manager
+        """The cache this replicator copies from and into (the cache role's, or the replica role's own)."""
         self.node_id = node_id
         self.self_name = self_name or node_id
         self.self_address = ""
@@ -171,12 +171,6 @@ class Replicator(CacheListener):
              "deferred", "dropped", "tombstones_applied", "hinted", "handed_off"), 0)
 
     # -- wiring ---------------------------------------------------------------------------------
-
-    @property
-    def manager(self) -> CacheManager:
-        if self._manager is None:
-            self._manager = self._manager_source()  # type: ignore[operator]
-        return self._manager
 
     def now_ms(self) -> int:
         return self._clock()

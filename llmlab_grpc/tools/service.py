@@ -41,16 +41,20 @@ class ToolExecutorService(tool_executor_pb2_grpc.ToolExecutorServicer):
         self.router = router
         self.catalog = catalog
 
-    async def ListTools(self, request: tool_executor_pb2.ListToolsRequest, context: grpc.aio.ServicerContext
-                        ) -> tool_executor_pb2.ListToolsResponse:
+    async def ListTools(
+        self, request: tool_executor_pb2.ListToolsRequest,
+        context: grpc.aio.ServicerContext[tool_executor_pb2.ListToolsRequest, tool_executor_pb2.ListToolsResponse],
+    ) -> tool_executor_pb2.ListToolsResponse:
         if request.local_only:
             specs = self.catalog.own_specs(request.capability)
         else:
             specs = await self.catalog.mesh_specs(request.capability)
         return tool_executor_pb2.ListToolsResponse(tools=specs)
 
-    async def Execute(self, request: tool_executor_pb2.ExecuteRequest, context: grpc.aio.ServicerContext
-                      ) -> tool_executor_pb2.ExecuteResponse:
+    async def Execute(
+        self, request: tool_executor_pb2.ExecuteRequest,
+        context: grpc.aio.ServicerContext[tool_executor_pb2.ExecuteRequest, tool_executor_pb2.ExecuteResponse],
+    ) -> tool_executor_pb2.ExecuteResponse:
         with self.calls.counting():
             status, response = await self._execute(request)
         if status is not None:
