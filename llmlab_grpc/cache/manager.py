@@ -299,15 +299,10 @@ class CacheManager:
     async def aget_by_key(self, key: str, record: bool = True, max_age_s: float | None = None,
                           namespace: str = "") -> CacheEntry | None:
         """``get_by_key`` for asyncio callers: a store whose reads wait (Ray) waits off the event loop."""
-        claimed = self._claim(key, record, max_age_s, namespace)
-        if claimed is None:
+        read = await self._aread(key, record, max_age_s, namespace)
+        if read is None:
             return None
-        slot, hits = claimed
-        try:
-            value = await self.store.aget(slot.handle)
-        except StoreUnavailable as exc:
-            self._lost(key, slot, record, exc)
-            return None
+        slot, hits, value = read
         return slot.entry(value, hits)
 
     async def aget_into(self, key: str, out: common_pb2.CacheEntry, record: bool = True,
@@ -317,17 +312,26 @@ class CacheManager:
         The gRPC hit path (``CacheService.lookup``): no ``CacheEntry`` is built and copied, the
         slot's fields go into the reply once (``entry.write_proto``).
         """
-        claimed = self._claim(key, record, max_age_s, namespace)
-        if claimed is None:
+        read = await self._aread(key, record, max_age_s, namespace)
+        if read is None:
             return False
-        slot, hits = claimed
-        try:
-            value = await self.store.aget(slot.handle)
-        except StoreUnavailable as exc:
-            self._lost(key, slot, record, exc)
-            return False
+        slot, hits, value = read
         write_proto(out, slot, value, hits, slot.extras)
         return True
+
+    async def _aread(self, key: str, record: bool, max_age_s: float | None,
+                     namespace: str) -> tuple[_Slot, int, str] | None:
+        """The live slot of ``key``, its hits and its value, read off the event loop where the store
+        waits (Ray); None on a miss, or when the store lost the value (the entry is dropped)."""
+        claimed = self._claim(key, record, max_age_s, namespace)
+        if claimed is None:
+            return None
+        slot, hits = claimed
+        try:
+            return slot, hits, await self.store.aget(slot.handle)
+        except StoreUnavailable as exc:
+            self._lost(key, slot, record, exc)
+            return None
 
     def _claim(self, key: str, record: bool, max_age_s: float | None, namespace: str = ""
                ) -> tuple[_Slot, int] | None:
