@@ -10,7 +10,7 @@ import pytest
 from llmlab_grpc.cache.entry import EntryMeta
 from llmlab_grpc.cache.manager import CacheManager, EntryExtras
 from llmlab_grpc.cache.semantic.guard import features, refuse
-from llmlab_grpc.cache.semantic.index import SemanticIndex, row_bytes, scope_of
+from llmlab_grpc.cache.semantic.index import SemanticIndex, row_bytes, scope_of, signature
 from llmlab_grpc.cache.stores import MemoryStore
 from llmlab_grpc.planner.workflow import replay_pieces, semantic_parts
 from llmlab_grpc.proto.llmlab.v1 import common_pb2
@@ -175,7 +175,9 @@ def test_index_rows_count_against_the_cache_budget() -> None:
 
 def test_row_bytes_cover_what_the_index_holds() -> None:
     vectors = [unit(i) for i in range(1024)]  # capacity doubles from 8: exactly full at 1024
-    metas = [meta(f"{i:064x}", vectors[i]) for i in range(1024)]
+    metas = [meta(f"{i:064x}", vectors[i]) for i in range(1024)]  # hex keys: nearly every signature differs
+    for m in metas:
+        features(m.semantic_text)  # the guard's own cache (bounded: 4,096 texts) is not the index's
     tracemalloc.start()
     try:
         index = SemanticIndex()
@@ -186,3 +188,20 @@ def test_row_bytes_cover_what_the_index_holds() -> None:
     finally:
         tracemalloc.stop()
     assert 1024 * 384 * 4 < grown <= 1024 * row_bytes()
+
+
+def test_a_question_no_entry_could_match_is_not_searched() -> None:
+    """Rows carry the guard's signature (salient tokens, negation, kind of answer): a question
+    whose signature no entry of its scope has cannot hit, so the lookup skips the embedding."""
+    index = SemanticIndex()
+    for i, text in enumerate(["What is 25 times 67?", "Why is the sky blue?", "Why is the sky not blue?"]):
+        entry = meta(f"k{i}", unit(i))
+        index.add(EntryMeta(**{**entry.__dict__, "semantic_text": text}))
+    scope = scope_of("", "m", {"temperature": 0.0}, "")
+    assert index.has_scope(scope, signature("What's 25 times 67?"))
+    assert not index.has_scope(scope, signature("What is 25 times 68?"))
+    for question, key in (("How come the sky is blue?", "k1"), ("Why isn't the sky blue?", "k2")):
+        assert [n.key for n in index.search(scope, unit(1), k=3, signature=signature(question))] == [key]
+    assert len(index.search(scope, unit(1), k=3, floor=-1.0)) == 3  # listing candidates: the whole scope
+    index.remove("k0")
+    assert not index.has_scope(scope, signature("What is 25 times 67?"))

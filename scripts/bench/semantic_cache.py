@@ -47,7 +47,7 @@ import numpy as np
 from llmlab_grpc.cache.manager import CacheManager, EntryExtras
 from llmlab_grpc.cache.semantic import SemanticCache
 from llmlab_grpc.cache.semantic.guard import refuse
-from llmlab_grpc.cache.semantic.index import SemanticIndex, scope_of
+from llmlab_grpc.cache.semantic.index import SemanticIndex, scope_of, signature
 from llmlab_grpc.cache.service import CacheService
 from llmlab_grpc.cache.stores import MemoryStore
 from llmlab_grpc.planner.workflow import semantic_parts
@@ -140,20 +140,32 @@ async def quality(sem: SemanticCache, service: CacheService, show_held_out: bool
                   f"   {alone:>20}   paraphrases hit {hit / len(paraphrases):.1%}, wrong hits {wrong}")
 
 
+def letters(i: int) -> str:
+    """``i`` in base 26 as letters: a distinct suffix without digits (a digit would give the text
+    its own guard signature, and the lookup would skip it without embedding)."""
+    out = ""
+    while True:
+        i, r = divmod(i, 26)
+        out = chr(97 + r) + out
+        if not i:
+            return out
+
+
 def filler_questions(n: int) -> list[str]:
+    """Distinct questions that all share the guard signature of a plain question (no numbers, no
+    negation, no who/when/where/why): every one is a candidate for the probes (the worst case)."""
     subjects = ["the Roman empire", "black holes", "sourdough bread", "the French revolution", "quantum computing",
                 "honey bees", "the stock market", "volcanoes", "jazz music", "machine learning", "the Nile",
                 "climate change", "chess openings", "the human heart", "solar panels", "Greek mythology",
                 "electric cars", "the Amazon rainforest", "coral reefs", "the printing press"]
-    asks = ["Explain {s} to a child.", "What are three facts about {s}?", "Why does {s} matter?",
+    asks = ["Explain {s} to a child.", "What are some facts about {s}?", "Describe the importance of {s}.",
             "Give a short history of {s}.", "What are common myths about {s}?", "How would you teach {s}?",
             "What is the future of {s}?", "Summarize the debate about {s}.", "Write a riddle about {s}.",
             "Compare {s} with something everyday."]
-    out = []
-    for k, (s, a) in enumerate(itertools.product(subjects, asks)):
-        out.append(a.format(s=s) + (f" Part {k // 200 + 1}." if k >= 200 else ""))
+    out = [a.format(s=s) for s, a in itertools.product(subjects, asks)]
+    base = len(out)
     while len(out) < n:
-        out.append(f"{out[len(out) % 200]} Variant {len(out)}.")
+        out.append(f"{out[len(out) % base]} (variant x{letters(len(out))})")
     return out[:n]
 
 
@@ -167,7 +179,12 @@ async def latency(n_real: int, sizes: tuple[int, ...], samples: int, threads: in
     real = await asyncio.to_thread(sem.embedder.embed_many_sync, questions)
     print(f"embedded {n_real} filler questions in {time.perf_counter() - t0:.1f} s (batch)")
     rng = np.random.default_rng(1)
-    probes = [p for _, ps, _ in GROUPS for p in ps][:samples]
+    for question, _, _ in GROUPS + SECOND:  # the probes' own entries: a probe is a real hit
+        await service.store(lookup_of(question), f"answer to {question}", semantic=True)
+    common = signature(questions[0])
+    probes = [p for _, ps, _ in GROUPS + SECOND for p in ps if signature(p) == common][:samples]
+    print(f"{len(probes)} probes: paraphrases with the fillers' guard signature (the worst case: every "
+          "filler is scanned)")
     filled = 0
     for size in sizes:
         while filled < size:
@@ -176,7 +193,7 @@ async def latency(n_real: int, sizes: tuple[int, ...], samples: int, threads: in
             if i >= n_real:
                 vector = vector + rng.normal(0, 0.02, vector.shape).astype(np.float32)
                 vector /= np.linalg.norm(vector)
-            text = questions[i % n_real] + ("" if i < n_real else f" #{i}")
+            text = questions[i % n_real] + ("" if i < n_real else f" (copy x{letters(i)})")
             sem.manager.put(text, MODEL, f"filler {i}", PARAMS,
                             extras=EntryExtras(semantic_text=text, embedding=vector.astype(np.float32).tobytes()))
             filled += 1
@@ -194,6 +211,7 @@ async def latency(n_real: int, sizes: tuple[int, ...], samples: int, threads: in
             sem.embedder.embed_sync(text)
             return time.perf_counter() - w, time.process_time() - c, team
 
+        embedded_before = sem.lookups
         for probe in probes:
             # CPU time is the process's (every thread: the loop, the worker, the OpenMP team): what
             # the lookup costs whatever else the machine runs; wall time includes waiting for a core.
@@ -207,7 +225,17 @@ async def latency(n_real: int, sizes: tuple[int, ...], samples: int, threads: in
             embed_cpu.append(cpu)
             teams.append(team)
         print(f"-- {size} entries: load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}, embedding threads "
-              f"used {dict(sorted(collections.Counter(teams).items()))}")
+              f"used {dict(sorted(collections.Counter(teams).items()))}, {sem.lookups - embedded_before} of "
+              f"{len(probes)} lookups embedded")
+        # Near-misses with another number: no entry shares their salient tokens, so no embedding.
+        others = [t for _, _, ns in GROUPS for kind, t in ns if kind == "number"]
+        embedded_before, skipped = sem.lookups, []
+        for text in others:
+            w = time.perf_counter()
+            await sem.lookup(lookup_of(text), min_similarity=0.9)
+            skipped.append(time.perf_counter() - w)
+        report(f"lookup no entry's salient tokens match ({size})", skipped, unit="ms", width=44)
+        print(f"   ({len(others) - (sem.lookups - embedded_before)} of {len(others)} skipped the embedding)")
         base = report(f"embedding alone ({size} entries)", embed_times, unit="ms", width=44)
         report(f"semantic lookup at {size} entries", times, base, base_name="embedding", unit="ms", width=44)
         base = report(f"  CPU time: embedding alone ({size})", embed_cpu, unit="ms", width=44)

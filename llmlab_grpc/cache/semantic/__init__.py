@@ -15,7 +15,7 @@ from llmlab_grpc.cache.keys import normalize_params
 from llmlab_grpc.cache.manager import CacheManager
 from llmlab_grpc.cache.semantic.embedder import MAX_SEMANTIC_CHARS, Embedder
 from llmlab_grpc.cache.semantic.guard import refuse
-from llmlab_grpc.cache.semantic.index import SemanticIndex, scope_of
+from llmlab_grpc.cache.semantic.index import SemanticIndex, scope_of, signature
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2
 
 __all__ = ["MAX_SEMANTIC_CHARS", "Embedder", "SemanticCache", "SemanticIndex", "refuse"]
@@ -54,11 +54,15 @@ class SemanticCache:
             return reply
         threshold = min_similarity or self.default_min_similarity
         scope = scope_of(lookup.namespace, lookup.model, normalize_params(lookup.params), lookup.context_hash)
-        if not self.index.has_scope(scope):
-            return reply  # nothing could match: no embedding spent
+        # Only entries the guard could accept are scanned; with none, nothing could match: no
+        # embedding spent. Listing candidates scans the whole scope, refused ones included.
+        sig = None if candidates else signature(text)
+        if not self.index.has_scope(scope, sig):
+            return reply
         self.lookups += 1
         k, floor = max(NEIGHBOURS, candidates), 0.0 if candidates else threshold
-        neighbours = await self.embedder.embed_then(text, lambda vector: self.index.search(scope, vector, k, floor))
+        neighbours = await self.embedder.embed_then(
+            text, lambda vector: self.index.search(scope, vector, k, floor, signature=sig))
         for near in neighbours:
             verdict = "" if near.similarity >= threshold else f"similarity below {threshold:.3f}"
             verdict = verdict or refuse(text, near.semantic_text)

@@ -2,7 +2,11 @@
 
 One partition per *scope* (namespace, model, generation parameters, earlier turns): a
 semantic hit must match those exactly, so a lookup only ever scans the vectors that
-could answer it. Each partition is a C-contiguous float32 matrix grown by doubling with
+could answer it. Each row also carries its question's *signature* (what the guard
+requires to be equal: salient tokens, negation, kind of answer): a question whose
+signature no entry of its scope shares misses without being embedded ("What is 25 times
+68?" beside "... 67?" costs nothing), and a search masks the rows of other signatures
+before picking the top few. Each partition is a C-contiguous float32 matrix grown by doubling with
 a row per entry, and a float32 buffer for the similarities allocated with it: a search
 is one matrix-vector product into that buffer (vectors are L2-normalised, so it is the
 cosine similarity) and an ``argpartition`` for the top few; nothing is rebuilt or
@@ -28,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from llmlab_grpc.cache.entry import EntryMeta
+from llmlab_grpc.cache.semantic.guard import features
 
 DIM = 384
 
@@ -37,32 +42,56 @@ def scope_of(namespace: str, model: str, params: dict[str, Any], context_hash: s
     return json.dumps([namespace, model, params, context_hash], sort_keys=True, separators=(",", ":"))
 
 
-ROW_OVERHEAD = 128
-"""Bytes of bookkeeping per indexed entry besides its vector and similarity slot: a list slot for
-the key and for the text, the key's dict slot, its (scope, row) tuple and row number (measured
-with tracemalloc: ~110; tests/test_semantic_guard.py checks the count covers it)."""
+def signature(text: str) -> int:
+    """What the guard requires to be *equal* between a question and a cached one (its salient
+    tokens, negation and kind of answer), hashed to 64 bits: a collision only means a search
+    scans rows the guard then refuses, never a wrong hit."""
+    f = features(text)
+    return hash((f.hard, f.negated, tuple(sorted(f.asks))))
+
+
+ROW_OVERHEAD = 160
+"""Bytes of bookkeeping per indexed entry besides its vector, similarity slot and signature: a
+list slot for the key and for the text, the key's dict slot, its (scope, row) tuple and row
+number, and its signature's count when no other row shares it (measured with tracemalloc:
+~110, ~150 when every entry has its own signature; tests/test_semantic_guard.py checks the
+count covers it)."""
 
 
 def row_bytes(dim: int = DIM) -> int:
-    """What indexing one entry costs the node: its float32 row, its similarity slot, bookkeeping."""
-    return dim * 4 + 4 + ROW_OVERHEAD
+    """What indexing one entry costs the node: its float32 row, its similarity slot, its
+    signature (int64) and bookkeeping."""
+    return dim * 4 + 4 + 8 + ROW_OVERHEAD
 
 
 @dataclass
 class _Partition:
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((8, DIM), dtype=np.float32))
     sims: np.ndarray = field(default_factory=lambda: np.zeros(8, dtype=np.float32))
+    sig_ids: np.ndarray = field(default_factory=lambda: np.zeros(8, dtype=np.int64))
     scope: str = ""
     keys: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
+    signatures: dict[int, int] = field(default_factory=dict)
+    """signature -> rows that have it"""
 
     def resize(self, rows: int) -> None:
         """Capacity ``rows`` (at least the rows in use), copying the rows in use."""
         used = len(self.keys)
         vectors = np.zeros((rows, self.vectors.shape[1]), dtype=np.float32)
         vectors[:used] = self.vectors[:used]
-        self.vectors = vectors
+        sig_ids = np.zeros(rows, dtype=np.int64)
+        sig_ids[:used] = self.sig_ids[:used]
+        self.vectors, self.sig_ids = vectors, sig_ids
         self.sims = np.zeros(rows, dtype=np.float32)
+
+    def count(self, sig: int, delta: int) -> None:
+        """``delta`` more rows with signature ``sig`` (it is forgotten with its last row)."""
+        rows = self.signatures.get(sig, 0) + delta
+        if rows > 0:
+            self.signatures[sig] = rows
+        else:
+            self.signatures.pop(sig, None)
 
 
 @dataclass(frozen=True)
@@ -103,6 +132,9 @@ class SemanticIndex:
             if row == part.vectors.shape[0]:
                 part.resize(row * 2)
             part.vectors[row] = vector / norm
+            sig = signature(entry.semantic_text)
+            part.sig_ids[row] = sig
+            part.count(sig, 1)
             part.keys.append(entry.key)
             part.texts.append(entry.semantic_text)
             self._where[entry.key] = (scope, row)
@@ -128,8 +160,10 @@ class SemanticIndex:
         scope, row = found
         part = self._parts[scope]
         last = len(part.keys) - 1
+        part.count(int(part.sig_ids[row]), -1)
         if row != last:  # move the last row into the hole
             part.vectors[row] = part.vectors[last]
+            part.sig_ids[row] = part.sig_ids[last]
             part.keys[row] = part.keys[last]
             part.texts[row] = part.texts[last]
             self._where[part.keys[row]] = (scope, row)
@@ -140,13 +174,17 @@ class SemanticIndex:
         elif last < part.vectors.shape[0] // 4 and part.vectors.shape[0] > 64:  # shrink after mass removal
             part.resize(max(64, part.vectors.shape[0] // 2))
 
-    def has_scope(self, scope: str) -> bool:
-        """Whether any entry shares ``scope`` (a lookup that has none skips the embedding)."""
+    def has_scope(self, scope: str, signature: int | None = None) -> bool:
+        """Whether any entry shares ``scope`` (and ``signature``): a lookup that has none cannot
+        hit, so it skips the embedding."""
         with self._lock:
-            return scope in self._parts
+            part = self._parts.get(scope)
+            return part is not None and (signature is None or signature in part.signatures)
 
-    def search(self, scope: str, vector: np.ndarray, k: int = 8, floor: float = 0.0) -> list[Neighbour]:
-        """The ``k`` most similar questions of ``scope`` at or above ``floor``, most similar first."""
+    def search(self, scope: str, vector: np.ndarray, k: int = 8, floor: float = 0.0,
+               signature: int | None = None) -> list[Neighbour]:
+        """The ``k`` most similar questions of ``scope`` (with ``signature`` only, when given) at
+        or above ``floor``, most similar first."""
         query = np.ascontiguousarray(vector, dtype=np.float32)
         with self._lock:
             part = self._parts.get(scope)
@@ -155,6 +193,10 @@ class SemanticIndex:
             n = len(part.keys)
             sims = part.sims[:n]
             np.einsum("ij,j->i", part.vectors[:n], query, out=sims)  # one thread, no BLAS pool
+            if signature is not None:
+                if signature not in part.signatures:
+                    return []
+                sims[part.sig_ids[:n] != signature] = -np.inf  # rows the guard would refuse anyway
             top = np.argpartition(sims, n - k)[n - k:] if n > k else np.arange(n)
             top = top[np.argsort(-sims[top])]
             return [Neighbour(part.keys[i], part.texts[i], float(sims[i])) for i in top if sims[i] >= floor]
