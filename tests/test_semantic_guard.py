@@ -9,6 +9,7 @@ import pytest
 
 from llmlab_grpc.cache.entry import EntryMeta
 from llmlab_grpc.cache.manager import CacheManager, EntryExtras
+from llmlab_grpc.cache.semantic.embedder import Embedder, auto_threads, normalise
 from llmlab_grpc.cache.semantic.guard import features, refuse
 from llmlab_grpc.cache.semantic.index import SemanticIndex, row_bytes, scope_of, signature
 from llmlab_grpc.cache.stores import MemoryStore
@@ -205,3 +206,21 @@ def test_a_question_no_entry_could_match_is_not_searched() -> None:
     assert len(index.search(scope, unit(1), k=3, floor=-1.0)) == 3  # listing candidates: the whole scope
     index.remove("k0")
     assert not index.has_scope(scope, signature("What is 25 times 67?"))
+
+
+def test_embedding_threads_follow_the_idle_cores() -> None:
+    """threads=0: every core the 1-minute load average leaves idle (at most 4), else one; more
+    threads than idle cores made one question several times slower under load (docs/cache.md)."""
+    assert auto_threads(cores=2, load=0.2) == 2
+    assert auto_threads(cores=2, load=0.7) == 1
+    assert auto_threads(cores=2, load=12.0) == 1
+    assert auto_threads(cores=16, load=2.0) == 4
+    fixed = Embedder(threads=3)
+    try:
+        assert fixed.team_size() == 3
+    finally:
+        fixed.close()
+
+
+def test_questions_are_embedded_in_a_normal_form() -> None:
+    assert normalise("What\u2019s  the CEO's NAME?\n I can't tell.") == "what is the ceo's name? i cannot tell."
