@@ -117,6 +117,7 @@ def test_index_partitions_by_scope_and_follows_removals() -> None:
     assert index.add(meta("other-turns", unit(5), context="abc"))
     assert not index.add(meta("broken", np.full(384, np.nan)))
     assert not index.add(meta("short", np.ones(10)))
+    assert not index.add(EntryMeta(**{**meta("long", unit(7)).__dict__, "semantic_text": "Why? " * 1000}))
     scope = scope_of("", "m", {"temperature": 0.0}, "")
     best = index.search(scope, unit(5), k=3)
     assert best[0].key == "k5" and best[0].similarity == pytest.approx(1.0, abs=1e-5)

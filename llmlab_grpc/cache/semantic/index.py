@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from llmlab_grpc.cache.entry import EntryMeta
+from llmlab_grpc.cache.semantic.embedder import MAX_SEMANTIC_CHARS
 from llmlab_grpc.cache.semantic.guard import features
 
 DIM = 384
@@ -115,6 +116,8 @@ class SemanticIndex:
 
     def add(self, entry: EntryMeta) -> bool:
         """Index ``entry`` (its ``embedding`` and scope); False when its vector is unusable."""
+        if len(entry.semantic_text) > MAX_SEMANTIC_CHARS:
+            return False  # a node never embeds such a question; a peer's copy is matched exactly only
         vector = np.frombuffer(entry.embedding, dtype=np.float32)
         if vector.shape != (self.dim,) or not np.all(np.isfinite(vector)):
             return False
