@@ -208,6 +208,10 @@ def is_deterministic(params: Params) -> bool:
     deterministic rather than raising: the planner asks this of every model step.
     """
     try:
+        if isinstance(params, common_pb2.GenerationParams):  # the planner's every step: no dict built
+            if params.HasField("seed"):
+                return True  # an int64 field: always a usable seed
+            return params.HasField("temperature") and _float("temperature", params.temperature) == 0.0
         raw = _raw_items(params)
         if raw.get("seed") is not None:
             _int("seed", raw["seed"])

@@ -174,7 +174,7 @@ class Planner:
         """
         status: grpc.StatusCode | None = None
         validate_query(query)
-        query_controls(query, self.settings)
+        controls = query_controls(query, self.settings)
         created = Timestamp()
         created.FromNanoseconds(time.time_ns())  # GetCurrentTime goes through datetime: 10x slower
         kept, cut = preview_query(query)  # the task (and the task store) keep a preview, never the whole query
@@ -188,7 +188,7 @@ class Planner:
         self.tasks.add(1)
         try:
             workflow = WorkflowManager(self.calls, task, emit, cache_nondeterministic=query.cache_nondeterministic)
-            specs = await self._plan(query, task, workflow, emit)
+            specs = await self._plan(query, controls, workflow)
             if emit is not None:
                 await emit(planner_pb2.AskStreamResponse(task_id=task.task_id,
                                                          plan_made=planner_pb2.PlanMade(steps=[s.step for s in specs])))
@@ -243,14 +243,13 @@ class Planner:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await job
 
-    async def _plan(self, query: planner_pb2.Query, task: planner_pb2.Task, workflow: WorkflowManager,
-                    emit: Emit | None) -> list[StepSpec]:
+    async def _plan(self, query: planner_pb2.Query, controls: CacheControls, workflow: WorkflowManager
+                    ) -> list[StepSpec]:
         text = query.text.strip()
         model = query.model or self.calls.default_model()
         params = effective_params(query)
         use_cache = not query.no_cache
         store_cache = not query.no_store
-        controls = query_controls(query, self.settings)
 
         def generation(step_id: str, reason: str, build: MessagesFrom, depends: list[str] | None = None) -> StepSpec:
             if not model:

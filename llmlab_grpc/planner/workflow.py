@@ -171,9 +171,12 @@ class WorkflowManager:
         entry = hit.entry
         semantic = hit.match == "semantic"
         step.cache = planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT if semantic else planner_pb2.CACHE_OUTCOME_HIT
-        step.cache_match.CopyFrom(planner_pb2.CacheMatch(
-            key=entry.key, matched_prompt=entry.semantic_text or entry.prompt,
-            similarity=hit.similarity if semantic else 1.0, namespace=entry.namespace))
+        match = step.cache_match  # written field by field: a hit's trace is most of what it costs
+        match.Clear()
+        match.key = entry.key
+        match.matched_prompt = entry.semantic_text or entry.prompt
+        match.similarity = hit.similarity if semantic else 1.0
+        match.namespace = entry.namespace
         if semantic:
             step.reason += (f"; semantic cache hit (similarity {hit.similarity:.3f}) on "
                             f"{step.cache_match.matched_prompt!r}")
@@ -181,16 +184,17 @@ class WorkflowManager:
         peer = self.calls.peers.get(step.node_id)
         step.node_name = (peer.info.name if peer else
                           self.calls.me.name if step.node_id == self.calls.me.node_id else "")
-        await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=step.node_id,
-                                                               cache=step.cache, cache_match=step.cache_match))
         if self.emit is not None:  # a stream: the answer goes out in pieces, like a generation
+            await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=step.node_id,
+                                                                   cache=step.cache, cache_match=step.cache_match))
             for piece in replay_pieces(entry.response):
                 await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=piece))
                 await asyncio.sleep(0)  # let the stream's reader send each piece as it comes
-        usage = entry.usage
-        step.usage.CopyFrom(planner_pb2.StepUsage(
-            prompt_tokens=usage.prompt_tokens, finish_reason=usage.finish_reason or "stop",
-            completion_tokens=usage.completion_tokens or max(1, -(-len(entry.response) // 4))))
+        usage, used = entry.usage, step.usage
+        used.Clear()
+        used.prompt_tokens = usage.prompt_tokens
+        used.finish_reason = usage.finish_reason or "stop"
+        used.completion_tokens = usage.completion_tokens or max(1, -(-len(entry.response) // 4))
         return StepResult(text=entry.response, data={"finish_reason": step.usage.finish_reason, "tool_calls_json": ""})
 
     async def _run_llm(self, spec: StepSpec) -> StepResult:
