@@ -7,6 +7,9 @@ Prints median (p50) and p99 and a ratio for:
   (vs a bare gRPC echo of the same response bytes between two processes: the floor);
   ``ray`` is the default store (a repeated hit is served from its in-process hot copy),
   ``ray-cold`` runs with ``--cache-hot-bytes 0`` so every hit reads Ray's object store
+- a second floor: the same echo behind the node's own method table (mesh secret checked, call
+  counted), the client sending the request with its metadata and parsing the GetResponse: what
+  a node's server path costs without the cache's own work
 - Cache.Get throughput with 16 concurrent calls from one asyncio client (vs the echo's)
 - the goals of issue 15: Cache.Get [ray] p50 <= 1.2x the echo, 16-client throughput >= 0.8x
 - the same GET against a Redis server on loopback (Debian redis-server, redis-py), as the
@@ -22,8 +25,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -45,8 +50,11 @@ from scripts.bench.stats import report
 
 PROMPT, MODEL, PARAMS = "Tell me a joke", "smollm2-135m", {"temperature": 0.0}
 ECHO_METHOD = "/bench.Echo/Echo"
+SET_METHOD = "/bench.Echo/Set"
 STORES = ("memory", "ray", "ray-cold")
 TIME_LIMIT_S = 20.0
+ROUNDS = 3
+"""Throughput rounds per leg (the median round is reported)."""
 
 
 def timed(fn: Callable[[], Any], n: int) -> list[float]:
@@ -62,6 +70,24 @@ def timed(fn: Callable[[], Any], n: int) -> list[float]:
     return samples
 
 
+def interleaved(calls: dict[str, Callable[[], Any]], n: int) -> dict[str, list[float]]:
+    """Seconds per call of each leg, the legs taking turns call by call (after a warm-up), so a
+    change in the machine's load falls on every leg alike; stops at TIME_LIMIT_S per leg."""
+    for _ in range(min(100, n)):
+        for call in calls.values():
+            call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    deadline = time.monotonic() + TIME_LIMIT_S * len(calls)
+    for _ in range(n):
+        if time.monotonic() > deadline:
+            break
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
 def report_rate(label: str, calls: int, seconds: float, baseline: float | None = None) -> float:
     rate = calls / seconds
     ratio = f"  rate/echo={rate / baseline:8.2f}" if baseline else ""
@@ -71,19 +97,37 @@ def report_rate(label: str, calls: int, seconds: float, baseline: float | None =
 
 # -- the echo floor ------------------------------------------------------------------------------
 
-def serve_echo(size: int) -> None:
-    """Child mode: a bare grpc.aio server answering every call with ``size`` bytes."""
+def serve_echo(size: int, guarded: bool = False) -> None:
+    """Child mode: a bare grpc.aio server answering every call with ``size`` bytes.
+
+    ``guarded``: the same echo behind the node's own method table (mesh secret checked, call
+    counted and timed: ``mesh/method_table.py``), answering the bytes ``/bench.Echo/Set`` gave it:
+    the node's server path without the cache's work, the second floor the bench reports.
+    """
 
     async def run() -> None:
-        payload = b"x" * size
+        state = {"reply": b"x" * size}
 
         async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return payload
+            return state["reply"]
+
+        async def set_reply(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            state["reply"] = request
+            return b""
 
         server = grpc.aio.server()
-        handler = grpc.method_handlers_generic_handler(
-            "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
-        server.add_generic_rpc_handlers((handler,))
+        if guarded:
+            from llmlab_grpc.mesh.method_table import MethodTable
+            from llmlab_grpc.metrics import NodeMetrics, instrument
+
+            table = MethodTable(os.environ["LLMLAB_MESH_SECRET"], instrument(NodeMetrics()))
+            table.add(ECHO_METHOD, grpc.unary_unary_rpc_method_handler(echo))
+            table.add(SET_METHOD, grpc.unary_unary_rpc_method_handler(set_reply))
+            server.add_generic_rpc_handlers((table,))
+        else:
+            handler = grpc.method_handlers_generic_handler(
+                "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)})
+            server.add_generic_rpc_handlers((handler,))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         print(f"echo listening on 127.0.0.1:{port}", flush=True)
@@ -92,9 +136,11 @@ def serve_echo(size: int) -> None:
     asyncio.run(run())
 
 
-def start_echo(size: int) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(size)], stdout=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL)
+def start_echo(size: int, secret: str = "") -> tuple[subprocess.Popen[str], str]:
+    """The echo floor (with ``secret``: the guarded one) in a child process, and its address."""
+    guarded = ["--echo-guarded"] if secret else []
+    proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(size), *guarded], stdout=subprocess.PIPE,
+                            text=True, stdin=subprocess.DEVNULL, env={**os.environ, "LLMLAB_MESH_SECRET": secret})
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("echo listening on "):
@@ -130,10 +176,11 @@ async def throughput(address: str, make_call: Callable[[grpc.aio.Channel], Calla
     return elapsed * n / max(1, done)
 
 
-def echo_call(payload: bytes) -> Callable[[grpc.aio.Channel], Callable[[], Any]]:
+def echo_call(payload: bytes, metadata: Any = None, parse: Callable[[bytes], Any] | None = None
+              ) -> Callable[[grpc.aio.Channel], Callable[[], Any]]:
     def make(channel: grpc.aio.Channel) -> Callable[[], Any]:
-        method = channel.unary_unary(ECHO_METHOD)
-        return lambda: method(payload)
+        method = channel.unary_unary(ECHO_METHOD, response_deserializer=parse)
+        return lambda: method(payload, metadata=metadata)
 
     return make
 
@@ -246,9 +293,10 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=1024, help="response bytes (default 1024)")
     parser.add_argument("--misses", type=int, default=5, help="Planner.Ask misses on the model (default 5)")
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-guarded", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
     if opts.echo_server is not None:
-        serve_echo(opts.echo_server)
+        serve_echo(opts.echo_server, opts.echo_guarded)
         return 0
 
     from llmlab_grpc.ray_runtime import ensure_ray
@@ -274,6 +322,7 @@ def main() -> int:
 
     secret = secrets.token_urlsafe(24)
     nodes: list[NodeProcess] = []
+    procs: list[subprocess.Popen[str]] = []
     echo_proc, echo_addr = start_echo(0)
     try:
         lookup = cache_pb2.CacheLookup(prompt=PROMPT, model=MODEL)
@@ -287,52 +336,78 @@ def main() -> int:
             nodes.append(node)
             reply_size = node.call(cache_pb2_grpc.CacheStub, "Put", cache_pb2.PutRequest(
                 lookup=lookup, response=response)).ByteSize()
-        reply_size = cache_pb2.GetResponse(found=True, entry=nodes[0].call(
-            cache_pb2_grpc.CacheStub, "Get", request).entry).ByteSize()
+        reply = nodes[0].call(cache_pb2_grpc.CacheStub, "Get", request)
+        reply_size = reply.ByteSize()
         echo_proc.kill()
         echo_proc.wait()
         echo_proc, echo_addr = start_echo(reply_size)
         metadata = bearer(secret)
+        guarded_proc, guarded_addr = start_echo(0, secret)
+        procs.append(guarded_proc)
+        parse = cache_pb2.GetResponse.FromString
 
-        with grpc.insecure_channel(echo_addr) as channel:
-            echo = channel.unary_unary(ECHO_METHOD)
-            payload = request.SerializeToString()
-            floor = report(f"bare gRPC echo, {reply_size} B reply (floor)", timed(lambda: echo(payload), opts.n_grpc),
-                           unit="us", width=44)
-        medians: dict[str, float] = {}
-        for node, store in zip(nodes, STORES, strict=True):
-            with grpc.insecure_channel(node.address) as channel:
-                stub = cache_pb2_grpc.CacheStub(channel)
-                assert stub.Get(request, metadata=metadata).found
-                medians[store] = report(f"Cache.Get over gRPC [{store}]",
-                                        timed(lambda s=stub: s.Get(request, metadata=metadata), opts.n_grpc), floor,
-                                        base_name="echo", unit="us", width=44)
+        payload = request.SerializeToString()
+        channels = [grpc.insecure_channel(address) for address in (echo_addr, guarded_addr,
+                                                                   *(node.address for node in nodes))]
+        try:
+            channels[1].unary_unary(SET_METHOD)(reply.SerializeToString(), metadata=metadata)
+            echo = channels[0].unary_unary(ECHO_METHOD)
+            guarded = channels[1].unary_unary(ECHO_METHOD, response_deserializer=parse)
+            assert guarded(payload, metadata=metadata).found
+            stubs = [cache_pb2_grpc.CacheStub(channel) for channel in channels[2:]]
+            calls: dict[str, Callable[[], Any]] = {
+                "echo": lambda: echo(payload), "floor2": lambda: guarded(payload, metadata=metadata),
+                **{store: (lambda s=stub: s.Get(request, metadata=metadata))
+                   for store, stub in zip(STORES, stubs, strict=True)}}
+            samples = interleaved(calls, opts.n_grpc)
+        finally:
+            for channel in channels:
+                channel.close()
+        floor = report(f"bare gRPC echo, {reply_size} B reply (floor)", samples["echo"], unit="us", width=44)
+        guarded_floor = report("echo behind the node's method table (floor 2)", samples["floor2"], floor,
+                               base_name="echo", unit="us", width=44)
+        medians = {store: report(f"Cache.Get over gRPC [{store}]", samples[store], floor, base_name="echo", unit="us",
+                                 width=44) for store in STORES}
         bench_redis(response, opts.n_grpc, medians["memory"])
 
+        # Throughput: every leg once per round, ROUNDS rounds, the median round per leg, so a burst
+        # of other work on the machine lands on one round rather than on one leg.
         rates: dict[str, float] = {}
+        targets = {"echo": (echo_addr, echo_call(payload)),
+                   "guarded": (guarded_addr, echo_call(payload, metadata, parse)),
+                   **{store: (node.address, cache_get_call(request, metadata))
+                      for node, store in zip(nodes, STORES, strict=True)}}
         for concurrency in (1, 16):
-            seconds = asyncio.run(throughput(
-                echo_addr, echo_call(payload), concurrency, opts.n_grpc))
-            echo_rate = rates[f"echo{concurrency}"] = report_rate(f"echo throughput, {concurrency} concurrent",
-                                                                  opts.n_grpc, seconds)
-            for node, store in zip(nodes, STORES, strict=True):
-                seconds = asyncio.run(throughput(
-                    node.address,
-                    cache_get_call(request, metadata),
-                    concurrency, opts.n_grpc))
-                rates[f"{store}{concurrency}"] = report_rate(
-                    f"Cache.Get throughput [{store}], {concurrency} concurrent", opts.n_grpc, seconds, echo_rate)
+            rounds: dict[str, list[float]] = {name: [] for name in targets}
+            for _ in range(ROUNDS):
+                for name, (address, make) in targets.items():
+                    seconds = asyncio.run(throughput(address, make, concurrency, opts.n_grpc))
+                    rounds[name].append(opts.n_grpc / seconds)
+            echo_rate = rates[f"echo{concurrency}"] = report_rate(
+                f"echo throughput, {concurrency} concurrent", opts.n_grpc,
+                opts.n_grpc / statistics.median(rounds["echo"]))
+            for name in targets:
+                if name != "echo":
+                    label = "floor 2" if name == "guarded" else f"Cache.Get [{name}]"
+                    rates[f"{name}{concurrency}"] = report_rate(
+                        f"{label} throughput, {concurrency} concurrent", opts.n_grpc,
+                        opts.n_grpc / statistics.median(rounds[name]), echo_rate)
         print(f"goal: Cache.Get [ray] p50 / echo p50 = {medians['ray'] / floor:.2f} (<= 1.2; "
               f"[ray-cold] {medians['ray-cold'] / floor:.2f}, [memory] {medians['memory'] / floor:.2f})")
         print(f"goal: Cache.Get [ray] 16-client throughput / echo's = {rates['ray16'] / rates['echo16']:.2f} "
               f"(>= 0.8; [ray-cold] {rates['ray-cold16'] / rates['echo16']:.2f}, "
               f"[memory] {rates['memory16'] / rates['echo16']:.2f})", flush=True)
+        print(f"against floor 2 (the node's method table, reply parsed): Cache.Get [ray] p50 "
+              f"{medians['ray'] / guarded_floor:.2f}x, [memory] {medians['memory'] / guarded_floor:.2f}x; "
+              f"16-client throughput [ray] {rates['ray16'] / rates['guarded16']:.2f}, "
+              f"[memory] {rates['memory16'] / rates['guarded16']:.2f} of floor 2's", flush=True)
         nodes.append(bench_planner(secret, gcs, opts.n_grpc, opts.misses))
     finally:
         for node in nodes:
             node.stop(signal.SIGTERM, timeout=30)
-        echo_proc.kill()
-        echo_proc.wait()
+        for proc in [echo_proc, *procs]:
+            proc.kill()
+            proc.wait()
     return 0
 
 

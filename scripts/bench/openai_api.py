@@ -18,7 +18,9 @@ each beside its floor measured in the same node process, on the same event loop:
   route on the node's own HTTP server that reads the request and answers the very JSON
   body the hit answered (goal: v1 within 1.3x of the floor);
 - ``Planner.Ask`` against ``echo``: a bare grpc.aio server (no interceptors) in the node
-  process answering the same bytes as the ``AskResponse`` of the hit (goal: 1.3x).
+  process answering the same bytes as the ``AskResponse`` of the hit (goal: 1.3x); and against
+  floor 2, the same echo behind the node's own method table (secret checked, call counted),
+  sent the AskRequest with its metadata and parsed as an AskResponse by the client.
 
 The node runs in this script's child mode (``--serve``), which is ``llmlab node`` plus
 those two floors; nothing of them exists in a normal node.
@@ -57,6 +59,7 @@ HIT_PROMPT = "Name a famous painter."
 FLOOR_PATH = "/bench/floor"
 ECHO_METHOD = "/bench.Echo/Echo"
 SET_ECHO_METHOD = "/bench.Echo/Set"
+GUARDED_METHOD = "/bench.Guarded/Echo"
 ECHO_RE = "bench echo on "
 
 
@@ -69,6 +72,8 @@ def serve(argv: list[str]) -> int:
     from starlette.routing import Route
 
     from llmlab_grpc.cli import _node_settings, build_parser
+    from llmlab_grpc.mesh.method_table import MethodTable
+    from llmlab_grpc.metrics import NodeMetrics, instrument
     from llmlab_grpc.node import LlmlabNode
 
     settings = _node_settings(build_parser().parse_args(["node", *argv]))
@@ -100,6 +105,10 @@ def serve(argv: list[str]) -> int:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {
             "Echo": grpc.unary_unary_rpc_method_handler(echo),
             "Set": grpc.unary_unary_rpc_method_handler(set_echo)}),))
+        # Floor 2: the same echo behind the node's own method table (secret checked, call counted).
+        table = MethodTable(settings.mesh_secret, instrument(NodeMetrics()))
+        table.add(GUARDED_METHOD, grpc.unary_unary_rpc_method_handler(echo))
+        server.add_generic_rpc_handlers((table,))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         print(f"{ECHO_RE}127.0.0.1:{port}", flush=True)
@@ -216,13 +225,21 @@ def measure_hits(node: NodeProcess, client: openai.OpenAI, base_url: str, echo_a
         echo(b"")
         return "hit"
 
+    ask_bytes = planner_pb2.AskRequest(query=query).SerializeToString()
+    guarded = echo_channel.unary_unary(GUARDED_METHOD, response_deserializer=planner_pb2.AskResponse.FromString)
+
+    def via_guarded() -> str:
+        guarded(ask_bytes, metadata=bearer(node.secret))
+        return "hit"
+
     via_http()  # the miss that fills the cache
     hit = http.post(f"{base_url}/v1/chat/completions", json=body)
     assert hit.headers["x-llmlab-cache"] == "hit", hit.headers
     http.put(f"{base_url}{FLOOR_PATH}", content=hit.content).raise_for_status()
     asked = stub.Ask(planner_pb2.AskRequest(query=query), metadata=bearer(node.secret), timeout=60)
     echo_channel.unary_unary(SET_ECHO_METHOD)(asked.SerializeToString())
-    legs = (("grpc", via_grpc), ("echo", via_echo), ("http", via_http), ("v1", via_v1), ("floor", via_floor))
+    legs = (("grpc", via_grpc), ("echo", via_echo), ("guarded", via_guarded), ("http", via_http), ("v1", via_v1),
+            ("floor", via_floor))
     times: dict[str, list[float]] = {name: [] for name, _ in legs}
     outcomes: set[str] = set()
     for _ in range(count):
@@ -237,12 +254,15 @@ def measure_hits(node: NodeProcess, client: openai.OpenAI, base_url: str, echo_a
     print(f"\ncache hit, {len(times['http'])} calls per leg ({HIT_PROMPT!r}, non-streamed; "
           f"{len(hit.content)} B JSON, {asked.ByteSize()} B AskResponse)")
     echo_median = report("echo (bare gRPC, same bytes as the AskResponse)", times["echo"], width=48)
+    guarded_median = report("echo behind the node's method table (floor 2)", times["guarded"], echo_median,
+                            base_name="echo", width=48)
     grpc_median = report("grpc (Planner.Ask)", times["grpc"], echo_median, base_name="echo", width=48)
     report("http (openai client)", times["http"], grpc_median, base_name="grpc", width=48)
     floor_median = report("floor (bare Starlette route, same JSON)", times["floor"], width=48)
     v1_median = report("v1 (httpx POST /v1/chat/completions)", times["v1"], floor_median, base_name="floor", width=48)
     print(f"goal: /v1 hit p50 / floor p50 = {v1_median / floor_median:.2f} (<= 1.3); "
-          f"Planner.Ask hit p50 / echo p50 = {grpc_median / echo_median:.2f} (<= 1.3)", flush=True)
+          f"Planner.Ask hit p50 / echo p50 = {grpc_median / echo_median:.2f} (<= 1.3; "
+          f"{grpc_median / guarded_median:.2f} against floor 2)", flush=True)
     http.close()
     echo_channel.close()
 
