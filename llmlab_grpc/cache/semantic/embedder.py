@@ -11,13 +11,14 @@ CPU per token per core (its int8 x int4 matmuls are 70% of it, GELU's ``erff`` 1
 once, a single question takes the engine's single-text path, tokenisation is under 1%, and
 the vector comes back as float32. Only more cores make one question faster.
 
-Threads (``semantic_embed_threads``): the engine's OpenMP runtime runs with a passive wait
-policy (its default, spinning at barriers, made one embedding take 1.5 s instead of 0.1 s on
-a busy machine). ``0`` (the default) picks per question: every core (at most 4) while the
-machine's 1-minute load average leaves them idle, one thread as soon as it does not, since a
-team waiting at ~100 barriers per question for a thread that lost its core is slower than
-one thread. A number fixes it. The team size is set on the worker thread
-(``omp_set_num_threads`` of the engine's bundled libgomp), and the variables the runtime reads
+Threads (``semantic_embed_threads``): ``0`` (the default) picks per question: every core (at
+most 4) while the machine's 1-minute load average leaves them idle, one thread as soon as it
+does not, since a team waiting at ~100 barriers per question for a thread that lost its core
+is slower than one thread. A team's threads spin briefly at a barrier, then sleep
+(``SPIN_COUNT``): the runtime's default, spinning for long, made one embedding take 1.5 s
+instead of 0.1 s on a busy machine, and sleeping at once made two threads no faster than one.
+A number fixes the team size. It is set on the worker thread (``omp_set_num_threads`` of the
+engine's bundled libgomp), and the variables the runtime reads
 at start are set only while the engine loads and restored after, so nothing else in the
 process (or the Ray workers it starts) sees them.
 """
@@ -46,7 +47,13 @@ MAX_SEMANTIC_CHARS = 2000
 AUTO_MAX_THREADS = 4
 """Most threads ``threads=0`` gives one question (a 12-token question gains little past 4)."""
 
-_OMP_ENV = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+SPIN_COUNT = 20000
+"""Spins (libgomp's ``GOMP_SPINCOUNT``, tens of microseconds) a thread of the team waits at a
+barrier before it sleeps: a question meets ~100 barriers back to back, and on idle cores two
+threads took 10.7 ms with it against 24.4 ms sleeping at once (passive) and 27.1 ms for one
+thread (docs/cache.md); unbounded spinning (the runtime's default) made one embedding take 1.5 s
+on a busy machine."""
+_OMP_ENV = {"OMP_NUM_THREADS": "1", "GOMP_SPINCOUNT": str(SPIN_COUNT), "OMP_WAIT_POLICY": None}
 T = TypeVar("T")
 _CONTRACTIONS = [("what's", "what is"), ("who's", "who is"), ("where's", "where is"), ("how's", "how is"),
                  ("when's", "when is"), ("it's", "it is"), ("that's", "that is"), ("there's", "there is"),
@@ -103,7 +110,11 @@ class Embedder:
                         from exc
                 saved = {k: os.environ.get(k) for k in _OMP_ENV}
                 most = self.threads or min(self._cores, AUTO_MAX_THREADS)
-                os.environ.update({**_OMP_ENV, "OMP_NUM_THREADS": str(most)})
+                for name, value in {**_OMP_ENV, "OMP_NUM_THREADS": str(most)}.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
                 try:
                     self._model = E5()
                     # The engine's own libgomp (its dependency): the team size of the calling thread.
