@@ -3,9 +3,9 @@
 The node's ``MethodTable`` (mesh/method_table.py) applies it once to each method's
 handler, and to the handlers that refuse a call without the mesh secret, so refused
 calls are counted too (code UNAUTHENTICATED). Only methods the node serves are recorded,
-so a client inventing method names cannot create new series. The labelled series of a
-method are resolved when it is wrapped, so a call pays two clock reads and two metric
-updates, and no interceptor.
+so a client inventing method names cannot create new series. A method's figures are found
+when it is wrapped, so a call pays two clock reads and one ``MethodCalls.record`` (plain
+numbers, no lock: ``call_series.py``), and no interceptor.
 
 The status code is the one the handler ended with: OK, the code of ``context.abort`` or
 ``context.set_code``, CANCELLED when the client went away, UNKNOWN for an exception.
@@ -54,14 +54,10 @@ class _Recorder:
 
     def __init__(self, metrics: NodeMetrics, method: str) -> None:
         self.service, self.method = _split(method)
-        self._requests = metrics.grpc_requests
-        self._latency = metrics.grpc_latency.labels(self.service, self.method)
-        self._ok = metrics.grpc_requests.labels(self.service, self.method, "OK")
+        self._calls = metrics.grpc_calls.method(self.service, self.method)
 
     def done(self, started: float, context: Context, exc: BaseException | None) -> None:
-        self._latency.observe(time.perf_counter() - started)
-        code = _code(context, exc)
-        (self._ok if code == "OK" else self._requests.labels(self.service, self.method, code)).inc()
+        self._calls.record(time.perf_counter() - started, _code(context, exc))
 
 
 def _unary(rec: _Recorder, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:

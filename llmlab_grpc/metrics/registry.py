@@ -23,6 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from llmlab_grpc.metrics.call_series import CallSeries
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The text exposition format's media type (``text/plain; version=0.0.4``)."""
 
@@ -43,13 +45,8 @@ class NodeMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
-        self.grpc_requests = Counter(
-            "llmlab_grpc_requests", "gRPC calls served, by service, method and final status code",
-            ["service", "method", "code"], registry=r)
-        self.grpc_latency = Histogram(
-            "llmlab_grpc_request_duration_seconds",
-            "Time to serve a gRPC call (a streamed call: until its last message), by service and method",
-            ["service", "method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.grpc_calls = CallSeries(LATENCY_BUCKETS)
+        r.register(self.grpc_calls)
         self.tokens = Counter("llmlab_tokens_generated", "Completion tokens generated on this node, by model",
                               ["model"], registry=r)
         self.prompt_tokens = Counter("llmlab_prompt_tokens", "Prompt tokens read by this node's models, by model",
