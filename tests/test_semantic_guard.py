@@ -217,10 +217,16 @@ def test_embedding_threads_follow_the_idle_cores() -> None:
     assert auto_threads(cores=2, load=12.0) == 1
     assert auto_threads(cores=16, load=2.0) == 4
     fixed = Embedder(threads=3)
+    auto = Embedder(threads=0)
     try:
         assert fixed.team_size() == 3
+        auto.note_team_time(0.010, tokens=14)  # 0.7 ms a token: a team on idle cores
+        assert auto._solo_until == 0.0
+        auto.note_team_time(0.150, tokens=14)  # a core was busy: one thread for the next minute
+        assert auto.team_size() == 1
     finally:
         fixed.close()
+        auto.close()
 
 
 def test_questions_are_embedded_in_a_normal_form() -> None:

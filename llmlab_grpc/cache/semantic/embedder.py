@@ -14,7 +14,9 @@ the vector comes back as float32. Only more cores make one question faster.
 Threads (``semantic_embed_threads``): ``0`` (the default) picks per question: every core (at
 most 4) while the machine's 1-minute load average leaves them idle, one thread as soon as it
 does not, since a team waiting at ~100 barriers per question for a thread that lost its core
-is slower than one thread. A team's threads spin briefly at a barrier, then sleep
+is slower than one thread; and because the load average lags a sudden burst, a question on a
+team that runs slower than ``SLOW_TOKEN_S`` a token sends the next minute's questions to one
+thread. A team's threads spin briefly at a barrier, then sleep
 (``SPIN_COUNT``): the runtime's default, spinning for long, made one embedding take 1.5 s
 instead of 0.1 s on a busy machine, and sleeping at once made two threads no faster than one.
 A number fixes the team size. It is set on the worker thread (``omp_set_num_threads`` of the
@@ -29,6 +31,7 @@ import asyncio
 import os
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +47,12 @@ MAX_SEMANTIC_CHARS = 2000
 """Questions longer than this are neither embedded nor looked up semantically (exact matching only)."""
 
 
+SLOW_TOKEN_S = 0.002
+"""A question on a team of several threads that took longer than this per token (one thread takes
+~1.1-1.5 ms here, two on idle cores ~0.9) found a core busy: a team waits at ~100 barriers for
+its slowest thread, and such questions took 100-190 ms where one thread takes 20-30."""
+SOLO_S = 60.0
+"""How long ``threads=0`` then keeps to one thread (the 1-minute load average catches up by then)."""
 AUTO_MAX_THREADS = 4
 """Most threads ``threads=0`` gives one question (a 12-token question gains little past 4)."""
 
@@ -94,6 +103,7 @@ class Embedder:
         """Threads per question; 0: chosen per question by ``auto_threads``."""
         self._cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self._team = 0  # the team size last set on the worker thread
+        self._solo_until = 0.0  # monotonic time until which threads=0 keeps to one thread
         self._set_team: Callable[[int], Any] | None = None
         self._model: Any = None
         self._load_lock = threading.Lock()
@@ -131,6 +141,8 @@ class Embedder:
         """Threads the next question gets."""
         if self.threads:
             return self.threads
+        if time.monotonic() < self._solo_until:
+            return 1
         try:
             load = os.getloadavg()[0]
         except OSError:
@@ -141,12 +153,24 @@ class Embedder:
         """The vector of ``text`` (blocking: call from a worker thread, or via ``embed``)."""
         model = self._load()
         team = self.team_size()
+        judged = team > 1 and not self.threads and team == self._team  # (a new team starts its threads)
         if team != self._team and self._set_team is not None:
             self._set_team(team)  # this thread's OpenMP team; every embedding runs on it
             self._team = team
-        vector = np.asarray(model.query(normalise(text)), dtype=np.float32)
+        plain = normalise(text)
+        started = time.perf_counter()
+        vector = np.asarray(model.query(plain), dtype=np.float32)
+        if judged:
+            self.note_team_time(time.perf_counter() - started, int(model.token_count(plain, True)))
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else vector
+
+    def note_team_time(self, seconds: float, tokens: int) -> None:
+        """A question on a team took ``seconds``: slower than ``SLOW_TOKEN_S`` a token, the next
+        ``SOLO_S`` seconds of questions run on one thread (``threads=0`` only), since the load
+        average that chose the team lags a sudden burst by up to a minute."""
+        if seconds > SLOW_TOKEN_S * max(1, tokens):
+            self._solo_until = time.monotonic() + SOLO_S
 
     def _embed_recent(self, text: str) -> np.ndarray:
         vector = self._recent.get(text)
