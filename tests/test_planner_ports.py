@@ -74,3 +74,47 @@ async def test_no_cache_and_no_llm_node_fails_unavailable_and_leaves_the_count()
     assert status == grpc.StatusCode.UNAVAILABLE and MODEL in task.error
     assert task.steps[-1].cache == planner_pb2.CACHE_OUTCOME_NONE
     assert meter.proto().in_flight == 0
+
+
+class CountingCache(AnsweringCache):
+    """An ``AnsweringCache`` that counts lookups and answers only when ``answers`` is set."""
+
+    def __init__(self, meter: LoadMeter, answers: bool) -> None:
+        super().__init__(meter)
+        self.answers = answers
+        self.lookups = 0
+
+    async def lookup(self, key: str, read_through: bool = False, max_age_s: float | None = None,
+                     namespace: str = "") -> cache_pb2.GetResponse:
+        self.lookups += 1
+        if self.answers:
+            return await super().lookup(key, read_through, max_age_s, namespace)
+        return cache_pb2.GetResponse(found=False)
+
+
+async def test_a_hit_answered_without_a_workflow_is_kept_in_the_task_store() -> None:
+    meter = LoadMeter()
+    cache = CountingCache(meter, answers=True)
+    planner = planner_with(cache, meter)
+    task, status = await planner.ask(planner_pb2.Query(text="What is the capital of France?", model=MODEL))
+    assert status is None and cache.lookups == 1
+    assert planner.store.get(task.task_id) is task and task.status == planner_pb2.TASK_STATUS_SUCCEEDED
+    assert [s.step_id for s in task.steps] == ["s1"] and task.steps[0].output == "Paris."
+
+
+async def test_a_miss_is_looked_up_once_then_generated() -> None:
+    meter = LoadMeter()
+    cache = CountingCache(meter, answers=False)
+    planner = planner_with(cache, meter)
+    task, status = await planner.ask(planner_pb2.Query(text="What is the capital of France?", model=MODEL))
+    # No llm node: the generation after the miss fails, and the cache was asked once, not twice.
+    assert status == grpc.StatusCode.UNAVAILABLE and cache.lookups == 1
+    assert task.steps[-1].cache == planner_pb2.CACHE_OUTCOME_MISS
+
+
+async def test_a_query_a_rule_routes_to_a_tool_is_never_answered_from_the_cache() -> None:
+    meter = LoadMeter()
+    cache = CountingCache(meter, answers=True)
+    planner = planner_with(cache, meter)
+    task, _ = await planner.ask(planner_pb2.Query(text="What is 25 * 67?", model=MODEL))
+    assert cache.lookups == 0 and task.steps[0].kind == planner_pb2.STEP_KIND_TOOL

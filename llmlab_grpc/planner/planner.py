@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from llmlab_grpc.cache.keys import is_deterministic
 from llmlab_grpc.limits import MAX_QUERY_BYTES
 from llmlab_grpc.planner import cache_controls
 from llmlab_grpc.planner.cache_controls import CacheControls
@@ -30,8 +31,8 @@ from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls
 from llmlab_grpc.planner.proposal import MAX_PROPOSAL_TOKENS, parse_proposal, proposal_messages
 from llmlab_grpc.planner.rules import RouteHints, route_hints
 from llmlab_grpc.planner.tasks import TaskStore, preview_query, query_digest
-from llmlab_grpc.planner.workflow import Emit, MessagesFrom, StepResult, StepSpec, WorkflowManager
-from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
+from llmlab_grpc.planner.workflow import Emit, MessagesFrom, StepResult, StepSpec, WorkflowManager, step_lookup
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, planner_pb2
 
 if TYPE_CHECKING:
     from llmlab_grpc.config import NamespacePolicy
@@ -183,11 +184,23 @@ class Planner:
         task = planner_pb2.Task(task_id=secrets.token_hex(8), query=kept, status=planner_pb2.TASK_STATUS_RUNNING,
                                 created_at=created, planner_node_id=self.calls.me.node_id,
                                 query_sha256=digest, query_truncated=cut)
-        self.store.save(task)
+        known_miss: cache_pb2.CacheLookup | None = None
         t0 = time.perf_counter()
+        if emit is None:  # nobody listens: a hit in this node's cache is answered without a workflow
+            self.tasks.add(1)
+            try:
+                known_miss = await self._answer_from_cache(query, controls, task)
+            finally:
+                self.tasks.add(-1)
+            if known_miss is None and task.status == planner_pb2.TASK_STATUS_SUCCEEDED:
+                task.total_ms = (time.perf_counter() - t0) * 1000
+                self.store.save(task)
+                return task, None
+        self.store.save(task)
         self.tasks.add(1)
         try:
-            workflow = WorkflowManager(self.calls, task, emit, cache_nondeterministic=query.cache_nondeterministic)
+            workflow = WorkflowManager(self.calls, task, emit, cache_nondeterministic=query.cache_nondeterministic,
+                                       known_miss=known_miss)
             specs = await self._plan(query, controls, workflow)
             if emit is not None:
                 await emit(planner_pb2.AskStreamResponse(task_id=task.task_id,
@@ -212,6 +225,48 @@ class Planner:
         task.total_ms = (time.perf_counter() - t0) * 1000
         self.store.save(task)
         return task, status
+
+    async def _answer_from_cache(self, query: planner_pb2.Query, controls: CacheControls, task: planner_pb2.Task
+                                 ) -> cache_pb2.CacheLookup | None:
+        """A hit's answer written into ``task`` (SUCCEEDED, its one step replayed) with no plan or workflow.
+
+        Only for a query whose plan is sure to be the single plain generation ``_plan`` would make
+        (no rule, nothing that looks like a tool, a model known) and that the cache may answer
+        (cache not refused, sampling deterministic or ``cache_nondeterministic``), looked up in
+        this node's own cache the way that step would (``step_lookup``, ``MeshCalls.cache_get``).
+        Returns the lookup when it missed, so the workflow does not ask again; ``None`` when it
+        answered (``task.status`` says so) or the query is not one it may answer.
+        """
+        if self.calls.local_cache is None or query.no_cache or continues_tool_call(query):
+            return None
+        params = effective_params(query)
+        if not (is_deterministic(params) or query.cache_nondeterministic):
+            return None
+        text = query.text.strip()
+        if not query.no_tools:
+            if len(text) > RULES_INLINE_CHARS:
+                return None
+            hints = route_hints(text)
+            if hints.rule is not None or hints.toolish or hints.note:
+                return None
+        model = query.model or self.calls.default_model()
+        if not model:
+            return None
+        step = task.steps.add(step_id="s1", kind=planner_pb2.STEP_KIND_LLM, name=model,
+                              reason="no tool needed: plain generation")
+        step.started_at.FromNanoseconds(time.time_ns())
+        t0 = time.perf_counter()
+        lookup, step_controls = step_lookup(self._user_messages(query, text), model, params, controls)
+        hit = await self.calls.cache_get(lookup, step_controls)
+        if hit is None:
+            del task.steps[:]
+            return lookup
+        result = await WorkflowManager(self.calls, task, None).replay(step, hit)
+        step.duration_ms = (time.perf_counter() - t0) * 1000
+        step.output = result.text
+        task.status = planner_pb2.TASK_STATUS_SUCCEEDED
+        task.answer = result.text.strip()
+        return None
 
     async def stream(self, query: planner_pb2.Query) -> AsyncGenerator[planner_pb2.AskStreamResponse, None]:
         """``ask`` as a stream: each event as it happens, then ``final`` with the task.

@@ -68,12 +68,18 @@ def _leftover_words(text: str, span: tuple[int, int]) -> list[str]:
     return [w for w in re.findall(r"[a-z']+|=", rest) if w not in _FILLER]
 
 
+_DIGIT_RE = re.compile(r"\d")
+_TIMES_X_RE = re.compile(r"(\d)\s*[xX]\s*(?=\d)")
+
+
 def match_arithmetic(text: str) -> RuleMatch | None:
-    text = re.sub(r"(\d)\s*[xX]\s*(?=\d)", r"\1 * ", text)  # "25 x 67"
+    if not _DIGIT_RE.search(text):
+        return None  # no number, no expression (most chat): the runs below would all be turned down
+    text = _TIMES_X_RE.sub(r"\1 * ", text)  # "25 x 67"
     best: re.Match[str] | None = None
     for m in _EXPR_RE.finditer(text):
         candidate = m.group(0)
-        if re.search(r"\d", candidate) and _OPERATOR_RE.search(candidate) and (
+        if _DIGIT_RE.search(candidate) and _OPERATOR_RE.search(candidate) and (
             best is None or len(candidate.strip()) > len(best.group(0).strip())
         ):
             best = m

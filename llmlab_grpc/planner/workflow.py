@@ -75,6 +75,20 @@ def semantic_parts(messages: list[common_pb2.ChatMessage]) -> tuple[str, str]:
     return messages[-1].content, hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
+def step_lookup(messages: list[common_pb2.ChatMessage], model: str, params: common_pb2.GenerationParams,
+                controls: CacheControls) -> tuple[cache_pb2.CacheLookup, CacheControls]:
+    """The cache lookup a generation step makes, and its controls (no semantic match without a question).
+
+    One function for the workflow's steps and the planner's hit path, so both ask the cache the same."""
+    semantic_text, context_hash = semantic_parts(messages)
+    if controls.semantic and not semantic_text:
+        controls = dataclasses.replace(controls, semantic=False)
+    lookup = cache_pb2.CacheLookup(prompt=cache_prompt(messages), model=model, params=params,
+                                   namespace=controls.namespace, semantic_text=semantic_text,
+                                   context_hash=context_hash)
+    return lookup, controls
+
+
 _PIECE = re.compile(r"\s*\S+")
 MAX_REPLAY_PIECES = 256
 
@@ -96,11 +110,14 @@ class WorkflowManager:
     """Runs one task's steps."""
 
     def __init__(self, calls: MeshCalls, task: planner_pb2.Task, emit: Emit | None,
-                 cache_nondeterministic: bool = False) -> None:
+                 cache_nondeterministic: bool = False, known_miss: cache_pb2.CacheLookup | None = None) -> None:
         self.calls = calls
         self.task = task
         self.emit = emit
         self.cache_nondeterministic = cache_nondeterministic
+        self.known_miss = known_miss
+        """A lookup the planner's hit path already made and missed: a step making the same one
+        takes the miss as it is rather than asking the cache (and its peers) twice."""
         self.results: dict[str, StepResult] = {}
         self.first_error: Any = None  # grpc.StatusCode of the first failed step, for the RPC status
 
@@ -164,7 +181,7 @@ class WorkflowManager:
         await self._event(tool_result=planner_pb2.ToolResult(step_id=step.step_id, result=reply.result))
         return StepResult(text=result_text(step.name, data), data=data)
 
-    async def _replay(self, step: planner_pb2.Step, hit: cache_pb2.GetResponse) -> StepResult:
+    async def replay(self, step: planner_pb2.Step, hit: cache_pb2.GetResponse) -> StepResult:
         """Answer ``step`` from a cache hit: the trace says which entry (and how similar, for a
         semantic hit), and the text streams in word-aligned pieces ending with the usage the
         generation behind the entry reported."""
@@ -201,22 +218,18 @@ class WorkflowManager:
         step = spec.step
         assert spec.messages is not None
         messages = spec.messages(self.results)
-        controls = spec.controls
-        semantic_text, context_hash = semantic_parts(messages)
-        if controls.semantic and not semantic_text:
-            controls = dataclasses.replace(controls, semantic=False)
-        lookup = cache_pb2.CacheLookup(prompt=cache_prompt(messages), model=step.name, params=spec.params,
-                                       namespace=controls.namespace, semantic_text=semantic_text,
-                                       context_hash=context_hash)
+        lookup, controls = step_lookup(messages, step.name, spec.params, spec.controls)
         cacheable = is_deterministic(spec.params) or self.cache_nondeterministic
         if not spec.use_cache:
             step.cache = planner_pb2.CACHE_OUTCOME_BYPASS
         elif not self.calls.has_cache():
             step.cache = planner_pb2.CACHE_OUTCOME_NONE
         else:
-            hit = await self.calls.cache_get(lookup, controls) if cacheable else None
+            hit = None
+            if cacheable and (self.known_miss is None or lookup != self.known_miss):
+                hit = await self.calls.cache_get(lookup, controls)
             if hit is not None:
-                return await self._replay(step, hit)
+                return await self.replay(step, hit)
             step.cache = planner_pb2.CACHE_OUTCOME_MISS if cacheable else planner_pb2.CACHE_OUTCOME_BYPASS
             if not cacheable and "not cached" not in step.reason:
                 step.reason += "; not cached: sampling is random (temperature > 0 and no seed)"
