@@ -130,6 +130,11 @@ class Failover:
         return f"{self.what} {self.name}{sep}{self.why}"
 
 
+def describe_all(failed_over: Iterable[Failover]) -> str:
+    """Failover notes joined for one message."""
+    return "; ".join(f.describe() for f in failed_over)
+
+
 class Retry(Exception):
     """Raised by an attempt: this candidate cannot do it now, try the next (a failure that is not an RPC error).
 
@@ -166,7 +171,7 @@ class PeerCallError(Exception):
 
     def tried(self) -> str:
         """The failover notes, for a message ("llm node a: UNAVAILABLE: ...; llm node b sent ...")."""
-        return "; ".join(f.describe() for f in self.failed_over)
+        return describe_all(self.failed_over)
 
 
 class StreamCall(Protocol):
@@ -245,13 +250,12 @@ class PeerCalls:
                  what: str) -> PeerCallError:
         if until is not None and _now() >= until:
             return PeerCallError(grpc.StatusCode.DEADLINE_EXCEEDED, f"the deadline passed after trying: "
-                                 f"{'; '.join(f.describe() for f in failed_over) or 'no ' + what}",
+                                 f"{describe_all(failed_over) or 'no ' + what}",
                                  failed_over=failed_over, exhausted=True)
         if last is None:
             return PeerCallError(grpc.StatusCode.UNAVAILABLE, f"no {what} is alive to take the call",
                                  failed_over=failed_over, exhausted=True)
-        return PeerCallError(last.code, f"every {what} failed: "
-                             f"{'; '.join(f.describe() for f in failed_over)}",
+        return PeerCallError(last.code, f"every {what} failed: {describe_all(failed_over)}",
                              failed_over=failed_over, exhausted=True)
 
     # -- unary calls ----------------------------------------------------------------------

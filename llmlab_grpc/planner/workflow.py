@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmlab_grpc.cache.keys import is_deterministic
+from llmlab_grpc.mesh.peer_calls import describe_all
 from llmlab_grpc.planner.cache_controls import CacheControls
 from llmlab_grpc.planner.mesh_calls import Failover, MeshCallError, MeshCalls, result_text
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, inference_pb2, planner_pb2
@@ -254,7 +255,7 @@ class WorkflowManager:
         finally:  # the trace says which nodes were left and why, whether or not another answered
             step.failed_over.extend(f.node_id for f in failed_over)
             if failed_over:
-                step.reason += "; failed over: " + "; ".join(f.describe() for f in failed_over)
+                step.reason += "; failed over: " + describe_all(failed_over)
         text = "".join(parts)
         complete = usage is not None  # a final usage message arrived: the stream was not cut off
         if usage is not None:
