@@ -425,8 +425,8 @@ it, so it is no longer held out: the benchmark counts it in the tuning split wit
 
 # ---------------------------------------------------------------------------------------------
 # HELD_OUT: written in one sitting on 2026-12-01 before any change to the normaliser, the guard or
-# the threshold of that day, and never used to tune them: the benchmark prints only its totals
-# (its individual failures only with --show-held-out, after tuning is done).
+# the threshold of that day. Its 2 wrong hits were read and fixed afterwards, so it is no longer
+# held out: the benchmark now counts it in the tuning split (FRESH below replaced it).
 HELD_OUT: list[tuple[str, list[str], list[tuple[str, str]]]] = [
     ("How do I bake chocolate chip cookies?",
      ["What's the best way to bake chocolate chip cookies?", "How can I make chocolate chip cookies in the oven?", "Give me instructions for baking chocolate chip cookies."],
@@ -519,7 +519,7 @@ HELD_OUT: list[tuple[str, list[str], list[tuple[str, str]]]] = [
      ["Which river is the longest in Africa?", "What's Africa's longest river?", "Name the longest river in Africa."],
      [("entity", "What is the longest river in Asia?"), ("direction", "What is the shortest river in Africa?"), ("entity", "What is the largest lake in Africa?")]),
 ]
-"""Held out: 30 questions, 90 paraphrases that must hit, 90 near-misses that must not."""
+"""The second held-out set (30 questions), spent: counted in the tuning split."""
 
 HELD_OUT_TURNS: list[tuple[list[dict[str, str]], list[dict[str, str]], str]] = [
     ([{"role": "user", "content": "I live in Spain."}, {"role": "assistant", "content": "Noted."}],
@@ -541,4 +541,119 @@ HELD_OUT_TURNS: list[tuple[list[dict[str, str]], list[dict[str, str]], str]] = [
      [{"role": "user", "content": "We're talking about the 2019 remake."}, {"role": "assistant", "content": "Right."}],
      "Who directed it?"),
 ]
-"""Held-out multi-turn near-misses (the same last question after other earlier turns): must miss."""
+"""The second held-out set's multi-turn near-misses, spent: counted in the tuning split."""
+
+# ---------------------------------------------------------------------------------------------
+# FRESH: the third held-out set, written in one sitting on 2026-12-01 (21:15 UTC) BEFORE reading the
+# guard's code or changing the guard, the normaliser or the thresholds, in the casual way people
+# type to a home assistant (lowercase, no question mark, "50k", "9am", "sqrt"). Never used to
+# tune: the benchmark prints only its totals (its misses only with --show-held-out, at the end).
+FRESH: list[tuple[str, list[str], list[tuple[str, str]]]] = [
+    ("how long do i cook a 5 lb chicken at 350",
+     ["How long should I roast a 5 lb chicken at 350 degrees?", "cooking time for a 5 pound chicken at 350F?", "5 lb chicken in the oven at 350, how long does it take?"],
+     [("number", "how long do i cook a 8 lb chicken at 350"), ("number", "how long do i cook a 5 lb chicken at 425"), ("entity", "how long do i cook a 5 lb turkey at 350")]),
+    ("How do I read a CSV file with pandas?",
+     ["what's the way to load a csv file into pandas", "How can I read a CSV into a pandas DataFrame?", "pandas: how to read a csv file?"],
+     [("direction", "How do I write a CSV file with pandas?"), ("entity", "How do I read an Excel file with pandas?"), ("entity", "How do I read a CSV file with polars?")]),
+    ("Do I need a visa to visit Japan from the US?",
+     ["do US citizens need a visa for Japan", "Is a visa required for Americans traveling to Japan?", "As an American, do I need a visa to go to Japan?"],
+     [("entity", "Do I need a visa to visit China from the US?"), ("entity", "Do I need a visa to visit Japan from India?"), ("direction", "Do I need a visa to visit the US from Japan?")]),
+    ("What is 72 Fahrenheit in Celsius?",
+     ["convert 72 F to C", "72 degrees fahrenheit in celsius?", "How much is 72°F in Celsius?"],
+     [("number", "What is 27 Fahrenheit in Celsius?"), ("direction", "What is 72 Celsius in Fahrenheit?"), ("unit", "What is 72 Fahrenheit in Kelvin?")]),
+    ("What's a 20% tip on an $85 bill?",
+     ["how much is a 20 percent tip on 85 dollars", "20% tip on $85?", "Calculate a 20% tip for an $85 bill."],
+     [("number", "What's a 15% tip on an $85 bill?"), ("number", "What's a 20% tip on a $58 bill?"), ("entity", "What's the total of an $85 bill with a 20% tip?")]),
+    ("When did the Berlin Wall fall?",
+     ["what year did the berlin wall come down", "When did the Berlin Wall come down?", "In which year did the Berlin Wall fall?"],
+     [("direction", "When was the Berlin Wall built?"), ("entity", "When did the Soviet Union fall?"), ("entity", "Why did the Berlin Wall fall?")]),
+    ("How do I take a screenshot on a Mac?",
+     ["how to screenshot on mac", "What's the keyboard shortcut for a screenshot on macOS?", "How can I take a screen shot on my MacBook?"],
+     [("entity", "How do I take a screenshot on Windows?"), ("entity", "How do I take a screenshot on an iPhone?"), ("entity", "How do I record my screen on a Mac?")]),
+    ("What are the early signs of dehydration?",
+     ["early symptoms of dehydration", "How can I tell if I'm getting dehydrated?", "What are the first signs that you're dehydrated?"],
+     [("entity", "What are the early signs of heatstroke?"), ("entity", "What are the early signs of dehydration in babies?"), ("direction", "What are the late signs of dehydration?")]),
+    ("What is the difference between a Roth IRA and a traditional IRA?",
+     ["roth ira vs traditional ira, what's the difference", "How does a Roth IRA differ from a traditional IRA?", "Explain the difference between Roth and traditional IRAs."],
+     [("entity", "What is the difference between a Roth IRA and a 401k?"), ("entity", "What is the difference between a Roth 401k and a traditional 401k?"), ("entity", "What is the contribution limit for a Roth IRA?")]),
+    ("If I invest $1000 at 5% interest, how much will I have after 10 years?",
+     ["how much will $1000 grow to in 10 years at 5% interest", "What is $1,000 worth after 10 years at 5 percent interest?", "1000 dollars at 5% for 10 years, what's the final amount?"],
+     [("number", "If I invest $1000 at 7% interest, how much will I have after 10 years?"), ("number", "If I invest $1000 at 5% interest, how much will I have after 20 years?"), ("number", "If I invest $5000 at 5% interest, how much will I have after 10 years?")]),
+    ("Can I use baking soda instead of baking powder?",
+     ["can baking soda replace baking powder", "Is it okay to substitute baking soda for baking powder?", "baking soda instead of baking powder - will it work?"],
+     [("direction", "Can I use baking powder instead of baking soda?"), ("entity", "Can I use yeast instead of baking powder?"), ("entity", "Can I use cornstarch instead of baking powder?")]),
+    ("How do I convert a string to an int in JavaScript?",
+     ["how to turn a string into an integer in javascript", "What's the way to parse a string as an int in JS?", "JavaScript: convert string to integer?"],
+     [("entity", "How do I convert a string to an int in Java?"), ("direction", "How do I convert an int to a string in JavaScript?"), ("entity", "How do I convert a string to a float in JavaScript?")]),
+    ("What does 'TypeError: NoneType object is not subscriptable' mean in Python?",
+     ["python error 'NoneType object is not subscriptable' what does it mean", "Why do I get 'TypeError: NoneType object is not subscriptable' in Python?", "Explain the Python error 'TypeError: NoneType object is not subscriptable'."],
+     [("quoted", "What does 'TypeError: NoneType object is not iterable' mean in Python?"), ("quoted", "What does 'TypeError: int object is not subscriptable' mean in Python?"), ("quoted", "What does 'KeyError: None' mean in Python?")]),
+    ("What's the best way to get from the airport to downtown Lisbon?",
+     ["how do i get from lisbon airport to the city center", "Best way to travel from Lisbon airport into downtown?", "What's the easiest way from the airport to central Lisbon?"],
+     [("entity", "What's the best way to get from the airport to downtown Porto?"), ("direction", "What's the best way to get from downtown Lisbon to the airport?"), ("date", "What's the best way to get from the airport to downtown Lisbon at 2am?")]),
+    ("How many cups are in a quart?",
+     ["how many cups in a quart", "A quart equals how many cups?", "What's the number of cups in one quart?"],
+     [("unit", "How many cups are in a gallon?"), ("direction", "How many quarts are in a cup?"), ("unit", "How many cups are in a liter?")]),
+    ("What is 2 to the power of 10?",
+     ["whats 2^10", "2 raised to the 10th power?", "Calculate 2 to the 10th power."],
+     [("number", "What is 2 to the power of 12?"), ("direction", "What is 10 to the power of 2?"), ("number", "What is 3 to the power of 10?")]),
+    ("Who was the first president of the United States?",
+     ["who was the first US president", "Who served as the first president of the USA?", "first president of the united states?"],
+     [("number", "Who was the third president of the United States?"), ("entity", "Who was the first vice president of the United States?"), ("entity", "Who was the first president of France?")]),
+    ("My iPhone won't charge, what should I do?",
+     ["iphone not charging, what can i do", "What should I do if my iPhone isn't charging?", "How do I fix an iPhone that won't charge?"],
+     [("entity", "My iPad won't charge, what should I do?"), ("entity", "My iPhone won't turn on, what should I do?"), ("entity", "My AirPods won't charge, what should I do?")]),
+    ("Is it safe to take ibuprofen with acetaminophen?",
+     ["Can I take ibuprofen and acetaminophen together?", "Is it okay to combine ibuprofen with acetaminophen?", "ibuprofen and acetaminophen at the same time, is that safe?"],
+     [("entity", "Is it safe to take ibuprofen with aspirin?"), ("entity", "Is it safe to take ibuprofen with warfarin?"), ("entity", "Is it safe to take ibuprofen while pregnant?")]),
+    ("How much tax do I pay on a £50,000 salary in the UK?",
+     ["How much tax will I pay on £50,000 a year in the UK?", "UK tax on a salary of £50,000?", "how much income tax on a 50k salary in the uk"],
+     [("number", "How much tax do I pay on a £70,000 salary in the UK?"), ("entity", "How much tax do I pay on a £50,000 salary in Ireland?"), ("date", "How much tax did I pay on a £50,000 salary in the UK in 2010?")]),
+    ("How long do I boil an egg for a runny yolk?",
+     ["how long to boil eggs for runny yolks", "What's the boiling time for a soft-boiled egg with a runny yolk?", "For a runny yolk, how many minutes should I boil an egg?"],
+     [("entity", "How long do I boil an egg for a firm yolk?"), ("entity", "How long do I boil a duck egg for a runny yolk?"), ("entity", "How long do I poach an egg for a runny yolk?")]),
+    ("What time is it in Tokyo when it's 9am in New York?",
+     ["if it's 9am in new york what time is it in tokyo", "9 AM in New York is what time in Tokyo?", "When it's 9 in the morning in New York, what's the time in Tokyo?"],
+     [("number", "What time is it in Tokyo when it's 9pm in New York?"), ("entity", "What time is it in London when it's 9am in New York?"), ("direction", "What time is it in New York when it's 9am in Tokyo?")]),
+    ("How long does light from the Sun take to reach Earth?",
+     ["how long does sunlight take to get to earth", "How many minutes does it take light from the Sun to reach us?", "What's the travel time of sunlight to Earth?"],
+     [("entity", "How long does light from the Moon take to reach Earth?"), ("entity", "How long does light from the Sun take to reach Mars?"), ("entity", "How long does light from Proxima Centauri take to reach Earth?")]),
+    ("How do I install a specific version of a package with pip?",
+     ["pip install specific version of a package", "How can I pip install an exact version of a package?", "What's the pip command to install a particular package version?"],
+     [("entity", "How do I install a specific version of a package with npm?"), ("entity", "How do I upgrade a package with pip?"), ("negation", "How do I install a package with pip without internet access?")]),
+    ("Who won the Super Bowl in 2020?",
+     ["who won the 2020 super bowl", "Which team won the Super Bowl in 2020?", "2020 Super Bowl winner?"],
+     [("date", "Who won the Super Bowl in 2016?"), ("date", "Who won the Super Bowl in 2021?"), ("direction", "Who lost the Super Bowl in 2020?")]),
+    ("Which foods are high in iron?",
+     ["what foods have a lot of iron", "What are some iron-rich foods?", "list foods rich in iron"],
+     [("direction", "Which foods are low in iron?"), ("entity", "Which foods are high in potassium?"), ("negation", "Which foods high in iron contain no meat?")]),
+    ("Should I use a comma before 'and' in a list?",
+     ["do i put a comma before and in a list", "Is a comma needed before 'and' in a list?", "comma before 'and' in lists, yes or no?"],
+     [("quoted", "Should I use a comma before 'or' in a list?"), ("entity", "Should I use a semicolon before 'and' in a list?"), ("entity", "Should I use a comma after 'and' in a list?")]),
+    ("How do I turn off auto-updates on Windows 11?",
+     ["how to disable automatic updates windows 11", "What's the way to stop Windows 11 from updating automatically?", "Can I turn off automatic updates in Windows 11?"],
+     [("number", "How do I turn off auto-updates on Windows 10?"), ("direction", "How do I turn on auto-updates on Windows 11?"), ("entity", "How do I turn off auto-updates on my iPhone?")]),
+]
+"""Fresh held-out: 28 questions, 84 paraphrases that must hit, 84 near-misses that must not."""
+
+FRESH_TURNS: list[tuple[list[dict[str, str]], list[dict[str, str]], str]] = [
+    ([{"role": "user", "content": "I'm vegan."}, {"role": "assistant", "content": "Got it."}],
+     [{"role": "user", "content": "I'm diabetic."}, {"role": "assistant", "content": "Got it."}],
+     "What should I eat for breakfast?"),
+    ([{"role": "user", "content": "I'm on a Mac."}, {"role": "assistant", "content": "OK."}],
+     [{"role": "user", "content": "I'm on Windows."}, {"role": "assistant", "content": "OK."}],
+     "How do I open the terminal?"),
+    ([{"role": "user", "content": "I'm flying out of Chicago."}, {"role": "assistant", "content": "Sure."}],
+     [{"role": "user", "content": "I'm flying out of Denver."}, {"role": "assistant", "content": "Sure."}],
+     "Which airport should I use?"),
+    ([{"role": "user", "content": "Use metric units please."}, {"role": "assistant", "content": "Will do."}],
+     [{"role": "user", "content": "Use imperial units please."}, {"role": "assistant", "content": "Will do."}],
+     "How tall is Mount Everest?"),
+    ([{"role": "user", "content": "My budget is $500."}, {"role": "assistant", "content": "Noted."}],
+     [{"role": "user", "content": "My budget is $2000."}, {"role": "assistant", "content": "Noted."}],
+     "Which TV should I buy?"),
+    ([{"role": "user", "content": "I'm writing in Rust."}, {"role": "assistant", "content": "Great."}],
+     [{"role": "user", "content": "I'm writing in TypeScript."}, {"role": "assistant", "content": "Great."}],
+     "How do I handle errors?"),
+]
+"""Fresh held-out multi-turn near-misses (the same last question after other earlier turns): must miss."""
