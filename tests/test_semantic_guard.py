@@ -86,6 +86,44 @@ def test_near_misses_are_refused_with_a_reason(cached: str, asked: str, why: str
     assert why in refuse(asked, cached)
 
 
+@pytest.mark.parametrize(("cached", "asked"), [
+    ("How many ml in a cup?", "A cup is how many ml?"),  # a unit's role, not its place, in a conversion
+    ("How many ml in a cup?", "cup to ml?"),
+    ("How long should I boil pasta?", "How many minutes should pasta boil?"),  # a duration asked in a unit
+    ("How long should I boil pasta?", "What's the right boiling time for pasta?"),  # "<verb>ing time"
+    ("What is 25 times 67?", "What do you get when you multiply 25 by 67?"),  # a "when" clause is no question word
+    ("How do I remove a file in Linux?", "How can I delete a file in Linux?"),  # synonyms
+    ("How do I enable dark mode?", "How do I turn on dark mode?"),  # a phrasal verb is one verb
+    ("How many ounces are in a pound?", "How many ounces make up one pound?"),  # ... or only frames the question
+    ("Is it going to rain in Seattle tomorrow?", "Is rain expected in Seattle tomorrow?"),  # "going to" is will
+    ("How many legs does an octopus have?", "How many legs do octopuses have?"),  # a singular in -us
+    ("What is the difference between a virus and a bacterium?", "How do viruses differ from bacteria?"),  # plural
+    ("Who composed the Four Seasons?", "Four Seasons composer?"),  # a bare kind noun asks who
+])
+def test_paraphrases_the_new_rules_accept(cached: str, asked: str) -> None:
+    assert refuse(asked, cached) == ""
+
+
+@pytest.mark.parametrize(("cached", "asked", "why"), [
+    ("how many ml in a cup", "how many cups in a ml", "salient"),  # the roles of two units swapped
+    ("what's the cheapest way to get from london to paris", "what's the cheapest way to get from paris to london",
+     "another order"),  # lowercase names after "from" and "to"
+    ("what is a good credit score", "what is a good credit score in canada", "narrows"),  # an added "in" phrase
+    ("how do i reset my router", "how do i reset my router password", "extends"),  # an owned noun extended
+    ("what is 12 squared", "what is the square root of 12", "operation"),  # an added arithmetic operation
+    ("how many steps a day should i walk", "how many steps a day should a child walk", "subject"),  # I vs a child
+    ("how do i turn on dark mode on android", "how do i turn off dark mode on android", "opposites"),  # phrasal
+    ("How many hours of sleep does a teenager need?", "How many minutes of sleep does a teenager need?",
+     "how long in"),  # a duration asked in another unit
+    ("what's the weather going to be in chicago this weekend", "what was the weather in chicago last weekend",
+     "salient"),  # "last" before a date word
+    ("Can I fly when I'm pregnant?", "Can I fly after I'm pregnant?", "salient"),  # "after" is salient
+    ("Do you know when the Titanic sank?", "Do you know why the Titanic sank?", "asks"),  # an embedded "when" asks
+])
+def test_near_misses_the_new_rules_refuse(cached: str, asked: str, why: str) -> None:
+    assert why in refuse(asked, cached)
+
+
 def test_features_normalise_numbers_and_units() -> None:
     assert features("It costs 1,000 dollars").hard == features("It costs 1000 USD").hard
     assert features("five apples").hard == features("5 apples").hard

@@ -24,9 +24,20 @@ threshold is accepted only when none of these checks refuses it:
   smaller, before / after, buy / sell, ...);
 * **swapped words** — each side does not have content words the other lacks ("recipe for
   pancakes" / "recipe for waffles", "read mode" / "write mode"), unless listed synonyms
-  explain them; words only one side adds ("a *funny* joke") pass.
+  explain them; one word only one side adds ("a *funny* joke") passes unless it narrows the
+  question: an arithmetic operation ("square *root* of 12"), the object of a preposition the
+  other lacks ("a good credit score *in canada*"), or a noun extending an owned last noun ("my
+  router *password*");
+* **order** — the words right after "from", "to", "than", "vs" ... that both mention come in the
+  same order, capitalised or not ("from london to paris" is not "from paris to london");
+* **subject** — the same auxiliary with "I" on one side and a noun the other never names on the
+  other is another question ("should *I* walk" / "should *a child* walk").
 
-Both sides are compared in canonical forms: contractions folded ("what's", "who's"), number words
+Both sides are compared in canonical forms: contractions folded ("what's", "who's"), phrasal
+verbs as one verb ("turn off" is "disable", "get rid of" is "remove"), two lone units by their
+role in a conversion ("how many ml in a cup" = "cup to ml"), a duration asked in a unit as "how
+long" ("how many minutes should pasta boil"), a mid-sentence "when I'm ..." as a condition, not a
+question word, "last"/"next" before a date word and "before"/"after" as salient, number words
 as digits, "one" as the article it usually is ("calories in one banana" is "in a banana"; it stays
 a number beside another number or an arithmetic word, and in "one of"), irregular past forms as
 their verb ("built" is "build"), plurals and common suffixes stripped, and a capitalised first
@@ -84,6 +95,7 @@ UNITS = {
     "bit": "bit", "bits": "bit", "teaspoon": "tsp", "teaspoons": "tsp", "tsp": "tsp", "tablespoon": "tbsp",
     "tablespoons": "tbsp", "tbsp": "tbsp", "pint": "pt", "pints": "pt", "quart": "qt", "quarts": "qt",
     "hz": "Hz", "hertz": "Hz", "ghz": "GHz", "mhz": "MHz",
+    "daily": "d", "weekly": "wk", "monthly": "mo", "yearly": "yr", "annually": "yr", "hourly": "h",
 }
 TEMPORAL = {
     "today": "today", "tomorrow": "tomorrow", "yesterday": "yesterday", "tonight": "tonight",
@@ -92,8 +104,11 @@ TEMPORAL = {
     "friday": "fri", "saturday": "sat", "sunday": "sun", "january": "jan", "february": "feb", "march": "mar",
     "april": "apr", "june": "jun", "july": "jul", "august": "aug", "september": "sep", "october": "oct",
     "november": "nov", "december": "dec", "spring": "spring", "summer": "summer", "autumn": "autumn",
-    "fall": "autumn", "winter": "winter", "ago": "ago", "since": "since", "until": "until",
+    "fall": "autumn", "winter": "winter", "ago": "ago", "since": "since", "until": "until", "before": "before",
+    "after": "after",
 }
+_RELATIVE = {"last": "past", "previous": "past", "past": "past", "next": "next", "coming": "next"}
+"""Before a date word or a unit of time these fix which one ("last weekend", "next year"): salient."""
 _CARDINAL_TEXT = """zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
 sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety"""
 _CARDINALS = {w: int(NUMBER_WORDS[w]) for w in _CARDINAL_TEXT.split()}
@@ -173,8 +188,13 @@ sang:sing sung:sing swam:swim swum:swim threw:throw thrown:throw wore:wear worn:
 rose:rise risen:rise sank:sink sunk:sink shot:shoot stole:steal stolen:steal struck:strike fought:fight
 caught:catch brought:bring got:get gotten:get did:do done:do had:have became:become drew:draw drawn:draw
 """
+_IRREGULAR_TEXT += """
+bacteria:bacterium criteria:criterion phenomena:phenomenon children:child mice:mouse teeth:tooth geese:goose
+cacti:cactus fungi:fungus nuclei:nucleus larvae:larva
+"""
 IRREGULAR = dict(pair.split(":") for pair in _IRREGULAR_TEXT.split())
-"""Past forms of common irregular verbs -> the verb: "when was it built" and "when did they build it"."""
+"""Past forms of common irregular verbs -> the verb ("when was it built" and "when did they build it"),
+and irregular plurals -> the singular ("bacteria" is "bacterium")."""
 
 
 def _stem(word: str) -> str:
@@ -183,8 +203,10 @@ def _stem(word: str) -> str:
     word = IRREGULAR.get(word, word)
     if len(word) > 4 and word.endswith("ies"):
         word = word[:-3] + "y"
-    elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
-        word = word[:-1]
+    elif len(word) > 5 and word.endswith("uses"):
+        word = word[:-2]  # viruses -> virus, octopuses -> octopus (causes -> caus, as cause)
+    elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us")):
+        word = word[:-1]  # a singular in -us keeps its s: virus, octopus, bus
     for suffix, keep in (("ing", 3), ("ed", 3), ("ly", 4), ("est", 4), ("er", 4), ("ise", 4)):
         if word.endswith(suffix) and len(word) - len(suffix) >= keep:
             word = word[: -len(suffix)]
@@ -248,6 +270,16 @@ _SYNONYM_GROUPS = [
     {"tell", "say"}, {"country", "nation"}, {"distance", "far"}, {"tall", "high", "height"},
     {"old", "age"}, {"cost", "price", "expensive"}, {"work", "function"}, {"way", "method"},
     {"person", "human"}, {"build", "construct"}, {"length", "long"},
+    {"delete", "remove", "erase"}, {"exit", "quit", "close", "leave"}, {"symptom", "sign"},
+    {"substitute", "replace", "replacement", "alternative", "instead", "swap"},
+    {"calculate", "compute", "calculation"}, {"formula", "equation"}, {"enable", "activate"},
+    {"disable", "deactivate"}, {"invent", "inventor", "invention"}, {"fridge", "refrigerator"},
+    {"check", "see", "view", "find", "show"}, {"undo", "revert"}, {"recent", "latest", "last", "newest"},
+    {"loud", "noise", "noisy"}, {"weather", "forecast"}, {"kid", "child", "children"},
+    {"baby", "infant", "newborn"}, {"pregnant", "pregnancy"}, {"fly", "flight", "flying"},
+    {"travel", "go", "get", "trip"}, {"compose", "composer"}, {"paint", "painter"}, {"discover", "discoverer"},
+    {"between", "vs", "versus", "compare", "comparison"}, {"differ", "difference", "distinguish"},
+    {"times", "multiply", "multiplied", "product"}, {"while", "during"},
 ]
 SYNONYMS: dict[str, frozenset[str]] = {}
 for _group in _SYNONYM_GROUPS:
@@ -271,17 +303,57 @@ _ASK_SKIP = frozenset({"is", "was", "are", "were", "the", "a", "an", "best", "ri
 """Words between ``what``/``which`` and the noun that fixes the kind of answer ("what is the best *time*")."""
 
 
-def _question_kinds(tokens: list[str]) -> tuple[frozenset[str], set[int]]:
-    """(the kinds of answer ``tokens`` asks for, the indexes of the nouns that say it).
+SUBJECT_PRONOUNS = frozenset({"i", "im", "ive", "you", "youre", "we", "it", "its", "he", "she", "they",
+                              "theyre"})
+_KNOW_VERBS = frozenset({"know", "tell", "me", "ask", "wonder", "remember", "sure", "say", "and", "or"})
+"""Before these, a mid-sentence "when" asks (an embedded question: "do you know when it sank")."""
+_WH = frozenset({"what", "which", "who", "whom", "whose", "when", "where", "why", "how", "whats", "whos", "hows",
+                 "wheres"})
+_DURATION_UNITS = frozenset({"second", "seconds", "minute", "minutes", "hour", "hours", "day", "days", "week",
+                             "weeks", "month", "months", "year", "years"})
+_DURATION_VERBS = frozenset({"take", "takes", "took", "taken", "last", "lasts", "stay", "stays", "keep", "keeps"})
+"""In a how-long question these only carry the question ("how long does it take", "how long does it
+last", "how long can it stay"): not words of its topic."""
 
-    A kind noun ("year" in "in what year") is part of the question word, not a unit or a date."""
+
+def _question_kinds(tokens: list[str], counted: bool = False,
+                    duration: list[str] | None = None) -> tuple[frozenset[str], set[int], set[int]]:
+    """(the kinds of answer ``tokens`` asks for, the indexes of the nouns that say it, the indexes of
+    words that only frame the question; ``duration`` gets the unit a
+    duration is asked in).
+
+    A kind noun ("year" in "in what year") is part of the question word, not a unit or a date. A
+    duration asked in a unit ("how many minutes should pasta boil", "the boiling time", "how much
+    time") asks "how long" when the question holds no other number or unit (``counted``: it has a
+    number): "how many minutes are in 3 hours" is a conversion and keeps its units. "When" followed
+    by its clause's subject in the middle of a sentence ("can I fly when I'm pregnant", "what do you
+    get when you multiply") is a condition, not a question word, unless a verb of knowing asks it
+    ("do you know when it sank"); so is a leading "when it's 9am, what time is it" clause."""
     kinds: set[str] = set()
     consumed: set[int] = set()
+    frame: set[int] = set()
+    duration = [] if duration is None else duration
+    other_units = sum(1 for t in tokens if t in UNITS and t not in _DURATION_UNITS)
     for i, word in enumerate(tokens):
+        nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if word == "when" and nxt in SUBJECT_PRONOUNS and (
+                (i > 0 and tokens[i - 1] not in _KNOW_VERBS)
+                or any(t in ("what", "which", "how", "who", "where", "why") for t in tokens[i + 2:])):
+            continue  # a condition: "... when I'm pregnant"
         if word in QUESTION_WORDS:
             kinds.add(QUESTION_WORDS[word])
-        elif word == "how" and i + 1 < len(tokens) and tokens[i + 1] in ("come", "long"):
-            kinds.add("why" if tokens[i + 1] == "come" else "how long")  # "how do I boil" is not "how long"
+        elif word == "how" and nxt in ("come", "long"):
+            kinds.add("why" if nxt == "come" else "how long")  # "how do I boil" is not "how long"
+            frame.add(i + 1)  # "long" is part of the question word
+        elif (word == "how" and nxt in ("many", "much") and i + 2 < len(tokens) and not counted
+              and not other_units and (tokens[i + 2] in _DURATION_UNITS or (nxt == "much" and tokens[i + 2] == "time"))
+              and sum(t in _DURATION_UNITS for t in tokens) == 1):
+            kinds.add("how long")  # "how many minutes should pasta boil" asks how long it should
+            frame.update((i + 1, i + 2))
+            duration.append(tokens[i + 2])
+        elif word == "time" and i > 0 and len(tokens[i - 1]) > 4 and tokens[i - 1].endswith("ing") and not counted:
+            kinds.add("how long")  # "the boiling time", "driving time"
+            frame.add(i)
         elif word == "length" and i > 0 and tokens[i - 1] == "the" and tokens[i + 1:i + 2] == ["of"]:
             kinds.add("how long")
         elif word in ("what", "which"):
@@ -295,7 +367,54 @@ def _question_kinds(tokens: list[str]) -> tuple[frozenset[str], set[int]]:
                 kinds.add(kind)
                 if kind == "when":
                     consumed.add(j)
-    return frozenset(kinds), consumed
+    if not kinds and not any(t in _WH for t in tokens):
+        for i, word in enumerate(tokens):  # "four seasons composer?", "declaration signing date?"
+            if word == "date" or (_ASK_NOUNS.get(word) == "who" and word not in ("people", "person", "human")):
+                kinds.add("when" if word == "date" else "who")
+                consumed.add(i)
+    if "how long" in kinds:
+        frame.update(i for i, t in enumerate(tokens) if t in _DURATION_VERBS)
+    return frozenset(kinds), consumed, frame
+
+
+PHRASAL = {
+    ("turn", "on"): "enable", ("switch", "on"): "enable", ("turn", "off"): "disable", ("switch", "off"): "disable",
+    ("find", "out"): "find", ("figure", "out"): "find", ("look", "up"): "find", ("set", "up"): "create",
+    ("work", "out"): "calculate", ("come", "up"): "invent", ("get", "rid"): "remove", ("pay", "off"): "repay",
+    ("pay", "down"): "repay", ("get", "out"): "exit", ("log", "in"): "login", ("sign", "in"): "login",
+    ("log", "out"): "logout", ("sign", "out"): "logout", ("shut", "down"): "shutdown", ("go", "down"): "sink",
+    ("make", "up"): "", ("going", "to"): "",
+}
+"""Phrasal verbs -> one verb, so that their particle is not a word of their own ("turn off" is
+"disable", the opposite of "turn on"; "get rid of hiccups" is "remove"). The particle may follow
+a pronoun object ("turn it off"). "" is a verb that only frames the question: "how many ounces
+*make up* a pound" asks what "are in a pound" does, "is it *going to* rain" what "will it rain"
+does."""
+_PHRASAL_STEMS = {(IRREGULAR.get(v, v), p): c for (v, p), c in PHRASAL.items()}
+
+
+def _phrasal(tokens: list[str]) -> tuple[dict[int, str], set[int]]:
+    """({verb index: its one-verb meaning}, the particles' indexes) of ``tokens``' phrasal verbs."""
+    verbs: dict[int, str] = {}
+    particles: set[int] = set()
+    for i, word in enumerate(tokens):
+        base = IRREGULAR.get(word, word)
+        for cut in ("", "s", "ed", "ing"):
+            if cut and base.endswith(cut) and len(base) - len(cut) >= 2:
+                base = base[: -len(cut)]
+                break
+        for j in (i + 1, i + 2):
+            if j >= len(tokens) or (j == i + 2 and tokens[i + 1] not in ("it", "them", "this", "that")):
+                break
+            canon = next((_PHRASAL_STEMS[k] for k in ((word, tokens[j]), (base, tokens[j]), (base + "e", tokens[j]),
+                                                       (base[:-1], tokens[j])) if k in _PHRASAL_STEMS), None)
+            if canon is not None:
+                verbs[i] = canon
+                particles.add(j)
+                break
+    return verbs, particles
+
+
 DIRECTIONAL = frozenset({"than", "to", "from", "into", "vs", "versus", "before", "after", "over", "under", "beat",
                          "beats", "defeat", "defeated", "against", "minus", "divided", "above", "below"})
 """Words that make the order of two names matter."""
@@ -333,6 +452,9 @@ class Features:
     negated: bool
     asks: frozenset[str]
     """The question words that fix what kind of answer is wanted: who, when, where, why."""
+    duration: str = ""
+    """The unit a how-long question is asked in ("how many *minutes* should pasta boil"): it matches
+    "how long should I boil pasta", which names none, but not "how many *hours* ..."."""
 
 
 def _number(text: str) -> str:
@@ -382,8 +504,10 @@ def features(text: str) -> Features:
     content: set[str] = set()
     matches = [(m, f) for m in _WORD.finditer(rest) if (f := _fold(m.group(0)))]
     tokens = [f for _, f in matches]
-    asks, kind_nouns = _question_kinds(tokens)
     counted = bool(numbers) or any((t in NUMBER_WORDS and t != "one") or t in ARITHMETIC for t in tokens)
+    duration: list[str] = []
+    asks, kind_nouns, frame = _question_kinds(tokens, counted, duration)
+    verbs, particles = _phrasal(tokens)
     joined = [k > 0 and rest[matches[k - 1][0].end():m.start()].strip() == "" for k, (m, _) in enumerate(matches)]
     compounds = _compounds(tokens, joined)
     in_compound = {k for first, (last, _) in compounds.items() for k in range(first + 1, last + 1)}
@@ -399,11 +523,22 @@ def features(text: str) -> Features:
             words.append(folded)
             content.add(_stem(folded))
             continue
+        if index in frame or index in particles:  # "how *many minutes*", "turn it *off*": no word of their own
+            words.append(folded)
+            continue
+        if index in verbs:  # "turn off" is "disable"
+            words.extend((folded, verbs[index]) if verbs[index] else (folded,))
+            if verbs[index]:
+                content.add(_stem(verbs[index]))
+            continue
         for part in folded.split("-") if "-" in folded else (folded,):
             words.append(part)
         low = folded
         if low in NEGATIONS or token.lower().replace("\u2019", "'").endswith("n't"):
             negated = True
+        after = tokens[index + 1] if index + 1 < len(tokens) else ""
+        if low in _RELATIVE and (after in TEMPORAL or after in _DURATION_UNITS):
+            hard.append((m.start(), "t:" + _RELATIVE[low]))  # "last weekend" is not "this weekend"
         if low == "one" and not counted and tokens[index + 1:index + 2] != ["of"]:
             pass  # "calories in one banana" asks what "in a banana" does; "one of them", "one plus two" count
         elif low in NUMBER_WORDS:
@@ -429,10 +564,36 @@ def features(text: str) -> Features:
         else:
             quantities.append(f"u:{unit}")
     plain = tuple("n:" + value for _, (_s, value) in sorted(numbers.items(), key=lambda kv: kv[1][0]))
-    plain += tuple(q for q in quantities if q.startswith("u:"))  # a lone unit keeps its place: "tsp in a tbsp"
+    plain += _unit_roles([(start, q) for (start, _e, _u), q in zip(units, quantities, strict=True)
+                          if q.startswith("u:")], matches, tokens)
     others = tuple(sorted([h for _, h in hard] + [q for q in quantities if not q.startswith("u:")]))
     return Features(hard=plain + others, names=tuple(names), soft_names=tuple(soft), words=tuple(words),
-                    content=frozenset(content), negated=negated, asks=asks)
+                    content=frozenset(content), negated=negated, asks=asks,
+                    duration=UNITS.get(duration[0], "") if duration else "")
+
+
+_TARGET_AFTER = frozenset({"to", "into", "in"})
+
+
+def _unit_roles(lone: list[tuple[int, str]], matches: list[tuple[re.Match[str], str]],
+                tokens: list[str]) -> tuple[str, ...]:
+    """Lone units (no number before them) with the role they play in a conversion: the one asked
+    for (after "how many", "how much", "the number of", or else after "to", "into", "in") and the
+    ones it is asked of. "How many ml in a cup", "a cup is how many ml" and "cup to ml" all ask ml
+    of a cup; "how many cups in a ml" asks the reverse. A single lone unit, or units whose roles
+    cannot be told, keep their place in the text ("tsp in a tbsp")."""
+    if len(lone) < 2:
+        return tuple(q for _, q in lone)
+    at = {m.start(): k for k, (m, _) in enumerate(matches)}
+    before: list[tuple[str, str, str]] = []
+    for start, q in lone:
+        k = at.get(start, 0)
+        before.append((tokens[k - 1] if k >= 1 else "", tokens[k - 2] if k >= 2 else "", q))
+    many = [p1 in ("many", "much") or (p1 == "of" and p2 == "number") for p1, p2, _ in before]
+    target = many if any(many) else [p1 in _TARGET_AFTER for p1, _, _ in before]
+    if sum(target) != 1:
+        return tuple(q for _, q in lone)
+    return tuple(sorted(("u>" if t else "u<") + q[2:] for t, (_, _, q) in zip(target, before, strict=True)))
 
 
 def _names_match(a: Features, b: Features) -> str:
@@ -466,6 +627,10 @@ def _swapped(a: Features, b: Features) -> str:
         return f"words differ: {sorted(only_a)} vs {sorted(only_b)}"
     if len(only_a | only_b) >= 2:  # "GDP" vs "GDP per capita": one side narrows the question
         return f"one side adds {sorted(only_a | only_b)}"
+    for x, y, added in ((a, b, only_a), (b, a, only_b)):
+        for word in added:
+            if why := _narrows(x, y, word):
+                return why
     return ""
 
 
@@ -478,6 +643,97 @@ def _opposite(a: Features, b: Features) -> str:
     return ""
 
 
+DETERMINERS = frozenset({"a", "an", "the", "my", "your", "our", "their", "his", "her", "its", "this", "that",
+                         "these", "those", "some", "any"})
+NARROWING = frozenset({"in", "for", "on", "at", "during", "with", "while", "among", "about", "near", "of"})
+"""Prepositions whose phrase, added on one side only, narrows the question to a case ("symptoms of a
+migraine *in kids*", "a good credit score *in Canada*", "a joke *about cats*")."""
+POSSESSIVES = frozenset({"my", "your", "our", "their", "his", "her"})
+AUXILIARIES = frozenset({"do", "does", "did", "can", "could", "should", "would", "will", "shall", "may", "might",
+                         "must", "is", "are", "was", "were"})
+_PERSONAL = frozenset({"i", "you", "we"})
+
+
+def _at(f: Features, stem: str) -> int:
+    """The index in ``f.words`` of the first word whose stem is ``stem``, or -1."""
+    return next((k for k, w in enumerate(f.words) if _stem(w) == stem), -1)
+
+
+def _before(words: tuple[str, ...], k: int) -> str:
+    """The word before ``words[k]``, skipping determiners ("in *a* baby")."""
+    k -= 1
+    while k >= 0 and words[k] in DETERMINERS:
+        k -= 1
+    return words[k] if k >= 0 else ""
+
+
+def _narrows(x: Features, y: Features, added: str) -> str:
+    """Why one content word ``x`` has and ``y`` lacks makes ``x`` a narrower question, or ''.
+
+    A word passes when it only rephrases or colours ("a *funny* joke", "the *best* way", "the
+    *capital* city"); it narrows when it is an arithmetic operation ("square *root* of 12" is not
+    "12 squared"), the object of a preposition only ``x`` has ("symptoms of a migraine *in kids*"),
+    or a noun after the last word of ``y`` when that word is owned ("reset my router *password*" is
+    not "reset my router"; "when does the next eclipse *happen*" is "when is the next eclipse")."""
+    if added in {_stem(w) for w in ARITHMETIC}:
+        return f"one side adds the operation {added!r}"
+    k = _at(x, added)
+    if k < 0:
+        return ""
+    prep = _before(x.words, k)
+    if prep in NARROWING and prep not in y.words and x.words[k] not in PRONOUNS:
+        return f"one side narrows it with {prep!r} {x.words[k]!r}"
+    if k > 1 and y.words and x.words[k - 1] == y.words[-1] and x.words[k - 2] in POSSESSIVES:
+        return f"one side extends {y.words[-1]!r} with {x.words[k]!r}"
+    return ""
+
+
+def _subject(f: Features) -> tuple[str, str]:
+    """(the first auxiliary or modal verb, the word after it skipping determiners): the question's
+    subject ("should *I* walk", "should *my dog* drink")."""
+    for k, w in enumerate(f.words):
+        if w in AUXILIARIES:
+            j = k + 1
+            while j < len(f.words) and f.words[j] in DETERMINERS:
+                j += 1
+            return w, f.words[j] if j < len(f.words) else ""
+    return "", ""
+
+
+def _subject_swapped(a: Features, b: Features) -> str:
+    """Refuse "how many steps should *a child* walk" for "... should *I* walk": the same auxiliary,
+    a personal pronoun on one side and on the other a noun the first never mentions."""
+    (aux_a, sub_a), (aux_b, sub_b) = _subject(a), _subject(b)
+    if not aux_a or aux_a != aux_b or sub_a == sub_b:
+        return ""
+    for (x, sx), (y, sy) in (((a, sub_a), (b, sub_b)), ((b, sub_b), (a, sub_a))):
+        if sx in _PERSONAL and sy and sy not in _PERSONAL and sy not in STOPWORDS \
+                and _stem(sy) in y.content and _stem(sy) not in x.content:
+            return f"the subject differs: {sx!r} vs {sy!r}"
+    return ""
+
+
+def _anchors_in_order(a: Features, b: Features) -> str:
+    """The words right after a directional word ("from *london* to *paris*", "bigger than *x*")
+    that both sides mention come in the same order in both: lowercase names are names too."""
+    anchored: set[str] = set()
+    for f in (a, b):
+        for k, w in enumerate(f.words[:-1]):
+            if w in DIRECTIONAL:
+                j = k + 1
+                while j < len(f.words) and f.words[j] in DETERMINERS:
+                    j += 1
+                if j < len(f.words) and f.words[j] not in STOPWORDS:
+                    anchored.add(f.words[j])
+    shared = anchored & set(a.words) & set(b.words)
+    if len(shared) >= 2:
+        order_a = sorted(shared, key=a.words.index)
+        order_b = sorted(shared, key=b.words.index)
+        if order_a != order_b:
+            return f"{order_a} are in another order in the other"
+    return ""
+
+
 def refuse(question: str, candidate: str) -> str:
     """Why ``candidate`` (a cached question) must not answer ``question``; '' when the guard accepts it."""
     a, b = features(question), features(candidate)
@@ -487,4 +743,7 @@ def refuse(question: str, candidate: str) -> str:
         return "one negates, the other does not"
     if a.asks != b.asks:
         return f"asks {sorted(a.asks) or 'what'} vs {sorted(b.asks) or 'what'}"
-    return _names_match(a, b) or _opposite(a, b) or _swapped(a, b)
+    if a.duration and b.duration and a.duration != b.duration:
+        return f"asks how long in {a.duration!r} vs {b.duration!r}"
+    return (_names_match(a, b) or _anchors_in_order(a, b) or _subject_swapped(a, b) or _opposite(a, b)
+            or _swapped(a, b))
