@@ -356,13 +356,15 @@ def _question_kinds(tokens: list[str], counted: bool = False,
             frame.add(i)
         elif word == "length" and i > 0 and tokens[i - 1] == "the" and tokens[i + 1:i + 2] == ["of"]:
             kinds.add("how long")
-        elif word in ("what", "which"):
+        elif word in ("what", "which", "whats"):
             j = i + 1
             while j < len(tokens) and tokens[j] in _ASK_SKIP:
                 j += 1
             kind = _ASK_NOUNS.get(tokens[j]) if j < len(tokens) else None
             if kind == "why" and (word != "what" or j != i + 1) and tokens[j] != "reason":
                 kind = None  # "what makes" and "what causes" ask why; "which cause" does not
+            if kind == "when" and j + 1 < len(tokens) and tokens[j + 1] not in STOPWORDS:
+                kind = None  # "what is the time complexity", "what time zone": a compound, not a time
             if kind is not None:
                 kinds.add(kind)
                 if kind == "when":
@@ -477,6 +479,13 @@ def _fold(word: str) -> str:
     return word.replace("'", "")
 
 
+def _adverb(text: str, end: int, after: str) -> bool:
+    """Whether an ordinal ending at ``end`` is an adverb ("pay off debt *first* or invest?"): nothing
+    it could count follows it (the end, a comma, "or", "and", "then"), unlike "the *first* president"."""
+    rest = text[end:].lstrip()
+    return not rest or rest[0] in ".,;:!?" or after in ("or", "and", "then")
+
+
 def _starts_sentence(text: str, at: int) -> bool:
     before = text[:at].rstrip()
     return not before or before[-1] in ".!?:;\n"
@@ -541,7 +550,7 @@ def features(text: str) -> Features:
             hard.append((m.start(), "t:" + _RELATIVE[low]))  # "last weekend" is not "this weekend"
         if low == "one" and not counted and tokens[index + 1:index + 2] != ["of"]:
             pass  # "calories in one banana" asks what "in a banana" does; "one of them", "one plus two" count
-        elif low in NUMBER_WORDS:
+        elif low in NUMBER_WORDS and not (NUMBER_WORDS[low].startswith("#") and _adverb(rest, m.end(), after)):
             numbers[m.end()] = (m.start(), NUMBER_WORDS[low])
         elif low in UNITS:
             units.append((m.start(), m.end(), UNITS[low]))
@@ -617,12 +626,26 @@ def _names_match(a: Features, b: Features) -> str:
     return ""
 
 
+def _joined(x: Features, y: Features) -> set[str]:
+    """The stems of one word written as two ("quick sort" / "quicksort", "web site" / "website"):
+    both halves in ``x`` and the whole in ``y``; they count as the same word."""
+    found: set[str] = set()
+    whole_words = set(y.words)
+    for first, second in zip(x.words, x.words[1:], strict=False):
+        whole = first + second
+        if first.isalpha() and second.isalpha() and (whole in whole_words or whole.removesuffix("s") in whole_words
+                                                     or whole + "s" in whole_words):
+            found.update((_stem(whole), _stem(first), _stem(second)))
+    return found
+
+
 def _swapped(a: Features, b: Features) -> str:
     """Refuse when each side has content words the other lacks that no listed synonym explains
     ("a string" / "a list", "read mode" / "write mode", "left align" / "center"); words only
     added on one side ("a funny joke") pass."""
-    only_a = {w for w in a.content - b.content if not SYNONYMS.get(w, frozenset()) & b.content}
-    only_b = {w for w in b.content - a.content if not SYNONYMS.get(w, frozenset()) & a.content}
+    joined = _joined(a, b) | _joined(b, a)
+    only_a = {w for w in a.content - b.content - joined if not SYNONYMS.get(w, frozenset()) & b.content}
+    only_b = {w for w in b.content - a.content - joined if not SYNONYMS.get(w, frozenset()) & a.content}
     if only_a and only_b:
         return f"words differ: {sorted(only_a)} vs {sorted(only_b)}"
     if len(only_a | only_b) >= 2:  # "GDP" vs "GDP per capita": one side narrows the question
