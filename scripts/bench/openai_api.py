@@ -121,9 +121,14 @@ def serve(argv: list[str]) -> int:
     return 0
 
 
-def spawn_bench_node(secret: str, args: list[str], log_dir: Path, timeout_s: float = 180.0) -> tuple[NodeProcess, str]:
-    """The child node (stopped by PID by the caller) and its echo server's address."""
-    cmd = [sys.executable, __file__, "--serve", "--name", "bench-openai", "--host", "127.0.0.1", "--port", "0", *args]
+def spawn_bench_node(secret: str, args: list[str], log_dir: Path, timeout_s: float = 180.0,
+                     wrapper: list[str] | None = None) -> tuple[NodeProcess, str]:
+    """The child node (stopped by PID by the caller) and its echo server's address.
+
+    ``wrapper`` runs it behind a command that execs it (``valgrind ...``: same PID).
+    """
+    cmd = [*(wrapper or []), sys.executable, __file__, "--serve", "--name", "bench-openai", "--host", "127.0.0.1",
+           "--port", "0", *args]
     node = launch(cmd, "bench-openai", secret, env={"LLMLAB_CACHE_STORE": "memory"},
                   log_path=log_dir / "bench-openai.log")
     listening = node.listening.wait(timeout_s)
