@@ -13,9 +13,10 @@ from pydantic import ValidationError
 from llmlab_grpc.openai_api import translate
 from llmlab_grpc.openai_api.auth import ApiAuth, add_key, list_keys, remove_key
 from llmlab_grpc.openai_api.errors import ApiError
-from llmlab_grpc.openai_api.routes import _validation_error
+from llmlab_grpc.openai_api.routes import OpenAIApi, _validation_error
 from llmlab_grpc.openai_api.schemas import ChatCompletionRequest
 from llmlab_grpc.proto.llmlab.v1 import planner_pb2
+from llmlab_grpc.safejson import MAX_DEPTH
 
 TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 
@@ -179,3 +180,72 @@ def test_api_keys_are_stored_hashed_and_checked(tmp_path: Path) -> None:
         auth.check(f"Bearer {key}")
     path.write_text("{broken")
     assert auth.check("Bearer mesh-secret-123") == "mesh"
+
+
+@pytest.mark.parametrize("body", [
+    {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 24, "llmlab": {"tools": False}},
+    {"model": "m", "messages": [{"role": "system", "content": "be brief"},
+                                {"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+     "stop": ["END"], "seed": 2**63 - 1, "temperature": 0, "tools": [TOOL], "stream": True,
+     "cache": {"namespace": "team-a", "s-maxage": 30, "no-store": True, "min_similarity": 0.9}},
+])
+def test_a_body_is_parsed_and_validated_in_one_pass_as_the_general_way_would(body: dict) -> None:
+    raw = json.dumps(body).encode()
+    assert OpenAIApi._chat_request(raw) == ChatCompletionRequest.model_validate(json.loads(raw))
+    # Past MAX_DEPTH brackets the general way (safejson, then validation) takes it, with the same result.
+    padded = {**body, "metadata": {"pad": [[] for _ in range(MAX_DEPTH)]}}
+    assert OpenAIApi._chat_request(json.dumps(padded).encode()) == ChatCompletionRequest.model_validate(padded)
+
+
+@pytest.mark.parametrize(("raw", "code", "says"), [
+    (b'{"model": "m", "messages": [', "invalid_json", "the request body is not valid JSON"),
+    (b"", "invalid_json", "the request body is not valid JSON"),
+    (b'[{"model": "m"}]', "invalid_json", "the request body must be a JSON object"),
+    (b'"text"', "invalid_json", "the request body must be a JSON object"),
+    (b'{"model": "m"}', "invalid_request", "messages: Field required"),
+    (b'{"model": "m", "messages": [{"role": "robot"}]}', "invalid_request", "messages[0].role: Input should be"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "n": 2}', "invalid_request", "n: only n=1 is supported"),
+    (b'{"model": "m", "messages": [{"role": "user"}], "x": ' + b"[" * 100 + b"]" * 100 + b"}", "invalid_json",
+     "nested deeper than 64 levels"),
+])
+def test_a_refused_body_says_what_the_general_way_says(raw: bytes, code: str, says: str) -> None:
+    with pytest.raises(ApiError) as err:
+        OpenAIApi._chat_request(raw)
+    assert (err.value.status, err.value.code) == (400, code)
+    assert says in err.value.message
+
+
+def test_a_hit_answer_and_its_headers() -> None:
+    step = planner_pb2.Step(step_id="s1", kind=planner_pb2.STEP_KIND_LLM, cache=planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT,
+                            cache_match=planner_pb2.CacheMatch(similarity=0.93456, matched_prompt="Who painted it?"),
+                            usage=planner_pb2.StepUsage(prompt_tokens=7, completion_tokens=3, finish_reason="stop"))
+    task = _task(step)
+    answer = translate.answer(task, "m", 1700000000)
+    counted, source = translate.usage(task)
+    assert answer == {"id": "chatcmpl-t1", "object": "chat.completion", "created": 1700000000, "model": "m",
+                      "system_fingerprint": None, "usage": counted, "llmlab": translate.extension(task, source),
+                      "choices": [{"index": 0, "message": translate.message(task), "finish_reason": "stop",
+                                   "logprobs": None}]}
+    assert answer["llmlab"]["steps"][0]["kind"] == "llm" and answer["llmlab"]["cache"] == "semantic-hit"
+    assert translate.cache_headers(step) == {"x-llmlab-cache": "semantic-hit", "x-llmlab-cache-similarity": "0.9346",
+                                             "x-llmlab-cache-matched-prompt": "Who painted it?"}
+    assert translate.cache_header_pairs(step)[0] == (b"x-llmlab-cache", b"semantic-hit")
+    assert translate.cache_headers(None) == {"x-llmlab-cache": "none"}
+    outcomes = ((planner_pb2.CACHE_OUTCOME_HIT, "hit"), (planner_pb2.CACHE_OUTCOME_MISS, "miss"),
+                (planner_pb2.CACHE_OUTCOME_BYPASS, "bypass"), (planner_pb2.CACHE_OUTCOME_UNSPECIFIED, "none"))
+    for outcome, name in outcomes:
+        assert translate.cache_header_pairs(planner_pb2.Step(cache=outcome)) == [(b"x-llmlab-cache", name.encode())]
+
+
+def test_pinned_namespaces_follow_the_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    auth = ApiAuth("mesh-secret-123", path)
+    assert auth.reserved_namespaces() == frozenset()
+    alice = add_key(path, "alice", namespace="team-a")
+    assert auth.reserved_namespaces() == {"team-a"}
+    bob = add_key(path, "bob")
+    assert auth.principal(f"Bearer {bob}").name == "bob" and auth.reserved_namespaces(refresh=False) == {"team-a"}
+    remove_key(path, "alice")
+    with pytest.raises(ApiError):
+        auth.principal(f"Bearer {alice}")  # revoked at once: the file's stamp changed
+    assert auth.reserved_namespaces(refresh=False) == frozenset()

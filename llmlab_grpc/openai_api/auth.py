@@ -77,6 +77,10 @@ class Principal:
         return namespace
 
 
+MESH = Principal(MESH_PRINCIPAL, per_user=False)
+"""The mesh secret's holder: reaches every namespace, writes as nobody in particular."""
+
+
 def _read(path: Path) -> list[KeyRecord]:
     try:
         data = json.loads(path.read_text())
@@ -138,13 +142,20 @@ class ApiAuth:
     def __init__(self, mesh_secret: str, keys_path: Path) -> None:
         self._secret = mesh_secret.encode()
         self.keys_path = keys_path
+        self._keys_file = str(keys_path)
         self._records: list[KeyRecord] = []
-        self._stamp: tuple[int, int] | None = None
+        self._reserved: frozenset[str] = frozenset()
+        self._stamp: tuple[int, int, int] | None = None
 
     def _keys(self) -> list[KeyRecord]:
+        """The file's keys, re-read only when its stamp (mtime, size, inode) changed.
+
+        One ``stat`` a call is the whole cost while the file stays the same, and a key added
+        or removed (``_write`` replaces the file: new inode) is seen on the next request.
+        """
         try:
-            st = self.keys_path.stat()
-            stamp = (st.st_mtime_ns, st.st_size)
+            st = os.stat(self._keys_file)
+            stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
         except OSError:
             stamp = None
         if stamp != self._stamp:
@@ -152,6 +163,7 @@ class ApiAuth:
                 self._records = _read(self.keys_path) if stamp else []
             except KeyFileError:
                 self._records = []  # a broken file grants nothing; the mesh secret still works
+            self._reserved = frozenset(r.namespace for r in self._records if r.namespace)
             self._stamp = stamp
         return self._records
 
@@ -159,9 +171,14 @@ class ApiAuth:
         """The principal's name ("mesh" or a key's name); ``ApiError`` 401 when the header is missing or wrong."""
         return self.principal(header).name
 
-    def reserved_namespaces(self) -> frozenset[str]:
-        """Namespaces some key is pinned to: closed to every other per-user key."""
-        return frozenset(r.namespace for r in self._keys() if r.namespace)
+    def reserved_namespaces(self, refresh: bool = True) -> frozenset[str]:
+        """Namespaces some key is pinned to: closed to every other per-user key (kept with the keys).
+
+        ``refresh=False`` skips the file's stat: for a caller that just checked a key (``principal``).
+        """
+        if refresh:
+            self._keys()
+        return self._reserved
 
     def principal(self, header: str | None) -> Principal:
         """Who is calling; ``ApiError`` 401 when the header is missing or wrong."""
@@ -173,7 +190,7 @@ class ApiAuth:
         if scheme.lower() != "bearer" or not token:
             raise unauthorized("the Authorization header must be 'Bearer <key>'")
         if hmac.compare_digest(token.encode(), self._secret):
-            return Principal(MESH_PRINCIPAL, per_user=False)
+            return MESH
         given = digest(token)
         found: KeyRecord | None = None
         for record in self._keys():  # no early exit: the time taken does not depend on which key matched

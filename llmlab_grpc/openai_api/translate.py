@@ -33,7 +33,7 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from llmlab_grpc.openai_api.auth import MESH_PRINCIPAL, Principal
 from llmlab_grpc.openai_api.errors import bad_request
-from llmlab_grpc.openai_api.schemas import ChatCompletionRequest
+from llmlab_grpc.openai_api.schemas import ChatCompletionRequest, completion
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
 
 CHARS_PER_TOKEN = 4
@@ -47,6 +47,8 @@ def parse_cache_control(header: str) -> tuple[set[str], float | None]:
     """
     flags: set[str] = set()
     max_age: float | None = None
+    if not header:
+        return flags, max_age
     for part in header.split(",")[:32]:
         name, sep, value = part.strip().lower().partition("=")
         name = name.strip()
@@ -144,15 +146,28 @@ def answer_step(task: planner_pb2.Task) -> planner_pb2.Step | None:
     return task.steps[-1] if task.steps else None
 
 
+def _names(enum: EnumTypeWrapper, prefix: str) -> dict[int, str]:
+    """Every value of ``enum`` → its name without ``prefix``, lower case (a dict read, not ``Name()``, per answer)."""
+    return {value: name.removeprefix(prefix).lower() for name, value in enum.items()}
+
+
 def _name(enum: EnumTypeWrapper, value: int, prefix: str) -> str:
     return enum.Name(value).removeprefix(prefix).lower()
 
 
+_STEP_KINDS = _names(planner_pb2.StepKind, "STEP_KIND_")
+_OUTCOMES = {value: name.replace("_", "-")
+             for value, name in _names(planner_pb2.CacheOutcome, "CACHE_OUTCOME_").items()}
+_OUTCOMES[planner_pb2.CACHE_OUTCOME_UNSPECIFIED] = "none"
+_OUTCOME_HEADERS = {value: (b"x-llmlab-cache", name.encode()) for value, name in _OUTCOMES.items()}
+_NO_OUTCOME_HEADER = (b"x-llmlab-cache", b"none")
+_HITS = (planner_pb2.CACHE_OUTCOME_HIT, planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT)
+
+
 def outcome_name(outcome: int) -> str:
     """hit, semantic-hit, miss, bypass or none: a ``CacheOutcome`` as the ``x-llmlab-cache`` header says it."""
-    if outcome == planner_pb2.CACHE_OUTCOME_UNSPECIFIED:
-        return "none"
-    return _name(planner_pb2.CacheOutcome, outcome, "CACHE_OUTCOME_").replace("_", "-")
+    name = _OUTCOMES.get(outcome)
+    return name if name is not None else _name(planner_pb2.CacheOutcome, outcome, "CACHE_OUTCOME_").replace("_", "-")
 
 
 def cache_outcome(task: planner_pb2.Task) -> str:
@@ -162,17 +177,25 @@ def cache_outcome(task: planner_pb2.Task) -> str:
 
 
 def is_hit(step: planner_pb2.Step | None) -> bool:
-    return step is not None and step.cache in (planner_pb2.CACHE_OUTCOME_HIT, planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT)
+    return step is not None and step.cache in _HITS
 
 
 def cache_headers(step: planner_pb2.Step | None) -> dict[str, str]:
     """``x-llmlab-cache`` and, for a semantic hit, its similarity and the question it matched."""
-    outcome = "none" if step is None else outcome_name(step.cache)
-    headers = {"x-llmlab-cache": outcome}
-    if step is not None and step.cache == planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT:
-        headers["x-llmlab-cache-similarity"] = f"{step.cache_match.similarity:.4f}"
-        headers["x-llmlab-cache-matched-prompt"] = quote(step.cache_match.matched_prompt[:512], safe=" ?!,.'")
-    return headers
+    return {name.decode(): value.decode() for name, value in cache_header_pairs(step)}
+
+
+def cache_header_pairs(step: planner_pb2.Step | None) -> list[tuple[bytes, bytes]]:
+    """``cache_headers`` as the raw ``(name, value)`` pairs of an ASGI response (the outcome's pair is made once)."""
+    if step is None:
+        return [_NO_OUTCOME_HEADER]
+    cache = step.cache
+    pair = _OUTCOME_HEADERS.get(cache) or (b"x-llmlab-cache", outcome_name(cache).encode())
+    if cache != planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT:
+        return [pair]
+    match = step.cache_match
+    return [pair, (b"x-llmlab-cache-similarity", f"{match.similarity:.4f}".encode()),
+            (b"x-llmlab-cache-matched-prompt", quote(match.matched_prompt[:512], safe=" ?!,.'").encode())]
 
 
 def tool_calls(step: planner_pb2.Step | None) -> list[dict[str, Any]]:
@@ -200,7 +223,11 @@ def tool_calls(step: planner_pb2.Step | None) -> list[dict[str, Any]]:
 
 def finish_reason(task: planner_pb2.Task) -> str:
     step = answer_step(task)
-    if tool_calls(step):
+    return _finish_reason(step, tool_calls(step))
+
+
+def _finish_reason(step: planner_pb2.Step | None, calls: list[dict[str, Any]]) -> str:
+    if calls:
         return "tool_calls"
     if step is not None and step.HasField("usage") and step.usage.finish_reason == "length":
         return "length"
@@ -233,7 +260,7 @@ def usage(task: planner_pb2.Task) -> tuple[dict[str, int], str]:
 def step_row(step: planner_pb2.Step) -> dict[str, Any]:
     row: dict[str, Any] = {
         "step_id": step.step_id,
-        "kind": _name(planner_pb2.StepKind, step.kind, "STEP_KIND_"),
+        "kind": _STEP_KINDS.get(step.kind) or _name(planner_pb2.StepKind, step.kind, "STEP_KIND_"),
         "name": step.name,
         "node_id": step.node_id,
         "node_name": step.node_name,
@@ -269,12 +296,23 @@ def extension(task: planner_pb2.Task, usage_source: str) -> dict[str, Any]:
 
 
 def message(task: planner_pb2.Task) -> dict[str, Any]:
-    calls = tool_calls(answer_step(task))
-    out: dict[str, Any] = {"role": "assistant", "content": task.answer if task.answer or not calls else None,
-                           "refusal": None}
+    return _message(task.answer, tool_calls(answer_step(task)))
+
+
+def _message(answer: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": "assistant", "content": answer if answer or not calls else None, "refusal": None}
     if calls:
         out["tool_calls"] = calls
     return out
+
+
+def answer(task: planner_pb2.Task, model: str, created: int) -> dict[str, Any]:
+    """The ``chat.completion`` of a finished task (the model's tool calls read once, not per field)."""
+    step = answer_step(task)
+    calls = tool_calls(step)
+    counted, source = usage(task)
+    return completion(completion_id(task.task_id), created, model, _message(task.answer, calls),
+                      _finish_reason(step, calls), counted, extension(task, source))
 
 
 def completion_id(task_id: str) -> str:
