@@ -31,13 +31,16 @@ threshold is accepted only when none of these checks refuses it:
 * **order** — the words right after "from", "to", "than", "vs" ... that both mention come in the
   same order, capitalised or not ("from london to paris" is not "from paris to london");
 * **subject** — the same auxiliary with "I" on one side and a noun the other never names on the
-  other is another question ("should *I* walk" / "should *a child* walk").
+  other is another question ("should *I* walk" / "should *a child* walk");
+* **stranded preposition** — two questions ending in different prepositions ask different
+  relations ("cook salmon *to*" / "bake salmon *at*").
 
 Both sides are compared in canonical forms: contractions folded ("what's", "who's"), phrasal
 verbs as one verb ("turn off" is "disable", "get rid of" is "remove"), two lone units by their
 role in a conversion ("how many ml in a cup" = "cup to ml"), a duration asked in a unit as "how
 long" ("how many minutes should pasta boil"), a mid-sentence "when I'm ..." as a condition, not a
-question word, "last"/"next" before a date word and "before"/"after" as salient, number words
+question word, "last"/"next" before a date word and "before"/"after" as salient, "100 degrees
+fahrenheit", "100°F", "$250", "7%" and "1st" as quantities, "the us" as the country, number words
 as digits, "one" as the article it usually is ("calories in one banana" is "in a banana"; it stays
 a number beside another number or an arithmetic word, and in "one of"), irregular past forms as
 their verb ("built" is "build"), plurals and common suffixes stripped, and a capitalised first
@@ -61,7 +64,11 @@ _CODE = re.compile(r"```[^`]*```|`[^`\n]+`")
 _QUOTED = re.compile(r"\"([^\"\n]{1,200})\"|\u201c([^\u201d\n]{1,200})\u201d|(?<![\w])'([^'\n]{1,200})'(?![\w])")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_'\u2019.-]*[A-Za-z0-9]|[A-Za-z]")
-_UNIT_AFTER_NUMBER = re.compile(r"\d\s?(m|g|l|s|h|k|c|f)\b", re.IGNORECASE)
+_UNIT_AFTER_NUMBER = re.compile(r"\d\s?°?\s?(m|g|l|s|h|k|c|f)\b|\d\s?(%)", re.IGNORECASE)
+_ORDINAL_SUFFIX = re.compile(r"(?:st|nd|rd|th)(?![A-Za-z0-9])", re.IGNORECASE)
+CURRENCY_SIGNS = {"$": "usd", "£": "gbp", "€": "eur", "¥": "jpy"}
+_DEGREES = frozenset({"", "°", "degree", "degrees"})
+"""What may stand between a number and its unit: "100 degrees fahrenheit" is "100 F" is "100°F"."""
 
 NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
@@ -95,6 +102,7 @@ UNITS = {
     "bit": "bit", "bits": "bit", "teaspoon": "tsp", "teaspoons": "tsp", "tsp": "tsp", "tablespoon": "tbsp",
     "tablespoons": "tbsp", "tbsp": "tbsp", "pint": "pt", "pints": "pt", "quart": "qt", "quarts": "qt",
     "hz": "Hz", "hertz": "Hz", "ghz": "GHz", "mhz": "MHz",
+    "degree": "deg", "degrees": "deg", "radian": "rad", "radians": "rad",
     "daily": "d", "weekly": "wk", "monthly": "mo", "yearly": "yr", "annually": "yr", "hourly": "h",
 }
 TEMPORAL = {
@@ -107,6 +115,8 @@ TEMPORAL = {
     "fall": "autumn", "winter": "winter", "ago": "ago", "since": "since", "until": "until", "before": "before",
     "after": "after",
 }
+_SEASON_BEFORE = frozenset({"the", "in", "this", "last", "next", "early", "late", "of", "every", "during"})
+"""Before "fall" these make it the season ("in the fall"); elsewhere it is the verb ("did Rome fall")."""
 _RELATIVE = {"last": "past", "previous": "past", "past": "past", "next": "next", "coming": "next"}
 """Before a date word or a unit of time these fix which one ("last weekend", "next year"): salient."""
 _CARDINAL_TEXT = """zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
@@ -272,7 +282,7 @@ _SYNONYM_GROUPS = [
     {"person", "human"}, {"build", "construct"}, {"length", "long"},
     {"delete", "remove", "erase"}, {"exit", "quit", "close", "leave"}, {"symptom", "sign"},
     {"substitute", "replace", "replacement", "alternative", "instead", "swap"},
-    {"calculate", "compute", "calculation"}, {"formula", "equation"}, {"enable", "activate"},
+    {"calculate", "compute", "calculation", "find"}, {"formula", "equation"}, {"enable", "activate"},
     {"disable", "deactivate"}, {"invent", "inventor", "invention"}, {"fridge", "refrigerator"},
     {"check", "see", "view", "find", "show"}, {"undo", "revert"}, {"recent", "latest", "last", "newest"},
     {"loud", "noise", "noisy"}, {"weather", "forecast"}, {"kid", "child", "children"},
@@ -356,6 +366,9 @@ def _question_kinds(tokens: list[str], counted: bool = False,
             frame.add(i)
         elif word == "length" and i > 0 and tokens[i - 1] == "the" and tokens[i + 1:i + 2] == ["of"]:
             kinds.add("how long")
+        elif word == "duration":
+            kinds.add("how long")
+            frame.add(i)
         elif word in ("what", "which", "whats"):
             j = i + 1
             while j < len(tokens) and tokens[j] in _ASK_SKIP:
@@ -374,6 +387,9 @@ def _question_kinds(tokens: list[str], counted: bool = False,
             if word == "date" or (_ASK_NOUNS.get(word) == "who" and word not in ("people", "person", "human")):
                 kinds.add("when" if word == "date" else "who")
                 consumed.add(i)
+            elif word == "time" and i > 0 and tokens[i - 1] not in STOPWORDS and not counted:
+                kinds.add("how long")  # "flight time new york to london?"
+                frame.add(i)
     if "how long" in kinds:
         frame.update(i for i, t in enumerate(tokens) if t in _DURATION_VERBS)
     return frozenset(kinds), consumed, frame
@@ -385,7 +401,7 @@ PHRASAL = {
     ("work", "out"): "calculate", ("come", "up"): "invent", ("get", "rid"): "remove", ("pay", "off"): "repay",
     ("pay", "down"): "repay", ("get", "out"): "exit", ("log", "in"): "login", ("sign", "in"): "login",
     ("log", "out"): "logout", ("sign", "out"): "logout", ("shut", "down"): "shutdown", ("go", "down"): "sink",
-    ("make", "up"): "", ("going", "to"): "",
+    ("make", "up"): "", ("going", "to"): "", ("come", "out"): "release",
 }
 """Phrasal verbs -> one verb, so that their particle is not a word of their own ("turn off" is
 "disable", the opposite of "turn on"; "get rid of hiccups" is "remove"). The particle may follow
@@ -435,6 +451,8 @@ STOPWORDS = frozenset(_STOP_TEXT.split())
 OPENERS = frozenset({"well", "so", "now"})
 """Words that open a sentence without meaning ("Well, ..."): ignored only there ("well water" counts)."""
 PRONOUNS = frozenset({"you", "me", "him", "her", "us", "them", "it", "yourself", "myself"})
+OBJECTS = frozenset({"me", "him", "her", "us", "them"})
+"""An object pronoun ending the question after its verb says whom the answer is about."""
 PREPOSITIONS = frozenset({"for", "to", "with", "about", "from", "at", "on", "by", "like", "against", "than"})
 """A pronoun after one of these says who the answer is about: a content word, unlike a subject."""
 
@@ -502,10 +520,22 @@ def features(text: str) -> Features:
             hard.append((m.start(), f"{tag}:{body.strip().rstrip('.,;:!?)').lower()}"))
         rest = pattern.sub(lambda m: " " * len(m.group(0)), rest)
     numbers: dict[int, tuple[int, str]] = {}  # end -> (start, value)
+    money: list[str] = []
     for m in _NUMBER.finditer(rest):
-        numbers[m.end()] = (m.start(), _number(m.group(0).lstrip("+")))
-    units: list[tuple[int, int, str]] = [(m.start(1), m.end(1), m.group(1).lower())
-                                         for m in _UNIT_AFTER_NUMBER.finditer(rest)]
+        value = _number(m.group(0).lstrip("+"))
+        suffix = _ORDINAL_SUFFIX.match(rest, m.end())
+        if suffix and "." not in value:  # "1st" is "first"
+            value = "#" + value
+            rest = rest[:suffix.start()] + " " * len(suffix.group(0)) + rest[suffix.end():]
+        sign = rest[:m.start()].rstrip()[-1:]
+        if sign in CURRENCY_SIGNS and not value.startswith("#"):  # "$250" is "250 dollars"
+            money.append(f"q:{value} {CURRENCY_SIGNS[sign]}")
+            continue
+        numbers[m.end()] = (m.start(), value)
+    units: list[tuple[int, int, str]] = [(m.start(g), m.end(g), m.group(g).lower())
+                                         for m in _UNIT_AFTER_NUMBER.finditer(rest)
+                                         for g in (1, 2) if m.group(g)]
+    unit_starts = {start for start, _e, _u in units}
     words: list[str] = []
     names: list[str] = []
     soft: list[str] = []
@@ -532,6 +562,9 @@ def features(text: str) -> Features:
             words.append(folded)
             content.add(_stem(folded))
             continue
+        if m.start() in unit_starts:  # the "F" of "100°F": a unit, not a name
+            words.append(folded)
+            continue
         if index in frame or index in particles:  # "how *many minutes*", "turn it *off*": no word of their own
             words.append(folded)
             continue
@@ -546,6 +579,7 @@ def features(text: str) -> Features:
         if low in NEGATIONS or token.lower().replace("\u2019", "'").endswith("n't"):
             negated = True
         after = tokens[index + 1] if index + 1 < len(tokens) else ""
+        dated = low in TEMPORAL and not (low == "fall" and (index == 0 or tokens[index - 1] not in _SEASON_BEFORE))
         if low in _RELATIVE and (after in TEMPORAL or after in _DURATION_UNITS):
             hard.append((m.start(), "t:" + _RELATIVE[low]))  # "last weekend" is not "this weekend"
         if low == "one" and not counted and tokens[index + 1:index + 2] != ["of"]:
@@ -554,19 +588,30 @@ def features(text: str) -> Features:
             numbers[m.end()] = (m.start(), NUMBER_WORDS[low])
         elif low in UNITS:
             units.append((m.start(), m.end(), UNITS[low]))
-        elif low in TEMPORAL:
+        elif dated:
             hard.append((m.start(), "t:" + TEMPORAL[low]))
         elif any(c.isupper() for c in token) and low not in STOPWORDS and low not in NEGATIONS:
             first = _starts_sentence(rest, m.start())
             (soft if first and token[1:] == token[1:].lower() else names).append(low)
         if (low not in STOPWORDS and low not in NEGATIONS and low not in NUMBER_WORDS and low not in UNITS
-                and low not in TEMPORAL and not (low in OPENERS and _starts_sentence(rest, m.start()))):
+                and not dated and not (low in OPENERS and _starts_sentence(rest, m.start()))):
             content.add(_stem(low))
         elif low in PRONOUNS and index > 0 and tokens[index - 1] in PREPOSITIONS:
             content.add(low)  # "good for you" is not "good for dogs"
+        elif low in OBJECTS and index == len(tokens) - 1 and index > 0 and tokens[index - 1] not in STOPWORDS:
+            content.add(low)  # "stop my cat scratching *me*" is not "... scratching the couch"
+        elif low == "us" and (token == "US" or (index > 0 and tokens[index - 1] == "the")):
+            content.add("usa")  # "the us", "US": the country, not the pronoun
+            names.append("usa")
+            words.append("usa")
+    units.sort()
+    units = [u for i, u in enumerate(units)  # "degrees" before "fahrenheit" only joins it to its number
+             if not (u[2] == "deg" and i + 1 < len(units) and units[i + 1][2] in ("c", "f", "k")
+                     and rest[u[1]:units[i + 1][0]].strip() == "")]
     quantities: list[str] = []
     for start, _end, unit in units:
-        bound = next(((n_end, value) for n_end, (_s, value) in numbers.items() if 0 <= start - n_end <= 1), None)
+        bound = next(((n_end, value) for n_end, (_s, value) in numbers.items()
+                      if 0 <= start - n_end <= 9 and rest[n_end:start].strip().lower() in _DEGREES), None)
         if bound is not None:
             del numbers[bound[0]]
             quantities.append(f"q:{bound[1]} {unit}")
@@ -575,7 +620,7 @@ def features(text: str) -> Features:
     plain = tuple("n:" + value for _, (_s, value) in sorted(numbers.items(), key=lambda kv: kv[1][0]))
     plain += _unit_roles([(start, q) for (start, _e, _u), q in zip(units, quantities, strict=True)
                           if q.startswith("u:")], matches, tokens)
-    others = tuple(sorted([h for _, h in hard] + [q for q in quantities if not q.startswith("u:")]))
+    others = tuple(sorted([h for _, h in hard] + [q for q in quantities if not q.startswith("u:")] + money))
     return Features(hard=plain + others, names=tuple(names), soft_names=tuple(soft), words=tuple(words),
                     content=frozenset(content), negated=negated, asks=asks,
                     duration=UNITS.get(duration[0], "") if duration else "")
@@ -657,12 +702,34 @@ def _swapped(a: Features, b: Features) -> str:
     return ""
 
 
+STRANDED = frozenset({"to", "at", "for", "with", "from", "in", "on", "about", "into", "of", "by"})
+"""A preposition ending a question carries its relation: "cook salmon *to*" (the inside) is not
+"bake salmon *at*" (the oven)."""
+
+
+def _stranded(a: Features, b: Features) -> str:
+    ends = (a.words[-1] if a.words else "", b.words[-1] if b.words else "")
+    if ends[0] != ends[1] and ends[0] in STRANDED and ends[1] in STRANDED:
+        return f"ends with {ends[0]!r} vs {ends[1]!r}"
+    return ""
+
+
+def _object_of(words: tuple[str, ...], word: str) -> str:
+    k = words.index(word) + 1
+    while k < len(words) and words[k] in DETERMINERS:
+        k += 1
+    return words[k] if k < len(words) else ""
+
+
 def _opposite(a: Features, b: Features) -> str:
     wa, wb = set(a.words), set(b.words)
     for word in wa - wb:
         for other in OPPOSITES.get(word, ()):
-            if other in wb and other not in wa:
-                return f"opposites: {word!r} vs {other!r}"
+            if other not in wb or other in wa:
+                continue
+            if word in ("to", "from") and _object_of(a.words, word) != _object_of(b.words, other):
+                continue  # "flights *to* paris" / "*from* paris", not "what can I do *to* stop it" / "from scratching"
+            return f"opposites: {word!r} vs {other!r}"
     return ""
 
 
@@ -696,19 +763,46 @@ def _narrows(x: Features, y: Features, added: str) -> str:
     A word passes when it only rephrases or colours ("a *funny* joke", "the *best* way", "the
     *capital* city"); it narrows when it is an arithmetic operation ("square *root* of 12" is not
     "12 squared"), the object of a preposition only ``x`` has ("symptoms of a migraine *in kids*"),
-    or a noun after the last word of ``y`` when that word is owned ("reset my router *password*" is
-    not "reset my router"; "when does the next eclipse *happen*" is "when is the next eclipse")."""
-    if added in {_stem(w) for w in ARITHMETIC}:
-        return f"one side adds the operation {added!r}"
+    or a noun after the last word of ``y`` that ends the question ("reset my router *password*",
+    "protein in an egg *white*"; but "when does the next eclipse *happen*" is "when is the next
+    eclipse": a verb after its subject)."""
     k = _at(x, added)
     if k < 0:
         return ""
+    if x.words[k] in ARITHMETIC:
+        return f"one side adds the operation {x.words[k]!r}"
     prep = _before(x.words, k)
     if prep in NARROWING and prep not in y.words and x.words[k] not in PRONOUNS:
         return f"one side narrows it with {prep!r} {x.words[k]!r}"
-    if k > 1 and y.words and x.words[k - 1] == y.words[-1] and x.words[k - 2] in POSSESSIVES:
+    if (x.words[k] in REFERENT_MODIFIERS and k + 1 < len(x.words) and _stem(x.words[k + 1]) in y.content
+            and not x.words[k + 1].endswith("ing")):  # "the right boiling time" only rates it
+        return f"one side makes {x.words[k + 1]!r} another thing with {x.words[k]!r}"
+    if k > 0 and k == len(x.words) - 1 and y.words and x.words[k - 1] == y.words[-1] and not _verb_follows(x):
         return f"one side extends {y.words[-1]!r} with {x.words[k]!r}"
     return ""
+
+
+REFERENT_MODIFIERS = frozenset({
+    "vice", "deputy", "assistant", "acting", "former", "ex", "step", "half", "grand", "great", "co", "sub", "junior",
+    "senior", "right", "acute", "obtuse", "equilateral", "isosceles", "mini", "micro", "baby", "fake", "imitation",
+    "decaf", "diet", "sparkling", "frozen", "dried", "canned", "raw", "whole", "skim", "brown", "white", "red",
+    "green", "black", "sweet", "sour", "wild", "electric", "manual", "digital", "analog", "wireless", "portable",
+    "smart", "public", "private", "federal", "state", "local", "national", "international", "domestic", "foreign",
+    "first", "second", "last", "next", "previous", "early", "late", "used", "second-hand", "refurbished",
+})
+"""Modifiers that make a noun another thing rather than describe it ("*vice* president", "*right*
+triangle", "*brown* rice", "*electric* car"): added on one side before a word both share, they narrow."""
+_DO_SUPPORT = frozenset({"do", "does", "did", "can", "could", "will", "would", "should", "may", "might", "must"})
+
+
+def _verb_follows(f: Features) -> bool:
+    """Whether ``f``'s last word is its main verb after an inverted subject ("what symptoms does the flu
+    *cause*", "when will the eclipse *happen*"), not a noun ("protein in an egg *white*", "reset
+    my router *password*": no auxiliary, or "do *I*" makes the later words objects)."""
+    for k, w in enumerate(f.words):
+        if w in _DO_SUPPORT:
+            return k + 1 < len(f.words) and f.words[k + 1] not in _PERSONAL
+    return False
 
 
 def _subject(f: Features) -> tuple[str, str]:
@@ -768,5 +862,5 @@ def refuse(question: str, candidate: str) -> str:
         return f"asks {sorted(a.asks) or 'what'} vs {sorted(b.asks) or 'what'}"
     if a.duration and b.duration and a.duration != b.duration:
         return f"asks how long in {a.duration!r} vs {b.duration!r}"
-    return (_names_match(a, b) or _anchors_in_order(a, b) or _subject_swapped(a, b) or _opposite(a, b)
-            or _swapped(a, b))
+    return (_names_match(a, b) or _anchors_in_order(a, b) or _subject_swapped(a, b) or _stranded(a, b)
+            or _opposite(a, b) or _swapped(a, b))
