@@ -90,7 +90,6 @@ def test_near_misses_are_refused_with_a_reason(cached: str, asked: str, why: str
     ("How many ml in a cup?", "A cup is how many ml?"),  # a unit's role, not its place, in a conversion
     ("How many ml in a cup?", "cup to ml?"),
     ("How long should I boil pasta?", "How many minutes should pasta boil?"),  # a duration asked in a unit
-    ("How long should I boil pasta?", "What's the right boiling time for pasta?"),  # "<verb>ing time"
     ("What is 25 times 67?", "What do you get when you multiply 25 by 67?"),  # a "when" clause is no question word
     ("How do I remove a file in Linux?", "How can I delete a file in Linux?"),  # synonyms
     ("How do I enable dark mode?", "How do I turn on dark mode?"),  # a phrasal verb is one verb
@@ -109,6 +108,8 @@ def test_near_misses_are_refused_with_a_reason(cached: str, asked: str, why: str
     ("when did the first iphone come out", "what year was the first iphone released"),  # come out = release
     ("how do i stop my cat from scratching the couch", "What can I do to stop my cat scratching the couch?"),
     ("When will the next solar eclipse happen?", "When is the next solar eclipse?"),  # a verb after its subject
+    ("what is the half life of carbon 14", "carbon 14 half life?"),  # "half" of a term, no 0.5
+    ("how do i fix a leaky faucet", "my faucet is leaking, how do i fix it"),  # leaky and leaking: one stem
 ])
 def test_paraphrases_the_new_rules_accept(cached: str, asked: str) -> None:
     assert refuse(asked, cached) == ""
@@ -140,6 +141,11 @@ def test_paraphrases_the_new_rules_accept(cached: str, asked: str) -> None:
     ("Are there direct flights to Paris?", "Are there direct flights from Paris?", "opposites"),
     ("convert 90 degrees to radians", "convert 90 radians to degrees", "salient"),
     ("What is 25 times 67?", "What is 25 times 67 in the fall?", "salient"),  # "in the fall" is the season
+    ("how do i list all files in a directory", "how do i list all hidden files in a directory", "narrows"),
+    ("How do I bake chocolate chip cookies?", "How do I bake chocolate chip muffins?", "words differ"),  # no "cook"
+    ("do i need a passport to go to canada from the us", "do i need a passport to go to the us from canada",
+     "another order"),  # "the us" anchors a direction
+    ("How much flour is in a cup?", "How much flour is in half a cup?", "salient"),  # "half a" counts
 ])
 def test_near_misses_the_new_rules_refuse(cached: str, asked: str, why: str) -> None:
     assert why in refuse(asked, cached)

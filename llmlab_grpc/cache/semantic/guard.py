@@ -211,6 +211,7 @@ def _stem(word: str) -> str:
     """A crude suffix stripper (both sides get the same treatment, so odd stems still compare):
     irregular past forms, plurals, -ing, -ed, -ly, -er, -est, and British -ise."""
     word = IRREGULAR.get(word, word)
+    adjective_y = len(word) >= 5 and word.endswith("y") and word[-2] not in "aeiouy"
     if len(word) > 4 and word.endswith("ies"):
         word = word[:-3] + "y"
     elif len(word) > 5 and word.endswith("uses"):
@@ -227,6 +228,8 @@ def _stem(word: str) -> str:
         word = word[:-1]  # bigg -> big, winn -> win
     if len(word) > 3 and word.endswith("e"):
         word = word[:-1]  # drive and driving, bake and baking: one stem
+    elif adjective_y and word.endswith("y"):
+        word = word[:-1]  # leaky and leak, healthy and health (not "cookies": cooky)
     return word
 
 
@@ -361,9 +364,6 @@ def _question_kinds(tokens: list[str], counted: bool = False,
             kinds.add("how long")  # "how many minutes should pasta boil" asks how long it should
             frame.update((i + 1, i + 2))
             duration.append(tokens[i + 2])
-        elif word == "time" and i > 0 and len(tokens[i - 1]) > 4 and tokens[i - 1].endswith("ing") and not counted:
-            kinds.add("how long")  # "the boiling time", "driving time"
-            frame.add(i)
         elif word == "length" and i > 0 and tokens[i - 1] == "the" and tokens[i + 1:i + 2] == ["of"]:
             kinds.add("how long")
         elif word == "duration":
@@ -387,9 +387,6 @@ def _question_kinds(tokens: list[str], counted: bool = False,
             if word == "date" or (_ASK_NOUNS.get(word) == "who" and word not in ("people", "person", "human")):
                 kinds.add("when" if word == "date" else "who")
                 consumed.add(i)
-            elif word == "time" and i > 0 and tokens[i - 1] not in STOPWORDS and not counted:
-                kinds.add("how long")  # "flight time new york to london?"
-                frame.add(i)
     if "how long" in kinds:
         frame.update(i for i, t in enumerate(tokens) if t in _DURATION_VERBS)
     return frozenset(kinds), consumed, frame
@@ -472,6 +469,8 @@ class Features:
     negated: bool
     asks: frozenset[str]
     """The question words that fix what kind of answer is wanted: who, when, where, why."""
+    tail: str = ""
+    """The text's last word when nothing but punctuation follows it ("cook salmon *to*?"), else ""."""
     duration: str = ""
     """The unit a how-long question is asked in ("how many *minutes* should pasta boil"): it matches
     "how long should I boil pasta", which names none, but not "how many *hours* ..."."""
@@ -495,6 +494,14 @@ def _fold(word: str) -> str:
         if word.endswith(suffix):
             word = word[: -len(suffix)]
     return word.replace("'", "")
+
+
+def _counts_half(tokens: list[str], index: int) -> bool:
+    """Whether "half" is a number ("half a cup", "half of 20", "two and a half"), not part of a
+    term ("the half life of carbon 14")."""
+    after = tokens[index + 1] if index + 1 < len(tokens) else ""
+    before = tokens[index - 1] if index else ""
+    return after in ("a", "an", "of", "the") or after in UNITS or before in ("and", "a")
 
 
 def _adverb(text: str, end: int, after: str) -> bool:
@@ -584,7 +591,8 @@ def features(text: str) -> Features:
             hard.append((m.start(), "t:" + _RELATIVE[low]))  # "last weekend" is not "this weekend"
         if low == "one" and not counted and tokens[index + 1:index + 2] != ["of"]:
             pass  # "calories in one banana" asks what "in a banana" does; "one of them", "one plus two" count
-        elif low in NUMBER_WORDS and not (NUMBER_WORDS[low].startswith("#") and _adverb(rest, m.end(), after)):
+        elif low in NUMBER_WORDS and not (NUMBER_WORDS[low].startswith("#") and _adverb(rest, m.end(), after)) \
+                and not (low == "half" and not _counts_half(tokens, index)):
             numbers[m.end()] = (m.start(), NUMBER_WORDS[low])
         elif low in UNITS:
             units.append((m.start(), m.end(), UNITS[low]))
@@ -600,10 +608,10 @@ def features(text: str) -> Features:
             content.add(low)  # "good for you" is not "good for dogs"
         elif low in OBJECTS and index == len(tokens) - 1 and index > 0 and tokens[index - 1] not in STOPWORDS:
             content.add(low)  # "stop my cat scratching *me*" is not "... scratching the couch"
-        elif low == "us" and (token == "US" or (index > 0 and tokens[index - 1] == "the")):
+        elif low == "us" and (token == "US" or (index > 0 and tokens[index - 1] == "the")) and after not in UNITS:
             content.add("usa")  # "the us", "US": the country, not the pronoun
             names.append("usa")
-            words.append("usa")
+            words[-1] = "usa"
     units.sort()
     units = [u for i, u in enumerate(units)  # "degrees" before "fahrenheit" only joins it to its number
              if not (u[2] == "deg" and i + 1 < len(units) and units[i + 1][2] in ("c", "f", "k")
@@ -623,7 +631,8 @@ def features(text: str) -> Features:
     others = tuple(sorted([h for _, h in hard] + [q for q in quantities if not q.startswith("u:")] + money))
     return Features(hard=plain + others, names=tuple(names), soft_names=tuple(soft), words=tuple(words),
                     content=frozenset(content), negated=negated, asks=asks,
-                    duration=UNITS.get(duration[0], "") if duration else "")
+                    duration=UNITS.get(duration[0], "") if duration else "",
+                    tail=tokens[-1] if matches and not any(c.isalnum() for c in rest[matches[-1][0].end():]) else "")
 
 
 _TARGET_AFTER = frozenset({"to", "into", "in"})
@@ -708,7 +717,7 @@ STRANDED = frozenset({"to", "at", "for", "with", "from", "in", "on", "about", "i
 
 
 def _stranded(a: Features, b: Features) -> str:
-    ends = (a.words[-1] if a.words else "", b.words[-1] if b.words else "")
+    ends = (a.tail, b.tail)
     if ends[0] != ends[1] and ends[0] in STRANDED and ends[1] in STRANDED:
         return f"ends with {ends[0]!r} vs {ends[1]!r}"
     return ""
@@ -777,11 +786,41 @@ def _narrows(x: Features, y: Features, added: str) -> str:
     if (x.words[k] in REFERENT_MODIFIERS and k + 1 < len(x.words) and _stem(x.words[k + 1]) in y.content
             and not x.words[k + 1].endswith("ing")):  # "the right boiling time" only rates it
         return f"one side makes {x.words[k + 1]!r} another thing with {x.words[k]!r}"
-    if k > 0 and k == len(x.words) - 1 and y.words and x.words[k - 1] == y.words[-1] and not _verb_follows(x):
+    if _inserted(x, y, k) and x.words[k] not in HARMLESS_MODIFIERS and not x.words[k].endswith("ing"):
+        return f"one side narrows {x.words[k + 1]!r} with {x.words[k]!r}"
+    if (k > 0 and k == len(x.words) - 1 and y.words and x.words[k - 1] == y.words[-1] and not _verb_follows(x)
+            and x.words[k] not in SENTENCE_ADVERBS):
         return f"one side extends {y.words[-1]!r} with {x.words[k]!r}"
     return ""
 
 
+HARMLESS_MODIFIERS = frozenset({
+    "funny", "good", "best", "great", "nice", "simple", "quick", "easy", "common", "typical", "usual", "normal",
+    "main", "basic", "general", "overall", "current", "exact", "actual", "real", "total", "full", "complete",
+    "correct", "proper", "right", "ideal", "recommended", "average", "standard", "short", "brief", "detailed",
+    "official", "whole", "entire", "healthy", "safe", "cheap", "fast", "very", "really", "most", "approximate",
+})
+"""Adjectives that rate or size a noun without making it another thing: inserted before a noun
+both sides share, they pass ("a *funny* joke", "the *current* exchange rate")."""
+
+
+def _inserted(x: Features, y: Features, k: int) -> bool:
+    """Whether ``x.words[k]`` is inserted before a word both share, between the two words ``y``
+    has side by side ("list all *hidden* files" / "list all files", "make *nitro* cold brew")."""
+    if k + 1 >= len(x.words):
+        return False
+    shared = x.words[k + 1]
+    if _stem(shared) not in y.content or shared not in y.words or shared in DIRECTIONAL or shared in NARROWING:
+        return False
+    j = y.words.index(shared)
+    before_x = x.words[k - 1] if k > 0 else ""
+    before_y = y.words[j - 1] if j > 0 else ""
+    return before_x == before_y
+
+
+SENTENCE_ADVERBS = frozenset({"now", "again", "currently", "nowadays", "exactly", "anyway", "though", "precisely",
+                              "approximately", "roughly", "please"})
+"""Words that end a question without extending its last noun ("how old is the universe *now*")."""
 REFERENT_MODIFIERS = frozenset({
     "vice", "deputy", "assistant", "acting", "former", "ex", "step", "half", "grand", "great", "co", "sub", "junior",
     "senior", "right", "acute", "obtuse", "equilateral", "isosceles", "mini", "micro", "baby", "fake", "imitation",
