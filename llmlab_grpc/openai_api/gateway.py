@@ -78,8 +78,10 @@ class PlannerGateway:
         """The finished task of a non-streamed request, or ``ApiError``.
 
         With a planner here this is ``Planner.ask`` with no listener: a cache hit then makes no
-        stream events, no queue and no extra task (half the work of a /v1 hit). Otherwise the
-        planner peer's stream, keeping its final task.
+        stream events, no queue and no extra task (half the work of a /v1 hit); the caller
+        bounds it by ``timeout_s`` (``watch.until_answered``: a timer armed only once the
+        answer waits costs a hit nothing). Otherwise the planner peer's stream, bounded here,
+        keeping its final task.
         """
         if self.planner is None:
             task = None
@@ -94,10 +96,7 @@ class PlannerGateway:
                 raise ApiError(500, "the planner ended without a task", "server_error", "internal_error")
             return task
         try:
-            async with asyncio.timeout(timeout_s):
-                task, status = await self.planner.ask(query)
-        except TimeoutError:
-            raise deadline(timeout_s) from None
+            task, status = await self.planner.ask(query)
         except QueryError as exc:
             raise ApiError.from_grpc(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
         if status is not None:

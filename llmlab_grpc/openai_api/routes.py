@@ -14,10 +14,8 @@ OpenAI's error shape.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,12 +32,7 @@ from llmlab_grpc.openai_api.errors import ApiError, bad_request, no_llm_node, un
 from llmlab_grpc.openai_api.gateway import PlannerGateway
 from llmlab_grpc.openai_api.schemas import ChatCompletionRequest, model_entry
 from llmlab_grpc.openai_api.streaming import chunks, open_stream
-
-log = logging.getLogger(__name__)
-
-
-class ClientGone(Exception):
-    """The client disconnected before its non-streamed answer was ready; nobody is left to answer."""
+from llmlab_grpc.openai_api.watch import ClientGone, until_answered
 
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
@@ -180,40 +173,6 @@ class OpenAIApi:
         return ApiError(413, f"the request body is larger than {self.max_body} bytes (the node's "
                              "--api-max-body-bytes)", code="request_too_large")
 
-    @staticmethod
-    async def _final_unless_gone(request: Request, answer: Coroutine[Any, Any, Any]) -> Any:
-        """The planner's final task, or ``ClientGone`` as soon as the client disconnects.
-
-        A streamed answer notices a departed client when a write fails; a non-streamed one
-        writes nothing until the end, so without this a generation nobody will read ran to
-        its last token. The body has been read already, so the next ASGI message can only be
-        ``http.disconnect``: waiting for it alongside the work costs nothing. A cache hit is
-        done within its first loop turn, before any watch is set up.
-        """
-
-        async def gone() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-
-        work = asyncio.ensure_future(answer)
-        await asyncio.sleep(0)  # one turn: an answer that never waits (a local cache hit) is done now
-        if work.done():
-            return work.result()
-        watch = asyncio.ensure_future(gone())
-        try:
-            await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-            if not work.done():
-                log.info("client went away: cancelling the generation of %s", request.url.path)
-                raise ClientGone()
-            return work.result()
-        finally:
-            watch.cancel()
-            if not work.done():
-                work.cancel()
-                await asyncio.wait({work})
-                if not work.cancelled():
-                    work.exception()  # retrieved: an error after the client left has nobody to go to
-
     async def chat_completions(self, request: Request, principal: Principal) -> Response:
         chat = self._chat_request(await self._body(request))
         # Only an unpinned per-user key can be refused a namespace; its key file was just
@@ -248,7 +207,7 @@ class OpenAIApi:
                     await events.aclose()
 
             return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
-        task = await self._final_unless_gone(request, self.gateway.answer(query, self.timeout_s))
+        task = await until_answered(request, self.gateway.answer(query, self.timeout_s), self.timeout_s)
         # Encoded by pydantic-core (compact, UTF-8 as is: the bytes JSONResponse would make, several
         # times faster), headers as the raw pairs ASGI sends.
         response = Response(to_json(translate.answer(task, chat.model, created)), media_type="application/json")
