@@ -62,7 +62,7 @@ from functools import lru_cache
 _URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 _CODE = re.compile(r"```[^`]*```|`[^`\n]+`")
 _QUOTED = re.compile(r"\"([^\"\n]{1,200})\"|\u201c([^\u201d\n]{1,200})\u201d|(?<![\w])'([^'\n]{1,200})'(?![\w])")
-_NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?:/\d{1,6}(?![\d/]))?(?:k(?![A-Za-z0-9]))?")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_'\u2019.-]*[A-Za-z0-9]|[A-Za-z]")
 _UNIT_AFTER_NUMBER = re.compile(r"\d\s?°?\s?(m|g|l|s|h|k|c|f)\b|\d\s?(%)", re.IGNORECASE)
 _ORDINAL_SUFFIX = re.compile(r"(?:st|nd|rd|th)(?![A-Za-z0-9])", re.IGNORECASE)
@@ -76,7 +76,7 @@ NUMBER_WORDS = {
     "fifteen": "15", "sixteen": "16", "seventeen": "17", "eighteen": "18", "nineteen": "19", "twenty": "20",
     "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70", "eighty": "80", "ninety": "90",
     "hundred": "100", "thousand": "1000", "million": "1000000", "billion": "1000000000", "dozen": "12",
-    "half": "0.5", "twice": "x2", "double": "x2", "triple": "x3", "once": "x1",
+    "half": "0.5", "quarter": "0.25", "twice": "x2", "double": "x2", "triple": "x3", "once": "x1",
     "first": "#1", "second": "#2", "third": "#3", "fourth": "#4", "fifth": "#5", "sixth": "#6", "seventh": "#7",
     "eighth": "#8", "ninth": "#9", "tenth": "#10", "1st": "#1", "2nd": "#2", "3rd": "#3",
 }
@@ -112,7 +112,8 @@ TEMPORAL = {
     "friday": "fri", "saturday": "sat", "sunday": "sun", "january": "jan", "february": "feb", "march": "mar",
     "april": "apr", "june": "jun", "july": "jul", "august": "aug", "september": "sep", "october": "oct",
     "november": "nov", "december": "dec", "spring": "spring", "summer": "summer", "autumn": "autumn",
-    "fall": "autumn", "winter": "winter", "ago": "ago", "since": "since", "until": "until", "before": "before",
+    "fall": "autumn", "winter": "winter", "nightly": "night", "ago": "ago", "since": "since", "until": "until",
+    "before": "before",
     "after": "after",
 }
 _SEASON_BEFORE = frozenset({"the", "in", "this", "last", "next", "early", "late", "of", "every", "during"})
@@ -218,7 +219,7 @@ def _stem(word: str) -> str:
         word = word[:-2]  # viruses -> virus, octopuses -> octopus (causes -> caus, as cause)
     elif len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us")):
         word = word[:-1]  # a singular in -us keeps its s: virus, octopus, bus
-    for suffix, keep in (("ing", 3), ("ed", 3), ("ly", 4), ("est", 4), ("er", 4), ("ise", 4)):
+    for suffix, keep in (("ing", 3), ("ed", 3), ("ly", 4), ("est", 4), ("er", 4), ("ise", 4), ("al", 4)):
         if word.endswith(suffix) and len(word) - len(suffix) >= keep:
             word = word[: -len(suffix)]
             if suffix == "ise":
@@ -408,6 +409,33 @@ does."""
 _PHRASAL_STEMS = {(IRREGULAR.get(v, v), p): c for (v, p), c in PHRASAL.items()}
 
 
+SPEECH_VERBS = frozenset({"say", "says", "said", "saying", "translate", "translated", "spell", "pronounce"})
+_SPEECH_END = frozenset({"in", "into", "to", "from", "for", "on", "at", "with", "when"})
+
+
+def _spoken(tokens: list[str]) -> set[int]:
+    """Indexes of the words said after a speech verb ("how do I say *thank you* in Japanese"): there
+    even pleasantries and pronouns are the content, up to the next preposition."""
+    found: set[int] = set()
+    for i, word in enumerate(tokens):
+        if word in SPEECH_VERBS:
+            j = i + 1
+            while j < len(tokens) and tokens[j] not in _SPEECH_END and j - i <= 6:
+                found.add(j)
+                j += 1
+    return found
+
+
+_SEPARABLE = {("get", "out"): "remove", ("take", "out"): "remove", ("turn", "off"): "disable",
+              ("turn", "on"): "enable", ("switch", "off"): "disable", ("switch", "on"): "enable",
+              ("figure", "out"): "find", ("find", "out"): "find", ("work", "out"): "calculate",
+              ("pay", "off"): "repay", ("look", "up"): "find", ("set", "up"): "create"}
+"""Phrasal verbs whose object may stand between verb and particle ("get a stain *out*", "turn the
+lights *off*"); "get out" with nothing between is "exit"."""
+_PARTICLES = frozenset({"up", "down", "out", "off", "on", "in", "over", "away", "back"})
+_NOT_OBJECT = frozenset({"of", "in", "on", "to", "from", "for", "with", "and", "or", "at", "by", "into", "than"})
+
+
 def _phrasal(tokens: list[str]) -> tuple[dict[int, str], set[int]]:
     """({verb index: its one-verb meaning}, the particles' indexes) of ``tokens``' phrasal verbs."""
     verbs: dict[int, str] = {}
@@ -423,6 +451,18 @@ def _phrasal(tokens: list[str]) -> tuple[dict[int, str], set[int]]:
                 break
             canon = next((_PHRASAL_STEMS[k] for k in ((word, tokens[j]), (base, tokens[j]), (base + "e", tokens[j]),
                                                        (base[:-1], tokens[j])) if k in _PHRASAL_STEMS), None)
+            if canon is not None:
+                verbs[i] = canon
+                particles.add(j)
+                break
+        if i in verbs:
+            continue
+        for j in range(i + 2, min(i + 5, len(tokens))):  # an object of up to three words between
+            if tokens[j - 1] in _NOT_OBJECT or tokens[j - 1] in _PARTICLES:
+                break
+            if j + 1 < len(tokens) and tokens[j + 1] not in _NOT_OBJECT:
+                continue  # the particle ends the phrase: "get a stain *out* of", not "turn up the volume *on* my phone"
+            canon = next((_SEPARABLE[k] for k in ((base, tokens[j]), (base + "e", tokens[j])) if k in _SEPARABLE), None)
             if canon is not None:
                 verbs[i] = canon
                 particles.add(j)
@@ -477,10 +517,15 @@ class Features:
 
 
 def _number(text: str) -> str:
+    """A number's canonical value: "1,000" and "1000", "1/4" and "0.25", "200k" and "200000"."""
     raw = text.replace(",", "")
+    thousands = raw.endswith("k")
+    raw = raw.removesuffix("k")
     try:
-        value = Decimal(raw)
-    except InvalidOperation:
+        top, _, bottom = raw.partition("/")
+        value = Decimal(top) / Decimal(bottom) if bottom else Decimal(top)
+        value = value * 1000 if thousands else value
+    except (InvalidOperation, ArithmeticError):
         return raw
     if not value.is_finite():
         return raw
@@ -528,7 +573,11 @@ def features(text: str) -> Features:
         rest = pattern.sub(lambda m: " " * len(m.group(0)), rest)
     numbers: dict[int, tuple[int, str]] = {}  # end -> (start, value)
     money: list[str] = []
+    thousands: set[int] = set()  # where the "k" of "200k" stands: no unit there
     for m in _NUMBER.finditer(rest):
+        if m.group(0).endswith("k"):
+            thousands.add(m.end() - 1)
+            rest = rest[:m.end() - 1] + " " + rest[m.end():]  # no word "k" either
         value = _number(m.group(0).lstrip("+"))
         suffix = _ORDINAL_SUFFIX.match(rest, m.end())
         if suffix and "." not in value:  # "1st" is "first"
@@ -541,7 +590,7 @@ def features(text: str) -> Features:
         numbers[m.end()] = (m.start(), value)
     units: list[tuple[int, int, str]] = [(m.start(g), m.end(g), m.group(g).lower())
                                          for m in _UNIT_AFTER_NUMBER.finditer(rest)
-                                         for g in (1, 2) if m.group(g)]
+                                         for g in (1, 2) if m.group(g) and m.start(g) not in thousands]
     unit_starts = {start for start, _e, _u in units}
     words: list[str] = []
     names: list[str] = []
@@ -554,6 +603,7 @@ def features(text: str) -> Features:
     duration: list[str] = []
     asks, kind_nouns, frame = _question_kinds(tokens, counted, duration)
     verbs, particles = _phrasal(tokens)
+    spoken = _spoken(tokens)
     joined = [k > 0 and rest[matches[k - 1][0].end():m.start()].strip() == "" for k, (m, _) in enumerate(matches)]
     compounds = _compounds(tokens, joined)
     in_compound = {k for first, (last, _) in compounds.items() for k in range(first + 1, last + 1)}
@@ -592,7 +642,8 @@ def features(text: str) -> Features:
         if low == "one" and not counted and tokens[index + 1:index + 2] != ["of"]:
             pass  # "calories in one banana" asks what "in a banana" does; "one of them", "one plus two" count
         elif low in NUMBER_WORDS and not (NUMBER_WORDS[low].startswith("#") and _adverb(rest, m.end(), after)) \
-                and not (low == "half" and not _counts_half(tokens, index)):
+                and not (low == "half" and not _counts_half(tokens, index)) \
+                and not (low == "once" and after not in ("a", "an", "per", "every", "each", "or", "more")):
             numbers[m.end()] = (m.start(), NUMBER_WORDS[low])
         elif low in UNITS:
             units.append((m.start(), m.end(), UNITS[low]))
@@ -601,7 +652,9 @@ def features(text: str) -> Features:
         elif any(c.isupper() for c in token) and low not in STOPWORDS and low not in NEGATIONS:
             first = _starts_sentence(rest, m.start())
             (soft if first and token[1:] == token[1:].lower() else names).append(low)
-        if (low not in STOPWORDS and low not in NEGATIONS and low not in NUMBER_WORDS and low not in UNITS
+        if index in spoken and low not in DETERMINERS:
+            content.add(low)  # "say *thank you*" is not "say *sorry*"
+        elif (low not in STOPWORDS and low not in NEGATIONS and low not in NUMBER_WORDS and low not in UNITS
                 and not dated and not (low in OPENERS and _starts_sentence(rest, m.start()))):
             content.add(_stem(low))
         elif low in PRONOUNS and index > 0 and tokens[index - 1] in PREPOSITIONS:
