@@ -1,0 +1,194 @@
+"""Server instructions per call of a ``Planner.Ask`` cache hit and of the gRPC echo floors (callgrind).
+
+Wall-clock ratios on the shared 2-core machine move with other people's work; instruction
+counts do not (repeated runs agree within about 0.3%). This runs a planner+cache node
+(memory store) with the two echo floors of ``openai_api.py`` in one process under
+``valgrind --tool=callgrind --instr-atstart=no``, warms every leg up, then for each leg turns
+instrumentation on, zeroes the counters, sends ``--calls`` sequential calls and dumps; the
+dump's total divided by the calls is the figure. Usage::
+
+    .venv/bin/python scripts/bench/callgrind_ask.py --calls 500
+
+Needs valgrind (``callgrind_control`` on PATH). The node and valgrind are stopped by PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from llmlab_grpc.mesh.auth import bearer  # noqa: E402
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, planner_pb2, planner_pb2_grpc  # noqa: E402
+
+MODEL = "bench-model"
+HIT_PROMPT = "Name three colours of the rainbow."
+ANSWER = "Red, orange and yellow are three colours of the rainbow."
+ECHO_METHOD = "/bench.Echo/Echo"
+SET_ECHO_METHOD = "/bench.Echo/Set"
+GUARDED_METHOD = "/bench.Guarded/Echo"
+READY = "callgrind bench ready "
+
+
+def serve(argv: list[str]) -> int:
+    """Child mode: ``llmlab node ARGV`` plus a bare echo and the echo behind the node's method table."""
+    from llmlab_grpc.cli import _node_settings, build_parser
+    from llmlab_grpc.mesh.method_table import MethodTable
+    from llmlab_grpc.metrics import NodeMetrics, instrument
+    from llmlab_grpc.node import LlmlabNode
+
+    settings = _node_settings(build_parser().parse_args(["node", *argv]))
+    state = {"echo": b""}
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return state["echo"]
+
+    async def set_echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        state["echo"] = request
+        return b""
+
+    async def run() -> None:
+        node = LlmlabNode(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        address = await node.start()
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {
+            "Echo": grpc.unary_unary_rpc_method_handler(echo),
+            "Set": grpc.unary_unary_rpc_method_handler(set_echo)}),))
+        table = MethodTable(settings.mesh_secret, instrument(NodeMetrics()))
+        table.add(GUARDED_METHOD, grpc.unary_unary_rpc_method_handler(echo))
+        server.add_generic_rpc_handlers((table,))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(f"{READY}{address} 127.0.0.1:{port}", flush=True)
+        await stop.wait()
+        await server.stop(None)
+        await node.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=500, help="calls per measured leg (1..5000)")
+    parser.add_argument("--warmup", type=int, default=100, help="unmeasured calls per leg first")
+    parser.add_argument("--start-timeout-s", type=float, default=600.0)
+    parser.add_argument("--keep", action="store_true", help="keep the callgrind dumps (their directory is printed)")
+    if sys.argv[1:2] == ["--serve"]:
+        return serve(sys.argv[2:])
+    args = parser.parse_args()
+    calls = max(1, min(args.calls, 5000))
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("valgrind is not installed", file=sys.stderr)
+        return 2
+    secret = secrets.token_urlsafe(24)
+    work = Path(tempfile.mkdtemp(prefix="llmlab-callgrind-"))
+    out = work / "callgrind.out"
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}.%p",
+           sys.executable, __file__, "--serve", "--name", "bench-callgrind", "--host", "127.0.0.1", "--port", "0",
+           "--roles", "planner,cache", "--no-mdns"]
+    env = {**os.environ, "LLMLAB_MESH_SECRET": secret, "LLMLAB_CACHE_STORE": "memory"}
+    log = open(work / "node.log", "w")  # noqa: SIM115 - the child's for its life
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + args.start_timeout_s
+        assert proc.stdout is not None
+        line = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line or line.startswith(READY):
+                break
+        if not line.startswith(READY):
+            print(f"the node did not start; log: {work / 'node.log'}", file=sys.stderr)
+            return 1
+        node_address, echo_address = line[len(READY):].split()
+        meta = bearer(secret)
+        node = grpc.insecure_channel(node_address)
+        echo_ch = grpc.insecure_channel(echo_address)
+        query = planner_pb2.Query(text=HIT_PROMPT, model=MODEL, no_tools=True, params={"max_tokens": 24})
+        lookup = cache_pb2.CacheLookup(prompt=HIT_PROMPT, model=MODEL,
+                                       params={"max_tokens": 24, "temperature": 0.7, "seed": 42})
+        cache_pb2_grpc.CacheStub(node).Put(cache_pb2.PutRequest(lookup=lookup, response=ANSWER), metadata=meta,
+                                           timeout=120)
+        stub = planner_pb2_grpc.PlannerStub(node)
+        asked = stub.Ask(planner_pb2.AskRequest(query=query), metadata=meta, timeout=120)
+        assert asked.task.steps[-1].cache == planner_pb2.CACHE_OUTCOME_HIT, asked.task
+        echo_ch.unary_unary(SET_ECHO_METHOD)(asked.SerializeToString(), timeout=120)
+        echo = echo_ch.unary_unary(ECHO_METHOD)
+        ask_bytes = planner_pb2.AskRequest(query=query).SerializeToString()
+        guarded = echo_ch.unary_unary(GUARDED_METHOD, response_deserializer=planner_pb2.AskResponse.FromString)
+
+        def ask() -> None:
+            stub.Ask(planner_pb2.AskRequest(query=query), metadata=meta, timeout=120)
+
+        legs = {"echo": lambda: echo(b"", timeout=120),
+                "floor2": lambda: guarded(ask_bytes, metadata=meta, timeout=120),
+                "ask": ask}
+        pid = str(proc.pid)
+        results: dict[str, float] = {}
+        for name, call in legs.items():
+            for _ in range(args.warmup):
+                call()
+            subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
+            subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
+            for _ in range(calls):
+                call()
+            before = set(work.glob("callgrind.out.*"))
+            subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
+            dumps: list[Path] = []
+            for _ in range(600):  # the dump is written when valgrind next takes the command: wait for it
+                dumps = sorted(set(work.glob("callgrind.out.*")) - before)
+                if dumps and all("totals:" in d.read_text(errors="replace") for d in dumps):
+                    break
+                time.sleep(0.1)
+            subprocess.run(["callgrind_control", "-i", "off", pid], check=True, capture_output=True)
+            total = 0
+            for dump in dumps:
+                match = re.search(r"^totals:\s+(\d+)", dump.read_text(errors="replace"), re.M)
+                if match:
+                    total += int(match.group(1))
+            results[name] = total / calls
+            print(f"{name:8s} {results[name] / 1000:9.1f}k instructions per call "
+                  f"({calls} calls; dump {', '.join(d.name for d in dumps)})", flush=True)
+        print(f"Planner.Ask hit / echo = {results['ask'] / results['echo']:.2f} by instructions "
+              f"({results['ask'] / results['floor2']:.2f} against floor 2)")
+        node.close()
+        echo_ch.close()
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"dumps in {work}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
