@@ -198,6 +198,13 @@ def cache_key(prompt: str, model: str, params: Params = None, namespace: str = "
     return _hash(prompt, model, params, namespace)
 
 
+def cache_key_of_raw(prompt: str, model: str, params_raw: bytes, namespace: str = "") -> str:
+    """``cache_key`` of params given as their deterministic encoding (a caller that keeps it)."""
+    if len(prompt) + len(model) + len(namespace) <= KEY_MEMO_MAX_CHARS and len(params_raw) <= KEY_MEMO_MAX_CHARS:
+        return _remembered(prompt, model, params_raw, namespace)
+    return _hash(prompt, model, common_pb2.GenerationParams.FromString(params_raw), namespace)
+
+
 def is_deterministic(params: Params) -> bool:
     """True when the same call gives the same answer: greedy (temperature 0) or a seed set.
 

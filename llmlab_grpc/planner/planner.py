@@ -15,23 +15,31 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import secrets
+import os
 import time
 from collections.abc import AsyncGenerator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from llmlab_grpc.cache.keys import is_deterministic
+from llmlab_grpc.cache.keys import cache_key_of_raw, is_deterministic
 from llmlab_grpc.limits import MAX_QUERY_BYTES
 from llmlab_grpc.planner import cache_controls
 from llmlab_grpc.planner.cache_controls import CacheControls
 from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls
+from llmlab_grpc.planner.prelude import Prelude, QueryMemo
 from llmlab_grpc.planner.proposal import MAX_PROPOSAL_TOKENS, parse_proposal, proposal_messages
 from llmlab_grpc.planner.rules import RouteHints, route_hints
-from llmlab_grpc.planner.tasks import TaskStore, preview_query, query_digest
-from llmlab_grpc.planner.workflow import Emit, MessagesFrom, StepResult, StepSpec, WorkflowManager, step_lookup
+from llmlab_grpc.planner.tasks import TaskStore, digest_of, preview_query
+from llmlab_grpc.planner.workflow import (
+    Emit,
+    MessagesFrom,
+    StepResult,
+    StepSpec,
+    WorkflowManager,
+    fill_from_hit,
+    step_lookup,
+)
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, planner_pb2
 
 if TYPE_CHECKING:
@@ -89,14 +97,17 @@ def query_controls(query: planner_pb2.Query, settings: object) -> CacheControls:
         raise QueryError(str(exc)) from exc
 
 
-def validate_query(query: planner_pb2.Query) -> None:
+def validate_query(query: planner_pb2.Query, size: int | None = None) -> None:
+    """QueryError saying what is wrong with ``query`` (``size``: its encoded bytes, when known)."""
     if not query.text.strip() and not continues_tool_call(query):
         raise QueryError("the query text is empty: ask something, e.g. 'What is 25 * 67?'")
     if len(query.text) > MAX_QUERY_CHARS:
         raise QueryError(f"the query is {len(query.text)} characters; the limit is {MAX_QUERY_CHARS}")
     if len(query.history) > MAX_HISTORY_TURNS:
         raise QueryError(f"history has {len(query.history)} turns; the limit is {MAX_HISTORY_TURNS}")
-    if (size := query.ByteSize()) > MAX_QUERY_BYTES:
+    if size is None:
+        size = query.ByteSize()
+    if size > MAX_QUERY_BYTES:
         raise QueryError(f"the query with its history and params is {size} bytes; the limit is {MAX_QUERY_BYTES}")
     params = query.params
     if params.HasField("temperature") and not 0.0 <= params.temperature <= 2.0:
@@ -122,6 +133,11 @@ async def hints_off_loop(text: str) -> RouteHints:
         return RouteHints(rule=None, toolish=False,
                           note=f"the deterministic rules took over {RULES_BUDGET_S:g} s on this "
                                f"{len(text)}-character query and were skipped")
+
+
+def stamp_now(stamp: Any) -> None:
+    """``stamp.FromNanoseconds(time.time_ns())`` (a ``Timestamp``) without the well-known type's Python."""
+    stamp.seconds, stamp.nanos = divmod(time.time_ns(), 1_000_000_000)
 
 
 def _step(step_id: str, kind: planner_pb2.StepKind, name: str, reason: str, depends_on: list[str] | None = None
@@ -159,6 +175,8 @@ class Planner:
         self.settings = settings
         self.tasks = tasks
         self.store = store or TaskStore(max_bytes=settings.planner_tasks_max_bytes)
+        self.memo = QueryMemo()
+        """What each recent query's bytes alone decide (``prelude.py``): a query asked again skips it."""
 
     def _user_messages(self, query: planner_pb2.Query, text: str) -> list[common_pb2.ChatMessage]:
         # No system turn here: params.system_prompt travels with the request and the llm node puts it first.
@@ -167,29 +185,59 @@ class Planner:
             messages.append(common_pb2.ChatMessage(role="user", content=text))
         return messages
 
-    async def ask(self, query: planner_pb2.Query, emit: Emit | None = None
+    async def _prelude(self, query: planner_pb2.Query) -> Prelude:
+        """``query`` validated, hashed, previewed and its hit-path verdict: remembered by its bytes.
+
+        Raises ``QueryError`` for an unusable query (never remembered).
+        """
+        raw = query.SerializeToString(deterministic=True)
+        found = self.memo.get(raw)
+        if found is not None:
+            return found
+        validate_query(query, len(raw))
+        kept, cut = preview_query(query, len(raw))  # the task (and the task store) keep a preview, never the whole
+        # hashlib lets go of the GIL on large inputs: a long query is hashed off the event loop.
+        digest = await asyncio.to_thread(digest_of, raw) if cut else digest_of(raw)
+        head = planner_pb2.Task(query=kept, status=planner_pb2.TASK_STATUS_RUNNING,
+                                planner_node_id=self.calls.me.node_id, query_sha256=digest, query_truncated=cut)
+        params = effective_params(query)
+        text = query.text.strip()
+        hints: RouteHints | None = None
+        hit_path = (not query.no_cache and not continues_tool_call(query)
+                    and (is_deterministic(params) or query.cache_nondeterministic))
+        if hit_path and not query.no_tools:
+            if len(text) > RULES_INLINE_CHARS:
+                hit_path = False  # the rules run in a thread on the general path
+            else:
+                found_hints = route_hints(text)
+                hit_path = found_hints.rule is None and not found_hints.toolish and not found_hints.note
+                hints = found_hints if hit_path else None
+        prelude = Prelude(task_head=head.SerializeToString(), text=text, params=params,
+                          params_raw=params.SerializeToString(deterministic=True), hints=hints, hit_path=hit_path)
+        self.memo.put(raw, prelude)
+        return prelude
+
+    async def ask(self, query: planner_pb2.Query, emit: Emit | None = None, into: planner_pb2.Task | None = None
                   ) -> tuple[planner_pb2.Task, grpc.StatusCode | None]:
         """Plan and run ``query``; events go to ``emit`` (``None``: nobody listens, none are made).
 
-        Returns the finished task and, when it failed, the gRPC status that says why.
+        Returns the finished task (``into`` when given: an empty ``Task`` to fill, such as the
+        reply's own, so it is not copied into the reply) and, when it failed, the gRPC status
+        that says why.
         """
         status: grpc.StatusCode | None = None
-        validate_query(query)
+        prelude = await self._prelude(query)
         controls = query_controls(query, self.settings)
-        created = Timestamp()
-        created.FromNanoseconds(time.time_ns())  # GetCurrentTime goes through datetime: 10x slower
-        kept, cut = preview_query(query)  # the task (and the task store) keep a preview, never the whole query
-        # hashlib lets go of the GIL on large inputs: a long query is hashed off the event loop.
-        digest = await asyncio.to_thread(query_digest, query) if cut else query_digest(query)
-        task = planner_pb2.Task(task_id=secrets.token_hex(8), query=kept, status=planner_pb2.TASK_STATUS_RUNNING,
-                                created_at=created, planner_node_id=self.calls.me.node_id,
-                                query_sha256=digest, query_truncated=cut)
+        task = planner_pb2.Task() if into is None else into
+        task.MergeFromString(prelude.task_head)  # query preview, digest, status, planner node
+        task.task_id = os.urandom(8).hex()  # what secrets.token_hex(8) returns, with less Python
+        stamp_now(task.created_at)
         known_miss: cache_pb2.CacheLookup | None = None
         t0 = time.perf_counter()
-        if emit is None:  # nobody listens: a hit in this node's cache is answered without a workflow
+        if emit is None and prelude.hit_path:  # nobody listens: a hit here is answered without a workflow
             self.tasks.add(1)
             try:
-                known_miss = await self._answer_from_cache(query, controls, task)
+                known_miss = await self._answer_from_cache(query, prelude, controls, task)
             finally:
                 self.tasks.add(-1)
             if known_miss is None and task.status == planner_pb2.TASK_STATUS_SUCCEEDED:
@@ -201,7 +249,7 @@ class Planner:
         try:
             workflow = WorkflowManager(self.calls, task, emit, cache_nondeterministic=query.cache_nondeterministic,
                                        known_miss=known_miss)
-            specs = await self._plan(query, controls, workflow)
+            specs = await self._plan(query, controls, workflow, prelude.hints)
             if emit is not None:
                 await emit(planner_pb2.AskStreamResponse(task_id=task.task_id,
                                                          plan_made=planner_pb2.PlanMade(steps=[s.step for s in specs])))
@@ -226,46 +274,50 @@ class Planner:
         self.store.save(task)
         return task, status
 
-    async def _answer_from_cache(self, query: planner_pb2.Query, controls: CacheControls, task: planner_pb2.Task
-                                 ) -> cache_pb2.CacheLookup | None:
+    async def _answer_from_cache(self, query: planner_pb2.Query, prelude: Prelude, controls: CacheControls,
+                                 task: planner_pb2.Task) -> cache_pb2.CacheLookup | None:
         """A hit's answer written into ``task`` (SUCCEEDED, its one step replayed) with no plan or workflow.
 
         Only for a query whose plan is sure to be the single plain generation ``_plan`` would make
-        (no rule, nothing that looks like a tool, a model known) and that the cache may answer
-        (cache not refused, sampling deterministic or ``cache_nondeterministic``), looked up in
-        this node's own cache the way that step would (``step_lookup``, ``MeshCalls.cache_get``).
+        (``prelude.hit_path``: no rule, nothing that looks like a tool, the cache not refused,
+        sampling deterministic or ``cache_nondeterministic``) with a model known, looked up in
+        this node's own cache the way that step would (``step_lookup``'s key, ``MeshCalls.cache_get``).
         Returns the lookup when it missed, so the workflow does not ask again; ``None`` when it
         answered (``task.status`` says so) or the query is not one it may answer.
         """
-        if self.calls.local_cache is None or query.no_cache or continues_tool_call(query):
+        local = self.calls.local_cache
+        if local is None:
             return None
-        params = effective_params(query)
-        if not (is_deterministic(params) or query.cache_nondeterministic):
-            return None
-        text = query.text.strip()
-        if not query.no_tools:
-            if len(text) > RULES_INLINE_CHARS:
-                return None
-            hints = route_hints(text)
-            if hints.rule is not None or hints.toolish or hints.note:
-                return None
         model = query.model or self.calls.default_model()
         if not model:
             return None
-        step = task.steps.add(step_id="s1", kind=planner_pb2.STEP_KIND_LLM, name=model,
-                              reason="no tool needed: plain generation")
-        step.started_at.FromNanoseconds(time.time_ns())
+        text = prelude.text
+        step = task.steps.add()
+        step.step_id = "s1"
+        step.kind = planner_pb2.STEP_KIND_LLM
+        step.name = model
+        step.reason = "no tool needed: plain generation"
+        stamp_now(step.started_at)
         t0 = time.perf_counter()
-        lookup, step_controls = step_lookup(self._user_messages(query, text), model, params, controls)
-        hit = await self.calls.cache_get(lookup, step_controls)
-        if hit is None:
-            del task.steps[:]
-            return lookup
-        result = await WorkflowManager(self.calls, task, None).replay(step, hit)
+        if not query.history and not controls.semantic:
+            # A lone user turn: the step's key is made of the text (``cache_prompt``); no lookup
+            # message is built unless it misses and the workflow needs one.
+            key = cache_key_of_raw(text, model, prelude.params_raw, controls.namespace)
+            hit = await self.calls.cache_get_key(key, controls.namespace, controls)
+            if hit is None:
+                del task.steps[:]
+                return step_lookup(self._user_messages(query, text), model, prelude.params, controls)[0]
+        else:
+            lookup, step_controls = step_lookup(self._user_messages(query, text), model, prelude.params, controls)
+            hit = await self.calls.cache_get(lookup, step_controls)
+            if hit is None:
+                del task.steps[:]
+                return lookup
+        text = fill_from_hit(self.calls, step, hit)
         step.duration_ms = (time.perf_counter() - t0) * 1000
-        step.output = result.text
+        step.output = text
         task.status = planner_pb2.TASK_STATUS_SUCCEEDED
-        task.answer = result.text.strip()
+        task.answer = text.strip()
         return None
 
     async def stream(self, query: planner_pb2.Query) -> AsyncGenerator[planner_pb2.AskStreamResponse, None]:
@@ -298,8 +350,9 @@ class Planner:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await job
 
-    async def _plan(self, query: planner_pb2.Query, controls: CacheControls, workflow: WorkflowManager
-                    ) -> list[StepSpec]:
+    async def _plan(self, query: planner_pb2.Query, controls: CacheControls, workflow: WorkflowManager,
+                    hints: RouteHints | None = None) -> list[StepSpec]:
+        """The steps for ``query``; ``hints``: the rules' verdict on its text when already known."""
         text = query.text.strip()
         model = query.model or self.calls.default_model()
         params = effective_params(query)
@@ -334,9 +387,11 @@ class Planner:
         if continues_tool_call(query):
             return [generation("s1", "the conversation ends with a tool result: the model continues it",
                                lambda _r: self._user_messages(query, text))]
-        hints = RouteHints(rule=None, toolish=False)
-        if not query.no_tools:
+        if query.no_tools:
+            hints = RouteHints(rule=None, toolish=False)
+        elif hints is None:
             hints = await hints_off_loop(text)
+        if not query.no_tools:
             rule = hints.rule
             if rule is not None:
                 return tool_then_maybe_phrase(rule.tool, rule.arguments, rule.reason, rule.phrase_with_model)

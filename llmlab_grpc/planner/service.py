@@ -26,14 +26,15 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
         self, request: planner_pb2.AskRequest,
         context: grpc.aio.ServicerContext[planner_pb2.AskRequest, planner_pb2.AskResponse],
     ) -> planner_pb2.AskResponse:
-        try:
-            task, status = await self.planner.ask(request.query)  # no listener: no stream events are made
+        response = planner_pb2.AskResponse()
+        try:  # no listener: no stream events are made; the task is built in the reply, not copied into it
+            task, status = await self.planner.ask(request.query, into=response.task)
         except QueryError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if status is not None:
             failed = TaskFailed(task, status)
             await context.abort(failed.code, failed.message)
-        return planner_pb2.AskResponse(task=task)
+        return response
 
     async def AskStream(
         self, request: planner_pb2.AskStreamRequest,

@@ -42,7 +42,12 @@ def _cut(text: str, chars: int) -> tuple[str, bool]:
 
 def query_digest(query: planner_pb2.Query) -> str:
     """sha256 hex of the query's deterministic encoding: the same query, the same digest."""
-    return hashlib.sha256(query.SerializeToString(deterministic=True)).hexdigest()
+    return digest_of(query.SerializeToString(deterministic=True))
+
+
+def digest_of(encoded: bytes) -> str:
+    """``query_digest`` of a query already encoded (``SerializeToString(deterministic=True)``)."""
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def _cut_turn(turn: common_pb2.ChatMessage) -> tuple[common_pb2.ChatMessage, bool]:
@@ -51,13 +56,14 @@ def _cut_turn(turn: common_pb2.ChatMessage) -> tuple[common_pb2.ChatMessage, boo
     return common_pb2.ChatMessage(**{k: v for k, (v, _) in fields.items()}), any(c for _, c in fields.values())
 
 
-def preview_query(query: planner_pb2.Query) -> tuple[planner_pb2.Query, bool]:
+def preview_query(query: planner_pb2.Query, size: int | None = None) -> tuple[planner_pb2.Query, bool]:
     """A copy of ``query`` with text, history turns and long string params cut; whether anything was cut.
 
     Built field by field, never copying a long field whole (a 4 MiB history costs its previews
     only). A query smaller than any preview is returned as it is (the common case costs nothing).
+    ``size``: the query's encoded bytes, when the caller knows them.
     """
-    if query.ByteSize() <= TURN_PREVIEW_CHARS:
+    if (query.ByteSize() if size is None else size) <= TURN_PREVIEW_CHARS:
         return query, False
     history = query.history
     kept = planner_pb2.Query()
@@ -108,7 +114,7 @@ def cut_task(task: planner_pb2.Task) -> planner_pb2.Task:
     return kept
 
 
-@dataclass
+@dataclass(slots=True)
 class _Kept:
     seq: int
     task: planner_pb2.Task

@@ -107,6 +107,37 @@ def replay_pieces(text: str) -> list[str]:
     return ["".join(words[i:i + per]) for i in range(0, len(words), per)]
 
 
+def fill_from_hit(calls: MeshCalls, step: planner_pb2.Step, hit: cache_pb2.GetResponse) -> str:
+    """``step``'s trace row (a step not run before) written from a cache hit; returns the cached answer.
+
+    The trace says which entry (and how similar, for a semantic hit), which node held it, and
+    the usage the generation behind the entry reported. Written field by field: a hit's trace
+    is most of what it costs. Shared by a workflow's step and the planner's hit path.
+    """
+    entry = hit.entry
+    semantic = hit.match == "semantic"
+    step.cache = planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT if semantic else planner_pb2.CACHE_OUTCOME_HIT
+    match = step.cache_match
+    match.key = entry.key
+    match.matched_prompt = entry.semantic_text or entry.prompt
+    match.similarity = hit.similarity if semantic else 1.0
+    match.namespace = entry.namespace
+    if semantic:
+        step.reason += (f"; semantic cache hit (similarity {hit.similarity:.3f}) on "
+                        f"{step.cache_match.matched_prompt!r}")
+    node_id = hit.source_node_id or entry.primary_node_id
+    step.node_id = node_id
+    peer = calls.peers.get(node_id)
+    me = calls.me
+    step.node_name = peer.info.name if peer else me.name if node_id == me.node_id else ""
+    response = entry.response
+    usage, used = entry.usage, step.usage
+    used.prompt_tokens = usage.prompt_tokens
+    used.finish_reason = usage.finish_reason or "stop"
+    used.completion_tokens = usage.completion_tokens or max(1, -(-len(response) // 4))
+    return response
+
+
 class WorkflowManager:
     """Runs one task's steps."""
 
@@ -183,37 +214,16 @@ class WorkflowManager:
         return StepResult(text=result_text(step.name, data), data=data)
 
     async def replay(self, step: planner_pb2.Step, hit: cache_pb2.GetResponse) -> StepResult:
-        """Answer ``step`` from a cache hit: the trace says which entry (and how similar, for a
-        semantic hit), and the text streams in word-aligned pieces ending with the usage the
-        generation behind the entry reported."""
-        entry = hit.entry
-        semantic = hit.match == "semantic"
-        step.cache = planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT if semantic else planner_pb2.CACHE_OUTCOME_HIT
-        match = step.cache_match  # written field by field: a hit's trace is most of what it costs
-        match.Clear()
-        match.key = entry.key
-        match.matched_prompt = entry.semantic_text or entry.prompt
-        match.similarity = hit.similarity if semantic else 1.0
-        match.namespace = entry.namespace
-        if semantic:
-            step.reason += (f"; semantic cache hit (similarity {hit.similarity:.3f}) on "
-                            f"{step.cache_match.matched_prompt!r}")
-        step.node_id = hit.source_node_id or entry.primary_node_id
-        peer = self.calls.peers.get(step.node_id)
-        step.node_name = (peer.info.name if peer else
-                          self.calls.me.name if step.node_id == self.calls.me.node_id else "")
+        """Answer ``step`` from a cache hit (``fill_from_hit``); to a stream, the text goes out in
+        word-aligned pieces ending with the usage the generation behind the entry reported."""
+        text = fill_from_hit(self.calls, step, hit)
         if self.emit is not None:  # a stream: the answer goes out in pieces, like a generation
             await self._event(step_started=planner_pb2.StepStarted(step_id=step.step_id, node_id=step.node_id,
                                                                    cache=step.cache, cache_match=step.cache_match))
-            for piece in replay_pieces(entry.response):
+            for piece in replay_pieces(text):
                 await self._event(token=planner_pb2.TokenDelta(step_id=step.step_id, text=piece))
                 await asyncio.sleep(0)  # let the stream's reader send each piece as it comes
-        usage, used = entry.usage, step.usage
-        used.Clear()
-        used.prompt_tokens = usage.prompt_tokens
-        used.finish_reason = usage.finish_reason or "stop"
-        used.completion_tokens = usage.completion_tokens or max(1, -(-len(entry.response) // 4))
-        return StepResult(text=entry.response, data={"finish_reason": step.usage.finish_reason, "tool_calls_json": ""})
+        return StepResult(text=text, data={"finish_reason": step.usage.finish_reason, "tool_calls_json": ""})
 
     async def _run_llm(self, spec: StepSpec) -> StepResult:
         step = spec.step
