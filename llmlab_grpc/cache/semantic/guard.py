@@ -24,10 +24,11 @@ threshold is accepted only when none of these checks refuses it:
   smaller, before / after, buy / sell, ...);
 * **swapped words** — each side does not have content words the other lacks ("recipe for
   pancakes" / "recipe for waffles", "read mode" / "write mode"), unless listed synonyms
-  explain them; one word only one side adds ("a *funny* joke") passes unless it narrows the
-  question: an arithmetic operation ("square *root* of 12"), the object of a preposition the
-  other lacks ("a good credit score *in canada*"), or a noun extending an owned last noun ("my
-  router *password*");
+  explain them; one word only one side adds passes only when it is a word of the question's
+  frame (``FRAME_WORDS``: "*convert* 10 miles to km", "which *city*", "the *best* way", "a *funny*
+  joke"): any other added word asks another thing ("how long is a cold *contagious*", "a cold
+  *sore*", "all *hidden* files", "a good credit score in *canada*"), and the refusal names why
+  (an arithmetic operation, a prepositional phrase, an extended last noun, an inserted modifier);
 * **order** — the words right after "from", "to", "than", "vs" ... that both mention come in the
   same order, capitalised or not ("from london to paris" is not "from paris to london");
 * **subject** — the same auxiliary with "I" on one side and a noun the other never names on the
@@ -761,6 +762,9 @@ def _swapped(a: Features, b: Features) -> str:
         for word in added:
             if why := _narrows(x, y, word):
                 return why
+            if word not in _FRAME_STEMS:
+                k = _at(x, word)
+                return f"one side adds {x.words[k] if k >= 0 else word!r}, which is not a word of the question's frame"
     return ""
 
 
@@ -869,6 +873,30 @@ def _inserted(x: Features, y: Features, k: int) -> bool:
     before_x = x.words[k - 1] if k > 0 else ""
     before_y = y.words[j - 1] if j > 0 else ""
     return before_x == before_y
+
+
+_FRAME_TEXT = """
+convert conversion calculate calculation compute work find figure get give tell name list show share explain describe
+suggest recommend translate write say mean meaning define definition
+between vs versus difference differ compare comparison
+city town country year date time day number count amount total sum price cost value rate
+best better good great nice right correct proper ideal exact exactly approximate roughly typical normal usual
+common general basic main simple quick easy current actual real funny whole full complete overall average
+safe okay fine allowed considered expected recommended possible likely needed necessary enough
+make makes made cause causes happen happens happened occur occurs use using used need needs hold holds keep
+live lives lived perform do does did work works go goes run runs come comes take takes
+way ways method steps step instructions command commands procedure process guide tips tip
+people person someone somebody human humans artist scientist author writer player team company
+length size big large much many high long
+now today currently please really actually just also still ever anyway
+you than per all most through together away up look looking install installed eat eating drink drinking
+"""
+FRAME_WORDS = frozenset(_FRAME_TEXT.split())
+"""Words one side may add without asking another question: they frame it ("*convert* 10 miles to km"),
+say what kind of answer it wants ("which *city*", "in what *year*"), or rate it ("the *best* way").
+Any other word added on one side only (a noun, a place, an adjective that picks a kind) refuses:
+"symptoms of a migraine *in kids*", "list all *hidden* files", "an egg *white*"."""
+_FRAME_STEMS = frozenset(_stem(w) for w in FRAME_WORDS)
 
 
 SENTENCE_ADVERBS = frozenset({"now", "again", "currently", "nowadays", "exactly", "anyway", "though", "precisely",
