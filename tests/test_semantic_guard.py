@@ -117,6 +117,9 @@ def test_near_misses_are_refused_with_a_reason(cached: str, asked: str, why: str
     ("how do i remove a stripped screw", "stripped screw removal?"),  # -al nouns
     ("can i take melatonin every night", "can i take melatonin nightly"),  # nightly
     ("Convert 5 kilograms to pounds.", "What is 5 kilograms in pounds?"),  # "convert" only frames the question
+    ("how long do you cook a 12 pound turkey", "How long should a 12-pound turkey cook?"),  # 12-pound
+    ("how do i convert mp4 to mp3", "How can I turn an MP4 into an MP3?"),  # turn into = convert
+    ("what's the best budget gaming laptop", "top cheap gaming laptop?"),  # synonyms
     ("What is the capital of Australia?", "Which city is Australia's capital?"),  # "city" says the kind of answer
 ])
 def test_paraphrases_the_new_rules_accept(cached: str, asked: str) -> None:

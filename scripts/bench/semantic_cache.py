@@ -1,10 +1,10 @@
 """Semantic cache: correct and wrong hits on hand-made pairs, and lookup latency at 1k and 10k entries.
 
-The pairs (scripts/bench/semantic_pairs.py), in two splits. Tuning: 230 cached questions, each
+The pairs (scripts/bench/semantic_pairs.py), in two splits. Tuning: 250 cached questions, each
 with 3 paraphrases that must hit and 3 near-misses that must not (another number, name,
 negation, unit, date or direction), plus 12 multi-turn near-misses (the same last question
-after another earlier turn): 1,392 pairs, the set the guard was tuned on (it includes the two
-earlier held-out sets, whose failures were read, and 120 casual questions written after the
+after another earlier turn): 1,512 pairs, the set the guard was tuned on (it includes the two
+earlier held-out sets, whose failures were read, and 140 casual questions written after the
 third was sealed). Held out (``FRESH``): 28 more questions (84
 paraphrases, 84 near-misses) and 6 multi-turn near-misses, 174 pairs, written before the guard's
 code was read in that round and never used to tune it: only its totals are printed
@@ -60,6 +60,7 @@ from scripts.bench.semantic_pairs import (
     CASUAL3,
     CASUAL4,
     CASUAL5,
+    CASUAL6,
     EARLIER_TURNS,
     FRESH,
     FRESH_TURNS,
@@ -91,7 +92,7 @@ async def quality(sem: SemanticCache, service: CacheService, show_held_out: bool
     Both splits' questions are cached together (each is a distractor for the other). The
     held-out split prints its totals only: its individual failures (``--show-held-out``) are
     for reading after tuning is done, never for tuning."""
-    sets = {"tuning": (GROUPS + SECOND + HELD_OUT + CASUAL + CASUAL2 + CASUAL3 + CASUAL4 + CASUAL5,
+    sets = {"tuning": (GROUPS + SECOND + HELD_OUT + CASUAL + CASUAL2 + CASUAL3 + CASUAL4 + CASUAL5 + CASUAL6,
                        EARLIER_TURNS + HELD_OUT_TURNS),
             "held-out": (FRESH, FRESH_TURNS)}
     owner: dict[str, tuple[str, int]] = {}

@@ -68,8 +68,9 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_'\u2019.-]*[A-Za-z0-9]|[A-Za-z]")
 _UNIT_AFTER_NUMBER = re.compile(r"\d\s?°?\s?(m|g|l|s|h|k|c|f)\b|\d\s?(%)", re.IGNORECASE)
 _ORDINAL_SUFFIX = re.compile(r"(?:st|nd|rd|th)(?![A-Za-z0-9])", re.IGNORECASE)
 CURRENCY_SIGNS = {"$": "usd", "£": "gbp", "€": "eur", "¥": "jpy"}
-_DEGREES = frozenset({"", "°", "degree", "degrees"})
-"""What may stand between a number and its unit: "100 degrees fahrenheit" is "100 F" is "100°F"."""
+_DEGREES = frozenset({"", "-", "°", "degree", "degrees"})
+"""What may stand between a number and its unit: "100 degrees fahrenheit" is "100 F" is "100°F", and
+"a 12-pound turkey" is "a 12 pound turkey"."""
 
 NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
@@ -294,7 +295,8 @@ _SYNONYM_GROUPS = [
     {"baby", "infant", "newborn"}, {"pregnant", "pregnancy"}, {"fly", "flight", "flying"},
     {"travel", "go", "get", "trip"}, {"compose", "composer"}, {"paint", "painter"}, {"discover", "discoverer"},
     {"between", "vs", "versus", "compare", "comparison"}, {"differ", "difference", "distinguish"},
-    {"times", "multiply", "multiplied", "product"}, {"while", "during"},
+    {"times", "multiply", "multiplied", "product"}, {"while", "during"}, {"best", "top"},
+    {"cheap", "budget", "affordable", "inexpensive"},
 ]
 SYNONYMS: dict[str, frozenset[str]] = {}
 for _group in _SYNONYM_GROUPS:
@@ -400,7 +402,7 @@ PHRASAL = {
     ("work", "out"): "calculate", ("come", "up"): "invent", ("get", "rid"): "remove", ("pay", "off"): "repay",
     ("pay", "down"): "repay", ("get", "out"): "exit", ("log", "in"): "login", ("sign", "in"): "login",
     ("log", "out"): "logout", ("sign", "out"): "logout", ("shut", "down"): "shutdown", ("go", "down"): "sink",
-    ("make", "up"): "", ("going", "to"): "", ("come", "out"): "release",
+    ("make", "up"): "", ("going", "to"): "", ("come", "out"): "release", ("turn", "into"): "convert",
 }
 """Phrasal verbs -> one verb, so that their particle is not a word of their own ("turn off" is
 "disable", the opposite of "turn on"; "get rid of hiccups" is "remove"). The particle may follow
