@@ -432,7 +432,7 @@ def _spoken(tokens: list[str]) -> set[int]:
 _SEPARABLE = {("get", "out"): "remove", ("take", "out"): "remove", ("turn", "off"): "disable",
               ("turn", "on"): "enable", ("switch", "off"): "disable", ("switch", "on"): "enable",
               ("figure", "out"): "find", ("find", "out"): "find", ("work", "out"): "calculate",
-              ("pay", "off"): "repay", ("look", "up"): "find", ("set", "up"): "create"}
+              ("pay", "off"): "repay", ("look", "up"): "find", ("set", "up"): "create", ("turn", "into"): "convert"}
 """Phrasal verbs whose object may stand between verb and particle ("get a stain *out*", "turn the
 lights *off*"); "get out" with nothing between is "exit"."""
 _PARTICLES = frozenset({"up", "down", "out", "off", "on", "in", "over", "away", "back"})
@@ -463,7 +463,7 @@ def _phrasal(tokens: list[str]) -> tuple[dict[int, str], set[int]]:
         for j in range(i + 2, min(i + 5, len(tokens))):  # an object of up to three words between
             if tokens[j - 1] in _NOT_OBJECT or tokens[j - 1] in _PARTICLES:
                 break
-            if j + 1 < len(tokens) and tokens[j + 1] not in _NOT_OBJECT:
+            if tokens[j] != "into" and j + 1 < len(tokens) and tokens[j + 1] not in _NOT_OBJECT:
                 continue  # the particle ends the phrase: "get a stain *out* of", not "turn up the volume *on* my phone"
             canon = next((_SEPARABLE[k] for k in ((base, tokens[j]), (base + "e", tokens[j])) if k in _SEPARABLE), None)
             if canon is not None:
