@@ -1,11 +1,12 @@
 """Server instructions per call of a ``Planner.Ask`` cache hit and of the gRPC echo floors (callgrind).
 
 Wall-clock ratios on the shared 2-core machine move with other people's work; instruction
-counts do not (repeated runs agree within about 0.3%). This runs a planner+cache node
+counts do not. This runs a planner+cache node
 (memory store) with the two echo floors of ``openai_api.py`` in one process under
 ``valgrind --tool=callgrind --instr-atstart=no``, warms every leg up, then for each leg turns
 instrumentation on, zeroes the counters, sends ``--calls`` sequential calls and dumps; the
-dump's total divided by the calls is the figure. Usage::
+dump's total, less what the node's timers ran meanwhile (their rate measured on an idle leg
+first), divided by the calls is the figure. Usage::
 
     .venv/bin/python scripts/bench/callgrind_ask.py --calls 500
 
@@ -25,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -92,6 +95,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=500, help="calls per measured leg (1..5000)")
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured calls per leg first")
     parser.add_argument("--start-timeout-s", type=float, default=600.0)
+    parser.add_argument("--idle-s", type=float, default=3.0, help="seconds of the idle leg (the timers' rate)")
     parser.add_argument("--keep", action="store_true", help="keep the callgrind dumps (their directory is printed)")
     if sys.argv[1:2] == ["--serve"]:
         return serve(sys.argv[2:])
@@ -145,14 +149,14 @@ def main() -> int:
                 "floor2": lambda: guarded(ask_bytes, metadata=meta, timeout=120),
                 "ask": ask}
         pid = str(proc.pid)
-        results: dict[str, float] = {}
-        for name, call in legs.items():
-            for _ in range(args.warmup):
-                call()
+
+        def counted(run: Callable[[], None]) -> tuple[int, float]:
+            """Instructions the node ran during ``run`` (instrumented, zeroed, dumped) and its seconds."""
             subprocess.run(["callgrind_control", "-i", "on", pid], check=True, capture_output=True)
             subprocess.run(["callgrind_control", "-z", pid], check=True, capture_output=True)
-            for _ in range(calls):
-                call()
+            start = time.monotonic()
+            run()
+            seconds = time.monotonic() - start
             before = set(work.glob("callgrind.out.*"))
             subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
             dumps: list[Path] = []
@@ -167,9 +171,27 @@ def main() -> int:
                 match = re.search(r"^totals:\s+(\d+)", dump.read_text(errors="replace"), re.M)
                 if match:
                     total += int(match.group(1))
-            results[name] = total / calls
+            return total, seconds
+
+        # The node's timers (heartbeats, load sampling) run whether or not it is called, and a leg
+        # takes longer on a busy machine: their rate when idle is taken off each leg.
+        idle, idle_s = counted(lambda: time.sleep(args.idle_s))
+        idle_rate = idle / idle_s
+        print(f"idle     {idle_rate / 1000:9.1f}k instructions per second (timers; taken off each leg)", flush=True)
+        results: dict[str, float] = {}
+        for name, call in legs.items():
+            for _ in range(args.warmup):
+                call()
+
+            def run(call: Callable[[], Any] = call) -> None:
+                for _ in range(calls):
+                    call()
+
+            total, seconds = counted(run)
+            raw = total / calls
+            results[name] = (total - idle_rate * seconds) / calls
             print(f"{name:8s} {results[name] / 1000:9.1f}k instructions per call "
-                  f"({calls} calls; dump {', '.join(d.name for d in dumps)})", flush=True)
+                  f"({raw / 1000:.1f}k before the idle rate; {calls} calls in {seconds:.1f} s)", flush=True)
         print(f"Planner.Ask hit / echo = {results['ask'] / results['echo']:.2f} by instructions "
               f"({results['ask'] / results['floor2']:.2f} against floor 2)")
         node.close()
