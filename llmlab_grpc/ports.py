@@ -24,7 +24,7 @@ from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, planner_pb2
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
-    from llmlab_grpc.cache.entry import CacheEntry, EntryMeta
+    from llmlab_grpc.cache.entry import CachedAnswer, CacheEntry, EntryMeta
     from llmlab_grpc.cache.hooks import CacheListener
     from llmlab_grpc.mesh.peers import PeerRecord
     from llmlab_grpc.tools.base import ToolOutcome
@@ -217,6 +217,9 @@ class PlannerCache(Protocol):
 
     async def lookup(self, key: str, read_through: bool = False, max_age_s: float | None = None,
                      namespace: str = "") -> cache_pb2.GetResponse: ...
+
+    async def lookup_answer(self, key: str, read_through: bool = False, max_age_s: float | None = None,
+                            namespace: str = "") -> CachedAnswer | None: ...
 
     async def semantic_lookup(self, lookup: cache_pb2.CacheLookup, min_similarity: float = 0.0,
                               max_age_s: float | None = None, candidates: int = 0) -> cache_pb2.GetResponse: ...

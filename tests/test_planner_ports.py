@@ -9,13 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import pytest
 
+from llmlab_grpc.cache.entry import CachedAnswer
+from llmlab_grpc.cache.manager import CacheManager
+from llmlab_grpc.cache.service import CacheService
 from llmlab_grpc.config import NodeSettings
 from llmlab_grpc.mesh.channels import ChannelPool
 from llmlab_grpc.mesh.known_models import KnownModels
 from llmlab_grpc.mesh.peers import PeerTable
 from llmlab_grpc.planner.mesh_calls import MeshCalls
-from llmlab_grpc.planner.planner import Planner
+from llmlab_grpc.planner.planner import Planner, QueryError, effective_params
+from llmlab_grpc.planner.service import PlannerService
+from llmlab_grpc.planner.tasks import query_digest
 from llmlab_grpc.ports import PLANNER_TASKS, LoadMeter, LocalNode, PlannerCache
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, planner_pb2
 
@@ -34,6 +40,11 @@ class AnsweringCache:
         self.in_flight_seen.append(self.meter.proto().in_flight)
         entry = common_pb2.CacheEntry(key=key, response="Paris.", primary_node_id="cache-node", namespace=namespace)
         return cache_pb2.GetResponse(found=True, entry=entry, source_node_id="cache-node")
+
+    async def lookup_answer(self, key: str, read_through: bool = False, max_age_s: float | None = None,
+                            namespace: str = "") -> CachedAnswer | None:
+        reply = await self.lookup(key, read_through, max_age_s, namespace)
+        return CachedAnswer.of(reply.entry, reply.source_node_id) if reply.found else None
 
     async def semantic_lookup(self, lookup: cache_pb2.CacheLookup, min_similarity: float = 0.0,
                               max_age_s: float | None = None, candidates: int = 0) -> cache_pb2.GetResponse:
@@ -118,3 +129,77 @@ async def test_a_query_a_rule_routes_to_a_tool_is_never_answered_from_the_cache(
     planner = planner_with(cache, meter)
     task, _ = await planner.ask(planner_pb2.Query(text="What is 25 * 67?", model=MODEL))
     assert cache.lookups == 0 and task.steps[0].kind == planner_pb2.STEP_KIND_TOOL
+
+
+class Aborted(Exception):
+    """What ``context.abort`` raises in grpc.aio, carrying the status."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+
+
+class AbortingContext:
+    """The one method of a ``ServicerContext`` the planner's service calls: ``abort``."""
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
+
+async def real_cache_with(prompt: str, answer: str) -> tuple[CacheService, str]:
+    """A real in-memory cache holding ``answer`` for the planner's plain generation of ``prompt``; its key."""
+    service = CacheService(CacheManager(node_id="cache-1"), "cache-1")
+    params = effective_params(planner_pb2.Query(text=prompt))
+    lookup = cache_pb2.CacheLookup(prompt=prompt, model=MODEL, params=params)
+    entry = await service.store(lookup, answer, usage=common_pb2.CachedUsage(
+        prompt_tokens=7, completion_tokens=3, finish_reason="length"))
+    return service, entry.key
+
+
+async def test_a_hit_in_a_real_cache_writes_the_trace_a_get_reply_would() -> None:
+    cache, key = await real_cache_with("Name a primary colour.", "Red.")
+    meter = LoadMeter()
+    planner = planner_with(cache, meter)
+    task, status = await planner.ask(planner_pb2.Query(text="Name a primary colour.", model=MODEL))
+    assert status is None and task.answer == "Red."
+    step = task.steps[0]
+    assert step.cache == planner_pb2.CACHE_OUTCOME_HIT and step.cache_match.key == key
+    assert step.cache_match.matched_prompt == "Name a primary colour." and step.cache_match.similarity == 1.0
+    assert step.node_id == "cache-1" and step.output == "Red."
+    assert (step.usage.prompt_tokens, step.usage.completion_tokens, step.usage.finish_reason) == (7, 3, "length")
+    assert cache.manager.get_stats()["hits"] == 1  # counted once, as one lookup
+
+
+async def test_ask_over_bytes_answers_what_ask_would_and_keeps_that_task() -> None:
+    cache, _ = await real_cache_with("Name a primary colour.", "Red.")
+    planner = planner_with(cache, LoadMeter())
+    service = PlannerService(planner)
+    query = planner_pb2.Query(text="Name a primary colour.", model=MODEL)
+    raw = planner_pb2.AskRequest(query=query).SerializeToString()
+    reply = await service.ask_wire(raw, AbortingContext())  # type: ignore[arg-type]
+    task = planner_pb2.AskResponse.FromString(reply).task
+    assert task.answer == "Red." and task.steps[0].cache == planner_pb2.CACHE_OUTCOME_HIT
+    stored = planner.store.get(task.task_id)
+    assert stored is not None and reply == planner_pb2.AskResponse(task=stored).SerializeToString()
+    assert planner.store.bytes == stored.ByteSize()  # the store counted the bytes the reply carried
+    with pytest.raises(Aborted) as garbage:
+        await service.ask_wire(b"\xff\xff\xff", AbortingContext())  # type: ignore[arg-type]
+    assert garbage.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(Aborted) as empty:
+        await service.ask_wire(planner_pb2.AskRequest().SerializeToString(), AbortingContext())  # type: ignore[arg-type]
+    assert empty.value.code == grpc.StatusCode.INVALID_ARGUMENT and "empty" in str(empty.value)
+
+
+async def test_a_query_asked_again_is_a_new_task_and_an_unusable_one_is_never_remembered() -> None:
+    cache, _ = await real_cache_with("Name a primary colour.", "Red.")
+    planner = planner_with(cache, LoadMeter())
+    query = planner_pb2.Query(text="Name a primary colour.", model=MODEL)
+    first, _ = await planner.ask(query)
+    second, _ = await planner.ask(query)
+    assert first.task_id != second.task_id and first.created_at.ToNanoseconds() <= second.created_at.ToNanoseconds()
+    assert planner.store.get(first.task_id) is first and planner.store.get(second.task_id) is second
+    assert first.query_sha256 == second.query_sha256 == query_digest(query) and len(planner.memo) == 1
+    for _ in range(2):  # refused each time, with the same reason, and not remembered
+        with pytest.raises(QueryError, match="temperature"):
+            await planner.ask(planner_pb2.Query(text="hi", params={"temperature": 5.0}))
+    assert len(planner.memo) == 1 and cache.manager.get_stats()["hits"] == 2

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmlab_grpc.cache.entry import (
+    CachedAnswer,
     CacheEntry,
     EntryMeta,
     ExtraFields,
@@ -304,6 +305,20 @@ class CacheManager:
             return None
         slot, hits, value = read
         return slot.entry(value, hits)
+
+    async def aget_answer(self, key: str, max_age_s: float | None = None, namespace: str = "",
+                          node_id: str = "") -> CachedAnswer | None:
+        """A lookup (counted as one) whose hit is a ``CachedAnswer`` held by ``node_id`` (default: the
+        entry's primary); None on a miss. This node's planner answers from it in-process: no
+        ``CacheEntry`` and no reply message are built for a hit."""
+        read = await self._aread(key, True, max_age_s, namespace)
+        if read is None:
+            return None
+        slot, _, value = read
+        extras = slot.extras or _NO_EXTRAS
+        return CachedAnswer(slot.key, slot.prompt, extras.semantic_text, extras.namespace, value,
+                            node_id or slot.primary_node_id, extras.prompt_tokens, extras.completion_tokens,
+                            extras.finish_reason)
 
     async def aget_into(self, key: str, out: common_pb2.CacheEntry, record: bool = True,
                         max_age_s: float | None = None, namespace: str = "") -> bool:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from llmlab_grpc.cache.entry import CacheEntry
+from llmlab_grpc.cache.entry import CachedAnswer, CacheEntry
 from llmlab_grpc.cache.errors import InvalidCacheRequest, InvalidParams, StoreUnavailable
 from llmlab_grpc.cache.keys import cache_key, is_key
 from llmlab_grpc.cache.manager import CacheManager, EntryExtras
@@ -127,6 +127,22 @@ class CacheService(cache_pb2_grpc.CacheServicer):
                     return cache_pb2.GetResponse(found=True, entry=remote.to_proto(), source_node_id=holder,
                                                  match="exact")
         return cache_pb2.GetResponse(found=False)
+
+    async def lookup_answer(self, key: str, read_through: bool = False, max_age_s: float | None = None,
+                            namespace: str = "") -> CachedAnswer | None:
+        """``lookup`` for this node's planner: the hit as a ``CachedAnswer`` (no reply message is
+        built for it), None on a miss; the same entries, ages, read-through and counts."""
+        found = await self.manager.aget_answer(key, max_age_s=max_age_s, namespace=namespace, node_id=self.node_id)
+        if found is not None:
+            return found
+        source = self.manager.peer_source
+        if read_through and source is not None:
+            remote_found = await source.read_through(key)
+            if remote_found is not None:
+                remote, holder = remote_found
+                if max_age_s is None or self.manager.now_ms() - remote.created_unix_ms <= max_age_s * 1000:
+                    return CachedAnswer.of(remote, holder)
+        return None
 
     async def Put(
         self, request: cache_pb2.PutRequest,

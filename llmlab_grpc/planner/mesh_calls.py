@@ -39,6 +39,7 @@ from llmlab_grpc.proto.llmlab.v1 import (
 from llmlab_grpc.tools.convert import from_struct, to_struct
 
 if TYPE_CHECKING:
+    from llmlab_grpc.cache.entry import CachedAnswer
     from llmlab_grpc.ports import Channels, LoadView, LocalNode, ModelMemory, PeersView, PlannerCache
 
 log = logging.getLogger(__name__)
@@ -187,12 +188,12 @@ class MeshCalls:
         controls = controls or CacheControls()
         local = self.local_cache
         if local is not None:
-            key = cache_key(lookup.prompt, lookup.model, lookup.params, lookup.namespace)
-            hit = await self.cache_get_key(key, lookup.namespace, controls)
-            if hit is not None or not controls.semantic:
-                return hit
             try:
-                reply = await local.semantic_lookup(lookup, controls.min_similarity, controls.max_age_s)
+                reply = await local.lookup(
+                    cache_key(lookup.prompt, lookup.model, lookup.params, lookup.namespace),
+                    read_through=True, max_age_s=controls.max_age_s, namespace=lookup.namespace)
+                if not reply.found and controls.semantic:
+                    reply = await local.semantic_lookup(lookup, controls.min_similarity, controls.max_age_s)
             except Exception:  # a broken store is a miss, never a failed answer
                 log.exception("local cache lookup failed")
                 return None
@@ -210,21 +211,21 @@ class MeshCalls:
             return None  # no cache node could answer: a miss
         return reply if reply.found else None
 
-    async def cache_get_key(self, key: str, namespace: str, controls: CacheControls) -> cache_pb2.GetResponse | None:
-        """This node's own live entry for ``key`` (or a replica's, read through), else None.
+    async def cache_get_key(self, key: str, namespace: str, controls: CacheControls) -> CachedAnswer | None:
+        """This node's own live entry for ``key`` (or a replica's, read through) as a ``CachedAnswer``,
+        else None (a miss, a broken store, or no cache role here).
 
-        The exact half of ``cache_get`` on a node with the cache role, for a caller that has the
-        key already (the planner's hit path); None too when this node has no cache.
+        The exact half of ``cache_get`` for the planner's hit path, which has the key already
+        and reads the hit in-process without a reply message.
         """
         local = self.local_cache
         if local is None:
             return None
         try:
-            reply = await local.lookup(key, read_through=True, max_age_s=controls.max_age_s, namespace=namespace)
+            return await local.lookup_answer(key, read_through=True, max_age_s=controls.max_age_s, namespace=namespace)
         except Exception:  # a broken store is a miss, never a failed answer
             log.exception("local cache lookup failed")
             return None
-        return reply if reply.found else None
 
     async def cache_put(self, lookup: cache_pb2.CacheLookup, response: str, controls: CacheControls | None = None,
                         usage: common_pb2.CachedUsage | None = None) -> tuple[int, int] | None:

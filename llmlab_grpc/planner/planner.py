@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -37,6 +38,7 @@ from llmlab_grpc.planner.workflow import (
     StepResult,
     StepSpec,
     WorkflowManager,
+    fill_from_answer,
     fill_from_hit,
     step_lookup,
 )
@@ -145,6 +147,25 @@ def _step(step_id: str, kind: planner_pb2.StepKind, name: str, reason: str, depe
     return planner_pb2.Step(step_id=step_id, kind=kind, name=name, reason=reason, depends_on=depends_on or [])
 
 
+PLAIN_REASON = "no tool needed: plain generation"
+MEMO_MAX_MODEL_CHARS = 256
+"""Models named longer than this get their hit step encoded afresh (``hit_step_head``)."""
+
+
+def _encode_hit_step(model: str) -> bytes:
+    step = planner_pb2.Step(step_id="s1", kind=planner_pb2.STEP_KIND_LLM, name=model, reason=PLAIN_REASON)
+    return planner_pb2.Task(steps=[step]).SerializeToString()
+
+
+_remembered_hit_step = functools.lru_cache(maxsize=64)(_encode_hit_step)
+
+
+def hit_step_head(model: str) -> bytes:
+    """A ``Task`` holding only the hit path's step (``s1``, plain generation on ``model``), encoded:
+    appended to a task's bytes it adds that step, the one ``_plan`` would make."""
+    return _remembered_hit_step(model) if len(model) <= MEMO_MAX_MODEL_CHARS else _encode_hit_step(model)
+
+
 class PlannerSettings(Protocol):
     """The settings the planner reads (``NodeSettings`` fits): the task store's budget and the
     cache defaults a query's controls fall back on (``cache_controls.resolve``)."""
@@ -177,6 +198,9 @@ class Planner:
         self.store = store or TaskStore(max_bytes=settings.planner_tasks_max_bytes)
         self.memo = QueryMemo()
         """What each recent query's bytes alone decide (``prelude.py``): a query asked again skips it."""
+        self.request_memo = QueryMemo()
+        """The same by the bytes of the ``AskRequest`` a query came in (``ask_encoded``); apart from
+        ``memo``, as an encoded request can equal an encoded query of another text."""
 
     def _user_messages(self, query: planner_pb2.Query, text: str) -> list[common_pb2.ChatMessage]:
         # No system turn here: params.system_prompt travels with the request and the llm node puts it first.
@@ -185,11 +209,19 @@ class Planner:
             messages.append(common_pb2.ChatMessage(role="user", content=text))
         return messages
 
-    async def _prelude(self, query: planner_pb2.Query) -> Prelude:
+    async def _prelude(self, query: planner_pb2.Query, request: bytes | None = None) -> Prelude:
         """``query`` validated, hashed, previewed and its hit-path verdict: remembered by its bytes.
 
-        Raises ``QueryError`` for an unusable query (never remembered).
+        ``request``: the bytes ``query`` was parsed from (an ``AskRequest``), when the caller has
+        them: remembered by those too, so a repeated request is not even encoded again. Raises
+        ``QueryError`` for an unusable query (never remembered).
         """
+        if request is not None:
+            found = self.request_memo.get(request)
+            if found is None:
+                found = await self._prelude(query)
+                self.request_memo.put(request, found)
+            return found
         raw = query.SerializeToString(deterministic=True)
         found = self.memo.get(raw)
         if found is not None:
@@ -217,33 +249,54 @@ class Planner:
         self.memo.put(raw, prelude)
         return prelude
 
-    async def ask(self, query: planner_pb2.Query, emit: Emit | None = None, into: planner_pb2.Task | None = None
+    async def ask(self, query: planner_pb2.Query, emit: Emit | None = None
                   ) -> tuple[planner_pb2.Task, grpc.StatusCode | None]:
         """Plan and run ``query``; events go to ``emit`` (``None``: nobody listens, none are made).
 
-        Returns the finished task (``into`` when given: an empty ``Task`` to fill, such as the
-        reply's own, so it is not copied into the reply) and, when it failed, the gRPC status
-        that says why.
+        Returns the finished task and, when it failed, the gRPC status that says why.
         """
+        task, status, _ = await self._ask(query, emit)
+        return task, status
+
+    async def ask_encoded(self, query: planner_pb2.Query, request: bytes
+                          ) -> tuple[planner_pb2.Task, grpc.StatusCode | None, bytes]:
+        """``ask`` for a caller that sends the task on as bytes (``Planner.Ask``): also the task
+        encoded. ``request``: the bytes ``query`` was parsed from (its ``AskRequest``), which key
+        the query's prelude. A cache hit's task is encoded once, for the task store's byte count
+        and for the reply."""
+        task, status, encoded = await self._ask(query, None, request)
+        return task, status, encoded or task.SerializeToString()
+
+    async def _ask(self, query: planner_pb2.Query, emit: Emit | None, request: bytes | None = None
+                   ) -> tuple[planner_pb2.Task, grpc.StatusCode | None, bytes]:
+        """``ask``; and with ``request`` (``ask_encoded``), a hit's task encoded (else b"")."""
         status: grpc.StatusCode | None = None
-        prelude = await self._prelude(query)
+        prelude = await self._prelude(query, request)
         controls = query_controls(query, self.settings)
-        task = planner_pb2.Task() if into is None else into
-        task.MergeFromString(prelude.task_head)  # query preview, digest, status, planner node
+        task = planner_pb2.Task()
+        model = ""
+        if emit is None and prelude.hit_path and self.calls.local_cache is not None:
+            model = query.model or self.calls.default_model()
+        # The query's preview, digest, status and planner node; with a model, the hit path's step too.
+        task.MergeFromString(prelude.task_head + hit_step_head(model) if model else prelude.task_head)
         task.task_id = os.urandom(8).hex()  # what secrets.token_hex(8) returns, with less Python
         stamp_now(task.created_at)
         known_miss: cache_pb2.CacheLookup | None = None
         t0 = time.perf_counter()
-        if emit is None and prelude.hit_path:  # nobody listens: a hit here is answered without a workflow
+        if model:  # nobody listens: a hit in this node's cache is answered without a workflow
             self.tasks.add(1)
             try:
-                known_miss = await self._answer_from_cache(query, prelude, controls, task)
+                known_miss = await self._answer_from_cache(query, prelude, controls, task, model)
             finally:
                 self.tasks.add(-1)
             if known_miss is None and task.status == planner_pb2.TASK_STATUS_SUCCEEDED:
                 task.total_ms = (time.perf_counter() - t0) * 1000
-                self.store.save(task)
-                return task, None
+                if request is None:
+                    self.store.save(task)
+                    return task, None, b""
+                encoded = task.SerializeToString()
+                self.store.save(task, len(encoded))
+                return task, None, encoded
         self.store.save(task)
         self.tasks.add(1)
         try:
@@ -272,48 +325,40 @@ class Planner:
             self.tasks.add(-1)
         task.total_ms = (time.perf_counter() - t0) * 1000
         self.store.save(task)
-        return task, status
+        return task, status, b""
 
     async def _answer_from_cache(self, query: planner_pb2.Query, prelude: Prelude, controls: CacheControls,
-                                 task: planner_pb2.Task) -> cache_pb2.CacheLookup | None:
+                                 task: planner_pb2.Task, model: str) -> cache_pb2.CacheLookup | None:
         """A hit's answer written into ``task`` (SUCCEEDED, its one step replayed) with no plan or workflow.
 
         Only for a query whose plan is sure to be the single plain generation ``_plan`` would make
         (``prelude.hit_path``: no rule, nothing that looks like a tool, the cache not refused,
-        sampling deterministic or ``cache_nondeterministic``) with a model known, looked up in
-        this node's own cache the way that step would (``step_lookup``'s key, ``MeshCalls.cache_get``).
-        Returns the lookup when it missed, so the workflow does not ask again; ``None`` when it
-        answered (``task.status`` says so) or the query is not one it may answer.
+        sampling deterministic or ``cache_nondeterministic``) with ``model`` known, on a node with
+        the cache role; ``task`` has that step (``hit_step_head``). It is looked up in this node's
+        own cache the way the step would (``step_lookup``'s key, ``MeshCalls.cache_get``).
+        Returns the lookup when it missed (the step is removed), so the workflow does not ask
+        again; ``None`` when it answered (``task.status`` says so).
         """
-        local = self.calls.local_cache
-        if local is None:
-            return None
-        model = query.model or self.calls.default_model()
-        if not model:
-            return None
         text = prelude.text
-        step = task.steps.add()
-        step.step_id = "s1"
-        step.kind = planner_pb2.STEP_KIND_LLM
-        step.name = model
-        step.reason = "no tool needed: plain generation"
+        step = task.steps[0]
         stamp_now(step.started_at)
         t0 = time.perf_counter()
         if not query.history and not controls.semantic:
             # A lone user turn: the step's key is made of the text (``cache_prompt``); no lookup
             # message is built unless it misses and the workflow needs one.
             key = cache_key_of_raw(text, model, prelude.params_raw, controls.namespace)
-            hit = await self.calls.cache_get_key(key, controls.namespace, controls)
-            if hit is None:
+            answer = await self.calls.cache_get_key(key, controls.namespace, controls)
+            if answer is None:
                 del task.steps[:]
                 return step_lookup(self._user_messages(query, text), model, prelude.params, controls)[0]
+            text = fill_from_answer(self.calls, step, answer)
         else:
             lookup, step_controls = step_lookup(self._user_messages(query, text), model, prelude.params, controls)
             hit = await self.calls.cache_get(lookup, step_controls)
             if hit is None:
                 del task.steps[:]
                 return lookup
-        text = fill_from_hit(self.calls, step, hit)
+            text = fill_from_hit(self.calls, step, hit)
         step.duration_ms = (time.perf_counter() - t0) * 1000
         step.output = text
         task.status = planner_pb2.TASK_STATUS_SUCCEEDED
@@ -395,7 +440,7 @@ class Planner:
             rule = hints.rule
             if rule is not None:
                 return tool_then_maybe_phrase(rule.tool, rule.arguments, rule.reason, rule.phrase_with_model)
-        plain_reason = f"{hints.note}: plain generation" if hints.note else "no tool needed: plain generation"
+        plain_reason = f"{hints.note}: plain generation" if hints.note else PLAIN_REASON
         if not query.no_tools and model and hints.toolish and self.calls.is_live(model):
             catalogue = await self.calls.tool_catalogue()
             if catalogue:

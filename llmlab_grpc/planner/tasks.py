@@ -136,20 +136,26 @@ class TaskStore:
         """Serialized bytes of the tasks kept, as measured when each was last saved."""
         return self._bytes
 
-    def save(self, task: planner_pb2.Task) -> None:
-        """Keep ``task`` (the object itself, so a running task's steps show; a cut copy when too large)."""
-        size = task.ByteSize()
+    def save(self, task: planner_pb2.Task, size: int | None = None) -> None:
+        """Keep ``task`` (the object itself, so a running task's steps show; a cut copy when too large).
+
+        ``size``: ``task.ByteSize()`` when the caller has just encoded it (the planner's hit path).
+        """
+        if size is None:
+            size = task.ByteSize()
         if size > MAX_TASK_BYTES:
             task = cut_task(task)
             size = task.ByteSize()
-        old = self._tasks.pop(task.task_id, None)
+        task_id = task.task_id
+        tasks = self._tasks
+        old = tasks.pop(task_id, None)
         if old is not None:
             self._bytes -= old.size
         self._seq += 1
-        self._tasks[task.task_id] = _Kept(self._seq, task, size)
+        tasks[task_id] = _Kept(self._seq, task, size)
         self._bytes += size
-        while len(self._tasks) > self._capacity or (self._bytes > self._max_bytes and len(self._tasks) > 1):
-            _, gone = self._tasks.popitem(last=False)
+        while len(tasks) > self._capacity or (self._bytes > self._max_bytes and len(tasks) > 1):
+            _, gone = tasks.popitem(last=False)
             self._bytes -= gone.size
 
     def get(self, task_id: str) -> planner_pb2.Task | None:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmlab_grpc.cache.entry import CachedAnswer
 from llmlab_grpc.cache.keys import is_deterministic
 from llmlab_grpc.mesh.peer_calls import describe_all
 from llmlab_grpc.planner.cache_controls import CacheControls
@@ -108,33 +109,38 @@ def replay_pieces(text: str) -> list[str]:
 
 
 def fill_from_hit(calls: MeshCalls, step: planner_pb2.Step, hit: cache_pb2.GetResponse) -> str:
+    """``fill_from_answer`` from a ``Cache.Get``-shaped reply (exact or semantic)."""
+    answer = CachedAnswer.of(hit.entry, hit.source_node_id)
+    return fill_from_answer(calls, step, answer, hit.similarity if hit.match == "semantic" else None)
+
+
+def fill_from_answer(calls: MeshCalls, step: planner_pb2.Step, answer: CachedAnswer,
+                     similarity: float | None = None) -> str:
     """``step``'s trace row (a step not run before) written from a cache hit; returns the cached answer.
 
-    The trace says which entry (and how similar, for a semantic hit), which node held it, and
-    the usage the generation behind the entry reported. Written field by field: a hit's trace
-    is most of what it costs. Shared by a workflow's step and the planner's hit path.
+    The trace says which entry (and how similar, for a semantic hit: ``similarity`` given),
+    which node held it, and the usage the generation behind the entry reported. Shared by a
+    workflow's step and the planner's hit path.
     """
-    entry = hit.entry
-    semantic = hit.match == "semantic"
+    semantic = similarity is not None
     step.cache = planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT if semantic else planner_pb2.CACHE_OUTCOME_HIT
     match = step.cache_match
-    match.key = entry.key
-    match.matched_prompt = entry.semantic_text or entry.prompt
-    match.similarity = hit.similarity if semantic else 1.0
-    match.namespace = entry.namespace
-    if semantic:
-        step.reason += (f"; semantic cache hit (similarity {hit.similarity:.3f}) on "
-                        f"{step.cache_match.matched_prompt!r}")
-    node_id = hit.source_node_id or entry.primary_node_id
+    match.key = answer.key
+    match.matched_prompt = matched = answer.semantic_text or answer.prompt
+    match.similarity = 1.0 if similarity is None else similarity
+    match.namespace = answer.namespace
+    if similarity is not None:
+        step.reason += f"; semantic cache hit (similarity {similarity:.3f}) on {matched!r}"
+    node_id = answer.node_id
     step.node_id = node_id
     peer = calls.peers.get(node_id)
     me = calls.me
     step.node_name = peer.info.name if peer else me.name if node_id == me.node_id else ""
-    response = entry.response
-    usage, used = entry.usage, step.usage
-    used.prompt_tokens = usage.prompt_tokens
-    used.finish_reason = usage.finish_reason or "stop"
-    used.completion_tokens = usage.completion_tokens or max(1, -(-len(response) // 4))
+    response = answer.response
+    used = step.usage
+    used.prompt_tokens = answer.prompt_tokens
+    used.finish_reason = answer.finish_reason or "stop"
+    used.completion_tokens = answer.completion_tokens or max(1, -(-len(response) // 4))
     return response
 
 
