@@ -19,7 +19,9 @@ from llmlab_grpc.cache import (
     cache_key,
 )
 from llmlab_grpc.cache.entry import stored_bytes
+from llmlab_grpc.cache.keys import checksum
 from llmlab_grpc.cache.stores import ValueStore, make_store
+from llmlab_grpc.proto.llmlab.v1 import common_pb2
 from tests.cache_support import FakeClock, ray_session  # noqa: F401 - session fixture
 
 
@@ -412,3 +414,60 @@ def test_a_copy_obeys_the_same_limits_and_no_time_beyond_the_clock(store: ValueS
     big = source.put("p" * 17, "m", "r")
     with pytest.raises(ValueTooLarge, match="cache_max_prompt_bytes"):
         cache.put_entry(big.to_proto())
+
+
+# -- serialized hits (aget_wire, cache/wire.py) ------------------------------------------------------
+
+
+async def _wire_response(cache: CacheManager, prompt: str) -> str | None:
+    hit = await cache.aget_wire(cache_key(prompt, "m"))
+    if hit is None:
+        return None
+    wire, hits = hit
+    entry = common_pb2.CacheEntry.FromString(wire)
+    assert entry.hits == 0 and hits >= 1  # the count is the caller's to append
+    return entry.response
+
+
+async def test_serialized_hits_follow_their_entry(store: ValueStore, clock: FakeClock) -> None:
+    cache = manager_of(store, clock)
+    cache.put("p", "m", "one", ttl=10)
+    assert await _wire_response(cache, "p") == "one"
+    kept = cache.get_stats()["wire_bytes"]
+    assert kept > 0
+    cache.put("p", "m", "two", ttl=10)  # replaced: the new value, never the kept bytes
+    assert cache.get_stats()["wire_bytes"] == 0
+    assert await _wire_response(cache, "p") == "two"
+    copy = cache.get_entry(cache_key("p", "m"))
+    assert copy is not None
+    cache.put_entry(dataclasses.replace(copy, response="three", checksum=checksum("three")))  # a replica's write
+    assert await _wire_response(cache, "p") == "three"
+    assert cache.delete(cache_key("p", "m"))
+    assert await _wire_response(cache, "p") is None and cache.get_stats()["wire_bytes"] == 0
+    cache.put("q", "m", "four", ttl=10)
+    assert await _wire_response(cache, "q") == "four"
+    clock.advance(11)
+    assert await _wire_response(cache, "q") is None  # expired
+    cache.put("r", "m", "five")
+    assert await _wire_response(cache, "r") == "five" and cache.get_stats()["wire_bytes"] > 0
+    cache.clear()
+    stats = cache.get_stats()
+    assert (stats["wire_bytes"], stats["hits"], stats["misses"]) == (0, 5, 2)
+
+
+async def test_serialized_hits_use_spare_budget_only_and_go_first(store: ValueStore, clock: FakeClock) -> None:
+    entry_cost = _cost("a", "a" * 40)
+    probe = manager_of(make_store("memory"), clock)
+    probe.put("a", "m", "a" * 40)
+    await _wire_response(probe, "a")
+    wire_cost = probe.get_stats()["wire_bytes"]
+    cache = manager_of(store, clock, max_bytes=2 * entry_cost + wire_cost - 1)
+    cache.put("a", "m", "a" * 40)
+    assert await _wire_response(cache, "a") == "a" * 40
+    assert cache.get_stats()["wire_bytes"] == wire_cost  # spare budget: kept
+    cache.put("b", "m", "b" * 40)  # both entries fit, with the kept bytes they would not: those go
+    stats = cache.get_stats()
+    assert (stats["entries"], stats["evictions"], stats["wire_bytes"]) == (2, 0, 0)
+    assert await _wire_response(cache, "b") == "b" * 40  # no room to keep it, answered all the same
+    assert cache.get_stats()["wire_bytes"] == 0
+    assert stats["bytes"] + stats["wire_bytes"] <= cache.max_bytes

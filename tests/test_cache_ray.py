@@ -10,6 +10,7 @@ import pytest
 from llmlab_grpc.cache import CacheManager, InvalidCacheRequest
 from llmlab_grpc.cache.errors import StoreUnavailable
 from llmlab_grpc.cache.stores import MemoryStore, make_store
+from llmlab_grpc.proto.llmlab.v1 import common_pb2
 from tests.cache_support import ray_session  # noqa: F401 - session fixture
 from tests.helpers import wait_until
 
@@ -123,3 +124,17 @@ async def test_a_value_lost_by_ray_is_a_miss_through_the_async_read_too(ray: Any
     assert await cache.aget_by_key(key) is None
     stats = cache.get_stats()
     assert (stats["hits"], stats["misses"], stats["lost"], stats["entries"]) == (0, 1, 1, 0)
+
+
+async def test_with_no_hot_copies_a_hit_keeps_nothing_serialized(ray: Any) -> None:
+    store = make_store("ray", hot_bytes=0)
+    cache = CacheManager(store)
+    key = cache.put("p", "m", "cold answer").key
+    assert store.flush()  # type: ignore[attr-defined]
+    for hits in (1, 2, 3):  # each read from Ray, off the loop
+        hit = await cache.aget_wire(key)
+        assert hit is not None and hit[1] == hits
+        assert common_pb2.CacheEntry.FromString(hit[0]).response == "cold answer"
+    stats = cache.get_stats()
+    assert (stats["wire_bytes"], stats["store_hot_entries"], stats["hits"]) == (0, 0, 3)
+    cache.close()

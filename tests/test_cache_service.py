@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 
 from llmlab_grpc.cache import CacheEntry, CacheManager
 from llmlab_grpc.cache.errors import StoreUnavailable
-from llmlab_grpc.cache.service import CacheService
+from llmlab_grpc.cache.manager import EntryExtras
+from llmlab_grpc.cache.service import CacheService, add_to_server
 from llmlab_grpc.cache.stores import MemoryStore
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
@@ -24,11 +26,13 @@ class Served:
         self.stub = stub
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[Served]:
+@pytest.fixture(params=["wire", "message"])
+async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    """The service as a node serves it (``Get`` as bytes: ``add_to_server``) and as generated."""
     service = CacheService(CacheManager(MemoryStore(), max_value_bytes=LIMIT, node_id="n1"), "n1")
     server = grpc.aio.server()
-    cache_pb2_grpc.add_CacheServicer_to_server(service, server)
+    add = add_to_server if request.param == "wire" else cache_pb2_grpc.add_CacheServicer_to_server
+    add(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -170,3 +174,60 @@ async def test_a_ttl_of_2_to_the_62_is_capped_at_the_maximum(served: Served) -> 
     assert put.entry.expires_unix_ms - put.entry.created_unix_ms == max_ttl_ms
     longest = await served.stub.Put(cache_pb2.PutRequest(lookup=lookup("p2"), response="r", ttl_ms=2**63 - 1))
     assert longest.entry.expires_unix_ms - longest.entry.created_unix_ms == max_ttl_ms
+
+
+# -- Get as bytes (cache/wire.py) ------------------------------------------------------------------
+
+
+class Aborted(Exception):
+    pass
+
+
+class AbortContext:
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise Aborted(code, details)
+
+
+async def test_a_hit_written_as_bytes_is_the_message_get_builds() -> None:
+    manager = CacheManager(MemoryStore(), node_id="n1")
+    service = CacheService(manager, "n1")
+    extras = EntryExtras(namespace="docs", writer="alice", prompt_tokens=7, completion_tokens=300,
+                         finish_reason="length", semantic_text="a joke?", context_hash="c" * 64,
+                         embedding=array("f", [0.25, -1.5, 3.0]).tobytes())
+    params = {"temperature": 0.0, "stop": ["\n", "END"], "tools_json": '[{"name": "calc"}]', "seed": 42,
+              "system_prompt": "be brief", "max_tokens": 64}
+    cases = [("Tell me a joke", "plain", None, {}),
+             ("Wie geht's? \u00e9\U0001f600", "\u00fcber " * 3000, extras, params),
+             ("", "x" * 20_000, None, {"temperature": 0.0})]  # an empty prompt; a 3-byte length
+    for prompt, response, extra, kwargs in cases:
+        entry = manager.put(prompt, "m", response, kwargs, extras=extra)
+        namespace = extra.namespace if extra else ""
+        request = cache_pb2.GetRequest(lookup=cache_pb2.CacheLookup(
+            prompt=prompt, model="m", namespace=namespace, params=common_pb2.GenerationParams(**kwargs)))
+        for round_ in range(130):  # hit counts past one varint byte
+            wire = cache_pb2.GetResponse.FromString(await service.get_wire(request.SerializeToString(), AbortContext()))
+            message = await service.Get(request, AbortContext())  # type: ignore[arg-type]
+            assert wire.entry.hits == message.entry.hits - 1 == 2 * round_ + 1
+            wire.entry.hits = message.entry.hits
+            assert wire == message and wire.found and wire.entry.key == entry.key
+        by_key = cache_pb2.GetRequest(key=entry.key).SerializeToString()
+        reply = cache_pb2.GetResponse.FromString(await service.get_wire(by_key, AbortContext()))
+        assert reply.entry.response == response
+    assert manager.get_stats()["wire_bytes"] > 20_000  # kept, and counted
+
+
+async def test_get_as_bytes_refuses_what_is_not_a_get_request() -> None:
+    service = CacheService(CacheManager(MemoryStore(), node_id="n1"), "n1")
+    for raw in (b"\xff\xff\xff", cache_pb2.GetRequest(max_age_ms=-1, key="a" * 64).SerializeToString()):
+        with pytest.raises(Aborted) as err:
+            await service.get_wire(raw, AbortContext())
+        assert err.value.args[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a GetRequest" in str((await _aborted(service, b"\xff")).args[1])
+
+
+async def _aborted(service: CacheService, raw: bytes) -> Aborted:
+    try:
+        await service.get_wire(raw, AbortContext())
+    except Aborted as exc:
+        return exc
+    raise AssertionError("not aborted")

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 from llmlab_grpc.cache.manager import CacheManager
 from llmlab_grpc.cache.semantic import SemanticCache
-from llmlab_grpc.cache.service import CacheService
+from llmlab_grpc.cache.service import CacheService, add_to_server
 from llmlab_grpc.metrics.collectors import CacheCollector
-from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class CacheComponent(RoleComponent):
 
     def bindings(self) -> list[ServiceBinding]:
         full_name = cache_pb2.DESCRIPTOR.services_by_name["Cache"].full_name
-        return [ServiceBinding(full_name, self.service, cache_pb2_grpc.add_CacheServicer_to_server)]
+        return [ServiceBinding(full_name, self.service, add_to_server)]
 
     async def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="cache-sweeper")

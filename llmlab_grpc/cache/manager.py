@@ -132,6 +132,9 @@ class _Slot:
     seq: int = 0
     extras: EntryExtras | None = None
     stored_bytes: int = 0
+    wire: bytes | None = None
+    """The entry serialized but its hit count, once a hit through ``aget_wire`` made it and the
+    byte budget had room for it (``CacheManager._remember_wire``)."""
 
     def _extra_fields(self) -> dict[str, Any]:
         return {} if self.extras is None else self.extras.fields()
@@ -152,6 +155,14 @@ class _Slot:
             critical=self.critical, primary_node_id=self.primary_node_id, stored_bytes=self.stored_bytes,
             response=response, **self._extra_fields(),
         )
+
+
+WIRE_OVERHEAD_BYTES = 100
+"""What keeping one serialized entry costs besides its bytes: the bytes object and its dict slot."""
+
+
+def _wire_cost(fixed: bytes) -> int:
+    return len(fixed) + WIRE_OVERHEAD_BYTES
 
 
 def _namespace(slot: _Slot) -> str:
@@ -200,6 +211,8 @@ class CacheManager:
         self._expiry: list[tuple[int, int, str]] = []  # heap of (expires_unix_ms, seq, key)
         self._seq = itertools.count(1)
         self._bytes = 0
+        self._wire_bytes = 0  # serialized entries kept for hits (``aget_wire``), within max_bytes too
+        self._wired: dict[str, _Slot] = {}  # the slots holding one, oldest first
         self._replicas = 0
         self._by_namespace = NamespaceStats()
         self._counters = dict.fromkeys(("hits", "misses", "puts", "evictions", "expirations", "lost"), 0)
@@ -333,6 +346,51 @@ class CacheManager:
         slot, hits, value = read
         write_proto(out, slot, value, hits, slot.extras)
         return True
+
+    async def aget_wire(self, key: str, max_age_s: float | None = None, namespace: str = ""
+                        ) -> tuple[bytes, int] | None:
+        """The live entry of ``key`` as a serialized ``CacheEntry`` without its hit count, and
+        that count; a hit is counted. None on a miss.
+
+        The hit path of ``Cache.Get`` (``cache/wire.py``). An entry never changes (a put makes
+        a new one), so the first hit serializes it and keeps the bytes with its slot when the
+        store allows copies (``ValueStore.copies_allowed``: not the Ray store with
+        ``--cache-hot-bytes 0``) and the budget has room: they count against ``max_bytes`` with
+        the entries (``wire_bytes`` in the statistics). Later hits read neither the store nor
+        the fields. The bytes go with their entry (replaced, deleted, expired, evicted, lost)
+        and are dropped first when a put needs room, so an entry never makes way for them.
+        """
+        claimed = self._claim(key, True, max_age_s, namespace)
+        if claimed is None:
+            return None
+        slot, hits = claimed
+        wire = slot.wire
+        if wire is None:
+            value = self.store.peek(slot.handle)
+            if value is None:
+                try:
+                    value = await self.store.aget(slot.handle)
+                except StoreUnavailable as exc:
+                    self._lost(key, slot, True, exc)
+                    return None
+            wire = self._remember_wire(slot, value)
+        return wire, hits
+
+    def _remember_wire(self, slot: _Slot, value: str) -> bytes:
+        """``slot``'s entry but its hits, serialized; kept with it when the budget has room (``aget_wire``)."""
+        proto = common_pb2.CacheEntry()
+        write_proto(proto, slot, value, 0, slot.extras)
+        wire = proto.SerializeToString()
+        cost = _wire_cost(wire)
+        if not self.store.copies_allowed():
+            return wire
+        with self._lock:
+            if (slot.wire is None and self._slots.get(slot.key) is slot
+                    and self._bytes + self._wire_bytes + cost <= self.max_bytes):
+                slot.wire = wire
+                self._wire_bytes += cost
+                self._wired[slot.key] = slot
+        return wire
 
     async def _aread(self, key: str, record: bool, max_age_s: float | None,
                      namespace: str) -> tuple[_Slot, int, str] | None:
@@ -590,6 +648,7 @@ class CacheManager:
             heapq.heappush(self._expiry, (slot.expires_unix_ms, slot.seq, slot.key))
             self._counters["puts"] += 1
             self._by_namespace.count(_namespace(slot), "puts")
+            self._drop_wires()
             if self._over_budget():
                 removed.extend(self._expire_locked(now))
             while self._over_budget() and len(self._slots) > 1:
@@ -641,6 +700,10 @@ class CacheManager:
             self._slots.clear()
             self._expiry.clear()
             self._bytes = 0
+            for slot in self._wired.values():
+                slot.wire = None
+            self._wired.clear()
+            self._wire_bytes = 0
             self._replicas = 0
             self._by_namespace.emptied()
         if self.index is not None:
@@ -664,8 +727,20 @@ class CacheManager:
     def _over_budget(self) -> bool:
         return self._bytes > self.max_bytes or len(self._slots) > self.max_entries
 
+    def _drop_wires(self) -> None:
+        """Drop the oldest serialized entries until entries and memos fit ``max_bytes`` together."""
+        while self._wired and self._bytes + self._wire_bytes > self.max_bytes:
+            self._forget_wire(next(iter(self._wired.values())))
+
+    def _forget_wire(self, slot: _Slot) -> None:
+        if slot.wire is not None:
+            self._wire_bytes -= _wire_cost(slot.wire)
+            slot.wire = None
+            del self._wired[slot.key]
+
     def _remove(self, key: str) -> _Slot:
         slot = self._slots.pop(key)
+        self._forget_wire(slot)
         self._bytes -= slot.stored_bytes
         self._by_namespace.removed(_namespace(slot), slot.stored_bytes)
         if self._is_replica(slot):
@@ -694,12 +769,13 @@ class CacheManager:
 
     def get_stats(self) -> dict[str, Any]:
         """Counters and sizes: hits, misses, hit_ratio, puts, evictions, expirations, lost,
-        entries, bytes (every stored byte, see ``entry.stored_bytes``), max_bytes, max_entries,
-        max_value_bytes, max_prompt_bytes, max_params_bytes, ttl_s, max_ttl_s, store,
+        entries, bytes (every stored byte, see ``entry.stored_bytes``), wire_bytes (serialized
+        entries kept for hits, ``aget_wire``; bytes + wire_bytes stay within max_bytes), max_bytes,
+        max_entries, max_value_bytes, max_prompt_bytes, max_params_bytes, ttl_s, max_ttl_s, store,
         replica_entries, replication_shortfall."""
         with self._lock:
             counters = dict(self._counters)
-            entries, size, replicas = len(self._slots), self._bytes, self._replicas
+            entries, size, replicas, wire = len(self._slots), self._bytes, self._replicas, self._wire_bytes
         lookups = counters["hits"] + counters["misses"]
         try:
             shortfall = int(self.peer_source.shortfall()) if self.peer_source is not None else 0
@@ -712,6 +788,7 @@ class CacheManager:
             "hit_ratio": counters["hits"] / lookups if lookups else 0.0,
             "entries": entries,
             "bytes": size,
+            "wire_bytes": wire,
             "max_bytes": self.max_bytes,
             "max_entries": self.max_entries,
             "max_value_bytes": self.max_value_bytes,

@@ -77,6 +77,8 @@ class CacheCollector(Collector):
         yield GaugeMetricFamily("llmlab_cache_max_entries", "The cache's entry cap", value=totals["max_entries"])
         yield GaugeMetricFamily("llmlab_cache_replica_entries", "Entries held as replicas for other nodes",
                                 value=totals.get("replica_entries", 0))
+        yield GaugeMetricFamily("llmlab_cache_wire_bytes", "Bytes of hot entries kept serialized for Cache.Get "
+                                "hits, within the byte budget with the entries", value=totals.get("wire_bytes", 0))
         for name, figure in sorted(totals.items()):
             if name.startswith("store_"):  # the value store's own figures (Ray store: hot copies, pending writes)
                 yield GaugeMetricFamily(f"llmlab_cache_{name}", STORE_FIGURES.get(name, name), value=figure)

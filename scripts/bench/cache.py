@@ -4,21 +4,26 @@ Prints median (p50) and p99 and a ratio for:
 - a plain dict lookup of the value by key                       (the in-process baseline)
 - CacheManager.get_by_key / .get (key hashing included), memory and ray stores (vs the dict)
 - Cache.Get over gRPC on loopback to a node process, memory and ray stores, one client
-  (vs a bare gRPC echo of the same response bytes between two processes: the floor);
+  (vs a bare gRPC echo of the same reply bytes between two processes: the floor). The echo's
+  client is the Cache.Get client's: the same request message serialized, the same metadata,
+  the reply parsed as a GetResponse, the same channel and process, so the ratio compares the
+  servers' work. ``echo-raw``, the floor of earlier runs, is the same echo called with raw
+  bytes and no metadata, its reply not parsed (~38k fewer client instructions a call);
   ``ray`` is the default store (a repeated hit is served from its in-process hot copy),
   ``ray-cold`` runs with ``--cache-hot-bytes 0`` so every hit reads Ray's object store
 - a second floor: the same echo behind the node's own method table (mesh secret checked, call
   counted), the client sending the request with its metadata and parsing the GetResponse: what
   a node's server path costs without the cache's own work
 - Cache.Get throughput with 16 concurrent calls from one asyncio client (vs the echo's)
-- the goals of issue 15: Cache.Get [ray] p50 <= 1.2x the echo, 16-client throughput >= 0.8x
+- the goals of issue 15: Cache.Get [ray] p50 <= 1.2x the echo, 16-client throughput >= 0.8x,
+  each beside its floor and with the ratio against echo-raw too, and the load average
 - the same GET against a Redis server on loopback (Debian redis-server, redis-py), as the
   ratio llmlab/Redis; skipped with a note when either is not installed
 - a cache hit through Planner.Ask on a planner+llm+cache node (goal p50 under 1.5 ms; the
   original plan's bar is 100 ms) and its speed-up over a miss on the embedded model
 
 Every loop is bounded by a count and a time limit; every process is stopped by PID.
-Run: .venv/bin/python scripts/bench/cache.py [--n 2000] [--size 1024]
+Run: .venv/bin/python scripts/bench/cache.py [--n 2000] [--size 1024] [--only-get]
 """
 
 from __future__ import annotations
@@ -51,10 +56,11 @@ from scripts.bench.stats import report
 PROMPT, MODEL, PARAMS = "Tell me a joke", "smollm2-135m", {"temperature": 0.0}
 ECHO_METHOD = "/bench.Echo/Echo"
 SET_METHOD = "/bench.Echo/Set"
+ECHO_REPLY_ENV = "LLMLAB_BENCH_ECHO_REPLY"
 STORES = ("memory", "ray", "ray-cold")
 TIME_LIMIT_S = 20.0
-ROUNDS = 3
-"""Throughput rounds per leg (the median round is reported)."""
+ROUNDS = 15
+"""Throughput rounds: each leg runs one burst of calls per round (the median burst is reported)."""
 
 
 def timed(fn: Callable[[], Any], n: int) -> list[float]:
@@ -89,6 +95,7 @@ def interleaved(calls: dict[str, Callable[[], Any]], n: int) -> dict[str, list[f
 
 
 def report_rate(label: str, calls: int, seconds: float, baseline: float | None = None) -> float:
+    """Print ``calls`` in ``seconds`` as calls/s (n: the calls of one burst), against ``baseline``'s."""
     rate = calls / seconds
     ratio = f"  rate/echo={rate / baseline:8.2f}" if baseline else ""
     print(f"{label:<44} n={calls:<5} {rate:12.0f} calls/s{ratio}", flush=True)
@@ -106,7 +113,8 @@ def serve_echo(size: int, guarded: bool = False) -> None:
     """
 
     async def run() -> None:
-        state = {"reply": b"x" * size}
+        reply = os.environ.get(ECHO_REPLY_ENV)
+        state = {"reply": bytes.fromhex(reply) if reply else b"x" * size}
 
         async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             return state["reply"]
@@ -136,11 +144,13 @@ def serve_echo(size: int, guarded: bool = False) -> None:
     asyncio.run(run())
 
 
-def start_echo(size: int, secret: str = "") -> tuple[subprocess.Popen[str], str]:
-    """The echo floor (with ``secret``: the guarded one) in a child process, and its address."""
+def start_echo(size: int, secret: str = "", reply: bytes = b"") -> tuple[subprocess.Popen[str], str]:
+    """The echo floor (with ``secret``: the guarded one) in a child process, and its address;
+    it answers ``reply`` (else ``size`` bytes)."""
     guarded = ["--echo-guarded"] if secret else []
     proc = subprocess.Popen([sys.executable, __file__, "--echo-server", str(size), *guarded], stdout=subprocess.PIPE,
-                            text=True, stdin=subprocess.DEVNULL, env={**os.environ, "LLMLAB_MESH_SECRET": secret})
+                            text=True, stdin=subprocess.DEVNULL,
+                            env={**os.environ, "LLMLAB_MESH_SECRET": secret, ECHO_REPLY_ENV: reply.hex()})
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("echo listening on "):
@@ -151,29 +161,44 @@ def start_echo(size: int, secret: str = "") -> tuple[subprocess.Popen[str], str]
 
 # -- concurrency ---------------------------------------------------------------------------------
 
-async def throughput(address: str, make_call: Callable[[grpc.aio.Channel], Callable[[], Any]], concurrency: int,
-                     n: int) -> float:
-    """Seconds for ``n`` calls made by ``concurrency`` tasks sharing one channel."""
-    async with grpc.aio.insecure_channel(address) as channel:
-        call = make_call(channel)
-        for _ in range(20):
-            await call()
-        remaining = n
-        deadline = time.monotonic() + TIME_LIMIT_S
-
-        async def worker() -> int:
-            nonlocal remaining
-            done = 0
-            while remaining > 0 and time.monotonic() < deadline:
-                remaining -= 1
+async def rates_in_rounds(targets: dict[str, tuple[str, Callable[[grpc.aio.Channel], Callable[[], Any]]]],
+                          concurrency: int, burst: int, rounds: int) -> dict[str, list[float]]:
+    """Calls per second of each leg's bursts: ``rounds`` rounds, one burst of ``burst`` calls by
+    ``concurrency`` tasks per leg and round, the legs in a rotating order, each on its own open
+    channel (made and warmed up first). Stops early at TIME_LIMIT_S per leg."""
+    channels = {name: grpc.aio.insecure_channel(address) for name, (address, _) in targets.items()}
+    try:
+        calls = {name: make(channels[name]) for name, (_, make) in targets.items()}
+        for call in calls.values():
+            for _ in range(20):
                 await call()
-                done += 1
-            return done
+        names = list(targets)
+        samples: dict[str, list[float]] = {name: [] for name in names}
+        deadline = time.monotonic() + TIME_LIMIT_S * len(names)
+        for round_ in range(rounds):
+            if time.monotonic() > deadline:
+                break
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                samples[name].append(burst / await timed_burst(calls[name], concurrency, burst))
+        return samples
+    finally:
+        for channel in channels.values():
+            await channel.close()
 
-        start = time.perf_counter()
-        done = sum(await asyncio.gather(*(worker() for _ in range(concurrency))))
-        elapsed = time.perf_counter() - start
-    return elapsed * n / max(1, done)
+
+async def timed_burst(call: Callable[[], Any], concurrency: int, n: int) -> float:
+    """Seconds for ``n`` calls made by ``concurrency`` tasks."""
+    remaining = n
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await call()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start
 
 
 def echo_call(payload: bytes, metadata: Any = None, parse: Callable[[bytes], Any] | None = None
@@ -181,6 +206,18 @@ def echo_call(payload: bytes, metadata: Any = None, parse: Callable[[bytes], Any
     def make(channel: grpc.aio.Channel) -> Callable[[], Any]:
         method = channel.unary_unary(ECHO_METHOD, response_deserializer=parse)
         return lambda: method(payload, metadata=metadata)
+
+    return make
+
+
+def echo_as_get_call(request: cache_pb2.GetRequest, metadata: Any
+                     ) -> Callable[[grpc.aio.Channel], Callable[[], Any]]:
+    """The echo called exactly as ``cache_get_call`` calls Cache.Get (the generated stub's arguments)."""
+    def make(channel: grpc.aio.Channel) -> Callable[[], Any]:
+        method = channel.unary_unary(ECHO_METHOD, request_serializer=cache_pb2.GetRequest.SerializeToString,
+                                     response_deserializer=cache_pb2.GetResponse.FromString,
+                                     _registered_method=True)
+        return lambda: method(request, metadata=metadata)
 
     return make
 
@@ -194,6 +231,11 @@ def cache_get_call(request: cache_pb2.GetRequest, metadata: Any) -> Callable[[gr
 
 
 # -- the run -------------------------------------------------------------------------------------
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: what the machine's other work was."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
 
 def free_port() -> int:
     import socket
@@ -292,6 +334,10 @@ def main() -> int:
     parser.add_argument("--n-grpc", type=int, default=1000, help="calls per gRPC measurement (default 1000)")
     parser.add_argument("--size", type=int, default=1024, help="response bytes (default 1024)")
     parser.add_argument("--misses", type=int, default=5, help="Planner.Ask misses on the model (default 5)")
+    parser.add_argument("--n-rate", type=int, default=3000,
+                        help=f"calls per throughput leg, in {ROUNDS} bursts (default 3000)")
+    parser.add_argument("--only-get", action="store_true",
+                        help="only the gRPC legs and their goals (no Redis, no Planner.Ask hit)")
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--echo-guarded", action="store_true", help=argparse.SUPPRESS)
     opts = parser.parse_args()
@@ -336,27 +382,32 @@ def main() -> int:
             nodes.append(node)
             reply_size = node.call(cache_pb2_grpc.CacheStub, "Put", cache_pb2.PutRequest(
                 lookup=lookup, response=response)).ByteSize()
-        reply = nodes[0].call(cache_pb2_grpc.CacheStub, "Get", request)
+        reply = nodes[STORES.index("ray")].call(cache_pb2_grpc.CacheStub, "Get", request)
         reply_size = reply.ByteSize()
         echo_proc.kill()
         echo_proc.wait()
-        echo_proc, echo_addr = start_echo(reply_size)
+        echo_proc, echo_addr = start_echo(reply_size, reply=reply.SerializeToString())
         metadata = bearer(secret)
         guarded_proc, guarded_addr = start_echo(0, secret)
         procs.append(guarded_proc)
         parse = cache_pb2.GetResponse.FromString
 
         payload = request.SerializeToString()
+        load_before = load_average()
         channels = [grpc.insecure_channel(address) for address in (echo_addr, guarded_addr,
                                                                    *(node.address for node in nodes))]
         try:
             channels[1].unary_unary(SET_METHOD)(reply.SerializeToString(), metadata=metadata)
-            echo = channels[0].unary_unary(ECHO_METHOD)
+            echo_raw = channels[0].unary_unary(ECHO_METHOD)
+            echo = channels[0].unary_unary(ECHO_METHOD, request_serializer=cache_pb2.GetRequest.SerializeToString,
+                                           response_deserializer=parse, _registered_method=True)
+            assert echo(request, metadata=metadata).found
             guarded = channels[1].unary_unary(ECHO_METHOD, response_deserializer=parse)
             assert guarded(payload, metadata=metadata).found
             stubs = [cache_pb2_grpc.CacheStub(channel) for channel in channels[2:]]
             calls: dict[str, Callable[[], Any]] = {
-                "echo": lambda: echo(payload), "floor2": lambda: guarded(payload, metadata=metadata),
+                "echo": lambda: echo(request, metadata=metadata), "echo-raw": lambda: echo_raw(payload),
+                "floor2": lambda: guarded(payload, metadata=metadata),
                 **{store: (lambda s=stub: s.Get(request, metadata=metadata))
                    for store, stub in zip(STORES, stubs, strict=True)}}
             samples = interleaved(calls, opts.n_grpc)
@@ -364,44 +415,54 @@ def main() -> int:
             for channel in channels:
                 channel.close()
         floor = report(f"bare gRPC echo, {reply_size} B reply (floor)", samples["echo"], unit="us", width=44)
+        raw_floor = report("the same echo, raw bytes, reply not parsed", samples["echo-raw"], floor,
+                           base_name="echo", unit="us", width=44)
         guarded_floor = report("echo behind the node's method table (floor 2)", samples["floor2"], floor,
                                base_name="echo", unit="us", width=44)
         medians = {store: report(f"Cache.Get over gRPC [{store}]", samples[store], floor, base_name="echo", unit="us",
                                  width=44) for store in STORES}
-        bench_redis(response, opts.n_grpc, medians["memory"])
+        if not opts.only_get:
+            bench_redis(response, opts.n_grpc, medians["memory"])
 
-        # Throughput: every leg once per round, ROUNDS rounds, the median round per leg, so a burst
-        # of other work on the machine lands on one round rather than on one leg.
-        rates: dict[str, float] = {}
-        targets = {"echo": (echo_addr, echo_call(payload)),
+        # Throughput: ROUNDS rounds of a short burst per leg on open channels, the legs taking turns
+        # (in a rotating order), so a change in the machine's load falls on every leg alike; each
+        # leg's rate is its median burst, each ratio the median of the ratios round by round.
+        targets = {"echo": (echo_addr, echo_as_get_call(request, metadata)),
+                   "echo-raw": (echo_addr, echo_call(payload)),
                    "guarded": (guarded_addr, echo_call(payload, metadata, parse)),
                    **{store: (node.address, cache_get_call(request, metadata))
                       for node, store in zip(nodes, STORES, strict=True)}}
+        rates: dict[str, float] = {}
+        ratios: dict[str, float] = {}
+        burst = max(16, opts.n_rate // ROUNDS)
         for concurrency in (1, 16):
-            rounds: dict[str, list[float]] = {name: [] for name in targets}
-            for _ in range(ROUNDS):
-                for name, (address, make) in targets.items():
-                    seconds = asyncio.run(throughput(address, make, concurrency, opts.n_grpc))
-                    rounds[name].append(opts.n_grpc / seconds)
+            rounds = asyncio.run(rates_in_rounds(targets, concurrency, burst, ROUNDS))
             echo_rate = rates[f"echo{concurrency}"] = report_rate(
-                f"echo throughput, {concurrency} concurrent", opts.n_grpc,
-                opts.n_grpc / statistics.median(rounds["echo"]))
-            for name in targets:
+                f"echo throughput, {concurrency} concurrent", burst, burst / statistics.median(rounds["echo"]))
+            for name, samples in rounds.items():
                 if name != "echo":
-                    label = "floor 2" if name == "guarded" else f"Cache.Get [{name}]"
+                    label = {"guarded": "floor 2", "echo-raw": "echo-raw"}.get(name, f"Cache.Get [{name}]")
                     rates[f"{name}{concurrency}"] = report_rate(
-                        f"{label} throughput, {concurrency} concurrent", opts.n_grpc,
-                        opts.n_grpc / statistics.median(rounds[name]), echo_rate)
+                        f"{label} throughput, {concurrency} concurrent", burst, burst / statistics.median(samples),
+                        echo_rate)
+                    ratios[f"{name}{concurrency}"] = statistics.median(
+                        leg / echo for leg, echo in zip(samples, rounds["echo"], strict=False))
+            ratios[f"ray-over-raw{concurrency}"] = statistics.median(
+                leg / raw for leg, raw in zip(rounds["ray"], rounds["echo-raw"], strict=False))
         print(f"goal: Cache.Get [ray] p50 / echo p50 = {medians['ray'] / floor:.2f} (<= 1.2; "
-              f"[ray-cold] {medians['ray-cold'] / floor:.2f}, [memory] {medians['memory'] / floor:.2f})")
-        print(f"goal: Cache.Get [ray] 16-client throughput / echo's = {rates['ray16'] / rates['echo16']:.2f} "
-              f"(>= 0.8; [ray-cold] {rates['ray-cold16'] / rates['echo16']:.2f}, "
-              f"[memory] {rates['memory16'] / rates['echo16']:.2f})", flush=True)
+              f"[ray-cold] {medians['ray-cold'] / floor:.2f}, [memory] {medians['memory'] / floor:.2f}; "
+              f"echo {floor * 1e6:.0f} us; against echo-raw {medians['ray'] / raw_floor:.2f})")
+        print(f"goal: Cache.Get [ray] 16-client throughput / echo's = {ratios['ray16']:.2f} "
+              f"(>= 0.8; median of {ROUNDS} paired rounds; [ray-cold] {ratios['ray-cold16']:.2f}, "
+              f"[memory] {ratios['memory16']:.2f}; echo {rates['echo16']:.0f} calls/s; "
+              f"against echo-raw {ratios['ray-over-raw16']:.2f})", flush=True)
+        print(f"load average while measuring: {load_before} -> {load_average()}", flush=True)
         print(f"against floor 2 (the node's method table, reply parsed): Cache.Get [ray] p50 "
               f"{medians['ray'] / guarded_floor:.2f}x, [memory] {medians['memory'] / guarded_floor:.2f}x; "
               f"16-client throughput [ray] {rates['ray16'] / rates['guarded16']:.2f}, "
-              f"[memory] {rates['memory16'] / rates['guarded16']:.2f} of floor 2's", flush=True)
-        nodes.append(bench_planner(secret, gcs, opts.n_grpc, opts.misses))
+              f"[memory] {rates['memory16'] / rates['guarded16']:.2f} of floor 2's (medians)", flush=True)
+        if not opts.only_get:
+            nodes.append(bench_planner(secret, gcs, opts.n_grpc, opts.misses))
     finally:
         for node in nodes:
             node.stop(signal.SIGTERM, timeout=30)

@@ -31,6 +31,17 @@ class ValueStore(ABC, Generic[H]):
     def get(self, handle: H) -> str:
         """The value behind ``handle``. Raises ``StoreUnavailable`` when it was lost."""
 
+    def copies_allowed(self) -> bool:
+        """Whether values may be copied into process memory beside the store: the manager then
+        keeps hot entries serialized (``CacheManager.aget_wire``, within ``cache_max_bytes``)."""
+        return True
+
+    def peek(self, handle: H) -> str | None:
+        """The value when the store holds it in process (no waiting, no I/O), else None: then ``aget``.
+
+        The hit path of ``Cache.Get`` asks this first, saving a coroutine per hit."""
+        return None
+
     async def aget(self, handle: H) -> str:
         """``get`` for asyncio callers; a store whose reads wait (Ray) waits off the event loop."""
         return self.get(handle)

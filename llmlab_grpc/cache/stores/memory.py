@@ -23,6 +23,9 @@ class MemoryStore(ValueStore[str]):
     def get(self, handle: str) -> str:
         return handle
 
+    def peek(self, handle: str) -> str:
+        return handle
+
     def adopt(self, obj: Any) -> tuple[str, str]:
         if isinstance(obj, str):
             return obj, obj

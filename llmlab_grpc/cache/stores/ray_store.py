@@ -187,6 +187,15 @@ class RayStore(ValueStore[RayValue]):
         self._keep(handle, stored)
         return stored
 
+    def copies_allowed(self) -> bool:
+        """``--cache-hot-bytes 0`` asks for no in-process copies: every hit reads Ray."""
+        return self.hot_bytes > 0
+
+    def peek(self, handle: RayValue) -> str | None:
+        """The hot copy (or the value still waiting for the writer), else None: read it with ``aget``."""
+        with self._lock:
+            return self._touch(handle)
+
     async def aget(self, handle: RayValue) -> str:
         future: asyncio.Future[str] | None = None
         with self._lock:
