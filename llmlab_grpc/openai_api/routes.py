@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 from pydantic_core import to_json
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -133,15 +133,17 @@ class OpenAIApi:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body:
             raise self._too_large()
+        # The ASGI messages read directly (what Request.stream() does, without an async generator a request).
         body = bytearray()
-        try:
-            async for piece in request.stream():
-                body += piece
-                if len(body) > self.max_body:
-                    raise self._too_large()
-        except ClientDisconnect:
-            raise ClientGone() from None  # it left (or the server's idle timeout closed a trickled body)
-        return body
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()  # it left (or the server's idle timeout closed a trickled body)
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                raise self._too_large()
+            if not message.get("more_body", False):
+                return body
 
     @staticmethod
     def _chat_request(body: bytes | bytearray) -> ChatCompletionRequest:
@@ -182,11 +184,12 @@ class OpenAIApi:
         query = translate.to_query(chat, request.headers.get("cache-control", ""), principal, reserved)
         # A model once served here but offline now still goes to the planner: its cached
         # answers are 200s, and a miss is the planner's 503 naming the offline model.
-        known = self.gateway.calls.known_models()
-        if not known:
-            raise no_llm_node()
-        if chat.model not in known:
-            raise unknown_model(chat.model, self.gateway.model_names() or known)
+        if chat.model not in self.gateway.calls.me.models:  # served here: known, nothing to look up
+            known = self.gateway.calls.known_models()
+            if not known:
+                raise no_llm_node()
+            if chat.model not in known:
+                raise unknown_model(chat.model, self.gateway.model_names() or known)
         created = int(time.time())
         if chat.stream:
             events = self.gateway.events(query, self.timeout_s)

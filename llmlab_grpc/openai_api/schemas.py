@@ -81,7 +81,7 @@ class StreamOptions(_Lenient):
 class LlmlabOptions(BaseModel):
     """The ``llmlab`` extension object of a request."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", frozen=True)
     tools: bool = Field(True, description="let the planner answer with a mesh tool (calculator, search, browser)")
     cache_nondeterministic: bool = Field(
         False, description="cache the answer even when sampling is random (temperature > 0 without seed)")
@@ -90,7 +90,7 @@ class LlmlabOptions(BaseModel):
 class CacheOptions(BaseModel):
     """The ``cache`` object of a request, in LiteLLM's shape (``extra_body={"cache": {...}}``)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
     namespace: str | None = Field(None, max_length=128, description="cache namespace (part of the key)")
     ttl: float | None = Field(None, gt=0, le=30 * 86400, description="time to live of the stored answer, seconds")
     s_maxage: float | None = Field(None, alias="s-maxage", ge=0,
@@ -99,6 +99,10 @@ class CacheOptions(BaseModel):
     no_store: bool = Field(False, alias="no-store", description="look up but do not store")
     semantic: bool | None = Field(None, description="semantic lookup and store (llmlab extension)")
     min_similarity: float | None = Field(None, gt=0, le=1, description="similarity threshold of a semantic hit")
+
+
+NO_LLMLAB_OPTIONS = LlmlabOptions()
+NO_CACHE_OPTIONS = CacheOptions()
 
 
 class ChatCompletionRequest(_Lenient):
@@ -117,8 +121,11 @@ class ChatCompletionRequest(_Lenient):
     tool_choice: Literal["auto", "none"] | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     logprobs: bool | None = None
-    llmlab: LlmlabOptions = Field(default_factory=LlmlabOptions)
-    cache: CacheOptions = Field(default_factory=CacheOptions)
+    # Absent (or null) is None rather than a default object: a default_factory runs Python for
+    # every request that leaves the object out, and doubled the validation of a plain request.
+    # ``options()`` and ``cache_options()`` give the defaults.
+    llmlab: LlmlabOptions | None = None
+    cache: CacheOptions | None = None
 
     @field_validator("n")
     @classmethod
@@ -156,6 +163,14 @@ class ChatCompletionRequest(_Lenient):
         if value:
             raise ValueError("logprobs are not supported")
         return value
+
+    def options(self) -> LlmlabOptions:
+        """The ``llmlab`` object, its defaults when the request has none."""
+        return self.llmlab or NO_LLMLAB_OPTIONS
+
+    def cache_options(self) -> CacheOptions:
+        """The ``cache`` object, its defaults when the request has none."""
+        return self.cache or NO_CACHE_OPTIONS
 
     def stop_list(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

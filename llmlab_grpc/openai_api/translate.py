@@ -31,12 +31,13 @@ from urllib.parse import quote
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
-from llmlab_grpc.openai_api.auth import MESH_PRINCIPAL, Principal
+from llmlab_grpc.openai_api.auth import MESH, Principal
 from llmlab_grpc.openai_api.errors import bad_request
 from llmlab_grpc.openai_api.schemas import ChatCompletionRequest, completion
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
 
 CHARS_PER_TOKEN = 4
+_NO_DIRECTIVES: frozenset[str] = frozenset()
 
 
 def parse_cache_control(header: str) -> tuple[set[str], float | None]:
@@ -87,44 +88,43 @@ def to_query(request: ChatCompletionRequest, cache_control: str = "", principal:
     while start < last and messages[start].role in ("system", "developer"):
         system.append(texts[start])
         start += 1
-    query = planner_pb2.Query(text="" if continuation else texts[last], model=request.model,
-                              cache_nondeterministic=request.llmlab.cache_nondeterministic)
-    for i in range(start, last + 1 if continuation else last):
-        query.history.append(_turn(messages[i], texts[i]))
-    params = query.params
-    params.system_prompt = "\n\n".join(s for s in system if s)
+    # Fields gathered first and the Query made in one constructor call: each field set on a
+    # protobuf message from Python costs about as much as the whole constructor does.
+    params: dict[str, Any] = {"system_prompt": "\n\n".join(s for s in system if s)}  # always set: params present
     if request.temperature is not None:
-        params.temperature = request.temperature
+        params["temperature"] = request.temperature
     if request.top_p is not None:
-        params.top_p = request.top_p
+        params["top_p"] = request.top_p
     if (limit := request.token_limit()) is not None:
-        params.max_tokens = min(limit, 2**31 - 1)
+        params["max_tokens"] = min(limit, 2**31 - 1)
     if request.seed is not None:
-        params.seed = request.seed
-    params.stop.extend(request.stop_list())
+        params["seed"] = request.seed
+    if request.stop is not None:
+        params["stop"] = request.stop_list()
     tools = request.function_tools()
     if tools:
-        params.tools_json = json.dumps(tools, separators=(",", ":"), sort_keys=True)
-    query.no_tools = bool(tools) or not request.llmlab.tools
-    directives, max_age = parse_cache_control(cache_control)
-    options = request.cache
-    query.no_cache = "no-cache" in directives or options.no_cache
-    query.no_store = "no-store" in directives or options.no_store
-    control = query.cache
-    principal = principal or Principal(MESH_PRINCIPAL, per_user=False)
-    control.namespace = principal.cache_namespace(options.namespace, reserved_namespaces)
+        params["tools_json"] = json.dumps(tools, separators=(",", ":"), sort_keys=True)
+    directives, max_age = parse_cache_control(cache_control) if cache_control else (_NO_DIRECTIVES, None)
+    options = request.cache_options()
+    principal = principal or MESH
+    control: dict[str, Any] = {"namespace": principal.cache_namespace(options.namespace, reserved_namespaces)}
     if principal.per_user:
-        control.writer = principal.name
+        control["writer"] = principal.name
     if options.ttl is not None:
-        control.ttl_s = options.ttl
-    ages = [a for a in (max_age, options.s_maxage) if a is not None]
-    if ages:
-        control.max_age_s = min(ages)
+        control["ttl_s"] = options.ttl
+    if max_age is not None or options.s_maxage is not None:
+        control["max_age_s"] = min(a for a in (max_age, options.s_maxage) if a is not None)
     if options.semantic is not None:
-        control.semantic = options.semantic
+        control["semantic"] = options.semantic
     if options.min_similarity is not None:
-        control.min_similarity = options.min_similarity
-    return query
+        control["min_similarity"] = options.min_similarity
+    history = [_turn(messages[i], texts[i]) for i in range(start, last + 1 if continuation else last)]
+    llmlab = request.options()
+    return planner_pb2.Query(
+        text="" if continuation else texts[last], model=request.model, params=params, history=history,
+        cache_nondeterministic=llmlab.cache_nondeterministic, no_tools=bool(tools) or not llmlab.tools,
+        no_cache="no-cache" in directives or options.no_cache, no_store="no-store" in directives or options.no_store,
+        cache=control)
 
 
 def _turn(message: Any, text: str) -> common_pb2.ChatMessage:
@@ -240,16 +240,25 @@ def prompt_text(query: planner_pb2.Query) -> str:
 
 def usage(task: planner_pb2.Task) -> tuple[dict[str, int], str]:
     """The ``usage`` block and where its numbers come from: "model" or "estimate"."""
-    counted = [s.usage for s in task.steps if s.HasField("usage")]
-    prompt = sum(u.prompt_tokens for u in counted)
-    completion = sum(u.completion_tokens for u in counted)
-    step = answer_step(task)
+    steps = list(task.steps)
+    return _usage(task, steps, steps[-1] if steps else None)
+
+
+def _usage(task: planner_pb2.Task, steps: list[planner_pb2.Step], step: planner_pb2.Step | None
+           ) -> tuple[dict[str, int], str]:
+    prompt = completion = 0
+    for each in steps:
+        if each.HasField("usage"):
+            counted = each.usage
+            prompt += counted.prompt_tokens
+            completion += counted.completion_tokens
+    step_usage = step is not None and step.HasField("usage")
     source = "model"
-    if is_hit(step) and step is not None and step.HasField("usage"):
+    if step_usage and is_hit(step):
         source = "cache"  # what the generation behind the cached answer reported
-        if not step.usage.prompt_tokens:
+        if step is not None and not step.usage.prompt_tokens:
             prompt += approx_tokens(prompt_text(task.query))
-    elif step is None or not step.HasField("usage"):
+    elif not step_usage:
         source = "estimate"
         completion += approx_tokens(task.answer)
         if step is not None and step.kind == planner_pb2.STEP_KIND_LLM:  # a cache hit: a model read it once
@@ -258,40 +267,46 @@ def usage(task: planner_pb2.Task) -> tuple[dict[str, int], str]:
 
 
 def step_row(step: planner_pb2.Step) -> dict[str, Any]:
+    kind, cache = step.kind, step.cache
     row: dict[str, Any] = {
         "step_id": step.step_id,
-        "kind": _STEP_KINDS.get(step.kind) or _name(planner_pb2.StepKind, step.kind, "STEP_KIND_"),
+        "kind": _STEP_KINDS.get(kind) or _name(planner_pb2.StepKind, kind, "STEP_KIND_"),
         "name": step.name,
         "node_id": step.node_id,
         "node_name": step.node_name,
         "reason": step.reason,
-        "cache": outcome_name(step.cache),
+        "cache": outcome_name(cache),
         "duration_ms": round(step.duration_ms, 2),
     }
-    if is_hit(step):
-        row["cache_match"] = {"key": step.cache_match.key, "matched_prompt": step.cache_match.matched_prompt,
-                              "similarity": round(step.cache_match.similarity, 4),
-                              "namespace": step.cache_match.namespace}
-    if step.error:
-        row["error"] = step.error
-    if step.failed_over:
-        row["failed_over"] = list(step.failed_over)
+    if cache in _HITS:
+        match = step.cache_match
+        row["cache_match"] = {"key": match.key, "matched_prompt": match.matched_prompt,
+                              "similarity": round(match.similarity, 4), "namespace": match.namespace}
+    if error := step.error:
+        row["error"] = error
+    if failed_over := step.failed_over:
+        row["failed_over"] = list(failed_over)
     if step.HasField("usage"):
-        row["usage"] = {"prompt_tokens": step.usage.prompt_tokens,
-                        "completion_tokens": step.usage.completion_tokens,
-                        "finish_reason": step.usage.finish_reason}
+        counted = step.usage
+        row["usage"] = {"prompt_tokens": counted.prompt_tokens, "completion_tokens": counted.completion_tokens,
+                        "finish_reason": counted.finish_reason}
     return row
 
 
 def extension(task: planner_pb2.Task, usage_source: str) -> dict[str, Any]:
     """The ``llmlab`` field of an answer: the task and its execution trace."""
+    return _extension(task, list(task.steps), usage_source)
+
+
+def _extension(task: planner_pb2.Task, steps: list[planner_pb2.Step], usage_source: str) -> dict[str, Any]:
+    rows = [step_row(s) for s in steps]
     return {
         "task_id": task.task_id,
         "planner_node_id": task.planner_node_id,
-        "cache": cache_outcome(task),
+        "cache": rows[-1]["cache"] if rows else "none",
         "usage": usage_source,
         "total_ms": round(task.total_ms, 2),
-        "steps": [step_row(s) for s in task.steps],
+        "steps": rows,
     }
 
 
@@ -308,11 +323,12 @@ def _message(answer: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
 
 def answer(task: planner_pb2.Task, model: str, created: int) -> dict[str, Any]:
     """The ``chat.completion`` of a finished task (the model's tool calls read once, not per field)."""
-    step = answer_step(task)
+    steps = list(task.steps)  # one wrapper per step, read once
+    step = steps[-1] if steps else None
     calls = tool_calls(step)
-    counted, source = usage(task)
+    counted, source = _usage(task, steps, step)
     return completion(completion_id(task.task_id), created, model, _message(task.answer, calls),
-                      _finish_reason(step, calls), counted, extension(task, source))
+                      _finish_reason(step, calls), counted, _extension(task, steps, source))
 
 
 def completion_id(task_id: str) -> str:
