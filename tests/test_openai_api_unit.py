@@ -249,3 +249,11 @@ def test_pinned_namespaces_follow_the_key_file(tmp_path: Path) -> None:
     with pytest.raises(ApiError):
         auth.principal(f"Bearer {alice}")  # revoked at once: the file's stamp changed
     assert auth.reserved_namespaces(refresh=False) == frozenset()
+
+
+def test_absent_or_null_extension_objects_take_their_defaults() -> None:
+    for extra in ({}, {"cache": None, "llmlab": None}):
+        chat = request(**extra)
+        assert chat.options().tools and not chat.cache_options().no_cache
+        query = translate.to_query(chat)
+        assert not query.no_tools and not query.no_cache and query.HasField("cache") and query.HasField("params")
