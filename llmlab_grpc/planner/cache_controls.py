@@ -64,6 +64,11 @@ def resolve(query: planner_pb2.Query, settings: Any) -> CacheControls:
     namespace = writer = ""
     if not query.HasField("cache"):  # the usual query: the default namespace's policy, else the node's
         policy = getattr(settings, "cache_namespaces", {}).get("")
+        if policy is None:  # no policy: the node's settings alone (no attribute looked up on None)
+            min_similarity = float(getattr(settings, "semantic_min_similarity", 0.9))
+            if not 0 < min_similarity <= 1:
+                raise ValueError(f"cache.min_similarity must be in (0, 1], not {min_similarity}")
+            return _remembered("", None, None, bool(getattr(settings, "semantic_cache", False)), min_similarity, "")
         ttl_s = getattr(policy, "ttl_s", None)
         max_age_s = getattr(policy, "max_age_s", None)
         semantic = _semantic(policy, settings)
