@@ -231,3 +231,35 @@ async def _aborted(service: CacheService, raw: bytes) -> Aborted:
     except Aborted as exc:
         return exc
     raise AssertionError("not aborted")
+
+
+async def test_lookup_answer_reads_what_lookup_does_counting_each_lookup_once() -> None:
+    """The planner's in-process read (``lookup_answer``) against ``lookup``: the same answer,
+    usage and node, local or read through a replica, and one hit or miss counted per call."""
+    now = [1_000.0]
+    manager = CacheManager(MemoryStore(), node_id="n1", clock=lambda: now[0])
+    service = CacheService(manager, "n1")
+    here = manager.put("p", "m", "held here", extras=EntryExtras(
+        namespace="team", prompt_tokens=5, completion_tokens=2, finish_reason="stop", semantic_text="p?"))
+    remote = CacheManager(MemoryStore(), node_id="n2").put("q", "m", "from a replica")
+
+    class Replicas:  # a cache.hooks.PeerSource answering one key
+        async def read_through(self, key: str) -> tuple[CacheEntry, str] | None:
+            return (remote, "n2") if key == remote.key else None
+
+    manager.attach_peer_source(Replicas())  # type: ignore[arg-type]
+    for key, node in ((here.key, "n1"), (remote.key, "n2")):
+        reply = await service.lookup(key, read_through=True)
+        answer = await service.lookup_answer(key, read_through=True)
+        entry = reply.entry
+        assert answer is not None and reply.found and answer.node_id == reply.source_node_id == node
+        assert (answer.key, answer.prompt, answer.semantic_text, answer.namespace, answer.response) == (
+            entry.key, entry.prompt, entry.semantic_text, entry.namespace, entry.response)
+        assert (answer.prompt_tokens, answer.completion_tokens, answer.finish_reason) == (
+            entry.usage.prompt_tokens, entry.usage.completion_tokens, entry.usage.finish_reason)
+    assert await service.lookup_answer(remote.key) is None  # no read-through asked: a miss here
+    now[0] += 10
+    assert await service.lookup_answer(here.key, max_age_s=5) is None  # older than asked: a miss
+    assert (await service.lookup_answer(here.key, max_age_s=60)) is not None
+    stats = manager.get_stats()
+    assert (stats["hits"], stats["misses"]) == (3, 4)  # one count per call (the replica's copies: local misses)
