@@ -10,8 +10,10 @@ query (its settings, its models, the cache itself, the caller's credentials) is 
 is read on every call.
 
 Bounded twice: ``MEMO_ENTRIES`` queries, and only queries of at most ``MEMO_MAX_QUERY_BYTES``
-encoded (the key, its preview and the parameters are each about that size, so the memo holds
-at most ~3 x 1,024 x 2 KiB = 6 MiB). A query that fails validation is never kept.
+encoded. An entry holds its key, the task's head (the query's preview and ~100 bytes more), the
+stripped text and the parameters: at most ~8 KiB, ~4 MiB a memo. A planner keeps two (by the
+query's encoding, and by the ``AskRequest``'s bytes, whose entries share their ``Prelude``), so
+under ~8 MiB in all. A query that fails validation is never kept.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from llmlab_grpc.planner.rules import RouteHints
 from llmlab_grpc.proto.llmlab.v1 import common_pb2
 
-MEMO_ENTRIES = 1024
+MEMO_ENTRIES = 512
 """Queries remembered per planner (least recently used out)."""
 MEMO_MAX_QUERY_BYTES = 2048
 """Longest query (deterministic encoding) remembered; longer ones are worked out every time."""
