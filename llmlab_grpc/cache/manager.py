@@ -56,7 +56,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from llmlab_grpc.cache.entry import (
@@ -132,6 +132,8 @@ class _Slot:
     seq: int = 0
     extras: EntryExtras | None = None
     stored_bytes: int = 0
+    figures: dict[str, int] = field(default_factory=dict)
+    """Its namespace's figures in the manager's ``NamespaceStats`` (set when stored), where a hit is counted."""
     wire: bytes | None = None
     """The entry serialized but its hit count, once a hit through ``aget_wire`` made it and the
     byte budget had room for it (``CacheManager._remember_wire``)."""
@@ -409,12 +411,12 @@ class CacheManager:
     def _claim(self, key: str, record: bool, max_age_s: float | None, namespace: str = ""
                ) -> tuple[_Slot, int] | None:
         """The index half of a lookup: the live slot and its hit count, counting the lookup."""
-        now = self._now_ms()
-        removed: list[tuple[_Slot, str]] = []
+        now = int(self._clock() * 1000)  # _now_ms, inline: every hit of every path comes here
+        removed: list[tuple[_Slot, str]] | None = None
         with self._lock:
             slot = self._slots.get(key)
             if slot is not None and now >= slot.expires_unix_ms:
-                removed.append((self._remove(key), "expired"))
+                removed = [(self._remove(key), "expired")]
                 self._counters["expirations"] += 1
                 self._by_namespace.count(_namespace(slot), "expirations")
                 slot = None
@@ -426,7 +428,7 @@ class CacheManager:
                     self._by_namespace.count(namespace, "misses")
             elif record:
                 self._counters["hits"] += 1
-                self._by_namespace.count(_namespace(slot), "hits")
+                slot.figures["hits"] += 1
                 slot.hits += 1
                 self._slots.move_to_end(key)
             hits = slot.hits if slot is not None else 0
@@ -642,7 +644,7 @@ class CacheManager:
             slot.seq = next(self._seq)
             self._slots[slot.key] = slot
             self._bytes += slot.stored_bytes
-            self._by_namespace.stored(_namespace(slot), slot.stored_bytes)
+            slot.figures = self._by_namespace.stored(_namespace(slot), slot.stored_bytes)
             if self._is_replica(slot):
                 self._replicas += 1
             heapq.heappush(self._expiry, (slot.expires_unix_ms, slot.seq, slot.key))

@@ -35,10 +35,13 @@ class NamespaceStats:
     def count(self, namespace: str, event: str, n: int = 1) -> None:
         self._row(namespace)[event] += n
 
-    def stored(self, namespace: str, size: int) -> None:
+    def stored(self, namespace: str, size: int) -> dict[str, int]:
+        """Count an entry stored; returns the namespace's figures (the same dict for as long as this
+        object lives: ``emptied`` zeroes it in place), where the manager counts the entry's hits."""
         row = self._row(namespace)
         row["entries"] += 1
         row["bytes"] += size
+        return row
 
     def removed(self, namespace: str, size: int) -> None:
         row = self._row(namespace)

@@ -33,7 +33,7 @@ from llmlab_grpc.cache.entry import CachedAnswer, CacheEntry
 from llmlab_grpc.cache.errors import InvalidCacheRequest, InvalidParams, StoreUnavailable
 from llmlab_grpc.cache.keys import cache_key, is_key
 from llmlab_grpc.cache.manager import CacheManager, EntryExtras
-from llmlab_grpc.cache.wire import hit_reply
+from llmlab_grpc.cache.wire import hit_reply, reply_head
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
 if TYPE_CHECKING:  # numpy and the embedder load only where the semantic cache is on
@@ -117,7 +117,8 @@ class CacheService(cache_pb2_grpc.CacheServicer):
     def __init__(self, manager: CacheManager, node_id: str) -> None:
         self.manager = manager
         self.node_id = node_id
-        self._hit_header = cache_pb2.GetResponse(found=True, source_node_id=node_id, match="exact").SerializeToString()
+        self._hit_head = reply_head(
+            cache_pb2.GetResponse(found=True, source_node_id=node_id, match="exact").SerializeToString())
         """A hit's ``GetResponse`` but its entry, serialized (``get_wire``)."""
         self.semantic: SemanticCache | None = None
         """The node's ``SemanticCache`` (embedder + index + guard), when it has one."""
@@ -175,7 +176,7 @@ class CacheService(cache_pb2_grpc.CacheServicer):
             return reply.SerializeToString()
         hit = await self.manager.aget_wire(plan.key, max_age_s=plan.max_age_s, namespace=plan.namespace)
         if hit is not None:
-            return hit_reply(self._hit_header, *hit)
+            return hit_reply(self._hit_head, *hit)
         missed = await self._read_through(plan.key, plan.read_through, plan.max_age_s)
         return missed.SerializeToString()
 

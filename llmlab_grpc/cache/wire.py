@@ -44,10 +44,16 @@ _HITS_TAG = _tag(common_pb2.CacheEntry.DESCRIPTOR.fields_by_name["hits"].number,
 _REPLY_ENTRY_TAG = _tag(cache_pb2.GetResponse.DESCRIPTOR.fields_by_name["entry"].number, _LEN)
 
 
-def hit_reply(header: bytes, entry: bytes, hits: int) -> bytes:
-    """A serialized ``GetResponse``: ``header`` (its fields but the entry), then the entry:
-    ``entry`` (a serialized ``CacheEntry`` without its hit count) and ``hits``."""
-    if not hits:
-        return b"".join((header, _REPLY_ENTRY_TAG, varint(len(entry)), entry))
-    count = _HITS_TAG + varint(hits)
-    return b"".join((header, _REPLY_ENTRY_TAG, varint(len(entry) + len(count)), entry, count))
+def reply_head(header: bytes) -> bytes:
+    """What ``hit_reply`` needs of a ``GetResponse`` without its entry, serialized as ``header``."""
+    return header + _REPLY_ENTRY_TAG
+
+
+def hit_reply(head: bytes, entry: bytes, hits: int) -> bytes:
+    """A serialized ``GetResponse``: ``head`` (``reply_head``: its fields but the entry), then the
+    entry: ``entry`` (a serialized ``CacheEntry`` without its hit count) and ``hits``."""
+    count = _COUNTS[hits] if 0 <= hits < 0x80 else _HITS_TAG + varint(hits)
+    return b"".join((head, varint(len(entry) + len(count)), entry, count))
+
+
+_COUNTS = [_HITS_TAG + varint(i) if i else b"" for i in range(0x80)]  # hits 0 is no field at all

@@ -54,21 +54,25 @@ class _Recorder:
 
     def __init__(self, metrics: NodeMetrics, method: str) -> None:
         self.service, self.method = _split(method)
-        self._calls = metrics.grpc_calls.method(self.service, self.method)
+        self.calls = metrics.grpc_calls.method(self.service, self.method)
 
     def done(self, started: float, context: Context, exc: BaseException | None) -> None:
-        self._calls.record(time.perf_counter() - started, _code(context, exc))
+        self.calls.record(time.perf_counter() - started, _code(context, exc))
 
 
 def _unary(rec: _Recorder, inner: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    record = rec.calls.record
+    clock = time.perf_counter
+
     async def call(request: Any, context: Context) -> Any:
-        started = time.perf_counter()
+        started = clock()
         try:
             result = await inner(request, context)
         except BaseException as exc:
             rec.done(started, context, exc)
             raise
-        rec.done(started, context, None)
+        code = context.code()  # None unless the handler set one: the common case, inline (~3k instructions less)
+        record(clock() - started, "OK" if code is None else _code(context, None))
         return result
 
     return call
