@@ -245,7 +245,8 @@ class Planner:
                 hit_path = found_hints.rule is None and not found_hints.toolish and not found_hints.note
                 hints = found_hints if hit_path else None
         prelude = Prelude(task_head=head.SerializeToString(), text=text, params=params,
-                          params_raw=params.SerializeToString(deterministic=True), hints=hints, hit_path=hit_path)
+                          params_raw=params.SerializeToString(deterministic=True), hints=hints, hit_path=hit_path,
+                          lone_turn=not query.history)
         self.memo.put(raw, prelude)
         return prelude
 
@@ -271,7 +272,9 @@ class Planner:
                    ) -> tuple[planner_pb2.Task, grpc.StatusCode | None, bytes]:
         """``ask``; and with ``request`` (``ask_encoded``), a hit's task encoded (else b"")."""
         status: grpc.StatusCode | None = None
-        prelude = await self._prelude(query, request)
+        prelude = self.request_memo.get(request) if request is not None else None
+        if prelude is None:  # (a repeated request is found without a coroutine)
+            prelude = await self._prelude(query, request)
         controls = query_controls(query, self.settings)
         task = planner_pb2.Task()
         model = ""
@@ -343,7 +346,7 @@ class Planner:
         step = task.steps[0]
         stamp_now(step.started_at)
         t0 = time.perf_counter()
-        if not query.history and not controls.semantic:
+        if prelude.lone_turn and not controls.semantic:
             # A lone user turn: the step's key is made of the text (``cache_prompt``); no lookup
             # message is built unless it misses and the workflow needs one.
             key = cache_key_of_raw(text, model, prelude.params_raw, controls.namespace)

@@ -48,6 +48,8 @@ class Prelude:
     hints: RouteHints | None
     """The rules' verdict on ``text`` when they were run and matched no tool (else None: the
     general path runs them itself)."""
+    lone_turn: bool
+    """Whether the query has no history: its one user turn is the whole conversation."""
     hit_path: bool
     """Whether the plan is sure to be one plain generation the cache may answer: the planner's
     hit path (``Planner._answer_from_cache``) may answer it without a workflow."""
