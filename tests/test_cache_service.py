@@ -14,6 +14,7 @@ from llmlab_grpc.cache.errors import StoreUnavailable
 from llmlab_grpc.cache.manager import EntryExtras
 from llmlab_grpc.cache.service import CacheService, add_to_server
 from llmlab_grpc.cache.stores import MemoryStore
+from llmlab_grpc.cache.wire import varint
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
 LIMIT = 64
@@ -263,3 +264,11 @@ async def test_lookup_answer_reads_what_lookup_does_counting_each_lookup_once() 
     assert (await service.lookup_answer(here.key, max_age_s=60)) is not None
     stats = manager.get_stats()
     assert (stats["hits"], stats["misses"]) == (3, 4)  # one count per call (the replica's copies: local misses)
+
+
+def test_varints_are_protobufs_own() -> None:
+    for n in (0, 1, 127, 128, 300, 16_383, 16_384, 2_097_151, 2_097_152, 2**40 + 7, 2**63 - 1):
+        expected = common_pb2.CacheEntry(hits=n).SerializeToString()
+        assert (b"" if n == 0 else b"\x38" + varint(n)) == expected  # field 7, varint
+    with pytest.raises(ValueError):
+        varint(-1)
