@@ -163,11 +163,20 @@ def start_echo(size: int, secret: str = "", reply: bytes = b"") -> tuple[subproc
 
 # -- concurrency ---------------------------------------------------------------------------------
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process (every thread of it) has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def rates_in_rounds(targets: dict[str, tuple[str, Callable[[grpc.aio.Channel], Callable[[], Any]]]],
-                          concurrency: int, burst: int, rounds: int) -> dict[str, list[float]]:
+                          concurrency: int, burst: int, rounds: int, pids: dict[str, int] | None = None
+                          ) -> tuple[dict[str, list[float]], dict[str, float]]:
     """Calls per second of each leg's bursts: ``rounds`` rounds, one burst of ``burst`` calls by
     ``concurrency`` tasks per leg and round, the legs in a rotating order, each on its own open
-    channel (made and warmed up first). Stops early at TIME_LIMIT_S per leg."""
+    channel (made and warmed up first). Stops early at TIME_LIMIT_S per leg. Also the CPU
+    seconds per call of each leg's server process (``pids``) over its bursts: what a call costs
+    the server whatever else the machine runs (10 ms clock ticks: ~1% over 3,000 calls)."""
     channels = {name: grpc.aio.insecure_channel(address) for name, (address, _) in targets.items()}
     try:
         calls = {name: make(channels[name]) for name, (_, make) in targets.items()}
@@ -176,13 +185,17 @@ async def rates_in_rounds(targets: dict[str, tuple[str, Callable[[grpc.aio.Chann
                 await call()
         names = list(targets)
         samples: dict[str, list[float]] = {name: [] for name in names}
+        cpu = dict.fromkeys(names, 0.0)
         deadline = time.monotonic() + TIME_LIMIT_S * len(names)
         for round_ in range(rounds):
             if time.monotonic() > deadline:
                 break
             for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                pid = (pids or {}).get(name)
+                before = cpu_seconds(pid) if pid else 0.0
                 samples[name].append(burst / await timed_burst(calls[name], concurrency, burst))
-        return samples
+                cpu[name] += cpu_seconds(pid) - before if pid else 0.0
+        return samples, {name: cpu[name] / max(1, burst * len(samples[name])) for name in names}
     finally:
         for channel in channels.values():
             await channel.close()
@@ -469,8 +482,11 @@ def main() -> int:
         rates: dict[str, float] = {}
         ratios: dict[str, float] = {}
         burst = max(16, opts.n_rate // ROUNDS)
+        pids = {"echo": echo_proc.pid, "echo-raw": echo_proc.pid, "guarded": guarded_proc.pid,
+                **{store: node.pid for node, store in zip(nodes, STORES, strict=True)}}
+        cpu: dict[str, float] = {}
         for concurrency in (1, 16):
-            rounds = asyncio.run(rates_in_rounds(targets, concurrency, burst, ROUNDS))
+            rounds, cpu = asyncio.run(rates_in_rounds(targets, concurrency, burst, ROUNDS, pids))
             echo_rate = rates[f"echo{concurrency}"] = report_rate(
                 f"echo throughput, {concurrency} concurrent", burst, burst / statistics.median(rounds["echo"]))
             for name, samples in rounds.items():
@@ -490,6 +506,10 @@ def main() -> int:
               f"(>= 0.8; median of {ROUNDS} paired rounds; [ray-cold] {ratios['ray-cold16']:.2f}, "
               f"[memory] {ratios['memory16']:.2f}; echo {rates['echo16']:.0f} calls/s; "
               f"against echo-raw {ratios['ray-over-raw16']:.2f})", flush=True)
+        echo_cpu = cpu["echo"]
+        print(f"server CPU per call at 16 clients: echo {echo_cpu * 1e6:.0f} us, Cache.Get [ray] "
+              f"{cpu['ray'] * 1e6:.0f} us ({cpu['ray'] / echo_cpu:.2f}x; [memory] {cpu['memory'] / echo_cpu:.2f}x, "
+              f"[ray-cold] {cpu['ray-cold'] / echo_cpu:.2f}x): the servers' side of the throughput ratio", flush=True)
         print(f"load average while measuring: {load_before} -> {load_average()}", flush=True)
         print(f"against floor 2 (the node's method table, reply parsed): Cache.Get [ray] p50 "
               f"{medians['ray'] / guarded_floor:.2f}x, [memory] {medians['memory'] / guarded_floor:.2f}x; "
