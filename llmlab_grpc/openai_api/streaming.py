@@ -99,9 +99,8 @@ async def chunks(opening: Opening, events: AsyncIterator[planner_pb2.AskStreamRe
                 task = event.final
                 if not streamed and task.answer:
                     yield sse(chunk(cid, created, model, {"content": task.answer}))
-                usage, source = translate.usage(task)
-                yield sse(chunk(cid, created, model, {}, translate.finish_reason(task),
-                                llmlab=translate.extension(task, source)))
+                usage, _, extended = translate.trace(task)
+                yield sse(chunk(cid, created, model, {}, translate.finish_reason(task), llmlab=extended))
                 if include_usage:
                     yield sse(chunk(cid, created, model, None, usage=usage))
         yield DONE

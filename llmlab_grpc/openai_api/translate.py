@@ -162,6 +162,8 @@ _OUTCOMES[planner_pb2.CACHE_OUTCOME_UNSPECIFIED] = "none"
 _OUTCOME_HEADERS = {value: (b"x-llmlab-cache", name.encode()) for value, name in _OUTCOMES.items()}
 _NO_OUTCOME_HEADER = (b"x-llmlab-cache", b"none")
 _HITS = (planner_pb2.CACHE_OUTCOME_HIT, planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT)
+_HIT_NAMES = tuple(_OUTCOMES[value] for value in _HITS)
+_LLM = _STEP_KINDS[planner_pb2.STEP_KIND_LLM]
 
 
 def outcome_name(outcome: int) -> str:
@@ -223,15 +225,13 @@ def tool_calls(step: planner_pb2.Step | None) -> list[dict[str, Any]]:
 
 def finish_reason(task: planner_pb2.Task) -> str:
     step = answer_step(task)
-    return _finish_reason(step, tool_calls(step))
+    return _finish_reason(tool_calls(step), step.usage.finish_reason if step is not None and step.HasField("usage")
+                          else "")
 
 
-def _finish_reason(step: planner_pb2.Step | None, calls: list[dict[str, Any]]) -> str:
-    if calls:
-        return "tool_calls"
-    if step is not None and step.HasField("usage") and step.usage.finish_reason == "length":
-        return "length"
-    return "stop"
+def _finish_reason(calls: list[dict[str, Any]], generation_finish: str) -> str:
+    """tool_calls, length (the generation hit its token limit) or stop."""
+    return "tool_calls" if calls else "length" if generation_finish == "length" else "stop"
 
 
 def prompt_text(query: planner_pb2.Query) -> str:
@@ -239,29 +239,29 @@ def prompt_text(query: planner_pb2.Query) -> str:
 
 
 def usage(task: planner_pb2.Task) -> tuple[dict[str, int], str]:
-    """The ``usage`` block and where its numbers come from: "model" or "estimate"."""
-    steps = list(task.steps)
-    return _usage(task, steps, steps[-1] if steps else None)
+    """The ``usage`` block and where its numbers come from: "model", "cache" or "estimate"."""
+    return _usage(task, [step_row(s) for s in task.steps])
 
 
-def _usage(task: planner_pb2.Task, steps: list[planner_pb2.Step], step: planner_pb2.Step | None
-           ) -> tuple[dict[str, int], str]:
+def _usage(task: planner_pb2.Task, rows: list[dict[str, Any]]) -> tuple[dict[str, int], str]:
+    """``usage`` from the steps' trace rows (each protobuf field is read once per answer, by ``step_row``)."""
     prompt = completion = 0
-    for each in steps:
-        if each.HasField("usage"):
-            counted = each.usage
-            prompt += counted.prompt_tokens
-            completion += counted.completion_tokens
-    step_usage = step is not None and step.HasField("usage")
+    for row in rows:
+        counted = row.get("usage")
+        if counted is not None:
+            prompt += counted["prompt_tokens"]
+            completion += counted["completion_tokens"]
+    last = rows[-1] if rows else None
+    last_usage = None if last is None else last.get("usage")
     source = "model"
-    if step_usage and is_hit(step):
+    if last is not None and last_usage is not None and last["cache"] in _HIT_NAMES:
         source = "cache"  # what the generation behind the cached answer reported
-        if step is not None and not step.usage.prompt_tokens:
+        if not last_usage["prompt_tokens"]:
             prompt += approx_tokens(prompt_text(task.query))
-    elif not step_usage:
+    elif last_usage is None:
         source = "estimate"
         completion += approx_tokens(task.answer)
-        if step is not None and step.kind == planner_pb2.STEP_KIND_LLM:  # a cache hit: a model read it once
+        if last is not None and last["kind"] == _LLM:  # a cache hit: a model read it once
             prompt += approx_tokens(prompt_text(task.query))
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}, source
 
@@ -295,11 +295,10 @@ def step_row(step: planner_pb2.Step) -> dict[str, Any]:
 
 def extension(task: planner_pb2.Task, usage_source: str) -> dict[str, Any]:
     """The ``llmlab`` field of an answer: the task and its execution trace."""
-    return _extension(task, list(task.steps), usage_source)
+    return _extension(task, [step_row(s) for s in task.steps], usage_source)
 
 
-def _extension(task: planner_pb2.Task, steps: list[planner_pb2.Step], usage_source: str) -> dict[str, Any]:
-    rows = [step_row(s) for s in steps]
+def _extension(task: planner_pb2.Task, rows: list[dict[str, Any]], usage_source: str) -> dict[str, Any]:
     return {
         "task_id": task.task_id,
         "planner_node_id": task.planner_node_id,
@@ -308,6 +307,13 @@ def _extension(task: planner_pb2.Task, steps: list[planner_pb2.Step], usage_sour
         "total_ms": round(task.total_ms, 2),
         "steps": rows,
     }
+
+
+def trace(task: planner_pb2.Task) -> tuple[dict[str, int], str, dict[str, Any]]:
+    """``usage``, its source and ``extension`` of a finished task, its steps read once for all three."""
+    rows = [step_row(s) for s in task.steps]
+    counted, source = _usage(task, rows)
+    return counted, source, _extension(task, rows, source)
 
 
 def message(task: planner_pb2.Task) -> dict[str, Any]:
@@ -322,13 +328,15 @@ def _message(answer: str, calls: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def answer(task: planner_pb2.Task, model: str, created: int) -> dict[str, Any]:
-    """The ``chat.completion`` of a finished task (the model's tool calls read once, not per field)."""
-    steps = list(task.steps)  # one wrapper per step, read once
-    step = steps[-1] if steps else None
+    """The ``chat.completion`` of a finished task (each field of its steps read once)."""
+    counted, _, extended = trace(task)
+    step = answer_step(task)
     calls = tool_calls(step)
-    counted, source = _usage(task, steps, step)
-    return completion(completion_id(task.task_id), created, model, _message(task.answer, calls),
-                      _finish_reason(step, calls), counted, _extension(task, steps, source))
+    rows = extended["steps"]
+    last_usage = rows[-1].get("usage") if rows else None
+    reason = _finish_reason(calls, last_usage["finish_reason"] if last_usage else "")
+    return completion(completion_id(task.task_id), created, model, _message(task.answer, calls), reason, counted,
+                      extended)
 
 
 def completion_id(task_id: str) -> str:
