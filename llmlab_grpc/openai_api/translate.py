@@ -88,43 +88,46 @@ def to_query(request: ChatCompletionRequest, cache_control: str = "", principal:
     while start < last and messages[start].role in ("system", "developer"):
         system.append(texts[start])
         start += 1
-    # Fields gathered first and the Query made in one constructor call: each field set on a
-    # protobuf message from Python costs about as much as the whole constructor does.
-    params: dict[str, Any] = {"system_prompt": "\n\n".join(s for s in system if s)}  # always set: params present
-    if request.temperature is not None:
-        params["temperature"] = request.temperature
-    if request.top_p is not None:
-        params["top_p"] = request.top_p
-    if (limit := request.token_limit()) is not None:
-        params["max_tokens"] = min(limit, 2**31 - 1)
-    if request.seed is not None:
-        params["seed"] = request.seed
-    if request.stop is not None:
-        params["stop"] = request.stop_list()
-    tools = request.function_tools()
-    if tools:
-        params["tools_json"] = json.dumps(tools, separators=(",", ":"), sort_keys=True)
     directives, max_age = parse_cache_control(cache_control) if cache_control else (_NO_DIRECTIVES, None)
     options = request.cache_options()
-    principal = principal or MESH
-    control: dict[str, Any] = {"namespace": principal.cache_namespace(options.namespace, reserved_namespaces)}
-    if principal.per_user:
-        control["writer"] = principal.name
-    if options.ttl is not None:
-        control["ttl_s"] = options.ttl
-    if max_age is not None or options.s_maxage is not None:
-        control["max_age_s"] = min(a for a in (max_age, options.s_maxage) if a is not None)
-    if options.semantic is not None:
-        control["semantic"] = options.semantic
-    if options.min_similarity is not None:
-        control["min_similarity"] = options.min_similarity
-    history = [_turn(messages[i], texts[i]) for i in range(start, last + 1 if continuation else last)]
     llmlab = request.options()
-    return planner_pb2.Query(
-        text="" if continuation else texts[last], model=request.model, params=params, history=history,
+    tools = request.function_tools()
+    # Scalars through the constructor, sub-message fields set one by one: both are cheaper than
+    # setting scalars after construction or handing sub-messages over as dicts.
+    query = planner_pb2.Query(
+        text="" if continuation else texts[last], model=request.model,
         cache_nondeterministic=llmlab.cache_nondeterministic, no_tools=bool(tools) or not llmlab.tools,
-        no_cache="no-cache" in directives or options.no_cache, no_store="no-store" in directives or options.no_store,
-        cache=control)
+        no_cache="no-cache" in directives or options.no_cache, no_store="no-store" in directives or options.no_store)
+    if start < last or continuation:
+        query.history.extend(_turn(messages[i], texts[i]) for i in range(start, last + 1 if continuation else last))
+    params = query.params
+    params.system_prompt = "\n\n".join(s for s in system if s) if system else ""  # always set: params present
+    if request.temperature is not None:
+        params.temperature = request.temperature
+    if request.top_p is not None:
+        params.top_p = request.top_p
+    if (limit := request.token_limit()) is not None:
+        params.max_tokens = min(limit, 2**31 - 1)
+    if request.seed is not None:
+        params.seed = request.seed
+    if request.stop is not None:
+        params.stop.extend(request.stop_list())
+    if tools:
+        params.tools_json = json.dumps(tools, separators=(",", ":"), sort_keys=True)
+    principal = principal or MESH
+    control = query.cache
+    control.namespace = principal.cache_namespace(options.namespace, reserved_namespaces)  # always set: present
+    if principal.per_user:
+        control.writer = principal.name
+    if options.ttl is not None:
+        control.ttl_s = options.ttl
+    if max_age is not None or options.s_maxage is not None:
+        control.max_age_s = min(a for a in (max_age, options.s_maxage) if a is not None)
+    if options.semantic is not None:
+        control.semantic = options.semantic
+    if options.min_similarity is not None:
+        control.min_similarity = options.min_similarity
+    return query
 
 
 def _turn(message: Any, text: str) -> common_pb2.ChatMessage:
