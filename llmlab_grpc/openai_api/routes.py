@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pydantic import ValidationError
 from pydantic_core import to_json
@@ -34,6 +34,7 @@ from llmlab_grpc.openai_api.schemas import ChatCompletionRequest, model_entry
 from llmlab_grpc.openai_api.streaming import chunks, open_stream
 from llmlab_grpc.openai_api.watch import ClientGone, until_answered
 
+_VALIDATE_JSON = ChatCompletionRequest.__pydantic_validator__.validate_json
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
 
@@ -150,14 +151,14 @@ class OpenAIApi:
         """The validated request, or a 400 saying what is wrong with the body.
 
         A body with no more brackets than ``safejson.MAX_DEPTH`` cannot nest deeper than it, so
-        pydantic parses and validates it in one pass (``model_validate_json``, no Python
+        pydantic parses and validates it in one pass (``model_validate_json``'s validator, no Python
         objects in between). Anything it refuses, and any body with more brackets, takes the
         general way (``safejson.loads``, then validation), which says what is wrong exactly
         as it always has: not JSON, nested too deep, not an object, or the first bad field.
         """
         if body.count(b"[") + body.count(b"{") <= safejson.MAX_DEPTH:
-            try:
-                return ChatCompletionRequest.model_validate_json(body)
+            try:  # model_validate_json without its Python wrapper (a quarter of the cost of a plain request)
+                return cast(ChatCompletionRequest, _VALIDATE_JSON(body))
             except ValidationError:
                 pass  # the general way below names the problem
         try:
