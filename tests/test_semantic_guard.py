@@ -9,7 +9,7 @@ import pytest
 
 from llmlab_grpc.cache.entry import EntryMeta
 from llmlab_grpc.cache.manager import CacheManager, EntryExtras
-from llmlab_grpc.cache.semantic.embedder import Embedder, auto_threads, normalise
+from llmlab_grpc.cache.semantic.embedder import BusyElsewhere, Embedder, auto_threads, normalise
 from llmlab_grpc.cache.semantic.guard import features, refuse
 from llmlab_grpc.cache.semantic.index import SemanticIndex, row_bytes, scope_of, signature
 from llmlab_grpc.cache.stores import MemoryStore
@@ -309,6 +309,20 @@ def test_embedding_threads_follow_the_idle_cores() -> None:
     finally:
         fixed.close()
         auto.close()
+
+
+def test_threads_follow_what_other_processes_use_not_the_embedding_itself() -> None:
+    """The machine's busy time minus this process's own: back-to-back questions on one thread
+    (this process busy 1 core) leave the second core idle, and get it."""
+    readings = iter([(100.0, 10.0, 0.0), (101.0, 11.0, 1.0), (101.1, 11.1, 1.1), (103.2, 11.4, 2.0)])
+    busy = BusyElsewhere(read=lambda: next(readings))
+    assert busy.cores() == 0.0  # the machine's 1 s of work was all this process's
+    assert auto_threads(cores=2, load=0.0) == 2
+    assert busy.cores() == 0.0  # 0.1 s: too short a window for 10 ms ticks, the last reading stands
+    # since the last reading kept (1.0 s): 2.2 s busy, 0.4 s of it ours: others use 1.8 cores
+    assert busy.cores() == pytest.approx(1.8)
+    assert auto_threads(cores=2, load=1.8) == 1
+    assert BusyElsewhere(read=lambda: None).cores() is None  # no /proc/stat: the load average decides
 
 
 def test_questions_are_embedded_in_a_normal_form() -> None:

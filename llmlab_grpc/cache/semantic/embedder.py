@@ -13,8 +13,9 @@ weight on every call, 278 M instructions for a 13-token question; the build unpa
 AVX-512 VNNI, where two 32-value blocks go through one instruction.
 
 Threads (``semantic_embed_threads``): ``0`` (the default) picks per question: every core (at
-most 4) while the machine's 1-minute load average leaves them idle, one thread as soon as it
-does not, since a team waiting at ~100 barriers per question for a thread that lost its core
+most 4) that other processes left idle since the last reading (``BusyElsewhere``: /proc/stat's busy
+time minus this process's own; the 1-minute load average where there is no /proc), one thread as
+soon as they do not, since a team waiting at ~100 barriers per question for a thread that lost its core
 is slower than one thread; and because the load average lags a sudden burst, a question on a
 team that runs slower than ``SLOW_TOKEN_S`` a token sends the next minute's questions to one
 thread. A team's threads spin briefly at a barrier, then sleep
@@ -85,9 +86,54 @@ def normalise(text: str) -> str:
 
 
 def auto_threads(cores: int, load: float) -> int:
-    """Threads for one question: the cores the 1-minute load average leaves idle (at least 1, at
-    most ``AUTO_MAX_THREADS``); a core counts as idle while less than half of it is in use."""
+    """Threads for one question: the cores ``load`` (cores busy with other work) leaves idle (at
+    least 1, at most ``AUTO_MAX_THREADS``); a core counts as idle while less than half of it is in use."""
     return max(1, min(cores, AUTO_MAX_THREADS, int(cores - load + 0.5)))
+
+
+class BusyElsewhere:
+    """Cores that other processes kept busy, over the window since the last reading.
+
+    The machine's busy time (/proc/stat, all but idle and iowait) minus this process's own CPU
+    time (every thread) over the same wall time. The 1-minute load average it replaces counts
+    the embedding itself: questions asked back to back on one thread read as a load of ~1, so
+    on an idle 2-core machine they never got the second core (14.2 ms a question on one thread,
+    7.8 ms on two, docs/cache.md). A window shorter than ``MIN_WINDOW_S`` (the counters tick
+    every 10 ms) keeps the previous reading."""
+
+    MIN_WINDOW_S = 0.25
+
+    def __init__(self, read: Callable[[], tuple[float, float, float] | None] | None = None) -> None:
+        self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._read = read or self.read
+        self._last = self._read()
+        self._busy: float | None = None
+
+    def read(self) -> tuple[float, float, float] | None:
+        """(seconds of CPU the machine spent busy, seconds this process used, monotonic time)."""
+        try:
+            with open("/proc/stat", "rb") as f:
+                fields = [int(x) for x in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        if len(fields) < 5:
+            return None
+        busy = (sum(fields) - fields[3] - fields[4]) / self._ticks
+        own = os.times()
+        return busy, own.user + own.system, time.monotonic()
+
+    def cores(self) -> float | None:
+        """Cores busy elsewhere since the last reading (None: no /proc/stat here)."""
+        now = self._read()
+        if now is None or self._last is None:
+            return None
+        elapsed = now[2] - self._last[2]
+        if elapsed < self.MIN_WINDOW_S and self._busy is not None:
+            return self._busy
+        if elapsed > 0:
+            self._busy = max(0.0, (now[0] - self._last[0]) - (now[1] - self._last[1])) / elapsed
+            self._last = now
+        return self._busy
 
 
 class EmbedderUnavailable(RuntimeError):
@@ -105,6 +151,7 @@ class Embedder:
         self._cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self._team = 0  # the team size last set on the worker thread
         self._solo_until = 0.0  # monotonic time until which threads=0 keeps to one thread
+        self._elsewhere = BusyElsewhere()
         self._set_team: Callable[[int], Any] | None = None
         self._model: Any = None
         self.engine = ""
@@ -150,10 +197,12 @@ class Embedder:
             return self.threads
         if time.monotonic() < self._solo_until:
             return 1
-        try:
-            load = os.getloadavg()[0]
-        except OSError:
-            return 1
+        load = self._elsewhere.cores()
+        if load is None:
+            try:
+                load = os.getloadavg()[0]
+            except OSError:
+                return 1
         return auto_threads(self._cores, load)
 
     def embed_sync(self, text: str) -> np.ndarray:
