@@ -302,10 +302,17 @@ def test_embedding_threads_follow_the_idle_cores() -> None:
     auto = Embedder(threads=0)
     try:
         assert fixed.team_size() == 3
-        auto.note_team_time(0.010, tokens=14)  # 0.7 ms a token: a team on idle cores
+        assert auto.team_size() == 1  # one thread is measured first
+        for _ in range(3):
+            auto.note_time(False, 0.0140, tokens=14)  # 1 ms a token on one thread
+        auto.note_team_time(0.0070, tokens=14)  # 0.5 ms a token: a team on idle cores
         assert auto._solo_until == 0.0
         auto.note_team_time(0.150, tokens=14)  # a core was busy: one thread for the next minute
         assert auto.team_size() == 1
+        auto._solo_until = 0.0
+        for _ in range(3):  # a team no faster than one thread (0.95 ms a token): one thread again
+            auto.note_team_time(0.0133, tokens=14)
+        assert auto._solo_until > 0.0 and auto.team_size() == 1
     finally:
         fixed.close()
         auto.close()

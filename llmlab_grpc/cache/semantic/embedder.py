@@ -16,9 +16,10 @@ Threads (``semantic_embed_threads``): ``0`` (the default) picks per question: ev
 most 4) that other processes left idle since the last reading (``BusyElsewhere``: /proc/stat's busy
 time minus this process's own; the 1-minute load average where there is no /proc), one thread as
 soon as they do not, since a team waiting at ~100 barriers per question for a thread that lost its core
-is slower than one thread; and because the load average lags a sudden burst, a question on a
-team that runs slower than ``SLOW_TOKEN_S`` a token sends the next minute's questions to one
-thread. A team's threads spin briefly at a barrier, then sleep
+is slower than one thread; and since idle cores do not make a team faster on every machine, both
+are timed: a team is tried only after ``MEASURED`` questions on one thread, and a team that runs
+slower than ``SLOW_TOKEN_S`` a token, or not ``TEAM_GAIN`` times one thread's time a token, sends
+the next minute's questions to one thread. A team's threads spin briefly at a barrier, then sleep
 (``SPIN_COUNT``): the runtime's default, spinning for long, made one embedding take 1.5 s
 instead of 0.1 s on a busy machine, and sleeping at once made two threads no faster than one.
 A number fixes the team size. It is set on the worker thread (``omp_set_num_threads`` of the
@@ -54,7 +55,15 @@ SLOW_TOKEN_S = 0.002
 ~1.1-1.5 ms here, two on idle cores ~0.9) found a core busy: a team waits at ~100 barriers for
 its slowest thread, and such questions took 100-190 ms where one thread takes 20-30."""
 SOLO_S = 60.0
-"""How long ``threads=0`` then keeps to one thread (the 1-minute load average catches up by then)."""
+"""How long ``threads=0`` then keeps to one thread before it tries a team again."""
+TEAM_GAIN = 0.8
+"""A team must embed a token in at most this share of one thread's time (both measured on this
+node, recent questions weighted most), else ``threads=0`` keeps to one thread for ``SOLO_S``. Idle
+cores do not settle it: on the idle 2-core machine two threads took 5.6 ms where one took 8.5 ms
+for the same question asked alone, yet 16-29 ms against 13 ms in the benchmark's back-to-back
+lookups (docs/cache.md)."""
+MEASURED = 3
+"""Questions measured on one thread before a team is tried, and on a team before it is judged."""
 AUTO_MAX_THREADS = 4
 """Most threads ``threads=0`` gives one question (a 12-token question gains little past 4)."""
 
@@ -151,6 +160,7 @@ class Embedder:
         self._cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         self._team = 0  # the team size last set on the worker thread
         self._solo_until = 0.0  # monotonic time until which threads=0 keeps to one thread
+        self._per_token: dict[bool, tuple[int, float]] = {}  # on a team? -> (questions, recent s a token)
         self._elsewhere = BusyElsewhere()
         self._set_team: Callable[[int], Any] | None = None
         self._model: Any = None
@@ -195,7 +205,7 @@ class Embedder:
         """Threads the next question gets."""
         if self.threads:
             return self.threads
-        if time.monotonic() < self._solo_until:
+        if time.monotonic() < self._solo_until or self._per_token.get(False, (0, 0.0))[0] < MEASURED:
             return 1
         load = self._elsewhere.cores()
         if load is None:
@@ -209,7 +219,7 @@ class Embedder:
         """The vector of ``text`` (blocking: call from a worker thread, or via ``embed``)."""
         model = self._load()
         team = self.team_size()
-        judged = team > 1 and not self.threads and team == self._team  # (a new team starts its threads)
+        judged = not self.threads and team == self._team  # (a new team starts its threads)
         if team != self._team and self._set_team is not None:
             self._set_team(team)  # this thread's OpenMP team; every embedding runs on it
             self._team = team
@@ -217,16 +227,34 @@ class Embedder:
         started = time.perf_counter()
         vector = np.asarray(model.query(plain), dtype=np.float32)
         if judged:
-            self.note_team_time(time.perf_counter() - started, int(model.token_count(plain, True)))
+            seconds, tokens = time.perf_counter() - started, int(model.token_count(plain, True))
+            if team > 1:
+                self.note_team_time(seconds, tokens)
+            else:
+                self.note_time(False, seconds, tokens)
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else vector
 
+    def note_time(self, team: bool, seconds: float, tokens: int) -> float:
+        """Fold one question's time a token into the recent figure for one thread or a team."""
+        count, recent = self._per_token.get(team, (0, 0.0))
+        per = seconds / max(1, tokens)
+        recent = per if count == 0 else 0.75 * recent + 0.25 * per
+        self._per_token[team] = (count + 1, recent)
+        return recent
+
     def note_team_time(self, seconds: float, tokens: int) -> None:
-        """A question on a team took ``seconds``: slower than ``SLOW_TOKEN_S`` a token, the next
-        ``SOLO_S`` seconds of questions run on one thread (``threads=0`` only), since the load
-        average that chose the team lags a sudden burst by up to a minute."""
-        if seconds > SLOW_TOKEN_S * max(1, tokens):
+        """A question on a team took ``seconds``: slower than ``SLOW_TOKEN_S`` a token (a core was
+        taken), or, once ``MEASURED`` team questions are in, not ``TEAM_GAIN`` times one thread's
+        recent time a token, the next ``SOLO_S`` seconds of questions run on one thread
+        (``threads=0`` only), and the team is measured afresh after."""
+        recent = self.note_time(True, seconds, tokens)
+        count = self._per_token[True][0]
+        solo = self._per_token.get(False, (0, 0.0))[1]
+        slow = seconds > SLOW_TOKEN_S * max(1, tokens)
+        if slow or (count >= MEASURED and solo > 0 and recent > TEAM_GAIN * solo):
             self._solo_until = time.monotonic() + SOLO_S
+            self._per_token.pop(True, None)
 
     def _embed_recent(self, text: str) -> np.ndarray:
         vector = self._recent.get(text)
