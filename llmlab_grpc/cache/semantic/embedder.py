@@ -8,9 +8,11 @@ handle never overlap. The index scan of a lookup runs on that thread too (``embe
 Engine: the build ``engine_build`` makes for this CPU when there is one (``scripts/setup``
 runs it), else the engine compiled inside the wheel; both run the same model and tokenizer.
 Cost, measured on the 2-core machine (docs/cache.md): the bundled engine unpacks every 4-bit
-weight on every call, 278 M instructions for a 13-token question; the build unpacks them once
-(24 MB kept) and vectorises the activation quantizer and GELU: 88 M with AVX2, fewer with
-AVX-512 VNNI, where two 32-value blocks go through one instruction.
+weight and converts every block scale in scalar code on every call, 278 M instructions for a
+13-token question; the build converts the scales once (2.6 MB kept), unpacks a group of weight
+rows with vector instructions into an L1 buffer, and vectorises the activation quantizer and
+GELU: 100 M with AVX2, fewer with AVX-512 VNNI, where two 32-value blocks go through one
+instruction (0.6-0.9 ms a token on one core here, against 1.1-1.5 ms).
 
 Threads (``semantic_embed_threads``): ``0`` (the default) picks per question: every core (at
 most 4) that other processes left idle since the last reading (``BusyElsewhere``: /proc/stat's busy
@@ -52,7 +54,7 @@ MAX_SEMANTIC_CHARS = 2000
 
 SLOW_TOKEN_S = 0.002
 """A question on a team of several threads that took longer than this per token (one thread takes
-~1.1-1.5 ms here, two on idle cores ~0.9) found a core busy: a team waits at ~100 barriers for
+0.6-0.9 ms here with the engine build, 1.1-1.5 ms with the wheel's) found a core busy: a team waits at ~100 barriers for
 its slowest thread, and such questions took 100-190 ms where one thread takes 20-30."""
 SOLO_S = 60.0
 """How long ``threads=0`` then keeps to one thread before it tries a team again."""
