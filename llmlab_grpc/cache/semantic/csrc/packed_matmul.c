@@ -7,7 +7,7 @@
  * Why: for each group of output rows the engine expands the 4-bit weights to int8 and
  * converts the fp16 block scales, in scalar code, on every call; for a question of ~13
  * tokens that cost more than the dot products (callgrind: 278 M instructions an embedding
- * against 88 M here with AVX2). Here the scales are converted once per matrix and kept
+ * against 100 M here with AVX2). Here the scales are converted once per matrix and kept
  * (fp32, laid out 8 rows side by side: 2.6 MB for the encoder, freed with the model), and
  * a group's weights are expanded with two vector instructions a block into a 12 KB buffer
  * that stays in L1 while every token passes. Keeping all weights expanded instead (21 MB)
