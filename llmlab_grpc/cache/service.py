@@ -195,15 +195,25 @@ class CacheService(cache_pb2_grpc.CacheServicer):
 
     async def _read_through(self, key: str, read_through: bool, max_age_s: float | None) -> cache_pb2.GetResponse:
         """After a local miss: a verified replica's copy with ``read_through``, else not found."""
-        source = self.manager.peer_source
-        if read_through and source is not None:
-            found = await source.read_through(key)
-            if found is not None:
-                remote, holder = found
-                if max_age_s is None or self.manager.now_ms() - remote.created_unix_ms <= max_age_s * 1000:
-                    return cache_pb2.GetResponse(found=True, entry=remote.to_proto(), source_node_id=holder,
-                                                 match="exact")
+        found = await self._fresh_replica(key, read_through, max_age_s)
+        if found is not None:
+            remote, holder = found
+            return cache_pb2.GetResponse(found=True, entry=remote.to_proto(), source_node_id=holder, match="exact")
         return cache_pb2.GetResponse(found=False)
+
+    async def _fresh_replica(self, key: str, read_through: bool,
+                             max_age_s: float | None) -> tuple[CacheEntry, str] | None:
+        """With ``read_through``, a verified replica's copy of ``key`` and its holder, if young enough."""
+        source = self.manager.peer_source
+        if not read_through or source is None:
+            return None
+        found = await source.read_through(key)
+        if found is None:
+            return None
+        remote, _ = found
+        if max_age_s is not None and self.manager.now_ms() - remote.created_unix_ms > max_age_s * 1000:
+            return None
+        return found
 
     async def lookup_answer(self, key: str, read_through: bool = False, max_age_s: float | None = None,
                             namespace: str = "") -> CachedAnswer | None:
@@ -212,14 +222,8 @@ class CacheService(cache_pb2_grpc.CacheServicer):
         found = await self.manager.aget_answer(key, max_age_s=max_age_s, namespace=namespace, node_id=self.node_id)
         if found is not None:
             return found
-        source = self.manager.peer_source
-        if read_through and source is not None:
-            remote_found = await source.read_through(key)
-            if remote_found is not None:
-                remote, holder = remote_found
-                if max_age_s is None or self.manager.now_ms() - remote.created_unix_ms <= max_age_s * 1000:
-                    return CachedAnswer.of(remote, holder)
-        return None
+        remote_found = await self._fresh_replica(key, read_through, max_age_s)
+        return CachedAnswer.of(*remote_found) if remote_found is not None else None
 
     async def Put(
         self, request: cache_pb2.PutRequest,

@@ -9,6 +9,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from llmlab_grpc.cache.wire import varint
 from llmlab_grpc.planner.planner import Planner, QueryError, TaskFailed
 from llmlab_grpc.planner.tasks import MAX_TASKS
 from llmlab_grpc.proto.llmlab.v1 import planner_pb2, planner_pb2_grpc
@@ -21,18 +22,11 @@ DEFAULT_LIST_LIMIT = 20
 _TASK_TAG = b"\x0a"  # AskResponse.task: field 1, length-delimited
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def ask_response_of(encoded_task: bytes) -> bytes:
     """``AskResponse(task=Task.FromString(encoded_task)).SerializeToString()``, without the messages."""
-    return _TASK_TAG + _varint(len(encoded_task)) + encoded_task
+    return _TASK_TAG + varint(len(encoded_task)) + encoded_task
 
 
 class PlannerService(planner_pb2_grpc.PlannerServicer):
