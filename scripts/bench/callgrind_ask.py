@@ -38,32 +38,20 @@ if str(ROOT) not in sys.path:
 
 from llmlab_grpc.mesh.auth import bearer  # noqa: E402
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, planner_pb2, planner_pb2_grpc  # noqa: E402
+from scripts.bench.echo_floors import ECHO_METHOD, GUARDED_METHOD, SET_ECHO_METHOD, start_echo_floors  # noqa: E402
 
 MODEL = "bench-model"
 HIT_PROMPT = "Name three colours of the rainbow."
 ANSWER = "Red, orange and yellow are three colours of the rainbow."
-ECHO_METHOD = "/bench.Echo/Echo"
-SET_ECHO_METHOD = "/bench.Echo/Set"
-GUARDED_METHOD = "/bench.Guarded/Echo"
 READY = "callgrind bench ready "
 
 
 def serve(argv: list[str]) -> int:
     """Child mode: ``llmlab node ARGV`` plus a bare echo and the echo behind the node's method table."""
     from llmlab_grpc.cli import _node_settings, build_parser
-    from llmlab_grpc.mesh.method_table import MethodTable
-    from llmlab_grpc.metrics import NodeMetrics, instrument
     from llmlab_grpc.node import LlmlabNode
 
     settings = _node_settings(build_parser().parse_args(["node", *argv]))
-    state = {"echo": b""}
-
-    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return state["echo"]
-
-    async def set_echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        state["echo"] = request
-        return b""
 
     async def run() -> None:
         node = LlmlabNode(settings)
@@ -72,15 +60,7 @@ def serve(argv: list[str]) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         address = await node.start()
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {
-            "Echo": grpc.unary_unary_rpc_method_handler(echo),
-            "Set": grpc.unary_unary_rpc_method_handler(set_echo)}),))
-        table = MethodTable(settings.mesh_secret, instrument(NodeMetrics()))
-        table.add(GUARDED_METHOD, grpc.unary_unary_rpc_method_handler(echo))
-        server.add_generic_rpc_handlers((table,))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server, port = await start_echo_floors(settings.mesh_secret)
         print(f"{READY}{address} 127.0.0.1:{port}", flush=True)
         await stop.wait()
         await server.stop(None)

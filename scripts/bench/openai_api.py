@@ -52,14 +52,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from llmlab_grpc.mesh.auth import bearer
 from llmlab_grpc.procs import NodeProcess, launch
 from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc, planner_pb2, planner_pb2_grpc
+from scripts.bench.echo_floors import ECHO_METHOD, GUARDED_METHOD, SET_ECHO_METHOD, start_echo_floors
 from scripts.bench.generation import MODEL, PROMPTS, Sample
 from scripts.bench.stats import generation_table, report
 
 HIT_PROMPT = "Name a famous painter."
 FLOOR_PATH = "/bench/floor"
-ECHO_METHOD = "/bench.Echo/Echo"
-SET_ECHO_METHOD = "/bench.Echo/Set"
-GUARDED_METHOD = "/bench.Guarded/Echo"
 ECHO_RE = "bench echo on "
 
 
@@ -72,12 +70,10 @@ def serve(argv: list[str]) -> int:
     from starlette.routing import Route
 
     from llmlab_grpc.cli import _node_settings, build_parser
-    from llmlab_grpc.mesh.method_table import MethodTable
-    from llmlab_grpc.metrics import NodeMetrics, instrument
     from llmlab_grpc.node import LlmlabNode
 
     settings = _node_settings(build_parser().parse_args(["node", *argv]))
-    state = {"body": b"{}", "echo": b""}
+    state = {"body": b"{}"}
 
     async def floor(request: Request) -> Response:
         body = await request.body()
@@ -85,13 +81,6 @@ def serve(argv: list[str]) -> int:
             state["body"] = body
             return Response(status_code=204)
         return Response(state["body"], media_type="application/json")
-
-    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return state["echo"]
-
-    async def set_echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        state["echo"] = request
-        return b""
 
     async def run() -> None:
         node = LlmlabNode(settings)
@@ -101,16 +90,7 @@ def serve(argv: list[str]) -> int:
             loop.add_signal_handler(sig, stop.set)
         address = await node.start()
         node.components["bridge"].http.add_routes([Route(FLOOR_PATH, floor, methods=["POST", "PUT"])])  # type: ignore[attr-defined]
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {
-            "Echo": grpc.unary_unary_rpc_method_handler(echo),
-            "Set": grpc.unary_unary_rpc_method_handler(set_echo)}),))
-        # Floor 2: the same echo behind the node's own method table (secret checked, call counted).
-        table = MethodTable(settings.mesh_secret, instrument(NodeMetrics()))
-        table.add(GUARDED_METHOD, grpc.unary_unary_rpc_method_handler(echo))
-        server.add_generic_rpc_handlers((table,))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
+        server, port = await start_echo_floors(settings.mesh_secret)  # the bare echo and floor 2
         print(f"{ECHO_RE}127.0.0.1:{port}", flush=True)
         print(f"llmlab node {settings.name} listening on {address}", flush=True)
         await stop.wait()
