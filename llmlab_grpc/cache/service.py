@@ -34,6 +34,7 @@ from llmlab_grpc.cache.errors import InvalidCacheRequest, InvalidParams, StoreUn
 from llmlab_grpc.cache.keys import cache_key, is_key
 from llmlab_grpc.cache.manager import CacheManager, EntryExtras
 from llmlab_grpc.cache.wire import hit_reply, reply_head
+from llmlab_grpc.mesh.bytes_methods import BytesMethods
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, common_pb2
 
 if TYPE_CHECKING:  # numpy and the embedder load only where the semantic cache is on
@@ -308,21 +309,5 @@ def add_to_server(servicer: CacheService, server: Any) -> None:
     is swapped as it is registered.
     """
     add: Callable[[Any, Any], None] = cache_pb2_grpc.add_CacheServicer_to_server  # takes any registrar
-    add(servicer, _WireGet(servicer, server))
+    add(servicer, BytesMethods(server, {"Get": servicer.get_wire}))
 
-
-class _WireGet:
-    """The server seen by the generated ``add_CacheServicer_to_server``: passes everything on,
-    ``Get`` as ``get_wire``."""
-
-    def __init__(self, servicer: CacheService, server: Any) -> None:
-        self._servicer = servicer
-        self._server = server
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        get: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
-            self._servicer.get_wire)  # no (de)serializer: bytes in, bytes out
-        self._server.add_registered_method_handlers(service, {**handlers, "Get": get})
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        self._server.add_generic_rpc_handlers(handlers)

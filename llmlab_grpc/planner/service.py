@@ -10,6 +10,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from llmlab_grpc.cache.wire import varint
+from llmlab_grpc.mesh.bytes_methods import BytesMethods
 from llmlab_grpc.planner.planner import Planner, QueryError, TaskFailed
 from llmlab_grpc.planner.tasks import MAX_TASKS
 from llmlab_grpc.proto.llmlab.v1 import planner_pb2, planner_pb2_grpc
@@ -129,22 +130,6 @@ def add_to_server(servicer: PlannerService, server: Any) -> None:
     swapped as it is registered (the node's method table still checks the secret and counts it).
     """
     add: Callable[[Any, Any], None] = planner_pb2_grpc.add_PlannerServicer_to_server  # takes any registrar
-    add(servicer, _WireAsk(servicer, server))
+    add(servicer, BytesMethods(server, {"Ask": servicer.ask_wire}))
 
-
-class _WireAsk:
-    """The server the generated ``add_PlannerServicer_to_server`` sees: passes everything on,
-    ``Ask`` as ``ask_wire``."""
-
-    def __init__(self, servicer: PlannerService, server: Any) -> None:
-        self._servicer = servicer
-        self._server = server
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
-        ask: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
-            self._servicer.ask_wire)  # no (de)serializer: bytes in, bytes out
-        self._server.add_registered_method_handlers(service, {**handlers, "Ask": ask})
-
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        self._server.add_generic_rpc_handlers(handlers)
 
