@@ -57,6 +57,7 @@ class Mesh:
     fake: FakeOpenAI
     keys_file: Path
     base: str
+    env: dict[str, str]
 
     def client(self, key: str | None = None) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.base}/v1", api_key=key or self.api.secret, max_retries=0, timeout=120)
@@ -82,7 +83,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, ray_head: RayHead) -> Iterato
         started.append(store)
         wait_until(lambda: api.peer_names() == {"c2-store"} and store.peer_names() == {"c2-api"}, 30,
                    what="the mesh")
-        yield Mesh(api=api, store=store, fake=fake, keys_file=keys_file, base=http_url(api))
+        yield Mesh(api=api, store=store, fake=fake, keys_file=keys_file, base=http_url(api), env=env)
     finally:
         for node in reversed(started):
             node.stop(timeout=20)
@@ -259,6 +260,46 @@ async def test_a_per_user_key_entry_is_not_synced_to_a_phone(mesh: Mesh) -> None
     finally:
         await phone.close()
         runner.cancel()
+
+
+def test_a_semantic_lookup_asks_the_peers_when_this_node_holds_no_match(mesh: Mesh) -> None:
+    """An entry held only on a third node (``--replicas 0``: its puts stay there) answers a
+    paraphrase asked on c2-api: c2-api sends the question's vector (``Replica.Search``) to its
+    peers and judges what comes back itself."""
+    far = spawn_node("c2-far", mesh.api.secret, *FLAGS, "--roles", "cache,replica", "--replicas", "0",
+                     "--peer", mesh.api.address, env=mesh.env, log_dir=ARTIFACTS)
+    try:
+        wait_until(lambda: "c2-far" in mesh.api.peer_names(), 30, what="c2-api to see c2-far")
+        params = common_pb2.GenerationParams(temperature=0)
+        lookup = cache_pb2.CacheLookup(prompt="Who painted the Mona Lisa?", model=FAKE, params=params)
+        key = far.call(cache_pb2_grpc.CacheStub, "Put", cache_pb2.PutRequest(
+            lookup=lookup, response="Leonardo da Vinci (cached on c2-far)", semantic=True)).key
+        far_id = far.call(node_pb2_grpc.NodeStub, "GetInfo", node_pb2.GetInfoRequest()).info.node_id
+        for node in (mesh.api, mesh.store):
+            assert not node.call(replica_pb2_grpc.ReplicaStub, "Fetch", replica_pb2.FetchRequest(key=key)).found
+        query = planner_pb2.Query(text="Who was the painter of the Mona Lisa?", model=FAKE, params=params,
+                                  no_store=True, cache=planner_pb2.CacheControl(semantic=True))
+        task = mesh.api.call(planner_pb2_grpc.PlannerStub, "Ask", planner_pb2.AskRequest(query=query),
+                             timeout=60).task
+        assert task.answer == "Leonardo da Vinci (cached on c2-far)"
+        step = task.steps[-1]
+        assert step.cache == planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT and step.node_id == far_id
+        assert step.cache_match.matched_prompt == "Who painted the Mona Lisa?" and step.cache_match.similarity >= 0.9
+        # a near-miss is refused on both sides: generated, not served from c2-far
+        near = planner_pb2.Query(text="Who painted The Starry Night?", model=FAKE, params=params,
+                                 no_store=True, cache=planner_pb2.CacheControl(semantic=True))
+        task = mesh.api.call(planner_pb2_grpc.PlannerStub, "Ask", planner_pb2.AskRequest(query=near),
+                             timeout=60).task
+        assert task.answer.startswith("echo: Who painted The Starry Night?")
+        # what a node refuses to search with: a vector of the wrong size
+        bad = replica_pb2.SearchRequest(sender_node_id=far_id, lookup=lookup, vector=b"\0" * 12, min_similarity=0.9)
+        with pytest.raises(grpc.RpcError) as refused:
+            far.call(replica_pb2_grpc.ReplicaStub, "Search", bad)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "384 float32" in (refused.value.details() or "")
+    finally:
+        far.stop(timeout=20)
+    wait_until(lambda: "c2-far" not in mesh.api.peer_names(), 30, what="c2-api to see c2-far leave")
 
 
 def test_a_semantic_entry_is_served_after_its_primary_is_sigkilled(mesh: Mesh) -> None:

@@ -5,7 +5,8 @@ The cache calls out through these and never imports what implements them, so
 
 * ``PeerSource``, asked by the cache: on a local miss (``Cache.Get`` with ``read_through``),
   a verified copy from a peer; after a put, the wait for W verified copies; a delete of a key
-  not held here, so the mesh still forgets it; and the ``replication_shortfall`` figure of
+  not held here, so the mesh still forgets it; after a semantic miss, the entries peers hold
+  that mean the same (``Replica.Search``); and the ``replication_shortfall`` figure of
   the statistics. The replica role's ``Replicator`` is one; the replica component attaches
   it (``CacheManager.attach_peer_source``) when it starts and detaches it when it stops.
   Without one, a miss is a miss and a put has its one local copy.
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from llmlab_grpc.cache.entry import CacheEntry, EntryMeta
+    from llmlab_grpc.proto.llmlab.v1 import replica_pb2
 
 
 class PeerSource(Protocol):
@@ -31,6 +33,14 @@ class PeerSource(Protocol):
 
     async def confirm_copies(self, entry: CacheEntry, timeout_s: float) -> tuple[int, int, int]:
         """After a local put: ``(copies verified, copies target, W)`` once W copies are verified or ``timeout_s``."""
+        ...
+
+    def semantic_peers(self) -> int:
+        """How many peers ``semantic_search`` would ask now (0: a semantic miss here is a miss)."""
+        ...
+
+    async def semantic_search(self, request: replica_pb2.SearchRequest) -> list[tuple[CacheEntry, str]]:
+        """After a local semantic miss: verified entries peers hold for the question, with their holders."""
         ...
 
     def bury(self, key: str) -> None:

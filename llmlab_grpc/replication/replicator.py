@@ -69,6 +69,10 @@ log = logging.getLogger(__name__)
 DEFAULT_REPLICAS = 2
 STORE_TIMEOUT_S = 3.0
 FETCH_TIMEOUT_S = 2.0
+SEARCH_TIMEOUT_S = 1.0
+"""A peer's ``Search`` (an index scan, no embedding) gets this long; a slower peer is a miss."""
+SEARCH_FANOUT = 16
+"""Peers one semantic search asks at most (all live replica peers in a small mesh)."""
 DROP_TIMEOUT_S = 2.0
 SYNC_CALL_TIMEOUT_S = 30.0
 SYNC_BATCH_ENTRIES = 64
@@ -855,6 +859,36 @@ class Replicator(CacheListener):
                 assert entry is not None
                 return entry, node_id
         return None
+
+    def semantic_peers(self) -> int:
+        return min(len(self.live_replica_ids()), SEARCH_FANOUT)
+
+    async def semantic_search(self, request: replica_pb2.SearchRequest) -> list[tuple[CacheEntry, str]]:
+        """Ask the live replica peers (at most ``SEARCH_FANOUT``, at once) for an entry that means
+        the same as ``request``'s question; each verified copy found, with the node it came from.
+        The caller judges them (``cache.semantic.mesh_search.judge``): a peer is not trusted."""
+        request.sender_node_id = self.node_id
+        peers = self.live_replica_ids()[:SEARCH_FANOUT]
+
+        async def ask(node_id: str) -> CacheEntry | None:
+            stub = self._stub(node_id)
+            if stub is None:
+                return None
+            try:
+                reply = await guarded(stub.Search(request, timeout=SEARCH_TIMEOUT_S))
+            except grpc.aio.AioRpcError:
+                return None  # down, slow, or an older node without Search: a miss there
+            if not reply.found:
+                return None
+            try:
+                return verify_copy(reply.entry, reply.entry.key, self._clock())
+            except RefusedCopy as exc:
+                self.counters["refused_reads"] += 1
+                log.warning("refused a semantic match from %s: %s", node_id, exc)
+                return None
+
+        found = await asyncio.gather(*(ask(n) for n in peers))
+        return [(entry, node_id) for node_id, entry in zip(peers, found, strict=True) if entry is not None]
 
     async def locate(self, key: str) -> Location:
         """Ask every live replica node (and this one) for a verified copy of ``key``."""

@@ -148,3 +148,29 @@ class ReplicaService(replica_pb2_grpc.ReplicaServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise  # unreachable: abort raises
+
+    async def Search(
+        self, request: replica_pb2.SearchRequest,
+        context: grpc.aio.ServicerContext[replica_pb2.SearchRequest, replica_pb2.SearchResponse],
+    ) -> replica_pb2.SearchResponse:
+        """The semantic cache across the mesh: this node's best match for a peer's question
+        (``cache/semantic/mesh_search.py``); found=false when it holds none or has no index."""
+        from llmlab_grpc.cache.semantic.mesh_search import BadSearch, query_vector, search_held
+
+        await self._check_sender(request.sender_node_id, context)
+        if not 0 < request.min_similarity <= 1 or request.max_age_ms < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "min_similarity must be in (0, 1] and max_age_ms 0 (any age) or positive")
+        manager = self.replicator.manager
+        if manager.index is None:
+            return replica_pb2.SearchResponse(found=False)
+        try:
+            vector = query_vector(request.vector, manager.index.dim)
+            found = await search_held(manager, request.lookup, vector, request.min_similarity,
+                                      request.max_age_ms / 1000 if request.max_age_ms else None)
+        except (BadSearch, InvalidParams) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if found is None:
+            return replica_pb2.SearchResponse(found=False)
+        entry, similarity = found
+        return replica_pb2.SearchResponse(found=True, entry=entry.to_proto(), similarity=similarity)

@@ -4,19 +4,23 @@
 (``index``) and the precision guard (``guard``) to one node's ``CacheManager``: a put
 with ``semantic`` stores the question's vector with the entry (and so with its replicas),
 and a lookup embeds the question, scans the vectors of its scope, and returns the most
-similar entry at or above the threshold that the guard accepts.
+similar entry at or above the threshold that the guard accepts; when this node holds none,
+the peers are asked with the question's vector (``mesh_search``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from llmlab_grpc.cache.entry import CacheEntry
+from llmlab_grpc.cache.hooks import PeerSource
 from llmlab_grpc.cache.keys import normalize_params
 from llmlab_grpc.cache.manager import CacheManager
 from llmlab_grpc.cache.semantic.embedder import MAX_SEMANTIC_CHARS, Embedder
 from llmlab_grpc.cache.semantic.guard import refuse
 from llmlab_grpc.cache.semantic.index import SemanticIndex, scope_of, signature
-from llmlab_grpc.proto.llmlab.v1 import cache_pb2
+from llmlab_grpc.cache.semantic.mesh_search import judge
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, replica_pb2
 
 __all__ = ["MAX_SEMANTIC_CHARS", "Embedder", "SemanticCache", "SemanticIndex", "refuse"]
 
@@ -50,19 +54,24 @@ class SemanticCache:
         """The best guarded match for ``lookup`` (``match="semantic"``), and up to ``candidates`` neighbours."""
         text = lookup.semantic_text or lookup.prompt
         reply = cache_pb2.GetResponse(found=False)
-        if not text.strip() or len(text) > MAX_SEMANTIC_CHARS or not len(self.index):
+        if not text.strip() or len(text) > MAX_SEMANTIC_CHARS:
             return reply
         threshold = min_similarity or self.default_min_similarity
         scope = scope_of(lookup.namespace, lookup.model, normalize_params(lookup.params), lookup.context_hash)
-        # Only entries the guard could accept are scanned; with none, nothing could match: no
-        # embedding spent. Listing candidates scans the whole scope, refused ones included.
+        # Only entries the guard could accept are scanned; with none here and no peer to ask,
+        # nothing could match: no embedding spent. Listing candidates scans the whole scope
+        # here, refused ones included (peers are not asked for lists).
         sig = None if candidates else signature(text)
-        if not self.index.has_scope(scope, sig):
+        here = bool(len(self.index)) and self.index.has_scope(scope, sig)
+        source = self.manager.peer_source if not candidates else None
+        if source is not None and not source.semantic_peers():
+            source = None
+        if not here and source is None:
             return reply
         self.lookups += 1
         k, floor = max(NEIGHBOURS, candidates), 0.0 if candidates else threshold
-        neighbours = await self.embedder.embed_then(
-            text, lambda vector: self.index.search(scope, vector, k, floor, signature=sig))
+        vector, neighbours = await self.embedder.embed_then(
+            text, lambda v: (v, self.index.search(scope, v, k, floor, signature=sig) if here else []))
         for near in neighbours:
             verdict = "" if near.similarity >= threshold else f"similarity below {threshold:.3f}"
             verdict = verdict or refuse(text, near.semantic_text)
@@ -87,7 +96,31 @@ class SemanticCache:
                 reply.similarity = near.similarity
                 if not candidates:
                     break
+        if not reply.found and source is not None:
+            await self._from_peers(source, lookup, vector, threshold, max_age_s, reply)
         return reply
+
+    async def _from_peers(self, source: PeerSource, lookup: cache_pb2.CacheLookup, vector: np.ndarray,
+                          threshold: float, max_age_s: float | None, reply: cache_pb2.GetResponse) -> None:
+        """After a miss here: the best entry a peer holds that this node judges a match (``mesh_search``)."""
+        request = replica_pb2.SearchRequest(
+            lookup=lookup, vector=np.asarray(vector, dtype="<f4").tobytes(), min_similarity=threshold,
+            max_age_ms=max(1, round(max_age_s * 1000)) if max_age_s else 0)
+        best: tuple[float, CacheEntry, str] | None = None
+        now = self.manager.now_ms()
+        for entry, node_id in await source.semantic_search(request):
+            similarity = judge(lookup, vector, entry, threshold, max_age_s, now)
+            if similarity is not None and (best is None or similarity > best[0]):
+                best = similarity, entry, node_id
+        if best is None:
+            return
+        similarity, entry, node_id = best
+        self.hits += 1
+        reply.found = True
+        reply.entry.CopyFrom(entry.to_proto())
+        reply.source_node_id = node_id
+        reply.match = "semantic"
+        reply.similarity = similarity
 
     def close(self) -> None:
         self.embedder.close()

@@ -22,46 +22,51 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2 as llmlab_dot_v1_dot_cache__pb2
 from llmlab_grpc.proto.llmlab.v1 import common_pb2 as llmlab_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llmlab/v1/replica.proto\x12\tllmlab.v1\x1a\x16llmlab/v1/common.proto\"c\n\tTombstone\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65leted_unix_ms\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xpires_unix_ms\x18\x03 \x01(\x03\x12\x17\n\x0fprimary_node_id\x18\x04 \x01(\t\"h\n\nDigestItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x17\n\x0f\x65xpires_unix_ms\x18\x02 \x01(\x03\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x11\n\ttombstone\x18\x04 \x01(\x08\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\t\"I\n\rDigestRequest\x12\x16\n\x0esender_node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x02 \x03(\x0c\x12\x0f\n\x07members\x18\x03 \x03(\t\"\\\n\x0e\x44igestResponse\x12\x11\n\tdiffering\x18\x01 \x03(\x05\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.llmlab.v1.DigestItem\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"f\n\x0cStoreRequest\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.llmlab.v1.CacheEntry\x12\x16\n\x0esender_node_id\x18\x02 \x01(\t\x12\x18\n\x10hint_for_node_id\x18\x03 \x01(\t\"1\n\rStoreResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1b\n\x0c\x46\x65tchRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"D\n\rFetchResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmlab.v1.CacheEntry\"{\n\rLocateRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12+\n\x06params\x18\x04 \x01(\x0b\x32\x1b.llmlab.v1.GenerationParams\x12\x11\n\tnamespace\x18\x05 \x01(\t\"9\n\x07NodeRef\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"\x8f\x01\n\x0eLocateResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x07primary\x18\x02 \x01(\x0b\x32\x12.llmlab.v1.NodeRef\x12$\n\x08replicas\x18\x03 \x03(\x0b\x32\x12.llmlab.v1.NodeRef\x12%\n\tplacement\x18\x04 \x03(\x0b\x32\x12.llmlab.v1.NodeRef\"w\n\x0bSyncRequest\x12\x16\n\x0esender_node_id\x18\x01 \x01(\t\x12&\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x15.llmlab.v1.CacheEntry\x12(\n\ntombstones\x18\x03 \x03(\x0b\x32\x14.llmlab.v1.Tombstone\"B\n\x0cSyncResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x10\n\x08last_key\x18\x03 \x01(\t\"]\n\x0b\x44ropRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x16\n\x0esender_node_id\x18\x02 \x01(\t\x12(\n\ntombstones\x18\x03 \x03(\x0b\x32\x14.llmlab.v1.Tombstone\"\x1f\n\x0c\x44ropResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x03\x32\xf3\x02\n\x07Replica\x12:\n\x05Store\x12\x17.llmlab.v1.StoreRequest\x1a\x18.llmlab.v1.StoreResponse\x12:\n\x05\x46\x65tch\x12\x17.llmlab.v1.FetchRequest\x1a\x18.llmlab.v1.FetchResponse\x12=\n\x06Locate\x12\x18.llmlab.v1.LocateRequest\x1a\x19.llmlab.v1.LocateResponse\x12\x39\n\x04Sync\x12\x16.llmlab.v1.SyncRequest\x1a\x17.llmlab.v1.SyncResponse(\x01\x12\x37\n\x04\x44rop\x12\x16.llmlab.v1.DropRequest\x1a\x17.llmlab.v1.DropResponse\x12=\n\x06\x44igest\x12\x18.llmlab.v1.DigestRequest\x1a\x19.llmlab.v1.DigestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17llmlab/v1/replica.proto\x12\tllmlab.v1\x1a\x15llmlab/v1/cache.proto\x1a\x16llmlab/v1/common.proto\"c\n\tTombstone\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65leted_unix_ms\x18\x02 \x01(\x03\x12\x17\n\x0f\x65xpires_unix_ms\x18\x03 \x01(\x03\x12\x17\n\x0fprimary_node_id\x18\x04 \x01(\t\"h\n\nDigestItem\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x17\n\x0f\x65xpires_unix_ms\x18\x02 \x01(\x03\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x11\n\ttombstone\x18\x04 \x01(\x08\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\t\"I\n\rDigestRequest\x12\x16\n\x0esender_node_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62uckets\x18\x02 \x03(\x0c\x12\x0f\n\x07members\x18\x03 \x03(\t\"\\\n\x0e\x44igestResponse\x12\x11\n\tdiffering\x18\x01 \x03(\x05\x12$\n\x05items\x18\x02 \x03(\x0b\x32\x15.llmlab.v1.DigestItem\x12\x11\n\ttruncated\x18\x03 \x01(\x08\"f\n\x0cStoreRequest\x12$\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x15.llmlab.v1.CacheEntry\x12\x16\n\x0esender_node_id\x18\x02 \x01(\t\x12\x18\n\x10hint_for_node_id\x18\x03 \x01(\t\"1\n\rStoreResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x1b\n\x0c\x46\x65tchRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"D\n\rFetchResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmlab.v1.CacheEntry\"{\n\rLocateRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12+\n\x06params\x18\x04 \x01(\x0b\x32\x1b.llmlab.v1.GenerationParams\x12\x11\n\tnamespace\x18\x05 \x01(\t\"9\n\x07NodeRef\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"\x8f\x01\n\x0eLocateResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x07primary\x18\x02 \x01(\x0b\x32\x12.llmlab.v1.NodeRef\x12$\n\x08replicas\x18\x03 \x03(\x0b\x32\x12.llmlab.v1.NodeRef\x12%\n\tplacement\x18\x04 \x03(\x0b\x32\x12.llmlab.v1.NodeRef\"w\n\x0bSyncRequest\x12\x16\n\x0esender_node_id\x18\x01 \x01(\t\x12&\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x15.llmlab.v1.CacheEntry\x12(\n\ntombstones\x18\x03 \x03(\x0b\x32\x14.llmlab.v1.Tombstone\"B\n\x0cSyncResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x10\n\x08last_key\x18\x03 \x01(\t\"]\n\x0b\x44ropRequest\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12\x16\n\x0esender_node_id\x18\x02 \x01(\t\x12(\n\ntombstones\x18\x03 \x03(\x0b\x32\x14.llmlab.v1.Tombstone\"\x1f\n\x0c\x44ropResponse\x12\x0f\n\x07\x64ropped\x18\x01 \x01(\x03\"\x8b\x01\n\rSearchRequest\x12\x16\n\x0esender_node_id\x18\x01 \x01(\t\x12&\n\x06lookup\x18\x02 \x01(\x0b\x32\x16.llmlab.v1.CacheLookup\x12\x0e\n\x06vector\x18\x03 \x01(\x0c\x12\x16\n\x0emin_similarity\x18\x04 \x01(\x02\x12\x12\n\nmax_age_ms\x18\x05 \x01(\x03\"Y\n\x0eSearchResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x08\x12$\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x15.llmlab.v1.CacheEntry\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x32\xb2\x03\n\x07Replica\x12:\n\x05Store\x12\x17.llmlab.v1.StoreRequest\x1a\x18.llmlab.v1.StoreResponse\x12:\n\x05\x46\x65tch\x12\x17.llmlab.v1.FetchRequest\x1a\x18.llmlab.v1.FetchResponse\x12=\n\x06Locate\x12\x18.llmlab.v1.LocateRequest\x1a\x19.llmlab.v1.LocateResponse\x12\x39\n\x04Sync\x12\x16.llmlab.v1.SyncRequest\x1a\x17.llmlab.v1.SyncResponse(\x01\x12\x37\n\x04\x44rop\x12\x16.llmlab.v1.DropRequest\x1a\x17.llmlab.v1.DropResponse\x12=\n\x06\x44igest\x12\x18.llmlab.v1.DigestRequest\x1a\x19.llmlab.v1.DigestResponse\x12=\n\x06Search\x12\x18.llmlab.v1.SearchRequest\x1a\x19.llmlab.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmlab.v1.replica_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TOMBSTONE']._serialized_start=62
-  _globals['_TOMBSTONE']._serialized_end=161
-  _globals['_DIGESTITEM']._serialized_start=163
-  _globals['_DIGESTITEM']._serialized_end=267
-  _globals['_DIGESTREQUEST']._serialized_start=269
-  _globals['_DIGESTREQUEST']._serialized_end=342
-  _globals['_DIGESTRESPONSE']._serialized_start=344
-  _globals['_DIGESTRESPONSE']._serialized_end=436
-  _globals['_STOREREQUEST']._serialized_start=438
-  _globals['_STOREREQUEST']._serialized_end=540
-  _globals['_STORERESPONSE']._serialized_start=542
-  _globals['_STORERESPONSE']._serialized_end=591
-  _globals['_FETCHREQUEST']._serialized_start=593
-  _globals['_FETCHREQUEST']._serialized_end=620
-  _globals['_FETCHRESPONSE']._serialized_start=622
-  _globals['_FETCHRESPONSE']._serialized_end=690
-  _globals['_LOCATEREQUEST']._serialized_start=692
-  _globals['_LOCATEREQUEST']._serialized_end=815
-  _globals['_NODEREF']._serialized_start=817
-  _globals['_NODEREF']._serialized_end=874
-  _globals['_LOCATERESPONSE']._serialized_start=877
-  _globals['_LOCATERESPONSE']._serialized_end=1020
-  _globals['_SYNCREQUEST']._serialized_start=1022
-  _globals['_SYNCREQUEST']._serialized_end=1141
-  _globals['_SYNCRESPONSE']._serialized_start=1143
-  _globals['_SYNCRESPONSE']._serialized_end=1209
-  _globals['_DROPREQUEST']._serialized_start=1211
-  _globals['_DROPREQUEST']._serialized_end=1304
-  _globals['_DROPRESPONSE']._serialized_start=1306
-  _globals['_DROPRESPONSE']._serialized_end=1337
-  _globals['_REPLICA']._serialized_start=1340
-  _globals['_REPLICA']._serialized_end=1711
+  _globals['_TOMBSTONE']._serialized_start=85
+  _globals['_TOMBSTONE']._serialized_end=184
+  _globals['_DIGESTITEM']._serialized_start=186
+  _globals['_DIGESTITEM']._serialized_end=290
+  _globals['_DIGESTREQUEST']._serialized_start=292
+  _globals['_DIGESTREQUEST']._serialized_end=365
+  _globals['_DIGESTRESPONSE']._serialized_start=367
+  _globals['_DIGESTRESPONSE']._serialized_end=459
+  _globals['_STOREREQUEST']._serialized_start=461
+  _globals['_STOREREQUEST']._serialized_end=563
+  _globals['_STORERESPONSE']._serialized_start=565
+  _globals['_STORERESPONSE']._serialized_end=614
+  _globals['_FETCHREQUEST']._serialized_start=616
+  _globals['_FETCHREQUEST']._serialized_end=643
+  _globals['_FETCHRESPONSE']._serialized_start=645
+  _globals['_FETCHRESPONSE']._serialized_end=713
+  _globals['_LOCATEREQUEST']._serialized_start=715
+  _globals['_LOCATEREQUEST']._serialized_end=838
+  _globals['_NODEREF']._serialized_start=840
+  _globals['_NODEREF']._serialized_end=897
+  _globals['_LOCATERESPONSE']._serialized_start=900
+  _globals['_LOCATERESPONSE']._serialized_end=1043
+  _globals['_SYNCREQUEST']._serialized_start=1045
+  _globals['_SYNCREQUEST']._serialized_end=1164
+  _globals['_SYNCRESPONSE']._serialized_start=1166
+  _globals['_SYNCRESPONSE']._serialized_end=1232
+  _globals['_DROPREQUEST']._serialized_start=1234
+  _globals['_DROPREQUEST']._serialized_end=1327
+  _globals['_DROPRESPONSE']._serialized_start=1329
+  _globals['_DROPRESPONSE']._serialized_end=1360
+  _globals['_SEARCHREQUEST']._serialized_start=1363
+  _globals['_SEARCHREQUEST']._serialized_end=1502
+  _globals['_SEARCHRESPONSE']._serialized_start=1504
+  _globals['_SEARCHRESPONSE']._serialized_end=1593
+  _globals['_REPLICA']._serialized_start=1596
+  _globals['_REPLICA']._serialized_end=2030
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2 as _cache_pb2
 from llmlab_grpc.proto.llmlab.v1 import common_pb2 as _common_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -156,3 +157,27 @@ class DropResponse(_message.Message):
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     dropped: int
     def __init__(self, dropped: _Optional[int] = ...) -> None: ...
+
+class SearchRequest(_message.Message):
+    __slots__ = ("sender_node_id", "lookup", "vector", "min_similarity", "max_age_ms")
+    SENDER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    LOOKUP_FIELD_NUMBER: _ClassVar[int]
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_MS_FIELD_NUMBER: _ClassVar[int]
+    sender_node_id: str
+    lookup: _cache_pb2.CacheLookup
+    vector: bytes
+    min_similarity: float
+    max_age_ms: int
+    def __init__(self, sender_node_id: _Optional[str] = ..., lookup: _Optional[_Union[_cache_pb2.CacheLookup, _Mapping]] = ..., vector: _Optional[bytes] = ..., min_similarity: _Optional[float] = ..., max_age_ms: _Optional[int] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("found", "entry", "similarity")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    entry: _common_pb2.CacheEntry
+    similarity: float
+    def __init__(self, found: _Optional[bool] = ..., entry: _Optional[_Union[_common_pb2.CacheEntry, _Mapping]] = ..., similarity: _Optional[float] = ...) -> None: ...

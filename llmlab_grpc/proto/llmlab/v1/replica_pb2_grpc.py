@@ -65,6 +65,11 @@ class ReplicaStub:
                 request_serializer=llmlab_dot_v1_dot_replica__pb2.DigestRequest.SerializeToString,
                 response_deserializer=llmlab_dot_v1_dot_replica__pb2.DigestResponse.FromString,
                 _registered_method=True)
+        self.Search = channel.unary_unary(
+                '/llmlab.v1.Replica/Search',
+                request_serializer=llmlab_dot_v1_dot_replica__pb2.SearchRequest.SerializeToString,
+                response_deserializer=llmlab_dot_v1_dot_replica__pb2.SearchResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicaServicer:
@@ -116,6 +121,16 @@ class ReplicaServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Search(self, request, context):
+        """Search finds the entry this node holds whose question means the same as the
+        sender's (the semantic cache across the mesh). The sender sends its question's
+        vector, so the receiver only scans its index and runs the guard; the sender checks
+        the entry it gets back itself (scope, similarity from the entry's own vector, guard).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicaServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -148,6 +163,11 @@ def add_ReplicaServicer_to_server(servicer, server):
                     servicer.Digest,
                     request_deserializer=llmlab_dot_v1_dot_replica__pb2.DigestRequest.FromString,
                     response_serializer=llmlab_dot_v1_dot_replica__pb2.DigestResponse.SerializeToString,
+            ),
+            'Search': grpc.unary_unary_rpc_method_handler(
+                    servicer.Search,
+                    request_deserializer=llmlab_dot_v1_dot_replica__pb2.SearchRequest.FromString,
+                    response_serializer=llmlab_dot_v1_dot_replica__pb2.SearchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -313,6 +333,33 @@ class Replica:
             '/llmlab.v1.Replica/Digest',
             llmlab_dot_v1_dot_replica__pb2.DigestRequest.SerializeToString,
             llmlab_dot_v1_dot_replica__pb2.DigestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Search(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llmlab.v1.Replica/Search',
+            llmlab_dot_v1_dot_replica__pb2.SearchRequest.SerializeToString,
+            llmlab_dot_v1_dot_replica__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,

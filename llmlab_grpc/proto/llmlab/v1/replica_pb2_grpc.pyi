@@ -51,6 +51,12 @@ class ReplicaStub:
     """Digest compares this node's holdings with the sender's (anti-entropy): the sender's
     bucket hashes in, the receiver's items of the buckets that differ out.
     """
+    Search: _grpc.UnaryUnaryMultiCallable[_replica_pb2.SearchRequest, _replica_pb2.SearchResponse]
+    """Search finds the entry this node holds whose question means the same as the
+    sender's (the semantic cache across the mesh). The sender sends its question's
+    vector, so the receiver only scans its index and runs the guard; the sender checks
+    the entry it gets back itself (scope, similarity from the entry's own vector, guard).
+    """
 
 @_typing.type_check_only
 class ReplicaAsyncStub(ReplicaStub):
@@ -74,6 +80,12 @@ class ReplicaAsyncStub(ReplicaStub):
     Digest: _aio.UnaryUnaryMultiCallable[_replica_pb2.DigestRequest, _replica_pb2.DigestResponse]  # type: ignore[assignment]
     """Digest compares this node's holdings with the sender's (anti-entropy): the sender's
     bucket hashes in, the receiver's items of the buckets that differ out.
+    """
+    Search: _aio.UnaryUnaryMultiCallable[_replica_pb2.SearchRequest, _replica_pb2.SearchResponse]  # type: ignore[assignment]
+    """Search finds the entry this node holds whose question means the same as the
+    sender's (the semantic cache across the mesh). The sender sends its question's
+    vector, so the receiver only scans its index and runs the guard; the sender checks
+    the entry it gets back itself (scope, similarity from the entry's own vector, guard).
     """
 
 class ReplicaServicer(metaclass=_abc_1.ABCMeta):
@@ -131,6 +143,18 @@ class ReplicaServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_replica_pb2.DigestResponse, _abc.Awaitable[_replica_pb2.DigestResponse]]:
         """Digest compares this node's holdings with the sender's (anti-entropy): the sender's
         bucket hashes in, the receiver's items of the buckets that differ out.
+        """
+
+    @_abc_1.abstractmethod
+    def Search(
+        self,
+        request: _replica_pb2.SearchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_replica_pb2.SearchResponse, _abc.Awaitable[_replica_pb2.SearchResponse]]:
+        """Search finds the entry this node holds whose question means the same as the
+        sender's (the semantic cache across the mesh). The sender sends its question's
+        vector, so the receiver only scans its index and runs the guard; the sender checks
+        the entry it gets back itself (scope, similarity from the entry's own vector, guard).
         """
 
 def add_ReplicaServicer_to_server(servicer: ReplicaServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
