@@ -14,16 +14,19 @@ import pytest
 
 from llmlab_grpc.cache import CacheEntry, CacheManager, cache_key
 from llmlab_grpc.cache.keys import checksum
+from llmlab_grpc.cache.manager import EntryExtras
+from llmlab_grpc.cache.semantic.index import SemanticIndex
 from llmlab_grpc.cache.stores import MemoryStore
 from llmlab_grpc.mesh.channels import ChannelPool
 from llmlab_grpc.mesh.peers import PeerTable
-from llmlab_grpc.proto.llmlab.v1 import common_pb2, replica_pb2, replica_pb2_grpc
+from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, replica_pb2, replica_pb2_grpc
 from llmlab_grpc.replication import RefusedCopy, Replicator, place, rank, verify_copy
 from llmlab_grpc.replication import replicator as replicator_module
 from llmlab_grpc.replication.queue import ReplicationQueue
 from llmlab_grpc.replication.service import ReplicaService
 from tests.cache_support import FakeClock
 from tests.helpers import wait_until
+from tests.test_semantic_mesh_search import near, unit
 
 MODEL = "smollm2-135m"
 
@@ -155,14 +158,14 @@ class Mesh:
         self.nodes: dict[str, Node] = {}
         self.clock = FakeClock()
 
-    async def add(self, node_id: str, replicas: int = 2) -> Node:
+    async def add(self, node_id: str, replicas: int = 2, service: type[ReplicaService] = ReplicaService) -> Node:
         store = RottingStore()
         manager = CacheManager(store, node_id=node_id, clock=self.clock)
         peers = PeerTable(node_id)
         replicator = Replicator(manager, node_id, peers, ChannelPool("unit-test-secret"), replica_count=replicas,
                                 retry_s=0.2, self_name=node_id, clock=lambda: int(self.clock() * 1000))
         server = grpc.aio.server()
-        replica_pb2_grpc.add_ReplicaServicer_to_server(ReplicaService(replicator), server)
+        replica_pb2_grpc.add_ReplicaServicer_to_server(service(replicator), server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         replicator.self_address = f"127.0.0.1:{port}"
@@ -458,3 +461,46 @@ async def test_two_live_claimants_of_one_answer_settle_on_the_first_of_the_pair(
     mesh.nodes[loser].manager.put_entry(CacheEntry.from_proto(claims[loser]), notify=False)
     accepted, reason = mesh.nodes[loser].replicator.accept_copy(other, winner)
     assert not accepted and "is alive" in reason
+
+
+class PausedSearch(ReplicaService):
+    """A node whose ``Search`` never answers (a paused process): it notes when the call is cancelled."""
+
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def Search(self, request: replica_pb2.SearchRequest, context: Any) -> replica_pb2.SearchResponse:
+        PausedSearch.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            PausedSearch.cancelled.set()
+            raise
+        raise AssertionError("unreachable")
+
+
+async def test_a_semantic_search_yields_the_first_verified_match_and_cancels_a_paused_peer(
+        mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(replicator_module, "SEARCH_TIMEOUT_S", 60.0)  # only closing the search can end the call
+    PausedSearch.started, PausedSearch.cancelled = asyncio.Event(), asyncio.Event()
+    holder = await mesh.add("holder", replicas=0)
+    await mesh.add("paused", replicas=0, service=PausedSearch)
+    reader = await mesh.add("reader", replicas=0)
+    mesh.connect()
+    holder.manager.index = SemanticIndex()
+    vector = unit(1)
+    holder.manager.put("Who painted the Mona Lisa?", MODEL, "Leonardo da Vinci.", {"temperature": 0.0},
+                       extras=EntryExtras(semantic_text="Who painted the Mona Lisa?", embedding=vector.tobytes()))
+    asked = cache_pb2.CacheLookup(prompt="Who was the painter of the Mona Lisa?", model=MODEL,
+                                  params=common_pb2.GenerationParams(temperature=0.0))
+    request = replica_pb2.SearchRequest(lookup=asked, vector=near(vector, 0.95).tobytes(), min_similarity=0.9)
+    search = reader.replicator.semantic_search(request)
+    entry, node_id = await anext(search)
+    assert node_id == "holder" and entry.response == "Leonardo da Vinci." and len(entry.embedding) == 384 * 4
+    await asyncio.wait_for(PausedSearch.started.wait(), 10)  # it was asked too, and is still out
+    await search.aclose()
+    await asyncio.wait_for(PausedSearch.cancelled.wait(), 10)  # closing the search ended its call
+    # a copy that fails its checks is not an answer
+    holder.store.rotten = True
+    found = [match async for match in reader.replicator.semantic_search(request)]
+    assert found == [] and reader.replicator.counters["refused_reads"] == 1

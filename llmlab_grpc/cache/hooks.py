@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator
+
     from llmlab_grpc.cache.entry import CacheEntry, EntryMeta
     from llmlab_grpc.proto.llmlab.v1 import replica_pb2
 
@@ -39,8 +41,9 @@ class PeerSource(Protocol):
         """How many peers ``semantic_search`` would ask now (0: a semantic miss here is a miss)."""
         ...
 
-    async def semantic_search(self, request: replica_pb2.SearchRequest) -> list[tuple[CacheEntry, str]]:
-        """After a local semantic miss: verified entries peers hold for the question, with their holders."""
+    def semantic_search(self, request: replica_pb2.SearchRequest) -> AsyncGenerator[tuple[CacheEntry, str], None]:
+        """After a local semantic miss: verified entries peers hold for the question, with their
+        holders, as they arrive (an async generator: closing it cancels the calls still out)."""
         ...
 
     def bury(self, key: str) -> None:

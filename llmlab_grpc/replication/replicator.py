@@ -40,7 +40,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -863,32 +863,40 @@ class Replicator(CacheListener):
     def semantic_peers(self) -> int:
         return min(len(self.live_replica_ids()), SEARCH_FANOUT)
 
-    async def semantic_search(self, request: replica_pb2.SearchRequest) -> list[tuple[CacheEntry, str]]:
+    async def semantic_search(self, request: replica_pb2.SearchRequest) -> AsyncGenerator[tuple[CacheEntry, str], None]:
         """Ask the live replica peers (at most ``SEARCH_FANOUT``, at once) for an entry that means
-        the same as ``request``'s question; each verified copy found, with the node it came from.
-        The caller judges them (``cache.semantic.mesh_search.judge``): a peer is not trusted."""
+        the same as ``request``'s question; yields each verified copy found, with the node it came
+        from, as the answers arrive (the caller may stop at the first it accepts: the calls still
+        out are cancelled). The caller judges them (``cache.semantic.mesh_search.judge``): a peer
+        is not trusted."""
         request.sender_node_id = self.node_id
-        peers = self.live_replica_ids()[:SEARCH_FANOUT]
 
-        async def ask(node_id: str) -> CacheEntry | None:
+        async def ask(node_id: str) -> tuple[CacheEntry | None, str]:
             stub = self._stub(node_id)
             if stub is None:
-                return None
+                return None, node_id
             try:
                 reply = await guarded(stub.Search(request, timeout=SEARCH_TIMEOUT_S))
             except grpc.aio.AioRpcError:
-                return None  # down, slow, or an older node without Search: a miss there
+                return None, node_id  # down, slow, or an older node without Search: a miss there
             if not reply.found:
-                return None
+                return None, node_id
             try:
-                return verify_copy(reply.entry, reply.entry.key, self._clock())
+                return verify_copy(reply.entry, reply.entry.key, self._clock()), node_id
             except RefusedCopy as exc:
                 self.counters["refused_reads"] += 1
                 log.warning("refused a semantic match from %s: %s", node_id, exc)
-                return None
+                return None, node_id
 
-        found = await asyncio.gather(*(ask(n) for n in peers))
-        return [(entry, node_id) for node_id, entry in zip(peers, found, strict=True) if entry is not None]
+        calls = [asyncio.ensure_future(ask(n)) for n in self.live_replica_ids()[:SEARCH_FANOUT]]
+        try:
+            for done in asyncio.as_completed(calls):
+                entry, node_id = await done
+                if entry is not None:
+                    yield entry, node_id
+        finally:
+            for call in calls:
+                call.cancel()
 
     async def locate(self, key: str) -> Location:
         """Ask every live replica node (and this one) for a verified copy of ``key``."""

@@ -102,19 +102,24 @@ class SemanticCache:
 
     async def _from_peers(self, source: PeerSource, lookup: cache_pb2.CacheLookup, vector: np.ndarray,
                           threshold: float, max_age_s: float | None, reply: cache_pb2.GetResponse) -> None:
-        """After a miss here: the best entry a peer holds that this node judges a match (``mesh_search``)."""
+        """After a miss here: the first entry a peer holds that this node judges a match (``mesh_search``)."""
         request = replica_pb2.SearchRequest(
             lookup=lookup, vector=np.asarray(vector, dtype="<f4").tobytes(), min_similarity=threshold,
             max_age_ms=max(1, round(max_age_s * 1000)) if max_age_s else 0)
-        best: tuple[float, CacheEntry, str] | None = None
         now = self.manager.now_ms()
-        for entry, node_id in await source.semantic_search(request):
-            similarity = judge(lookup, vector, entry, threshold, max_age_s, now)
-            if similarity is not None and (best is None or similarity > best[0]):
-                best = similarity, entry, node_id
-        if best is None:
+        found: tuple[float, CacheEntry, str] | None = None
+        search = source.semantic_search(request)
+        try:
+            async for entry, node_id in search:  # the first match this node accepts: no wait for slower peers
+                similarity = judge(lookup, vector, entry, threshold, max_age_s, now)
+                if similarity is not None:
+                    found = similarity, entry, node_id
+                    break
+        finally:
+            await search.aclose()
+        if found is None:
             return
-        similarity, entry, node_id = best
+        similarity, entry, node_id = found
         self.hits += 1
         reply.found = True
         reply.entry.CopyFrom(entry.to_proto())
