@@ -42,8 +42,8 @@ gives the ``replication_shortfall`` figure. Whether a non-deterministic answer m
 Semantic cache: an entry stored with an ``embedding`` is added to ``index`` (a
 ``semantic.SemanticIndex``, when the node has one) and leaves it with the entry, whatever
 removes it; a replica copy brings its vector along, so the index of every node that
-holds an entry can find it. The entry's row there (the vector again as float32, its
-similarity slot and bookkeeping: ``SemanticIndex.row_cost``, ~1.6 KB) counts in the entry's
+holds an entry can find it. The entry's row there (the vector again as float32 and as int8
+codes, its similarity slot and bookkeeping: ``SemanticIndex.row_cost``, ~2.1 KB) counts in the entry's
 bytes like the vector the entry itself holds, so the budget bounds the index too.
 """
 
