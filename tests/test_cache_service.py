@@ -267,7 +267,8 @@ async def test_lookup_answer_reads_what_lookup_does_counting_each_lookup_once() 
 
 
 def test_varints_are_protobufs_own() -> None:
-    for n in (0, 1, 127, 128, 300, 16_383, 16_384, 2_097_151, 2_097_152, 2**40 + 7, 2**63 - 1):
+    for n in (0, 1, 127, 128, 300, 16_383, 16_384, 2_097_151, 2_097_152, 2**28 - 1, 2**28, 1_764_000_000,
+              999_999_999, 2**35 - 1, 2**35, 2**40 + 7, 2**63 - 1):
         expected = common_pb2.CacheEntry(hits=n).SerializeToString()
         assert (b"" if n == 0 else b"\x38" + varint(n)) == expected  # field 7, varint
     with pytest.raises(ValueError):

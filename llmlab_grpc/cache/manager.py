@@ -325,11 +325,19 @@ class CacheManager:
                           node_id: str = "") -> CachedAnswer | None:
         """A lookup (counted as one) whose hit is a ``CachedAnswer`` held by ``node_id`` (default: the
         entry's primary); None on a miss. This node's planner answers from it in-process: no
-        ``CacheEntry`` and no reply message are built for a hit."""
-        read = await self._aread(key, True, max_age_s, namespace)
-        if read is None:
+        ``CacheEntry`` and no reply message are built for a hit. A value the store holds in process
+        (``ValueStore.peek``) is read without a coroutine, as ``aget_wire`` does."""
+        claimed = self._claim(key, True, max_age_s, namespace)
+        if claimed is None:
             return None
-        slot, _, value = read
+        slot = claimed[0]
+        value = self.store.peek(slot.handle)
+        if value is None:
+            try:
+                value = await self.store.aget(slot.handle)
+            except StoreUnavailable as exc:
+                self._lost(key, slot, True, exc)
+                return None
         extras = slot.extras or _NO_EXTRAS
         return CachedAnswer(slot.key, slot.prompt, extras.semantic_text, extras.namespace, value,
                             node_id or slot.primary_node_id, extras.prompt_tokens, extras.completion_tokens,

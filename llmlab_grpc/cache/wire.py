@@ -31,6 +31,12 @@ def varint(n: int) -> bytes:
         return _SMALL[n]
     if 0x80 <= n < 0x4000:  # lengths of most answers: two bytes, no loop
         return bytes((n & 0x7F | 0x80, n >> 7))
+    if 0x4000 <= n < 0x800000000:  # up to five bytes (a timestamp's seconds and nanos), no loop either
+        if n < 0x200000:
+            return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14))
+        if n < 0x10000000:
+            return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21))
+        return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80, n >> 14 & 0x7F | 0x80, n >> 21 & 0x7F | 0x80, n >> 28))
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)

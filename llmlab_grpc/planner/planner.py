@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
+from llmlab_grpc.cache.entry import CachedAnswer
 from llmlab_grpc.cache.keys import cache_key_of_raw, is_deterministic
 from llmlab_grpc.limits import MAX_QUERY_BYTES
 from llmlab_grpc.planner import cache_controls
 from llmlab_grpc.planner.cache_controls import CacheControls
+from llmlab_grpc.planner.hit_wire import HitTemplate, HitTemplates
 from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls
 from llmlab_grpc.planner.prelude import Prelude, QueryMemo
 from llmlab_grpc.planner.proposal import MAX_PROPOSAL_TOKENS, parse_proposal, proposal_messages
@@ -40,6 +42,7 @@ from llmlab_grpc.planner.workflow import (
     WorkflowManager,
     fill_from_answer,
     fill_from_hit,
+    holder_name,
     step_lookup,
 )
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, common_pb2, planner_pb2
@@ -201,6 +204,8 @@ class Planner:
         self.request_memo = QueryMemo()
         """The same by the bytes of the ``AskRequest`` a query came in (``ask_encoded``); apart from
         ``memo``, as an encoded request can equal an encoded query of another text."""
+        self.hit_templates = HitTemplates()
+        """Exact hits' tasks serialized but for their ids and times (``hit_wire.py``)."""
 
     def _user_messages(self, query: planner_pb2.Query, text: str) -> list[common_pb2.ChatMessage]:
         # No system turn here: params.system_prompt travels with the request and the llm node puts it first.
@@ -257,35 +262,60 @@ class Planner:
         Returns the finished task and, when it failed, the gRPC status that says why.
         """
         task, status, _ = await self._ask(query, emit)
+        assert task is not None, "a task is always made for a caller without the request's bytes"
         return task, status
 
     async def ask_encoded(self, query: planner_pb2.Query, request: bytes
-                          ) -> tuple[planner_pb2.Task, grpc.StatusCode | None, bytes]:
-        """``ask`` for a caller that sends the task on as bytes (``Planner.Ask``): also the task
-        encoded. ``request``: the bytes ``query`` was parsed from (its ``AskRequest``), which key
-        the query's prelude. A cache hit's task is encoded once, for the task store's byte count
-        and for the reply."""
+                          ) -> tuple[planner_pb2.Task | None, grpc.StatusCode | None, bytes]:
+        """``ask`` for a caller that sends the task on as bytes (``Planner.Ask``): the task (None for
+        an exact cache hit, whose task is only ever written as bytes: ``hit_wire.py``), the status,
+        and the task encoded. ``request``: the bytes ``query`` was parsed from (its ``AskRequest``),
+        which key the query's prelude. A hit's task is encoded once, for the task store and the reply."""
         task, status, encoded = await self._ask(query, None, request)
-        return task, status, encoded or task.SerializeToString()
+        if encoded:
+            return task, status, encoded
+        assert task is not None
+        return task, status, task.SerializeToString()
 
     async def _ask(self, query: planner_pb2.Query, emit: Emit | None, request: bytes | None = None
-                   ) -> tuple[planner_pb2.Task, grpc.StatusCode | None, bytes]:
-        """``ask``; and with ``request`` (``ask_encoded``), a hit's task encoded (else b"")."""
+                   ) -> tuple[planner_pb2.Task | None, grpc.StatusCode | None, bytes]:
+        """``ask``; and with ``request`` (``ask_encoded``), an exact hit's task encoded alone (task None),
+        else the task (and b"")."""
         status: grpc.StatusCode | None = None
         prelude = self.request_memo.get(request) if request is not None else None
         if prelude is None:  # (a repeated request is found without a coroutine)
             prelude = await self._prelude(query, request)
         controls = query_controls(query, self.settings)
-        task = planner_pb2.Task()
         model = ""
         if emit is None and prelude.hit_path and self.calls.local_cache is not None:
             model = query.model or self.calls.default_model()
-        # The query's preview, digest, status and planner node; with a model, the hit path's step too.
-        task.MergeFromString(prelude.task_head + hit_step_head(model) if model else prelude.task_head)
-        task.task_id = os.urandom(8).hex()  # what secrets.token_hex(8) returns, with less Python
-        stamp_now(task.created_at)
+        task_id = os.urandom(8).hex()  # what secrets.token_hex(8) returns, with less Python
+        created_ns = time.time_ns()
         known_miss: cache_pb2.CacheLookup | None = None
         t0 = time.perf_counter()
+        if model and prelude.lone_turn and not controls.semantic:
+            # Nobody listens and the step's key is made of the text alone (``cache_prompt``): a hit
+            # in this node's cache is answered without a workflow, its task written as bytes.
+            self.tasks.add(1)
+            try:
+                encoded, known_miss = await self._hit_encoded(query, prelude, controls, model, task_id, created_ns,
+                                                              t0)
+            finally:
+                self.tasks.add(-1)
+            if encoded is not None:
+                if request is not None:
+                    self.store.save_encoded(task_id, encoded)
+                    return None, None, encoded
+                hit = planner_pb2.Task.FromString(encoded)
+                self.store.save(hit, len(encoded))
+                return hit, None, b""
+            model = ""  # a miss: the workflow plans it (and does not look it up again)
+        task = planner_pb2.Task()
+        # The query's preview, digest, status and planner node; with a model, the hit path's step too.
+        task.MergeFromString(prelude.task_head + hit_step_head(model) if model else prelude.task_head)
+        task.task_id = task_id
+        created = task.created_at
+        created.seconds, created.nanos = divmod(created_ns, 1_000_000_000)
         if model:  # nobody listens: a hit in this node's cache is answered without a workflow
             self.tasks.add(1)
             try:
@@ -294,12 +324,8 @@ class Planner:
                 self.tasks.add(-1)
             if known_miss is None and task.status == planner_pb2.TASK_STATUS_SUCCEEDED:
                 task.total_ms = (time.perf_counter() - t0) * 1000
-                if request is None:
-                    self.store.save(task)
-                    return task, None, b""
-                encoded = task.SerializeToString()
-                self.store.save(task, len(encoded))
-                return task, None, encoded
+                self.store.save(task)
+                return task, None, b""
         self.store.save(task)
         self.tasks.add(1)
         try:
@@ -330,6 +356,45 @@ class Planner:
         self.store.save(task)
         return task, status, b""
 
+    async def _hit_encoded(self, query: planner_pb2.Query, prelude: Prelude, controls: CacheControls, model: str,
+                           task_id: str, created_ns: int, t0: float
+                           ) -> tuple[bytes | None, cache_pb2.CacheLookup | None]:
+        """A hit's task, serialized (``hit_wire.py``), for a query whose one user turn is the whole
+        conversation (``prelude.lone_turn``) and whose lookup is exact; or, on a miss, None and the
+        lookup (the workflow's step does not ask again).
+
+        The same conditions, lookup and task as ``_answer_from_cache``'s: the step's key is made
+        of the text (``cache_prompt``), looked up in this node's own cache
+        (``MeshCalls.cache_get_key``), and the task is the one ``_hit_task`` builds, written from
+        a template kept per query, model and cached answer with its id and times spliced in.
+        """
+        text = prelude.text
+        started_ns = time.time_ns()
+        t1 = time.perf_counter()
+        key = cache_key_of_raw(text, model, prelude.params_raw, controls.namespace)
+        answer = await self.calls.cache_get_key(key, controls.namespace, controls)
+        if answer is None:  # no lookup message is built unless it misses and the workflow needs one
+            return None, step_lookup(self._user_messages(query, text), model, prelude.params, controls)[0]
+        template_key = (prelude.task_head, model, answer, holder_name(self.calls, answer.node_id))
+        template = self.hit_templates.get(template_key)
+        if template is None:
+            template = HitTemplate.of(self._hit_task(prelude, model, answer))
+            self.hit_templates.put(template_key, template)
+        duration_ms = (time.perf_counter() - t1) * 1000
+        return self.hit_templates.write(template, task_id, created_ns, (time.perf_counter() - t0) * 1000, started_ns,
+                                        duration_ms), None
+
+    def _hit_task(self, prelude: Prelude, model: str, answer: CachedAnswer) -> planner_pb2.Task:
+        """The finished task of an exact hit of ``answer``, its id and times unset (``HitTemplate.of``)."""
+        task = planner_pb2.Task()
+        task.MergeFromString(prelude.task_head + hit_step_head(model))
+        step = task.steps[0]
+        text = fill_from_answer(self.calls, step, answer)
+        step.output = text
+        task.status = planner_pb2.TASK_STATUS_SUCCEEDED
+        task.answer = text.strip()
+        return task
+
     async def _answer_from_cache(self, query: planner_pb2.Query, prelude: Prelude, controls: CacheControls,
                                  task: planner_pb2.Task, model: str) -> cache_pb2.CacheLookup | None:
         """A hit's answer written into ``task`` (SUCCEEDED, its one step replayed) with no plan or workflow.
@@ -337,31 +402,21 @@ class Planner:
         Only for a query whose plan is sure to be the single plain generation ``_plan`` would make
         (``prelude.hit_path``: no rule, nothing that looks like a tool, the cache not refused,
         sampling deterministic or ``cache_nondeterministic``) with ``model`` known, on a node with
-        the cache role; ``task`` has that step (``hit_step_head``). It is looked up in this node's
-        own cache the way the step would (``step_lookup``'s key, ``MeshCalls.cache_get``).
+        the cache role; ``task`` has that step (``hit_step_head``). A query with history, or one
+        asking for a semantic match, is looked up with the message the step would send
+        (``step_lookup``, ``MeshCalls.cache_get``); a lone exact one goes by ``_hit_encoded``.
         Returns the lookup when it missed (the step is removed), so the workflow does not ask
         again; ``None`` when it answered (``task.status`` says so).
         """
-        text = prelude.text
         step = task.steps[0]
         stamp_now(step.started_at)
         t0 = time.perf_counter()
-        if prelude.lone_turn and not controls.semantic:
-            # A lone user turn: the step's key is made of the text (``cache_prompt``); no lookup
-            # message is built unless it misses and the workflow needs one.
-            key = cache_key_of_raw(text, model, prelude.params_raw, controls.namespace)
-            answer = await self.calls.cache_get_key(key, controls.namespace, controls)
-            if answer is None:
-                del task.steps[:]
-                return step_lookup(self._user_messages(query, text), model, prelude.params, controls)[0]
-            text = fill_from_answer(self.calls, step, answer)
-        else:
-            lookup, step_controls = step_lookup(self._user_messages(query, text), model, prelude.params, controls)
-            hit = await self.calls.cache_get(lookup, step_controls)
-            if hit is None:
-                del task.steps[:]
-                return lookup
-            text = fill_from_hit(self.calls, step, hit)
+        lookup, step_controls = step_lookup(self._user_messages(query, prelude.text), model, prelude.params, controls)
+        hit = await self.calls.cache_get(lookup, step_controls)
+        if hit is None:
+            del task.steps[:]
+            return lookup
+        text = fill_from_hit(self.calls, step, hit)
         step.duration_ms = (time.perf_counter() - t0) * 1000
         step.output = text
         task.status = planner_pb2.TASK_STATUS_SUCCEEDED

@@ -54,8 +54,9 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
 
         The same answer and status codes as ``Ask``; the request's bytes key the planner's memo
         of the query (``Planner.ask_encoded``), and the reply is the task encoded once (the task
-        store counts the same bytes) inside an ``AskResponse`` written by hand: field 1, length,
-        bytes, exactly what ``AskResponse(task=task).SerializeToString()`` gives.
+        store keeps and counts the same bytes; an exact cache hit's task is only ever bytes,
+        written from a template: ``planner/hit_wire.py``) inside an ``AskResponse`` written by
+        hand: field 1, length, bytes, exactly what ``AskResponse(task=task).SerializeToString()`` gives.
         """
         try:
             request = planner_pb2.AskRequest.FromString(raw)
@@ -66,6 +67,7 @@ class PlannerService(planner_pb2_grpc.PlannerServicer):
         except QueryError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         if status is not None:
+            assert task is not None  # only a hit comes without its task, and a hit has no status
             failed = TaskFailed(task, status)
             await context.abort(failed.code, failed.message)
         return ask_response_of(encoded)

@@ -10,6 +10,7 @@ exceed a gRPC message. ``page`` serves ``ListTasks`` in pages under a byte budge
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -117,8 +118,17 @@ def cut_task(task: planner_pb2.Task) -> planner_pb2.Task:
 @dataclass(slots=True)
 class _Kept:
     seq: int
-    task: planner_pb2.Task
+    task: planner_pb2.Task | None
+    """None while the task is kept as ``encoded`` (``save_encoded``): parsed on its first read."""
     size: int
+    encoded: bytes = b""
+
+    def read(self) -> planner_pb2.Task:
+        task = self.task
+        if task is None:
+            task = self.task = planner_pb2.Task.FromString(self.encoded)
+            self.encoded = b""
+        return task
 
 
 class TaskStore:
@@ -146,13 +156,23 @@ class TaskStore:
         if size > MAX_TASK_BYTES:
             task = cut_task(task)
             size = task.ByteSize()
-        task_id = task.task_id
+        self._keep(task.task_id, task, size)
+
+    def save_encoded(self, task_id: str, encoded: builtins.bytes) -> None:
+        """Keep a finished task given serialized (the planner's hit path, which has no message of it):
+        its bytes are kept, and parsed when the task is first read (``get``, ``newest``, ``page``)."""
+        if len(encoded) > MAX_TASK_BYTES:
+            self.save(planner_pb2.Task.FromString(encoded))
+            return
+        self._keep(task_id, None, len(encoded), encoded)
+
+    def _keep(self, task_id: str, task: planner_pb2.Task | None, size: int, encoded: builtins.bytes = b"") -> None:
         tasks = self._tasks
         old = tasks.pop(task_id, None)
         if old is not None:
             self._bytes -= old.size
         self._seq += 1
-        tasks[task_id] = _Kept(self._seq, task, size)
+        tasks[task_id] = _Kept(self._seq, task, size, encoded)
         self._bytes += size
         while len(tasks) > self._capacity or (self._bytes > self._max_bytes and len(tasks) > 1):
             _, gone = tasks.popitem(last=False)
@@ -160,10 +180,10 @@ class TaskStore:
 
     def get(self, task_id: str) -> planner_pb2.Task | None:
         kept = self._tasks.get(task_id)
-        return None if kept is None else kept.task
+        return None if kept is None else kept.read()
 
     def newest(self, limit: int) -> list[planner_pb2.Task]:
-        return [kept.task for kept in reversed(self._tasks.values())][:limit]
+        return [kept.read() for kept in list(reversed(self._tasks.values()))[:limit]]
 
     def page(self, size: int, token: str = "", max_bytes: int = PAGE_MAX_BYTES
              ) -> tuple[list[planner_pb2.Task], str]:
@@ -185,7 +205,7 @@ class TaskStore:
             if len(tasks) >= size or (tasks and used + kept.size > max_bytes):
                 more = True
                 break
-            tasks.append(kept.task)
+            tasks.append(kept.read())
             used += kept.size
             last = kept.seq
         return tasks, (str(last) if more else "")

@@ -114,6 +114,15 @@ def fill_from_hit(calls: MeshCalls, step: planner_pb2.Step, hit: cache_pb2.GetRe
     return fill_from_answer(calls, step, answer, hit.similarity if hit.match == "semantic" else None)
 
 
+def holder_name(calls: MeshCalls, node_id: str) -> str:
+    """The name of the node holding a cache entry, as a hit's trace row says it ("" when unknown)."""
+    peer = calls.peers.get(node_id)
+    if peer:
+        return peer.info.name
+    me = calls.me
+    return me.name if node_id == me.node_id else ""
+
+
 def fill_from_answer(calls: MeshCalls, step: planner_pb2.Step, answer: CachedAnswer,
                      similarity: float | None = None) -> str:
     """``step``'s trace row (a step not run before) written from a cache hit; returns the cached answer.
@@ -133,9 +142,7 @@ def fill_from_answer(calls: MeshCalls, step: planner_pb2.Step, answer: CachedAns
         step.reason += f"; semantic cache hit (similarity {similarity:.3f}) on {matched!r}"
     node_id = answer.node_id
     step.node_id = node_id
-    peer = calls.peers.get(node_id)
-    me = calls.me
-    step.node_name = peer.info.name if peer else me.name if node_id == me.node_id else ""
+    step.node_name = holder_name(calls, node_id)
     response = answer.response
     used = step.usage
     used.prompt_tokens = answer.prompt_tokens
