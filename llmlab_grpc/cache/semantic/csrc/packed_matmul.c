@@ -79,6 +79,25 @@ static inline void e5_expand_group(const block_q4_0 *W, int oo, int nb, int nin,
 #define E5_DOT256(W8, A8) _mm256_madd_epi16(_mm256_maddubs_epi16((W8), (A8)), _mm256_set1_epi16(1))
 #endif
 
+#if defined(__AVX512VNNI__) && defined(__AVX512F__) && defined(__AVX512VL__)
+/* The 16-lane sums of f[0..7] as 8 lanes, in 24 instructions where eight separate reductions
+ * take 64: pairs of rows are folded together, 256 bits, then 128, then within 128. */
+static inline __m256 e5_sum8(const __m512 *f) {
+    __m512 p[4];
+    for (int i = 0; i < 4; i++)   /* [a0+a2, a1+a3, b0+b2, b1+b3] in 128-bit blocks, a = f[2i], b = f[2i+1] */
+        p[i] = _mm512_add_ps(_mm512_shuffle_f32x4(f[2 * i], f[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(f[2 * i], f[2 * i + 1], 0xEE));
+    /* blocks: rows 0,1,2,3 (u) and 4,5,6,7 (v), each 4 lanes */
+    __m512 u = _mm512_add_ps(_mm512_shuffle_f32x4(p[0], p[1], 0x88), _mm512_shuffle_f32x4(p[0], p[1], 0xDD));
+    __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(p[2], p[3], 0x88), _mm512_shuffle_f32x4(p[2], p[3], 0xDD));
+    /* block k: [u0+u1, u2+u3, v0+v1, v2+v3] of row k and row k+4 */
+    __m512 w = _mm512_add_ps(_mm512_shuffle_ps(u, v, 0x88), _mm512_shuffle_ps(u, v, 0xDD));
+    w = _mm512_add_ps(w, _mm512_permute_ps(w, 0xB1));   /* lanes 0 and 2 of block k: rows k, k+4 */
+    __m512i ix = _mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_castps512_ps256(_mm512_permutexvar_ps(ix, w));
+}
+#endif
+
 /* Y[t, oo..oo+7] for every token t, from the group's expanded weights. */
 static inline void e5_group(const int8_t *wexp, const float *dw, const float *bias,
                             const int8_t *aq, const float *ad, const int32_t *as,
@@ -108,7 +127,7 @@ static inline void e5_group(const int8_t *wexp, const float *dw, const float *bi
                 f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_permutexvar_ps(ix, sc), f[r]);
             }
         }
-        for (int r = 0; r < RO; r++) out[r] = _mm512_reduce_add_ps(f[r]);
+        _mm256_storeu_ps(out, e5_sum8(f));
 #else
         for (int r = 0; r < RO; r++) out[r] = 0.f;
 #endif
