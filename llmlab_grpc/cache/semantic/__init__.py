@@ -76,22 +76,22 @@ class SemanticCache:
         for near in neighbours:
             verdict = "" if near.similarity >= threshold else f"similarity below {threshold:.3f}"
             verdict = verdict or refuse(text, near.semantic_text)
-            entry = None
+            accepted = False
             if not verdict and not reply.found:
-                # The lookup that counts the hit; off the loop for a store whose reads wait (Ray).
-                entry = await self.manager.aget_by_key(near.key, max_age_s=max_age_s)
-                if entry is None:
+                # The lookup that counts the hit, written straight into the reply (no entry object
+                # built and copied); off the loop for a store whose reads wait (Ray).
+                accepted = await self.manager.aget_into(near.key, reply.entry, max_age_s=max_age_s)
+                if not accepted:
                     verdict = "entry gone or older than the max age"
             if verdict and near.similarity >= threshold:
                 self.refused += 1
             if len(reply.candidates) < candidates:
                 reply.candidates.append(cache_pb2.SemanticCandidate(
                     key=near.key, semantic_text=near.semantic_text, similarity=near.similarity,
-                    accepted=entry is not None, refused_because=verdict))
-            if entry is not None:
+                    accepted=accepted, refused_because=verdict))
+            if accepted:
                 self.hits += 1
                 reply.found = True
-                reply.entry.CopyFrom(entry.to_proto())
                 reply.source_node_id = self.node_id
                 reply.match = "semantic"
                 reply.similarity = near.similarity

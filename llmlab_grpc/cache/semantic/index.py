@@ -75,6 +75,8 @@ class _Partition:
     sims: np.ndarray = field(default_factory=lambda: np.zeros(8, dtype=np.float32))
     sig_ids: np.ndarray = field(default_factory=lambda: np.zeros(8, dtype=np.int64))
     scope: str = ""
+    top_scale: float = 0.0
+    """At least the largest scale of a row in use (kept on removal, recomputed on resize)."""
     keys: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     signatures: dict[int, int] = field(default_factory=dict)
@@ -92,6 +94,7 @@ class _Partition:
         sig_ids = np.zeros(rows, dtype=np.int64)
         sig_ids[:used] = self.sig_ids[:used]
         self.vectors, self.codes, self.scales, self.sig_ids = vectors, codes, scales, sig_ids
+        self.top_scale = float(scales[:used].max()) if used else 0.0
         self.sims = np.zeros(rows, dtype=np.float32)
 
     def count(self, sig: int, delta: int) -> None:
@@ -145,6 +148,7 @@ class SemanticIndex:
                 part.resize(row * 2)
             part.vectors[row] = vector / norm
             part.codes[row], part.scales[row] = quantize(part.vectors[row])
+            part.top_scale = max(part.top_scale, float(part.scales[row]))
             sig = signature(entry.semantic_text)
             part.sig_ids[row] = sig
             part.count(sig, 1)
@@ -231,7 +235,7 @@ class SemanticIndex:
         below the k-th best first-pass score cannot beat ``k`` rows that are surely above it."""
         approx = part.sims[:n]
         scan(part.codes, part.scales, part.sig_ids, signature, n, query, approx)
-        bound = error_bound(query, float(part.scales[:n].max()))
+        bound = error_bound(query, part.top_scale)
         rows = np.flatnonzero(approx >= floor - bound)
         if len(rows) > k:
             shortlisted = approx[rows]
