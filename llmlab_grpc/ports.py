@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from llmlab_grpc.cache.entry import CachedAnswer, CacheEntry, EntryMeta
     from llmlab_grpc.cache.hooks import CacheListener
     from llmlab_grpc.mesh.peers import PeerRecord
+    from llmlab_grpc.planner.hit_wire import WrittenHit
     from llmlab_grpc.tools.base import ToolOutcome
 
 
@@ -258,6 +259,11 @@ class LocalPlanner(Protocol):
 
     async def ask(self, query: planner_pb2.Query, emit: Any = None
                   ) -> tuple[planner_pb2.Task, grpc.StatusCode | None]: ...
+
+    async def ask_written(self, query: planner_pb2.Query
+                          ) -> tuple[planner_pb2.Task | WrittenHit, grpc.StatusCode | None]:
+        """``ask`` with nobody listening; an exact cache hit may come as ``planner.hit_wire.WrittenHit``."""
+        ...
 
     def stream(self, query: planner_pb2.Query) -> AsyncGenerator[planner_pb2.AskStreamResponse, None]: ...
 

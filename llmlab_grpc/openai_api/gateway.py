@@ -21,6 +21,7 @@ import grpc
 
 from llmlab_grpc.mesh.peer_calls import PeerCallError
 from llmlab_grpc.openai_api.errors import ApiError, deadline
+from llmlab_grpc.planner.hit_wire import WrittenHit
 from llmlab_grpc.planner.mesh_calls import MeshCalls
 from llmlab_grpc.planner.planner import QueryError, TaskFailed
 from llmlab_grpc.proto.llmlab.v1 import inference_pb2, inference_pb2_grpc, planner_pb2, planner_pb2_grpc
@@ -74,10 +75,11 @@ class PlannerGateway:
         async for event in source:
             yield event
 
-    async def answer(self, query: planner_pb2.Query, timeout_s: float) -> planner_pb2.Task:
-        """The finished task of a non-streamed request, or ``ApiError``.
+    async def answer(self, query: planner_pb2.Query, timeout_s: float) -> planner_pb2.Task | WrittenHit:
+        """The finished task of a non-streamed request (or an exact cache hit of this node's
+        planner as it was written: ``hit_wire.WrittenHit``), or ``ApiError``.
 
-        With a planner here this is ``Planner.ask`` with no listener: a cache hit then makes no
+        With a planner here this is ``Planner.ask_written``: a cache hit then makes no
         stream events, no queue and no extra task (half the work of a /v1 hit); the caller
         bounds it by ``timeout_s`` (``watch.until_answered``: a timer armed only once the
         answer waits costs a hit nothing). Otherwise the planner peer's stream, bounded here,
@@ -96,13 +98,14 @@ class PlannerGateway:
                 raise ApiError(500, "the planner ended without a task", "server_error", "internal_error")
             return task
         try:
-            task, status = await self.planner.ask(query)
+            answered, status = await self.planner.ask_written(query)
         except QueryError as exc:
             raise ApiError.from_grpc(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
         if status is not None:
-            failed = TaskFailed(task, status)
+            assert isinstance(answered, planner_pb2.Task)  # a written hit has no status
+            failed = TaskFailed(answered, status)
             raise ApiError.from_grpc(failed.code, failed.message)
-        return task
+        return answered
 
     async def _local(self, planner: LocalPlanner, query: planner_pb2.Query, until: float, timeout_s: float
                      ) -> AsyncGenerator[planner_pb2.AskStreamResponse, None]:

@@ -30,9 +30,11 @@ from llmlab_grpc.openai_api import translate
 from llmlab_grpc.openai_api.auth import ApiAuth, Principal, default_keys_path
 from llmlab_grpc.openai_api.errors import ApiError, bad_request, no_llm_node, unknown_model
 from llmlab_grpc.openai_api.gateway import PlannerGateway
+from llmlab_grpc.openai_api.hit_answers import HitAnswers
 from llmlab_grpc.openai_api.schemas import ChatCompletionRequest, model_entry
 from llmlab_grpc.openai_api.streaming import chunks, open_stream
 from llmlab_grpc.openai_api.watch import ClientGone, until_answered
+from llmlab_grpc.planner.hit_wire import WrittenHit
 
 _VALIDATE_JSON = ChatCompletionRequest.__pydantic_validator__.validate_json
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -84,6 +86,8 @@ class OpenAIApi:
         self.gateway = gateway
         self.max_body = settings.api_max_body_bytes
         self.timeout_s = settings.api_timeout_s
+        self.hit_answers = HitAnswers()
+        """Non-streamed answers to exact cache hits, as JSON templates (``hit_answers.py``)."""
 
     def routes(self) -> list[Route]:
         return [
@@ -212,6 +216,8 @@ class OpenAIApi:
 
             return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
         task = await until_answered(request, self.gateway.answer(query, self.timeout_s), self.timeout_s)
+        if isinstance(task, WrittenHit):  # an exact hit of this node's planner, answered from a template
+            return self.hit_answers.response(task, chat.model, created)
         # Encoded by pydantic-core (compact, UTF-8 as is: the bytes JSONResponse would make, several
         # times faster), headers as the raw pairs ASGI sends.
         response = Response(to_json(translate.answer(task, chat.model, created)), media_type="application/json")

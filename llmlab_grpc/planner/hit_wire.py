@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from google.protobuf.message import Message
 
@@ -80,6 +81,19 @@ class HitTemplate:
 
 
 
+class WrittenHit(NamedTuple):
+    """An exact hit's task as the planner wrote it: the bytes, and what they were written from."""
+
+    encoded: bytes
+    """The serialized ``Task``."""
+    template: HitTemplate
+    task_id: str
+    created_ns: int
+    total_ms: float
+    started_ns: int
+    duration_ms: float
+
+
 TemplateKey = tuple[bytes, str, CachedAnswer, str]
 """(the query's task head, the model, the cached answer, the name of the node holding it)."""
 
@@ -132,3 +146,9 @@ class HitTemplates:
         id_field = _TASK_ID_16 + encoded_id if size == 16 else b"\x0a" + varint(size) + encoded_id if size else b""
         return b"".join((id_field, template.head, _STEPS_TAG, varint(len(step_bytes)), step_bytes,
                          task.SerializeToString(), template.tail))
+
+    def written(self, template: HitTemplate, task_id: str, created_ns: int, total_ms: float, started_ns: int,
+                duration_ms: float) -> WrittenHit:
+        """``write``, with what it was written from."""
+        return WrittenHit(self.write(template, task_id, created_ns, total_ms, started_ns, duration_ms), template,
+                          task_id, created_ns, total_ms, started_ns, duration_ms)

@@ -28,7 +28,7 @@ from llmlab_grpc.cache.keys import cache_key_of_raw, is_deterministic
 from llmlab_grpc.limits import MAX_QUERY_BYTES
 from llmlab_grpc.planner import cache_controls
 from llmlab_grpc.planner.cache_controls import CacheControls
-from llmlab_grpc.planner.hit_wire import HitTemplate, HitTemplates
+from llmlab_grpc.planner.hit_wire import HitTemplate, HitTemplates, WrittenHit
 from llmlab_grpc.planner.mesh_calls import MeshCallError, MeshCalls
 from llmlab_grpc.planner.prelude import Prelude, QueryMemo
 from llmlab_grpc.planner.proposal import MAX_PROPOSAL_TOKENS, parse_proposal, proposal_messages
@@ -261,8 +261,23 @@ class Planner:
 
         Returns the finished task and, when it failed, the gRPC status that says why.
         """
-        task, status, _ = await self._ask(query, emit)
-        assert task is not None, "a task is always made for a caller without the request's bytes"
+        task, status, hit = await self._ask(query, emit)
+        if hit is not None:
+            task = planner_pb2.Task.FromString(hit.encoded)
+            self.store.save(task, len(hit.encoded))
+        assert task is not None
+        return task, status
+
+    async def ask_written(self, query: planner_pb2.Query
+                          ) -> tuple[planner_pb2.Task | WrittenHit, grpc.StatusCode | None]:
+        """``ask`` with nobody listening, for a caller that can use an exact cache hit as it was
+        written (``hit_wire.WrittenHit``: its task's bytes and template) rather than a message:
+        the OpenAI API, which answers it from a template of its own (``openai_api/hit_answers.py``)."""
+        task, status, hit = await self._ask(query, None)
+        if hit is not None:
+            self.store.save_encoded(hit.task_id, hit.encoded)
+            return hit, None
+        assert task is not None
         return task, status
 
     async def ask_encoded(self, query: planner_pb2.Query, request: bytes
@@ -271,16 +286,17 @@ class Planner:
         an exact cache hit, whose task is only ever written as bytes: ``hit_wire.py``), the status,
         and the task encoded. ``request``: the bytes ``query`` was parsed from (its ``AskRequest``),
         which key the query's prelude. A hit's task is encoded once, for the task store and the reply."""
-        task, status, encoded = await self._ask(query, None, request)
-        if encoded:
-            return task, status, encoded
+        task, status, hit = await self._ask(query, None, request)
+        if hit is not None:
+            self.store.save_encoded(hit.task_id, hit.encoded)
+            return None, None, hit.encoded
         assert task is not None
         return task, status, task.SerializeToString()
 
     async def _ask(self, query: planner_pb2.Query, emit: Emit | None, request: bytes | None = None
-                   ) -> tuple[planner_pb2.Task | None, grpc.StatusCode | None, bytes]:
-        """``ask``; and with ``request`` (``ask_encoded``), an exact hit's task encoded alone (task None),
-        else the task (and b"")."""
+                   ) -> tuple[planner_pb2.Task | None, grpc.StatusCode | None, WrittenHit | None]:
+        """``ask``, but an exact hit answered without a workflow comes back as written (not stored:
+        the caller keeps it in the task store as it uses it), with no task."""
         status: grpc.StatusCode | None = None
         prelude = self.request_memo.get(request) if request is not None else None
         if prelude is None:  # (a repeated request is found without a coroutine)
@@ -298,17 +314,11 @@ class Planner:
             # in this node's cache is answered without a workflow, its task written as bytes.
             self.tasks.add(1)
             try:
-                encoded, known_miss = await self._hit_encoded(query, prelude, controls, model, task_id, created_ns,
-                                                              t0)
+                hit, known_miss = await self._hit_written(query, prelude, controls, model, task_id, created_ns, t0)
             finally:
                 self.tasks.add(-1)
-            if encoded is not None:
-                if request is not None:
-                    self.store.save_encoded(task_id, encoded)
-                    return None, None, encoded
-                hit = planner_pb2.Task.FromString(encoded)
-                self.store.save(hit, len(encoded))
-                return hit, None, b""
+            if hit is not None:
+                return None, None, hit
             model = ""  # a miss: the workflow plans it (and does not look it up again)
         task = planner_pb2.Task()
         # The query's preview, digest, status and planner node; with a model, the hit path's step too.
@@ -325,7 +335,7 @@ class Planner:
             if known_miss is None and task.status == planner_pb2.TASK_STATUS_SUCCEEDED:
                 task.total_ms = (time.perf_counter() - t0) * 1000
                 self.store.save(task)
-                return task, None, b""
+                return task, None, None
         self.store.save(task)
         self.tasks.add(1)
         try:
@@ -354,11 +364,11 @@ class Planner:
             self.tasks.add(-1)
         task.total_ms = (time.perf_counter() - t0) * 1000
         self.store.save(task)
-        return task, status, b""
+        return task, status, None
 
-    async def _hit_encoded(self, query: planner_pb2.Query, prelude: Prelude, controls: CacheControls, model: str,
+    async def _hit_written(self, query: planner_pb2.Query, prelude: Prelude, controls: CacheControls, model: str,
                            task_id: str, created_ns: int, t0: float
-                           ) -> tuple[bytes | None, cache_pb2.CacheLookup | None]:
+                           ) -> tuple[WrittenHit | None, cache_pb2.CacheLookup | None]:
         """A hit's task, serialized (``hit_wire.py``), for a query whose one user turn is the whole
         conversation (``prelude.lone_turn``) and whose lookup is exact; or, on a miss, None and the
         lookup (the workflow's step does not ask again).
@@ -381,8 +391,8 @@ class Planner:
             template = HitTemplate.of(self._hit_task(prelude, model, answer))
             self.hit_templates.put(template_key, template)
         duration_ms = (time.perf_counter() - t1) * 1000
-        return self.hit_templates.write(template, task_id, created_ns, (time.perf_counter() - t0) * 1000, started_ns,
-                                        duration_ms), None
+        return self.hit_templates.written(template, task_id, created_ns, (time.perf_counter() - t0) * 1000,
+                                          started_ns, duration_ms), None
 
     def _hit_task(self, prelude: Prelude, model: str, answer: CachedAnswer) -> planner_pb2.Task:
         """The finished task of an exact hit of ``answer``, its id and times unset (``HitTemplate.of``)."""
@@ -404,7 +414,7 @@ class Planner:
         sampling deterministic or ``cache_nondeterministic``) with ``model`` known, on a node with
         the cache role; ``task`` has that step (``hit_step_head``). A query with history, or one
         asking for a semantic match, is looked up with the message the step would send
-        (``step_lookup``, ``MeshCalls.cache_get``); a lone exact one goes by ``_hit_encoded``.
+        (``step_lookup``, ``MeshCalls.cache_get``); a lone exact one goes by ``_hit_written``.
         Returns the lookup when it missed (the step is removed), so the workflow does not ask
         again; ``None`` when it answered (``task.status`` says so).
         """
