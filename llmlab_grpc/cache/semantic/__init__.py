@@ -104,8 +104,11 @@ class SemanticCache:
     async def _from_peers(self, source: PeerSource, lookup: cache_pb2.CacheLookup, vector: np.ndarray,
                           threshold: float, max_age_s: float | None, reply: cache_pb2.GetResponse) -> None:
         """After a miss here: the first entry a peer holds that this node judges a match (``mesh_search``)."""
+        question = cache_pb2.CacheLookup(  # what a match is judged on; not the whole prompt of a long conversation
+            semantic_text=lookup.semantic_text or lookup.prompt, model=lookup.model, params=lookup.params,
+            namespace=lookup.namespace, context_hash=lookup.context_hash)
         request = replica_pb2.SearchRequest(
-            lookup=lookup, vector=np.asarray(vector, dtype="<f4").tobytes(), min_similarity=threshold,
+            lookup=question, vector=np.asarray(vector, dtype="<f4").tobytes(), min_similarity=threshold,
             max_age_ms=max(1, round(max_age_s * 1000)) if max_age_s else 0)
         now = self.manager.now_ms()
         found: tuple[float, CacheEntry, str] | None = None
