@@ -260,7 +260,7 @@ class LocalPlanner(Protocol):
     async def ask(self, query: planner_pb2.Query, emit: Any = None
                   ) -> tuple[planner_pb2.Task, grpc.StatusCode | None]: ...
 
-    async def ask_written(self, query: planner_pb2.Query
+    async def ask_written(self, query: planner_pb2.Query, request: bytes | None = None
                           ) -> tuple[planner_pb2.Task | WrittenHit, grpc.StatusCode | None]:
         """``ask`` with nobody listening; an exact cache hit may come as ``planner.hit_wire.WrittenHit``."""
         ...

@@ -1,5 +1,6 @@
 """A ``/v1`` answer to an exact cache hit written from a JSON template (openai_api/hit_answers.py)
-is byte for byte the answer the ordinary way builds (``translate.answer`` encoded by ``to_json``).
+is byte for byte the answer the ordinary way builds (``translate.answer`` encoded by ``to_json``);
+a body sent again is validated and translated once (openai_api/request_memo.py).
 
 The planner is real, with a real in-memory cache (tests/test_planner_ports.py's helpers); the
 hits are the planner's own ``WrittenHit``s, so ids and times are a hit's real ones.
@@ -7,11 +8,21 @@ hits are the planner's own ``WrittenHit``s, so ids and times are a hit's real on
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import httpx
 import pytest
 from pydantic_core import to_json
+from starlette.applications import Starlette
 
+from llmlab_grpc.config import NodeSettings
 from llmlab_grpc.openai_api import translate
+from llmlab_grpc.openai_api.auth import MESH
+from llmlab_grpc.openai_api.gateway import PlannerGateway
 from llmlab_grpc.openai_api.hit_answers import HitAnswers
+from llmlab_grpc.openai_api.request_memo import RequestMemo
+from llmlab_grpc.openai_api.routes import OpenAIApi
+from llmlab_grpc.openai_api.schemas import ChatCompletionRequest
 from llmlab_grpc.planner.hit_wire import WrittenHit
 from llmlab_grpc.ports import LoadMeter
 from llmlab_grpc.proto.llmlab.v1 import planner_pb2
@@ -59,3 +70,43 @@ async def test_answer_templates_are_bounded() -> None:
     for model in ("a", "b", "c"):
         assert answers.response(hit, model, 1).body == ordinary(hit, model, 1)[0]
     assert len(answers) == 1
+
+
+# -- the request memo (openai_api/request_memo.py), through the routes ---------------------------
+
+
+async def test_a_body_sent_again_is_validated_once_and_a_refused_one_never_remembered(tmp_path: Path) -> None:
+    prompt = "Name a primary colour."
+    cache, _ = await real_cache_with(prompt, "Red.")
+    planner = planner_with(cache, LoadMeter())
+    planner.calls.me.models.append(MODEL)
+    settings = NodeSettings(name="planner-1", mdns=False, mesh_secret="s" * 24, api_keys_file=tmp_path / "keys.json")
+    api = OpenAIApi(settings, PlannerGateway(planner.calls, planner))
+    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}]}
+    transport = httpx.ASGITransport(app=Starlette(routes=api.routes()))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test",
+                                 headers={"authorization": f"Bearer {'s' * 24}"}) as client:
+        answers = [await client.post("/v1/chat/completions", json=body) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200] * 3 and len(api.requests) == 1
+        assert {a.headers["x-llmlab-cache"] for a in answers} == {"hit"}
+        assert len({a.json()["id"] for a in answers}) == 3
+        assert {a.json()["choices"][0]["message"]["content"] for a in answers} == {"Red."}
+        aged = await client.post("/v1/chat/completions", json=body, headers={"cache-control": "max-age=60"})
+        assert aged.status_code == 200 and len(api.requests) == 2  # another header: another entry
+        for refused in ({"model": MODEL, "messages": [{"role": "assistant", "content": "hi"}]},
+                        {"model": MODEL, "messages": []}):
+            for _ in range(2):
+                assert (await client.post("/v1/chat/completions", json=refused)).status_code == 400
+        assert (await client.post("/v1/chat/completions", content=b"{not json")).status_code == 400
+        assert len(api.requests) == 2
+    assert cache.manager.get_stats()["hits"] == 4
+
+
+def test_the_request_memo_is_bounded() -> None:
+    memo = RequestMemo(capacity=2, max_body_bytes=100)
+    chat = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    for i in range(3):
+        memo.put((b"body %d" % i, "", MESH, frozenset()), chat, b"")
+    assert len(memo) == 2 and memo.get((b"body 0", "", MESH, frozenset())) is None
+    memo.put((b"x" * 101, "", MESH, frozenset()), chat, b"")
+    assert len(memo) == 2 and memo.get((b"x" * 101, "", MESH, frozenset())) is None

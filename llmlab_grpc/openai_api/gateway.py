@@ -75,9 +75,12 @@ class PlannerGateway:
         async for event in source:
             yield event
 
-    async def answer(self, query: planner_pb2.Query, timeout_s: float) -> planner_pb2.Task | WrittenHit:
+    async def answer(self, query: planner_pb2.Query, timeout_s: float, request: bytes | None = None
+                     ) -> planner_pb2.Task | WrittenHit:
         """The finished task of a non-streamed request (or an exact cache hit of this node's
-        planner as it was written: ``hit_wire.WrittenHit``), or ``ApiError``.
+        planner as it was written: ``hit_wire.WrittenHit``), or ``ApiError``. ``request``: the
+        bytes of an ``AskRequest`` holding ``query``, when the caller has them (they key the
+        planner's memo of the query, as ``Planner.Ask``'s do).
 
         With a planner here this is ``Planner.ask_written``: a cache hit then makes no
         stream events, no queue and no extra task (half the work of a /v1 hit); the caller
@@ -98,7 +101,7 @@ class PlannerGateway:
                 raise ApiError(500, "the planner ended without a task", "server_error", "internal_error")
             return task
         try:
-            answered, status = await self.planner.ask_written(query)
+            answered, status = await self.planner.ask_written(query, request)
         except QueryError as exc:
             raise ApiError.from_grpc(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from exc
         if status is not None:

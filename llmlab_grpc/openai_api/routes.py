@@ -31,14 +31,17 @@ from llmlab_grpc.openai_api.auth import ApiAuth, Principal, default_keys_path
 from llmlab_grpc.openai_api.errors import ApiError, bad_request, no_llm_node, unknown_model
 from llmlab_grpc.openai_api.gateway import PlannerGateway
 from llmlab_grpc.openai_api.hit_answers import HitAnswers
+from llmlab_grpc.openai_api.request_memo import RequestMemo, ask_request_bytes
 from llmlab_grpc.openai_api.schemas import ChatCompletionRequest, model_entry
 from llmlab_grpc.openai_api.streaming import chunks, open_stream
 from llmlab_grpc.openai_api.watch import ClientGone, until_answered
 from llmlab_grpc.planner.hit_wire import WrittenHit
+from llmlab_grpc.proto.llmlab.v1 import planner_pb2
 
 _VALIDATE_JSON = ChatCompletionRequest.__pydantic_validator__.validate_json
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
+_NOTHING_RESERVED: frozenset[str] = frozenset()
 
 
 def _param(loc: tuple[Any, ...]) -> str:
@@ -86,6 +89,8 @@ class OpenAIApi:
         self.gateway = gateway
         self.max_body = settings.api_max_body_bytes
         self.timeout_s = settings.api_timeout_s
+        self.requests = RequestMemo()
+        """Validated bodies and their queries, by body, header and caller (``request_memo.py``)."""
         self.hit_answers = HitAnswers()
         """Non-streamed answers to exact cache hits, as JSON templates (``hit_answers.py``)."""
 
@@ -181,12 +186,22 @@ class OpenAIApi:
                              "--api-max-body-bytes)", code="request_too_large")
 
     async def chat_completions(self, request: Request, principal: Principal) -> Response:
-        chat = self._chat_request(await self._body(request))
+        received = await self._body(request)
         # Only an unpinned per-user key can be refused a namespace; its key file was just
         # checked by principal(), so the pinned namespaces read with it are current.
         reserved = (self.auth.reserved_namespaces(refresh=False) if principal.per_user and not principal.namespace
-                    else frozenset[str]())
-        query = translate.to_query(chat, request.headers.get("cache-control", ""), principal, reserved)
+                    else _NOTHING_RESERVED)
+        cache_control = request.headers.get("cache-control", "")
+        key = (bytes(received), cache_control, principal, reserved)
+        found = self.requests.get(key)
+        if found is None:  # validated and translated (a 400 or 403 here is never remembered)
+            chat = self._chat_request(received)
+            query = translate.to_query(chat, cache_control, principal, reserved)
+            asked = ask_request_bytes(query)
+            self.requests.put(key, chat, asked)
+        else:  # the same body from the same caller as before: its own copy of the same query
+            chat, asked = found
+            query = planner_pb2.AskRequest.FromString(asked).query
         # A model once served here but offline now still goes to the planner: its cached
         # answers are 200s, and a miss is the planner's 503 naming the offline model.
         if chat.model not in self.gateway.calls.me.models:  # served here: known, nothing to look up
@@ -215,7 +230,7 @@ class OpenAIApi:
                     await events.aclose()
 
             return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
-        task = await until_answered(request, self.gateway.answer(query, self.timeout_s), self.timeout_s)
+        task = await until_answered(request, self.gateway.answer(query, self.timeout_s, asked), self.timeout_s)
         if isinstance(task, WrittenHit):  # an exact hit of this node's planner, answered from a template
             return self.hit_answers.response(task, chat.model, created)
         # Encoded by pydantic-core (compact, UTF-8 as is: the bytes JSONResponse would make, several

@@ -268,12 +268,14 @@ class Planner:
         assert task is not None
         return task, status
 
-    async def ask_written(self, query: planner_pb2.Query
+    async def ask_written(self, query: planner_pb2.Query, request: bytes | None = None
                           ) -> tuple[planner_pb2.Task | WrittenHit, grpc.StatusCode | None]:
         """``ask`` with nobody listening, for a caller that can use an exact cache hit as it was
         written (``hit_wire.WrittenHit``: its task's bytes and template) rather than a message:
-        the OpenAI API, which answers it from a template of its own (``openai_api/hit_answers.py``)."""
-        task, status, hit = await self._ask(query, None)
+        the OpenAI API, which answers it from a template of its own (``openai_api/hit_answers.py``).
+        ``request``: the bytes of an ``AskRequest`` holding ``query``, when the caller has them
+        (they key the query's prelude, as in ``ask_encoded``)."""
+        task, status, hit = await self._ask(query, None, request)
         if hit is not None:
             self.store.save_encoded(hit.task_id, hit.encoded)
             return hit, None

@@ -6,7 +6,10 @@ counts do not. This runs a planner+cache node
 ``valgrind --tool=callgrind --instr-atstart=no``, warms every leg up, then for each leg turns
 instrumentation on, zeroes the counters, sends ``--calls`` sequential calls and dumps; the
 dump's total, less what the node's timers ran meanwhile (their rate measured on an idle leg
-first), divided by the calls is the figure. Usage::
+first), divided by the calls is the figure. Legs: ``echo`` (the bare echo sent what ``Ask`` is
+sent: the same request bytes, metadata and deadline), ``echo-raw`` (sent empty bytes and no
+metadata: the echo of runs before 2026-12-02), ``floor2`` (the echo behind the node's method
+table) and ``ask`` (a ``Planner.Ask`` hit). Usage::
 
     .venv/bin/python scripts/bench/callgrind_ask.py --calls 500
 
@@ -118,15 +121,21 @@ def main() -> int:
         asked = stub.Ask(planner_pb2.AskRequest(query=query), metadata=meta, timeout=120)
         assert asked.task.steps[-1].cache == planner_pb2.CACHE_OUTCOME_HIT, asked.task
         echo_ch.unary_unary(SET_ECHO_METHOD)(asked.SerializeToString(), timeout=120)
-        echo = echo_ch.unary_unary(ECHO_METHOD)
-        ask_bytes = planner_pb2.AskRequest(query=query).SerializeToString()
-        guarded = echo_ch.unary_unary(GUARDED_METHOD, response_deserializer=planner_pb2.AskResponse.FromString)
+        # The echo legs are sent what Ask is sent (the same request bytes, metadata and deadline), so
+        # the server parses the same headers; echo-raw is sent empty bytes and no metadata.
+        request = planner_pb2.AskRequest(query=query)
+        echo = echo_ch.unary_unary(ECHO_METHOD, request_serializer=planner_pb2.AskRequest.SerializeToString,
+                                   response_deserializer=planner_pb2.AskResponse.FromString)
+        echo_raw = echo_ch.unary_unary(ECHO_METHOD)
+        guarded = echo_ch.unary_unary(GUARDED_METHOD, request_serializer=planner_pb2.AskRequest.SerializeToString,
+                                      response_deserializer=planner_pb2.AskResponse.FromString)
 
         def ask() -> None:
-            stub.Ask(planner_pb2.AskRequest(query=query), metadata=meta, timeout=120)
+            stub.Ask(request, metadata=meta, timeout=120)
 
-        legs = {"echo": lambda: echo(b"", timeout=120),
-                "floor2": lambda: guarded(ask_bytes, metadata=meta, timeout=120),
+        legs = {"echo": lambda: echo(request, metadata=meta, timeout=120),
+                "echo-raw": lambda: echo_raw(b"", timeout=120),
+                "floor2": lambda: guarded(request, metadata=meta, timeout=120),
                 "ask": ask}
         pid = str(proc.pid)
 
@@ -170,10 +179,11 @@ def main() -> int:
             total, seconds = counted(run)
             raw = total / calls
             results[name] = (total - idle_rate * seconds) / calls
-            print(f"{name:8s} {results[name] / 1000:9.1f}k instructions per call "
+            print(f"{name:9s}{results[name] / 1000:9.1f}k instructions per call "
                   f"({raw / 1000:.1f}k before the idle rate; {calls} calls in {seconds:.1f} s)", flush=True)
         print(f"Planner.Ask hit / echo = {results['ask'] / results['echo']:.2f} by instructions "
-              f"({results['ask'] / results['floor2']:.2f} against floor 2)")
+              f"({results['ask'] / results['echo-raw']:.2f} against echo-raw, "
+              f"{results['ask'] / results['floor2']:.2f} against floor 2)")
         node.close()
         echo_ch.close()
     finally:

@@ -18,9 +18,16 @@ each beside its floor measured in the same node process, on the same event loop:
   route on the node's own HTTP server that reads the request and answers the very JSON
   body the hit answered (goal: v1 within 1.3x of the floor);
 - ``Planner.Ask`` against ``echo``: a bare grpc.aio server (no interceptors) in the node
-  process answering the same bytes as the ``AskResponse`` of the hit (goal: 1.3x); and against
+  process, on its event loop, answering the very bytes of the hit's ``AskResponse``, called
+  exactly as the generated stub calls ``Ask`` (the same ``AskRequest`` serialized, the
+  metadata, the deadline, the reply parsed as an ``AskResponse``), so the ratio compares the
+  two servers (goal: 1.3x); against ``echo-raw``, the same echo called with empty bytes, no
+  metadata and no deadline, its reply not parsed (the floor of runs before 2026-12-02: it
+  leaves out the client's share of a call, so a ratio against it is the larger); and against
   floor 2, the same echo behind the node's own method table (secret checked, call counted),
-  sent the AskRequest with its metadata and parsed as an AskResponse by the client.
+  called as the stub calls ``Ask``. Every leg's cache outcome is read after its call is timed.
+  ``scripts/bench/cache.py --only-ask`` measures the hit against the same two echoes, but its
+  echo is a separate small process rather than the node's own.
 
 The node runs in this script's child mode (``--serve``), which is ``llmlab node`` plus
 those two floors; nothing of them exists in a normal node.
@@ -42,6 +49,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -54,7 +62,7 @@ from llmlab_grpc.procs import NodeProcess, launch
 from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc, planner_pb2, planner_pb2_grpc
 from scripts.bench.echo_floors import ECHO_METHOD, GUARDED_METHOD, SET_ECHO_METHOD, start_echo_floors
 from scripts.bench.generation import MODEL, PROMPTS, Sample
-from scripts.bench.stats import generation_table, report
+from scripts.bench.stats import generation_table, load_average, report
 
 HIT_PROMPT = "Name a famous painter."
 FLOOR_PATH = "/bench/floor"
@@ -181,64 +189,74 @@ def measure_hits(node: NodeProcess, client: openai.OpenAI, base_url: str, echo_a
                  deadline: float) -> None:
     stub = planner_pb2_grpc.PlannerStub(grpc.insecure_channel(node.address))
     query = planner_pb2.Query(text=HIT_PROMPT, model=MODEL, no_tools=True, params={"max_tokens": 24})
+    request = planner_pb2.AskRequest(query=query)
+    metadata = bearer(node.secret)
     messages = [{"role": "user", "content": HIT_PROMPT}]
     body = {"model": MODEL, "messages": messages, "max_tokens": 24, "llmlab": {"tools": False}}
     http = httpx.Client(headers={"authorization": f"Bearer {node.secret}"}, timeout=60)
     echo_channel = grpc.insecure_channel(echo_address)
-    echo = echo_channel.unary_unary(ECHO_METHOD)
+    # Every gRPC leg is called the way the generated stub calls Planner.Ask: the same AskRequest
+    # serialized, the same metadata and deadline, the reply parsed as an AskResponse. Only
+    # echo-raw (the floor of runs before 2026-12-02) sends no bytes, no metadata and no deadline
+    # and leaves its reply unparsed: it prices the server alone less the client's share of a call.
+    echo = echo_channel.unary_unary(ECHO_METHOD, request_serializer=planner_pb2.AskRequest.SerializeToString,
+                                    response_deserializer=planner_pb2.AskResponse.FromString, _registered_method=True)
+    echo_raw = echo_channel.unary_unary(ECHO_METHOD)
+    guarded = echo_channel.unary_unary(GUARDED_METHOD, request_serializer=planner_pb2.AskRequest.SerializeToString,
+                                       response_deserializer=planner_pb2.AskResponse.FromString,
+                                       _registered_method=True)
 
-    def via_http() -> str:
-        raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=messages, max_tokens=24,
-                                                               extra_body={"llmlab": {"tools": False}})
-        raw.parse()
-        return raw.headers["x-llmlab-cache"]
+    def via_http() -> Any:
+        return client.chat.completions.with_raw_response.create(model=MODEL, messages=messages, max_tokens=24,
+                                                                extra_body={"llmlab": {"tools": False}}).parse()
 
-    def via_grpc() -> str:
-        task = stub.Ask(planner_pb2.AskRequest(query=query), metadata=bearer(node.secret), timeout=60).task
-        return planner_pb2.CacheOutcome.Name(task.steps[-1].cache).removeprefix("CACHE_OUTCOME_").lower()
-
-    def via_v1() -> str:
+    def via_v1() -> Any:
         reply = http.post(f"{base_url}/v1/chat/completions", json=body)
         reply.raise_for_status()
-        return reply.headers["x-llmlab-cache"]
+        return reply
 
-    def via_floor() -> str:
-        http.post(f"{base_url}{FLOOR_PATH}", json=body).raise_for_status()
-        return "hit"
+    def via_floor() -> Any:
+        return http.post(f"{base_url}{FLOOR_PATH}", json=body).raise_for_status()
 
-    def via_echo() -> str:
-        echo(b"")
-        return "hit"
-
-    ask_bytes = planner_pb2.AskRequest(query=query).SerializeToString()
-    guarded = echo_channel.unary_unary(GUARDED_METHOD, response_deserializer=planner_pb2.AskResponse.FromString)
-
-    def via_guarded() -> str:
-        guarded(ask_bytes, metadata=bearer(node.secret))
-        return "hit"
+    legs: dict[str, Callable[[], Any]] = {
+        "grpc": lambda: stub.Ask(request, metadata=metadata, timeout=60),
+        "echo": lambda: echo(request, metadata=metadata, timeout=60),
+        "echo-raw": lambda: echo_raw(b""),
+        "guarded": lambda: guarded(request, metadata=metadata, timeout=60),
+        "http": via_http, "v1": via_v1, "floor": via_floor}
+    # How each leg's answer says it was a hit (read after its call is timed).
+    outcomes_of: dict[str, Callable[[Any], str]] = {
+        "grpc": lambda reply: planner_pb2.CacheOutcome.Name(reply.task.steps[-1].cache).removeprefix(
+            "CACHE_OUTCOME_").lower(),
+        "http": lambda completion: completion.llmlab["cache"],
+        "v1": lambda reply: reply.headers["x-llmlab-cache"]}
 
     via_http()  # the miss that fills the cache
     hit = http.post(f"{base_url}/v1/chat/completions", json=body)
     assert hit.headers["x-llmlab-cache"] == "hit", hit.headers
     http.put(f"{base_url}{FLOOR_PATH}", content=hit.content).raise_for_status()
-    asked = stub.Ask(planner_pb2.AskRequest(query=query), metadata=bearer(node.secret), timeout=60)
+    asked = stub.Ask(request, metadata=metadata, timeout=60)
     echo_channel.unary_unary(SET_ECHO_METHOD)(asked.SerializeToString())
-    legs = (("grpc", via_grpc), ("echo", via_echo), ("guarded", via_guarded), ("http", via_http), ("v1", via_v1),
-            ("floor", via_floor))
-    times: dict[str, list[float]] = {name: [] for name, _ in legs}
+    assert echo(request, metadata=metadata, timeout=60).task.answer == asked.task.answer
+    times: dict[str, list[float]] = {name: [] for name in legs}
     outcomes: set[str] = set()
+    load_before = load_average()
     for _ in range(count):
         if time.monotonic() > deadline:
             break
-        for name, call in legs:
+        for name, call in legs.items():
             start = time.perf_counter()
-            outcomes.add(call())
+            result = call()
             times[name].append(time.perf_counter() - start)
+            if name in outcomes_of:
+                outcomes.add(outcomes_of[name](result))
     if outcomes != {"hit"}:
         print(f"warning: cache outcomes seen {sorted(outcomes)} (expected only hit)")
     print(f"\ncache hit, {len(times['http'])} calls per leg ({HIT_PROMPT!r}, non-streamed; "
           f"{len(hit.content)} B JSON, {asked.ByteSize()} B AskResponse)")
-    echo_median = report("echo (bare gRPC, same bytes as the AskResponse)", times["echo"], width=48)
+    echo_median = report("echo (bare gRPC, called as the stub calls Ask)", times["echo"], width=48)
+    raw_median = report("echo-raw (no request, metadata or parse)", times["echo-raw"], echo_median,
+                        base_name="echo", width=48)
     guarded_median = report("echo behind the node's method table (floor 2)", times["guarded"], echo_median,
                             base_name="echo", width=48)
     grpc_median = report("grpc (Planner.Ask)", times["grpc"], echo_median, base_name="echo", width=48)
@@ -247,7 +265,8 @@ def measure_hits(node: NodeProcess, client: openai.OpenAI, base_url: str, echo_a
     v1_median = report("v1 (httpx POST /v1/chat/completions)", times["v1"], floor_median, base_name="floor", width=48)
     print(f"goal: /v1 hit p50 / floor p50 = {v1_median / floor_median:.2f} (<= 1.3); "
           f"Planner.Ask hit p50 / echo p50 = {grpc_median / echo_median:.2f} (<= 1.3; "
-          f"{grpc_median / guarded_median:.2f} against floor 2)", flush=True)
+          f"{grpc_median / raw_median:.2f} against echo-raw, {grpc_median / guarded_median:.2f} against floor 2; "
+          f"load average {load_before} -> {load_average()})", flush=True)
     http.close()
     echo_channel.close()
 

@@ -10,6 +10,7 @@ puts the repository root on ``sys.path`` first).
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Iterable, Sequence
 
@@ -71,3 +72,8 @@ def generation_table(legs: Sequence[tuple[str, Sequence[float], Sequence[float]]
               f"{ttft_median / base_ttft:6.3f}   {tps_median:12.1f} {min(tps):7.1f} {base_tps / tps_median:8.3f}")
     print(f"baseline: {base_name}; ratio = TTFT / baseline TTFT; overhead = baseline tok/s / tok/s "
           "(p99 of tok/s is the slowest 1%)")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: what the machine's other work was."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
