@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from llmlab_grpc.cache.entry import EntryMeta
-from llmlab_grpc.cache.semantic.index import SemanticIndex, scope_of, signature
+from llmlab_grpc.cache.keys import InvalidParams, normalize_params
+from llmlab_grpc.cache.semantic.index import SemanticIndex, lookup_scope, scope_of, signature
 from llmlab_grpc.cache.semantic.scan import error_bound, quantize, reference_scan
+from llmlab_grpc.proto.llmlab.v1 import common_pb2
 
 SCOPE = scope_of("", "m", {"temperature": 0.0}, "")
 
@@ -72,3 +74,14 @@ def test_the_int8_pass_follows_removals_and_signatures() -> None:
         fast = index.search(SCOPE, query, k=8, signature=sig, scan=reference_scan)
         assert [n.key for n in fast] == [n.key for n in exact]
         assert all(int(n.key[1:]) % 2 == 1 and int(n.key[1:]) % 3 for n in fast)
+
+
+def test_a_lookups_scope_is_remembered_and_equal_to_scope_of() -> None:
+    for params in (common_pb2.GenerationParams(), common_pb2.GenerationParams(temperature=0.0, max_tokens=64),
+                   common_pb2.GenerationParams(stop=["\n"], system_prompt="be brief", seed=3)):
+        for _ in range(2):  # computed, then remembered
+            assert lookup_scope("ns", "m", params, "ctx") == scope_of("ns", "m", normalize_params(params), "ctx")
+    long = common_pb2.GenerationParams(system_prompt="x" * 5000)  # too long to remember: computed each time
+    assert lookup_scope("", "m", long, "") == scope_of("", "m", normalize_params(long), "")
+    with pytest.raises(InvalidParams):
+        lookup_scope("", "m", common_pb2.GenerationParams(temperature=float("nan")), "")

@@ -14,11 +14,10 @@ import numpy as np
 
 from llmlab_grpc.cache.entry import CacheEntry
 from llmlab_grpc.cache.hooks import PeerSource
-from llmlab_grpc.cache.keys import normalize_params
 from llmlab_grpc.cache.manager import CacheManager
 from llmlab_grpc.cache.semantic.embedder import MAX_SEMANTIC_CHARS, Embedder
 from llmlab_grpc.cache.semantic.guard import refuse
-from llmlab_grpc.cache.semantic.index import SemanticIndex, scope_of, signature
+from llmlab_grpc.cache.semantic.index import SemanticIndex, lookup_scope, signature
 from llmlab_grpc.cache.semantic.mesh_search import judge
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, replica_pb2
 
@@ -57,7 +56,7 @@ class SemanticCache:
         if not text.strip() or len(text) > MAX_SEMANTIC_CHARS:
             return reply
         threshold = min_similarity or self.default_min_similarity
-        scope = scope_of(lookup.namespace, lookup.model, normalize_params(lookup.params), lookup.context_hash)
+        scope = lookup_scope(lookup.namespace, lookup.model, lookup.params, lookup.context_hash)
         # Only entries the guard could accept are scanned; with none here and no peer to ask,
         # nothing could match: no embedding spent. Listing candidates scans the whole scope
         # here, refused ones included (peers are not asked for lists).

@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from llmlab_grpc.cache.keys import normalize_params
 from llmlab_grpc.cache.semantic.embedder import MAX_SEMANTIC_CHARS
 from llmlab_grpc.cache.semantic.guard import refuse
-from llmlab_grpc.cache.semantic.index import scope_of, signature
+from llmlab_grpc.cache.semantic.index import lookup_scope, scope_of, signature
 
 if TYPE_CHECKING:
     from llmlab_grpc.cache.entry import CacheEntry
@@ -63,7 +62,7 @@ def question_of(lookup: cache_pb2.CacheLookup) -> str:
 
 def scope_of_lookup(lookup: cache_pb2.CacheLookup) -> str:
     """The scope a match must share exactly; raises ``InvalidParams`` for unusable parameters."""
-    return scope_of(lookup.namespace, lookup.model, normalize_params(lookup.params), lookup.context_hash)
+    return lookup_scope(lookup.namespace, lookup.model, lookup.params, lookup.context_hash)
 
 
 async def search_held(manager: CacheManager, lookup: cache_pb2.CacheLookup, vector: np.ndarray,
