@@ -8,7 +8,7 @@ five fields is the same for every hit of the same question on the same entry: th
 its ``created_at`` and ``total_ms``, and its step's ``started_at`` and ``duration_ms``. So the
 rest is serialized once per (query head, model, cached answer, holder's name) into a
 ``HitTemplate``, kept in a small LRU (``HitTemplates``), and a hit splices the five fields in
-(``HitTemplates.write``, ~21k: they are set in two scratch messages and serialized by
+(``HitTemplates.write``, ~18k: they are set in one scratch task and serialized by
 protobuf, as a timestamp's varints written in Python cost more than the message path did).
 
 The bytes are exactly what ``Task.SerializeToString()`` gives for the task the message path
@@ -105,11 +105,15 @@ class HitTemplates:
         self._capacity = capacity
         self._max_bytes = max_bytes
         self._kept: OrderedDict[TemplateKey, HitTemplate] = OrderedDict()
-        # Scratch messages the per-hit fields are set in and serialized by protobuf (in C: a
-        # timestamp's varints written in Python cost twice the message path they replace).
-        # Every field of them is set on every use; the planner runs on one event loop.
-        self._step = planner_pb2.Step()
-        self._task = planner_pb2.Task()
+        # A scratch task the per-hit fields are set in and serialized by protobuf (in C: a
+        # timestamp's varints written in Python cost twice the message path they replace): its
+        # one step's started_at and duration_ms, its created_at and total_ms, nothing else.
+        # Every field of it is set on every use; the planner runs on one event loop.
+        self._scratch = planner_pb2.Task()
+        step = self._scratch.steps.add()
+        self._started = step.started_at
+        self._step = step
+        self._created = self._scratch.created_at
 
     def get(self, key: TemplateKey) -> HitTemplate | None:
         found = self._kept.get(key)
@@ -132,20 +136,20 @@ class HitTemplates:
     def write(self, template: HitTemplate, task_id: str, created_ns: int, total_ms: float, started_ns: int,
               duration_ms: float) -> bytes:
         """The serialized ``Task`` of one hit: ``template`` with its id, times and durations."""
-        step = self._step
-        stamp = step.started_at
-        stamp.seconds, stamp.nanos = divmod(started_ns, 1_000_000_000)
-        step.duration_ms = duration_ms
-        step_bytes = b"".join((template.step_head, step.SerializeToString(), template.step_tail))
-        task = self._task
-        stamp = task.created_at
-        stamp.seconds, stamp.nanos = divmod(created_ns, 1_000_000_000)
-        task.total_ms = total_ms
+        self._started.seconds, self._started.nanos = divmod(started_ns, 1_000_000_000)
+        self._step.duration_ms = duration_ms
+        self._created.seconds, self._created.nanos = divmod(created_ns, 1_000_000_000)
+        self._scratch.total_ms = total_ms
+        # steps (field 5: tag, one length byte: a timestamp and a double are under 128 bytes),
+        # then created_at and total_ms (fields 6, 7)
+        times = self._scratch.SerializeToString()
+        end = 2 + times[1]
+        step_bytes = b"".join((template.step_head, times[2:end], template.step_tail))
         encoded_id = task_id.encode()
         size = len(encoded_id)
         id_field = _TASK_ID_16 + encoded_id if size == 16 else b"\x0a" + varint(size) + encoded_id if size else b""
-        return b"".join((id_field, template.head, _STEPS_TAG, varint(len(step_bytes)), step_bytes,
-                         task.SerializeToString(), template.tail))
+        return b"".join((id_field, template.head, _STEPS_TAG, varint(len(step_bytes)), step_bytes, times[end:],
+                         template.tail))
 
     def written(self, template: HitTemplate, task_id: str, created_ns: int, total_ms: float, started_ns: int,
                 duration_ms: float) -> WrittenHit:
