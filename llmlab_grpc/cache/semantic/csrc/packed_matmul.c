@@ -13,7 +13,10 @@
  * that stays in L1 while every token passes. Keeping all weights expanded instead (21 MB)
  * was no faster: streaming twice the bytes cost what the expansion saved. The integer dot
  * products are the engine's; with AVX-512 VNNI two 32-value blocks go through one
- * instruction. Only the order of float additions differs from the engine. */
+ * instruction. Only the order of float additions differs from the engine. The activation
+ * blocks' sums are converted to float once per call (not twice per block, token and group),
+ * and the next group's packed weights are prefetched while a group computes: 0.4-0.5 ms less
+ * a question (in-process A/B, load ~2.5), the same vectors bit for bit. */
 #include <pthread.h>
 #define RO 8
 #define E5_MAX_NIN 4096   /* widest input row the vector path takes (the model's is 1536) */
@@ -100,13 +103,13 @@ static inline __m256 e5_sum8(const __m512 *f) {
 
 /* Y[t, oo..oo+7] for every token t, from the group's expanded weights. */
 static inline void e5_group(const int8_t *wexp, const float *dw, const float *bias,
-                            const int8_t *aq, const float *ad, const int32_t *as,
+                            const int8_t *aq, const float *ad, const float *as,
                             float *Y, int L, int nout, int nin, int oo) {
     int nb = nin / QK;
     for (int t = 0; t < L; t++) {
         const int8_t *a = aq + (size_t)t * nin;
         const float *dT = ad + (size_t)t * nb;
-        const int32_t *sT = as + (size_t)t * nb;
+        const float *sT = as + (size_t)t * nb;
         __m256 c = _mm256_setzero_ps();   /* lane r: the -8 nibble offset of row r, folded in at the end */
         float out[RO];
         int b = 0;
@@ -117,8 +120,8 @@ static inline void e5_group(const int8_t *wexp, const float *dw, const float *bi
             __m512i av = _mm512_loadu_si512((const void *)(a + b * QK));
             __m256 sc0 = _mm256_mul_ps(_mm256_loadu_ps(dw + (size_t)b * RO), _mm256_set1_ps(dT[b]));
             __m256 sc1 = _mm256_mul_ps(_mm256_loadu_ps(dw + (size_t)(b + 1) * RO), _mm256_set1_ps(dT[b + 1]));
-            c = _mm256_fmadd_ps(sc0, _mm256_set1_ps((float)sT[b]), c);
-            c = _mm256_fmadd_ps(sc1, _mm256_set1_ps((float)sT[b + 1]), c);
+            c = _mm256_fmadd_ps(sc0, _mm256_broadcast_ss(sT + b), c);
+            c = _mm256_fmadd_ps(sc1, _mm256_broadcast_ss(sT + b + 1), c);
             __m512 sc = _mm512_insertf32x8(_mm512_castps256_ps512(sc0), sc1, 1);
             for (int r = 0; r < RO; r++) {
                 __m512i wv = _mm512_loadu_si512((const void *)(wexp + (size_t)r * nin + b * QK));
@@ -137,7 +140,7 @@ static inline void e5_group(const int8_t *wexp, const float *dw, const float *bi
             for (; b < nb; b++) {
                 __m256i av = _mm256_loadu_si256((const __m256i *)(a + b * QK));
                 __m256 sc = _mm256_mul_ps(_mm256_loadu_ps(dw + (size_t)b * RO), _mm256_set1_ps(dT[b]));
-                c = _mm256_fmadd_ps(sc, _mm256_set1_ps((float)sT[b]), c);
+                c = _mm256_fmadd_ps(sc, _mm256_broadcast_ss(sT + b), c);
                 for (int r = 0; r < RO; r++) {
                     __m256i wv = _mm256_loadu_si256((const __m256i *)(wexp + (size_t)r * nin + b * QK));
                     __m256i s = E5_DOT256(wv, av);
@@ -160,14 +163,24 @@ static void matmul_q4q8(const block_q4_0 *W, const float *bias,
                         float *Y, int L, int nout, int nin) {
 #if defined(__AVX2__)
     const float *dall = nout % RO == 0 && nin % QK == 0 && nin <= E5_MAX_NIN ? e5_scales_of(W, nout, nin) : NULL;
-    if (dall) {
+    /* the activation blocks' sums as floats, converted once here rather than twice per block,
+     * token and group in the loop (exact: |sum| <= 32 * 128) */
+    float *asf = dall ? (float *)malloc(sizeof(float) * (size_t)L * (nin / QK)) : NULL;
+    if (asf) {
         int nb = nin / QK;
+        for (size_t i = 0; i < (size_t)L * nb; i++) asf[i] = (float)as[i];
 #pragma omp parallel for schedule(static) if (!omp_in_parallel())
         for (int oo = 0; oo < nout; oo += RO) {
             _Alignas(64) int8_t wexp[RO * E5_MAX_NIN];   /* 32 KB of stack, in L1 while used */
             e5_expand_group(W, oo, nb, nin, wexp);
-            e5_group(wexp, dall + (size_t)oo * nb, bias, aq, ad, as, Y, L, nout, nin, oo);
+            if (oo + RO < nout) {   /* the next group's packed weights, fetched while this group computes */
+                const char *next = (const char *)(W + (size_t)(oo + RO) * nb);
+                for (size_t k = 0; k < sizeof(block_q4_0) * (size_t)RO * nb; k += 64)
+                    _mm_prefetch(next + k, _MM_HINT_T0);
+            }
+            e5_group(wexp, dall + (size_t)oo * nb, bias, aq, ad, asf, Y, L, nout, nin, oo);
         }
+        free(asf);
         return;
     }
 #endif
