@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP API against the planner's own gRPC stream, on one node.
 
 One ``llmlab node --roles planner,tools,llm,cache,bridge`` child process (embedded
-SmolLM2 on Ray). Legs, measured in the same run, interleaved prompt by prompt:
+SmolLM2 on Ray). Legs, measured in the same run, interleaved prompt by prompt (the cache-hit
+legs call by call, in a new shuffled order each round):
 
 - ``grpc`` (the baseline): ``Planner.AskStream`` over gRPC, the cache bypassed;
 - ``http``: ``POST /v1/chat/completions`` with ``stream: true`` through the official
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import secrets
 import signal
 import sys
@@ -241,10 +243,13 @@ def measure_hits(node: NodeProcess, client: openai.OpenAI, base_url: str, echo_a
     times: dict[str, list[float]] = {name: [] for name in legs}
     outcomes: set[str] = set()
     load_before = load_average()
+    order = list(legs.items())
+    shuffler = random.Random(15)
     for _ in range(count):
         if time.monotonic() > deadline:
             break
-        for name, call in legs.items():
+        shuffler.shuffle(order)  # each round in a new order: no leg always follows the same one
+        for name, call in order:
             start = time.perf_counter()
             result = call()
             times[name].append(time.perf_counter() - start)
