@@ -25,7 +25,7 @@ Prints median (p50) and p99 and a ratio for:
   metadata or deadline, reply not parsed), interleaved (issue 15's goal: 1.3x;
   ``openai_api.py --only-hits`` measures it against the same two echoes served by the node
   process itself, and floor 2), its p50 (the original plan's bar is 100 ms) and its speed-up
-  over a miss on the embedded model
+  over a miss on the embedded model, and each server's CPU per call (the node's, the echo's)
 
 Every loop is bounded by a count and a time limit; every process is stopped by PID.
 Run: .venv/bin/python scripts/bench/cache.py [--n 2000] [--size 1024] [--only-get | --only-ask]
@@ -170,6 +170,19 @@ def start_echo(size: int, secret: str = "", reply: bytes = b"") -> tuple[subproc
 
 
 # -- concurrency ---------------------------------------------------------------------------------
+
+def server_cpu_per_call(pid: int, call: Callable[[], Any], calls: int, idle_s: float = 1.0) -> float:
+    """CPU seconds process ``pid`` spends per ``call`` (sequential calls), less its idle rate
+    (timers, threads) measured over ``idle_s`` first."""
+    before = cpu_seconds(pid)
+    time.sleep(idle_s)
+    idle_rate = (cpu_seconds(pid) - before) / idle_s
+    start, before = time.monotonic(), cpu_seconds(pid)
+    for _ in range(calls):
+        call()
+    used = cpu_seconds(pid) - before
+    return max(0.0, used - idle_rate * (time.monotonic() - start)) / calls
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process (every thread of it) has used so far (Linux /proc)."""
@@ -361,6 +374,12 @@ def bench_planner(secret: str, gcs: str, n: int, misses: int) -> NodeProcess:
                 samples = interleaved({"echo": lambda: echo(request, metadata=metadata, timeout=120),
                                        "echo-raw": lambda: echo_raw(b""),
                                        "hit": lambda: stub.Ask(request, metadata=metadata, timeout=120)}, n)
+                # Server CPU per call (every thread of the serving process, its idle rate taken off):
+                # tells the servers' work apart from how the machine scheduled them.
+                cpu_calls = min(n, 500)
+                per_call = {name: server_cpu_per_call(pid, call, cpu_calls) for name, pid, call in (
+                    ("echo", echo_proc.pid, lambda: echo(request, metadata=metadata, timeout=120)),
+                    ("hit", node.pid, lambda: stub.Ask(request, metadata=metadata, timeout=120)))}
         finally:
             echo_proc.kill()
             echo_proc.wait()
@@ -370,6 +389,9 @@ def bench_planner(secret: str, gcs: str, n: int, misses: int) -> NodeProcess:
         hit = report("Planner.Ask, cache hit (goal p50 < 1.5 ms)", samples["hit"], floor, base_name="echo",
                      unit="ms", width=44)
         print(f"{'hit speed-up over a miss':<44} {miss / hit:8.0f}x  (original plan's bar for a hit: 100 ms)")
+        echo_cpu, hit_cpu = per_call["echo"], per_call["hit"]
+        print(f"server CPU per call: echo {echo_cpu * 1e6:.0f} us, Planner.Ask hit {hit_cpu * 1e6:.0f} us "
+              f"({hit_cpu / echo_cpu:.2f}x; each process's idle rate taken off)")
         print(f"goal: Planner.Ask hit p50 / echo p50 = {hit / floor:.2f} (<= 1.3; {hit / raw_floor:.2f} against "
               f"echo-raw; legs interleaved call by call; load average {load_before} -> {load_average()})", flush=True)
     return node
