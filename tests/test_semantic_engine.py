@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -103,5 +104,21 @@ def test_the_embedder_hands_the_index_the_builds_scan(build: Path) -> None:
     try:
         embedder.embed_sync("warm up")
         assert embedder.scan is not None
+    finally:
+        embedder.close()
+
+
+def test_the_engine_is_called_only_on_the_worker_thread() -> None:
+    """OpenMP keeps a team per calling thread; a second caller's team made libgomp stop spinning
+    at barriers for every team (docs/cache.md), so calls from other threads wait for the worker."""
+    embedder = Embedder(threads=1)
+    try:
+        embedder.embed_sync("warm up")
+        model, callers = embedder._model, []
+        real = model.query
+        model.query = lambda texts: (callers.append(threading.current_thread().name), real(texts))[1]
+        assert embedder.embed_sync("what is the capital of france").shape == (384,)
+        assert embedder.embed_many_sync(["a question", "another one"]).shape == (2, 384)
+        assert len(callers) == 2 and all(name.startswith("semantic-embed") for name in callers)
     finally:
         embedder.close()

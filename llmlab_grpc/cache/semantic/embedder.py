@@ -174,7 +174,9 @@ class Embedder:
         self.scan: Int8Scan | None = None
         """The engine build's int8 index scan (``scan.Int8Scan``), set on load; None with the wheel's engine."""
         self._load_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semantic-embed")
+        self._on_worker = threading.local()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semantic-embed",
+                                            initializer=self._mark_worker)
         self._recent: OrderedDict[str, np.ndarray] = OrderedDict()  # used on the worker thread only
 
     def _load(self) -> Any:
@@ -223,8 +225,21 @@ class Embedder:
                 return 1
         return auto_threads(self._cores, load)
 
+    def _mark_worker(self) -> None:
+        self._on_worker.yes = True
+
+    def _on_worker_thread(self) -> bool:
+        """Whether this is the worker thread. Every call into the engine runs there: OpenMP keeps a
+        team of threads per calling thread, and with a second caller's team alive libgomp counted
+        more team threads than cores and stopped spinning at barriers, so a team of two took 19.7
+        ms a question instead of 7.6 (one thread: 12.1; measured at 00:29 UTC on the idle machine,
+        docs/cache.md) for as long as the process lived."""
+        return getattr(self._on_worker, "yes", False)
+
     def embed_sync(self, text: str) -> np.ndarray:
-        """The vector of ``text`` (blocking: call from a worker thread, or via ``embed``)."""
+        """The vector of ``text`` (blocking; from another thread it waits for the worker thread)."""
+        if not self._on_worker_thread():
+            return self._executor.submit(self.embed_sync, text).result()
         model = self._load()
         team = self.team_size()
         judged = not self.threads and team == self._team  # (a new team starts its threads)
@@ -284,7 +299,9 @@ class Embedder:
         return vector
 
     def embed_many_sync(self, texts: list[str]) -> np.ndarray:
-        """Vectors of ``texts`` in one batch (benchmarks fill an index with it)."""
+        """Vectors of ``texts`` in one batch (benchmarks fill an index with it), on the worker thread."""
+        if not self._on_worker_thread():
+            return self._executor.submit(self.embed_many_sync, texts).result()
         vectors = np.asarray(self._load().query([normalise(t) for t in texts]),
                              dtype=np.float32).reshape(len(texts), self.dim)
         norms: npt.NDArray[np.float32] = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
