@@ -6,17 +6,21 @@ could answer it. Each row also carries its question's *signature* (what the guar
 requires to be equal: salient tokens, negation, kind of answer): a question whose
 signature no entry of its scope shares misses without being embedded ("What is 25 times
 68?" beside "... 67?" costs nothing), and a search masks the rows of other signatures
-before picking the top few. Each partition is a C-contiguous float32 matrix grown by doubling with
-a row per entry, and a float32 buffer for the similarities allocated with it: a search
-is one matrix-vector product into that buffer (vectors are L2-normalised, so it is the
-cosine similarity) and an ``argpartition`` for the top few; nothing is rebuilt or
-allocated per lookup but the few top rows. The product is numpy's own single-threaded
-``einsum`` loop, not BLAS: OpenBLAS's ``sgemv`` runs on every core and its threads spin
-after each call, which on a busy 2-core machine made a 10k-entry scan take 5 ms at the
-median and 200 ms at p99 (and took the core the embedding was using). Measured on this
-machine (docs/cache.md): about 0.7-1 ms at 10k entries and 10 ms at 100k in one
-partition, well below the embedding of the question, so no ANN library is needed at the
-sizes a node's cache holds (its entry cap is 100k).
+before picking the top few. Each partition is a C-contiguous float32 matrix grown by
+doubling with a row per entry, the same rows as int8 codes with a float32 scale each, and a
+float32 buffer for the similarities allocated with them. With the engine build's scan
+(``scan.Int8Scan``, passed by the caller that embedded the question) a search reads the int8
+codes (a quarter of the bytes: the scan is bound by memory bandwidth) and re-scores in float32
+only the rows the first pass's error bound cannot rule out, so it returns what the float32 scan
+returns; without it, the float32 matrix-vector product is numpy's own single-threaded
+``einsum`` loop, not BLAS: OpenBLAS's ``sgemv`` runs on every core and its threads spin after
+each call, which on a busy 2-core machine made a 10k-entry scan take 5 ms at the median and
+200 ms at p99 (and took the core the embedding was using). Vectors are L2-normalised, so the
+product is the cosine similarity; an ``argpartition`` picks the top few; nothing is rebuilt or
+allocated per lookup but the few top rows. Measured on this machine (docs/cache.md): 10k entries
+0.5-0.9 ms with the int8 pass against 1.1-1.9 ms float32, 100k 6-12 against 20-44 ms, below the
+embedding of the question, so no ANN library is needed at the sizes a node's cache holds (its
+entry cap is 100k).
 
 Thread-safe (one lock); the index is advisory: it may briefly name a key the cache just
 dropped, and the caller then reads the entry from the cache and skips it.
