@@ -85,3 +85,22 @@ def test_a_lookups_scope_is_remembered_and_equal_to_scope_of() -> None:
     assert lookup_scope("", "m", long, "") == scope_of("", "m", normalize_params(long), "")
     with pytest.raises(InvalidParams):
         lookup_scope("", "m", common_pb2.GenerationParams(temperature=float("nan")), "")
+
+
+def test_a_search_given_no_scan_uses_the_indexs_own() -> None:
+    """A peer's search (``mesh_search``) passes no scan: once the node's embedder has loaded the
+    engine build, the index's own is used, with the same answer."""
+    vectors = clustered(200, seed=7)
+    index = SemanticIndex()
+    for i, v in enumerate(vectors):
+        index.add(meta(f"k{i}", v))
+    calls = []
+
+    def spy(*args: object) -> None:
+        calls.append(1)
+        reference_scan(*args)  # type: ignore[arg-type]
+
+    exact = index.search(SCOPE, vectors[3], k=5, floor=0.5)
+    index.scan = spy  # type: ignore[assignment]
+    assert [n.key for n in index.search(SCOPE, vectors[3], k=5, floor=0.5)] == [n.key for n in exact]
+    assert calls == [1]

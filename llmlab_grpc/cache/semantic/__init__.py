@@ -17,7 +17,7 @@ from llmlab_grpc.cache.hooks import PeerSource
 from llmlab_grpc.cache.manager import CacheManager
 from llmlab_grpc.cache.semantic.embedder import MAX_SEMANTIC_CHARS, Embedder
 from llmlab_grpc.cache.semantic.guard import refuse
-from llmlab_grpc.cache.semantic.index import SemanticIndex, lookup_scope, signature
+from llmlab_grpc.cache.semantic.index import Neighbour, SemanticIndex, lookup_scope, signature
 from llmlab_grpc.cache.semantic.mesh_search import judge
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, replica_pb2
 
@@ -70,8 +70,7 @@ class SemanticCache:
         self.lookups += 1
         k, floor = max(NEIGHBOURS, candidates), 0.0 if candidates else threshold
         vector, neighbours = await self.embedder.embed_then(
-            text, lambda v: (v, self.index.search(scope, v, k, floor, signature=sig, scan=self.embedder.scan)
-                             if here else []))
+            text, lambda v: (v, self._search(scope, v, k, floor, sig, here)))
         for near in neighbours:
             verdict = "" if near.similarity >= threshold else f"similarity below {threshold:.3f}"
             verdict = verdict or refuse(text, near.semantic_text)
@@ -99,6 +98,13 @@ class SemanticCache:
         if not reply.found and source is not None:
             await self._from_peers(source, lookup, vector, threshold, max_age_s, reply)
         return reply
+
+    def _search(self, scope: str, vector: np.ndarray, k: int, floor: float, sig: int | None,
+                here: bool) -> list[Neighbour]:
+        """The index search of a lookup, on the worker thread right after the embedding, through
+        the engine build's int8 scan (which peers' searches of this index then use too)."""
+        self.index.scan = self.embedder.scan
+        return self.index.search(scope, vector, k, floor, signature=sig) if here else []
 
     async def _from_peers(self, source: PeerSource, lookup: cache_pb2.CacheLookup, vector: np.ndarray,
                           threshold: float, max_age_s: float | None, reply: cache_pb2.GetResponse) -> None:

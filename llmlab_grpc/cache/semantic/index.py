@@ -145,6 +145,9 @@ class SemanticIndex:
         self._lock = threading.Lock()
         self._parts: dict[str, _Partition] = {}
         self._where: dict[str, tuple[str, int]] = {}  # key -> (scope, row)
+        self.scan: Int8Scan | None = None
+        """The engine build's int8 scan once the node's embedder has loaded it (``SemanticCache``
+        sets it): a search given none (a peer's, ``mesh_search``) uses this one."""
 
     def __len__(self) -> int:
         return len(self._where)
@@ -231,6 +234,7 @@ class SemanticIndex:
         rows are scanned as int8 codes and only those that could be in the answer are scored
         in float32: the same answer, a quarter of the bytes read."""
         query = np.ascontiguousarray(vector, dtype=np.float32)
+        scan = scan or self.scan
         with self._lock:
             part = self._parts.get(scope)
             if part is None or (signature is not None and signature not in part.signatures):
