@@ -122,3 +122,17 @@ def test_the_engine_is_called_only_on_the_worker_thread() -> None:
         assert len(callers) == 2 and all(name.startswith("semantic-embed") for name in callers)
     finally:
         embedder.close()
+
+
+def test_the_thread_decision_says_why() -> None:
+    fixed, auto = Embedder(threads=3), Embedder(threads=0)
+    try:
+        assert fixed.team_state() == "fixed at 3"
+        assert "one thread not measured" in auto.team_state()
+        auto.note_time(False, 0.0140, tokens=14)
+        assert "one thread 1.00 ms a token over 1" in auto.team_state()
+        auto.note_team_time(0.100, tokens=14)  # 7 ms a token on a team: a core was taken
+        assert auto.team_state().startswith("one thread for 60 s more")
+    finally:
+        fixed.close()
+        auto.close()

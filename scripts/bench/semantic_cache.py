@@ -246,7 +246,7 @@ async def latency(n_real: int, sizes: tuple[int, ...], samples: int, threads: in
             teams.append(team)
         print(f"-- {size} entries: load average {load_before:.2f} -> {os.getloadavg()[0]:.2f}, embedding threads "
               f"used {dict(sorted(collections.Counter(teams).items()))}, {sem.lookups - embedded_before} of "
-              f"{len(probes)} lookups embedded")
+              f"{len(probes)} lookups embedded; threads: {sem.embedder.team_state()}")
         # Near-misses with another number: no entry shares their salient tokens, so no embedding.
         others = [t for _, _, ns in GROUPS for kind, t in ns if kind == "number"]
         embedded_before, skipped = sem.lookups, []

@@ -211,6 +211,18 @@ class Embedder:
                             os.environ[name] = value
             return self._model
 
+    def team_state(self) -> str:
+        """Why ``threads=0`` gives the next question the threads it does, in words (benchmarks print it)."""
+        if self.threads:
+            return f"fixed at {self.threads}"
+        solo = self._solo_until - time.monotonic()
+        if solo > 0:
+            return f"one thread for {solo:.0f} s more (a team was slow or not {TEAM_GAIN}x one thread's time)"
+        per = {k: f"{v[1] * 1e3:.2f} ms a token over {v[0]}" for k, v in self._per_token.items()}
+        busy = self._elsewhere._busy
+        return (f"one thread {per.get(False, 'not measured')}, team {per.get(True, 'not measured')}; "
+                f"cores busy elsewhere {'unknown' if busy is None else f'{busy:.2f}'}")
+
     def team_size(self) -> int:
         """Threads the next question gets."""
         if self.threads:
