@@ -38,7 +38,7 @@ import os
 import re
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -63,12 +63,16 @@ SOLO_S = 60.0
 """How long ``threads=0`` then keeps to one thread before it tries a team again."""
 TEAM_GAIN = 0.8
 """A team must embed a token in at most this share of one thread's time (both measured on this
-node, recent questions weighted most), else ``threads=0`` keeps to one thread for ``SOLO_S``. Idle
-cores do not settle it: on the idle 2-core machine two threads took 5.6 ms where one took 8.5 ms
-for the same question asked alone, yet 16-29 ms against 13 ms in the benchmark's back-to-back
-lookups (docs/cache.md)."""
+node: the medians of their last ``JUDGED`` questions), else ``threads=0`` keeps to one thread for
+``SOLO_S``. Idle cores do not settle it on every machine. (On this one, the benchmark's team of
+16-29 ms against 13 ms on one thread came from a second thread calling the engine, now ruled
+out: docs/cache.md.)"""
 MEASURED = 3
 """Questions measured on one thread before a team is tried, and on a team before it is judged."""
+JUDGED = 5
+"""Questions whose time a token, by their median, judges a team against one thread: one stalled
+question among a team's first three (19.8 ms where the two before took 6.7 and 7.3, the machine
+idle) had sent every question of the next minute to one thread when a weighted average judged."""
 AUTO_MAX_THREADS = 4
 """Most threads ``threads=0`` gives one question (a 12-token question gains little past 4)."""
 
@@ -166,6 +170,7 @@ class Embedder:
         self._team = 0  # the team size last set on the worker thread
         self._solo_until = 0.0  # monotonic time until which threads=0 keeps to one thread
         self._per_token: dict[bool, tuple[int, float]] = {}  # on a team? -> (questions, recent s a token)
+        self._samples: dict[bool, deque[float]] = {}  # on a team? -> the last JUDGED questions' s a token
         self._elsewhere = BusyElsewhere()
         self._set_team: Callable[[int], Any] | None = None
         self._model: Any = None
@@ -284,20 +289,23 @@ class Embedder:
         per = seconds / max(1, tokens)
         recent = per if count == 0 else 0.75 * recent + 0.25 * per
         self._per_token[team] = (count + 1, recent)
+        self._samples.setdefault(team, deque(maxlen=JUDGED)).append(per)
         return recent
 
     def note_team_time(self, seconds: float, tokens: int) -> None:
         """A question on a team took ``seconds``: slower than ``SLOW_TOKEN_S`` a token (a core was
         taken), or, once ``MEASURED`` team questions are in, not ``TEAM_GAIN`` times one thread's
-        recent time a token, the next ``SOLO_S`` seconds of questions run on one thread
+        median time a token (``JUDGED``), the next ``SOLO_S`` seconds of questions run on one thread
         (``threads=0`` only), and the team is measured afresh after."""
-        recent = self.note_time(True, seconds, tokens)
+        self.note_time(True, seconds, tokens)
         count = self._per_token[True][0]
-        solo = self._per_token.get(False, (0, 0.0))[1]
+        solo = float(np.median(self._samples[False])) if self._samples.get(False) else 0.0
+        team = float(np.median(self._samples[True]))
         slow = seconds > SLOW_TOKEN_S * max(1, tokens)
-        if slow or (count >= MEASURED and solo > 0 and recent > TEAM_GAIN * solo):
+        if slow or (count >= MEASURED and solo > 0 and team > TEAM_GAIN * solo):
             self._solo_until = time.monotonic() + SOLO_S
             self._per_token.pop(True, None)
+            self._samples.pop(True, None)
 
     def _embed_recent(self, text: str) -> np.ndarray:
         vector = self._recent.get(text)
