@@ -307,7 +307,9 @@ def test_embedding_threads_follow_the_idle_cores() -> None:
             auto.note_time(False, 0.0140, tokens=14)  # 1 ms a token on one thread
         auto.note_team_time(0.0070, tokens=14)  # 0.5 ms a token: a team on idle cores
         assert auto._solo_until == 0.0
-        auto.note_team_time(0.150, tokens=14)  # a core was busy: one thread for the next minute
+        auto.note_team_time(0.150, tokens=14)  # one stalled question (a garbage collection): the team stays
+        assert auto._solo_until == 0.0
+        auto.note_team_time(0.150, tokens=14)  # two in a row: a core was busy, one thread for the next minute
         assert auto.team_size() == 1
         auto._solo_until = 0.0
         for _ in range(3):  # a team no faster than one thread (0.95 ms a token): one thread again

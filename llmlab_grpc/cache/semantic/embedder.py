@@ -59,14 +59,21 @@ SLOW_TOKEN_S = 0.002
 """A question on a team of several threads that took longer than this per token (one thread takes
 0.6-0.9 ms here with the engine build, 1.1-1.5 ms with the wheel's) found a core busy: a team waits at ~100 barriers for
 its slowest thread, and such questions took 100-190 ms where one thread takes 20-30."""
+SLOW_IN_A_ROW = 2
+"""Team questions over ``SLOW_TOKEN_S`` a token in a row that send the next ``SOLO_S`` seconds to
+one thread: a core taken by another process slows every question, while one stalled question
+(a garbage collection holding the interpreter lock as the embedding returned, on the idle
+machine) had sent a whole minute to one thread."""
 SOLO_S = 60.0
 """How long ``threads=0`` then keeps to one thread before it tries a team again."""
-TEAM_GAIN = 0.8
+TEAM_GAIN = 0.9
 """A team must embed a token in at most this share of one thread's time (both measured on this
 node: the medians of their last ``JUDGED`` questions), else ``threads=0`` keeps to one thread for
 ``SOLO_S``. Idle cores do not settle it on every machine. (On this one, the benchmark's team of
 16-29 ms against 13 ms on one thread came from a second thread calling the engine, now ruled
-out: docs/cache.md.)"""
+out: docs/cache.md.) On the idle 2-core machine a team takes 0.5x one thread's time a token in
+back-to-back lookups but 0.7-0.8x between the stores of a busy event loop (its second thread
+asleep between questions), where 0.8 sent every next minute to one thread."""
 MEASURED = 3
 """Questions measured on one thread before a team is tried, and on a team before it is judged."""
 JUDGED = 5
@@ -171,6 +178,7 @@ class Embedder:
         self._solo_until = 0.0  # monotonic time until which threads=0 keeps to one thread
         self._per_token: dict[bool, tuple[int, float]] = {}  # on a team? -> (questions, recent s a token)
         self._samples: dict[bool, deque[float]] = {}  # on a team? -> the last JUDGED questions' s a token
+        self._slow = 0  # team questions in a row slower than SLOW_TOKEN_S a token
         self._elsewhere = BusyElsewhere()
         self._set_team: Callable[[int], Any] | None = None
         self._model: Any = None
@@ -293,19 +301,21 @@ class Embedder:
         return recent
 
     def note_team_time(self, seconds: float, tokens: int) -> None:
-        """A question on a team took ``seconds``: slower than ``SLOW_TOKEN_S`` a token (a core was
-        taken), or, once ``MEASURED`` team questions are in, not ``TEAM_GAIN`` times one thread's
-        median time a token (``JUDGED``), the next ``SOLO_S`` seconds of questions run on one thread
-        (``threads=0`` only), and the team is measured afresh after."""
+        """A question on a team took ``seconds``: when it is the ``SLOW_IN_A_ROW``-th in a row slower
+        than ``SLOW_TOKEN_S`` a token (a core was taken), or, once ``MEASURED`` team questions are
+        in, the team's median time a token is not ``TEAM_GAIN`` times one thread's (``JUDGED``), the
+        next ``SOLO_S`` seconds of questions run on one thread (``threads=0`` only), and the team is
+        measured afresh after."""
         self.note_time(True, seconds, tokens)
         count = self._per_token[True][0]
         solo = float(np.median(self._samples[False])) if self._samples.get(False) else 0.0
         team = float(np.median(self._samples[True]))
-        slow = seconds > SLOW_TOKEN_S * max(1, tokens)
-        if slow or (count >= MEASURED and solo > 0 and team > TEAM_GAIN * solo):
+        self._slow = self._slow + 1 if seconds > SLOW_TOKEN_S * max(1, tokens) else 0
+        if self._slow >= SLOW_IN_A_ROW or (count >= MEASURED and solo > 0 and team > TEAM_GAIN * solo):
             self._solo_until = time.monotonic() + SOLO_S
             self._per_token.pop(True, None)
             self._samples.pop(True, None)
+            self._slow = 0
 
     def _embed_recent(self, text: str) -> np.ndarray:
         vector = self._recent.get(text)
