@@ -18,7 +18,8 @@
  * and the next group's packed weights are prefetched while a group computes, a few cache lines
  * a token (all at once, the prefetches stalled on the line fill buffers: 5.6% of the matmul in
  * perf): 0.9-1.0 ms less a question (in-process A/B, load ~2.5-2.9), the same vectors bit for
- * bit. */
+ * bit. With AVX-512 VNNI, tokens go two at a time, each weight vector loaded once for both
+ * (e5_pair): another 0.4-0.7 ms (load ~0.8), the same vectors bit for bit. */
 #include <pthread.h>
 #define RO 8
 #define E5_MAX_NIN 4096   /* widest input row the vector path takes (the model's is 1536) */
@@ -103,6 +104,43 @@ static inline __m256 e5_sum8(const __m512 *f) {
 }
 #endif
 
+#if defined(__AVX512VNNI__) && defined(__AVX512F__) && defined(__AVX512VL__)
+/* Two tokens' row sums (out0, out1) and offset corrections (c0, c1) over all nb blocks (nb even),
+ * each weight vector loaded once for both: the same operations, in the same order, as one token
+ * at a time. */
+static inline void e5_pair(const int8_t *wexp, const float *dw, const int8_t *a0, const int8_t *a1,
+                           const float *dT0, const float *dT1, const float *sT0, const float *sT1,
+                           int nb, int nin, float *out0, float *out1, __m256 *c0p, __m256 *c1p) {
+    __m512 f0[RO], f1[RO];
+    for (int r = 0; r < RO; r++) { f0[r] = _mm512_setzero_ps(); f1[r] = _mm512_setzero_ps(); }
+    __m256 c0 = _mm256_setzero_ps(), c1 = _mm256_setzero_ps();
+    for (int b = 0; b + 1 < nb; b += 2) {
+        __m512i av0 = _mm512_loadu_si512((const void *)(a0 + b * QK));
+        __m512i av1 = _mm512_loadu_si512((const void *)(a1 + b * QK));
+        __m256 d0 = _mm256_loadu_ps(dw + (size_t)b * RO), d1 = _mm256_loadu_ps(dw + (size_t)(b + 1) * RO);
+        __m256 s00 = _mm256_mul_ps(d0, _mm256_set1_ps(dT0[b])), s01 = _mm256_mul_ps(d1, _mm256_set1_ps(dT0[b + 1]));
+        __m256 s10 = _mm256_mul_ps(d0, _mm256_set1_ps(dT1[b])), s11 = _mm256_mul_ps(d1, _mm256_set1_ps(dT1[b + 1]));
+        c0 = _mm256_fmadd_ps(s00, _mm256_broadcast_ss(sT0 + b), c0);
+        c0 = _mm256_fmadd_ps(s01, _mm256_broadcast_ss(sT0 + b + 1), c0);
+        c1 = _mm256_fmadd_ps(s10, _mm256_broadcast_ss(sT1 + b), c1);
+        c1 = _mm256_fmadd_ps(s11, _mm256_broadcast_ss(sT1 + b + 1), c1);
+        __m512 sc0 = _mm512_insertf32x8(_mm512_castps256_ps512(s00), s01, 1);
+        __m512 sc1 = _mm512_insertf32x8(_mm512_castps256_ps512(s10), s11, 1);
+        for (int r = 0; r < RO; r++) {
+            __m512i wv = _mm512_loadu_si512((const void *)(wexp + (size_t)r * nin + b * QK));
+            __m512i ix = _mm512_inserti32x8(_mm512_set1_epi32(r), _mm256_set1_epi32(r + RO), 1);
+            f0[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, av0)),
+                                    _mm512_permutexvar_ps(ix, sc0), f0[r]);
+            f1[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wv, av1)),
+                                    _mm512_permutexvar_ps(ix, sc1), f1[r]);
+        }
+    }
+    _mm256_storeu_ps(out0, e5_sum8(f0));
+    _mm256_storeu_ps(out1, e5_sum8(f1));
+    *c0p = c0; *c1p = c1;
+}
+#endif
+
 /* Y[t, oo..oo+7] for every token t, from the group's expanded weights. */
 static inline void e5_group(const int8_t *wexp, const float *dw, const float *bias,
                             const int8_t *aq, const float *ad, const float *as,
@@ -115,6 +153,22 @@ static inline void e5_group(const int8_t *wexp, const float *dw, const float *bi
         const int8_t *a = aq + (size_t)t * nin;
         const float *dT = ad + (size_t)t * nb;
         const float *sT = as + (size_t)t * nb;
+#if defined(__AVX512VNNI__) && defined(__AVX512F__) && defined(__AVX512VL__)
+        if (nb % 2 == 0 && t + 1 < L) {   /* two tokens at once */
+            for (size_t end = fetched + per; fetched < end && fetched < nextlen; fetched += 64)
+                _mm_prefetch(next + fetched, _MM_HINT_T0);
+            float o[2][RO], k[2][RO];
+            __m256 c0, c1;
+            e5_pair(wexp, dw, a, a + nin, dT, dT + nb, sT, sT + nb, nb, nin, o[0], o[1], &c0, &c1);
+            _mm256_storeu_ps(k[0], c0); _mm256_storeu_ps(k[1], c1);
+            for (int u = 0; u < 2; u++) {
+                float *y = Y + (size_t)(t + u) * nout + oo;
+                for (int r = 0; r < RO; r++) y[r] = (bias ? bias[oo + r] : 0.f) + o[u][r] - 8.f * k[u][r];
+            }
+            t++;
+            continue;
+        }
+#endif
         __m256 c = _mm256_setzero_ps();   /* lane r: the -8 nibble offset of row r, folded in at the end */
         float out[RO];
         int b = 0;
