@@ -163,9 +163,27 @@ def test_paraphrases_the_new_rules_accept(cached: str, asked: str) -> None:
     ("Take this pill once a day.", "Take this pill twice a day.", "salient"),  # "once a" counts
     ("how long does a cold last", "how long is a cold contagious", "frame"),  # an added word asks another thing
     ("how long does a cold last", "how long does a cold sore last", "frame"),
+    # the spent third held-out split's three wrong hits, each by a general rule
+    ("What's a 20% tip on an $85 bill?", "What's the total of an $85 bill with a 20% tip?", "frame"),
+    ("Can I use baking soda instead of baking powder?", "Can I use baking powder instead of baking soda?",
+     "other side of 'instead of'"),
+    ("What time is it in Tokyo when it's 9am in New York?", "What time is it in New York when it's 9am in Tokyo?",
+     "condition names"),
+    ("Is coffee healthier than tea?", "Is tea healthier than coffee?", "another order"),
+    ("Who was the first president of the United States?", "Who was the first president of Mexico?", "name"),
 ])
 def test_near_misses_the_new_rules_refuse(cached: str, asked: str, why: str) -> None:
     assert why in refuse(asked, cached)
+
+
+@pytest.mark.parametrize(("cached", "asked"), [
+    ("Who was the first president of the United States?", "who was the first US president"),
+    ("who was the president of the us in 1970", "Who was the American president in 1970?"),
+    ("What is the total price of 3 apples at 2 dollars each?", "What do 3 apples at 2 dollars each cost in total?"),
+    ("Can I use baking soda instead of baking powder?", "baking soda instead of baking powder: can I use it?"),
+])
+def test_the_country_by_any_name_and_sides_kept_pass(cached: str, asked: str) -> None:
+    assert refuse(asked, cached) == ""
 
 
 def test_features_normalise_numbers_and_units() -> None:

@@ -668,6 +668,13 @@ def features(text: str) -> Features:
             content.add("usa")  # "the us", "US": the country, not the pronoun
             names.append("usa")
             words[-1] = "usa"
+        if (low in _AMERICA and (index == 0 or tokens[index - 1] not in _CONTINENT_PARTS)) \
+                or (low == "states" and index > 0 and tokens[index - 1] == "united"):
+            content.discard(_stem(low))  # "the United States", "America", "Americans": the country
+            content.discard("unit")
+            content.add("usa")
+            names[:] = [n for n in names if n not in ("united", "states", low)] + ["usa"]
+            words[-1] = "usa"
     units.sort()
     units = [u for i, u in enumerate(units)  # "degrees" before "fahrenheit" only joins it to its number
              if not (u[2] == "deg" and i + 1 < len(units) and units[i + 1][2] in ("c", "f", "k")
@@ -690,6 +697,10 @@ def features(text: str) -> Features:
                     duration=UNITS.get(duration[0], "") if duration else "",
                     tail=tokens[-1] if matches and not any(c.isalnum() for c in rest[matches[-1][0].end():]) else "")
 
+
+_AMERICA = frozenset({"america", "american", "americans"})
+_CONTINENT_PARTS = frozenset({"south", "north", "latin", "central"})
+""""America", "American(s)" name the country (``usa``, as "the US" does) unless a part of the continent precedes."""
 
 _TARGET_AFTER = frozenset({"to", "into", "in"})
 
@@ -764,7 +775,7 @@ def _swapped(a: Features, b: Features) -> str:
         for word in added:
             if why := _narrows(x, y, word):
                 return why
-            if word not in _FRAME_STEMS:
+            if word not in _FRAME_STEMS and not _frame_adjective(x, word):
                 k = _at(x, word)
                 return f"one side adds {x.words[k] if k >= 0 else word!r}, which is not a word of the question's frame"
     return ""
@@ -881,7 +892,7 @@ _FRAME_TEXT = """
 convert conversion calculate calculation compute work find figure get give tell name list show share explain describe
 suggest recommend translate write say mean meaning define definition
 between vs versus difference differ compare comparison
-city town country year date time day number count amount total sum price cost value rate
+city town country year date time day number count amount sum price cost value rate
 best better good great nice right correct proper ideal exact exactly approximate roughly typical normal usual
 common general basic main simple quick easy current actual real funny whole full complete overall average
 safe okay fine allowed considered expected recommended possible likely needed necessary enough
@@ -899,6 +910,15 @@ say what kind of answer it wants ("which *city*", "in what *year*"), or rate it 
 Any other word added on one side only (a noun, a place, an adjective that picks a kind) refuses:
 "symptoms of a migraine *in kids*", "list all *hidden* files", "an egg *white*"."""
 _FRAME_STEMS = frozenset(_stem(w) for w in FRAME_WORDS)
+FRAME_ADJECTIVES = frozenset({"total"})
+"""Frame words only as adjectives: "the *total* price" asks for the price, "the *total* of the bill
+with a tip" asks for another sum than "the tip on the bill"."""
+
+
+def _frame_adjective(f: Features, stem: str) -> bool:
+    k = _at(f, stem)
+    return (k >= 0 and f.words[k] in FRAME_ADJECTIVES and k + 1 < len(f.words)
+            and f.words[k + 1] not in STOPWORDS)
 
 
 SENTENCE_ADVERBS = frozenset({"now", "again", "currently", "nowadays", "exactly", "anyway", "though", "precisely",
@@ -973,6 +993,67 @@ def _anchors_in_order(a: Features, b: Features) -> str:
     return ""
 
 
+SIDE_MARKERS = (("instead", "of"), ("rather", "than"), ("in", "place", "of"), ("than",), ("vs",), ("versus",))
+"""Words that put two things on two sides ("baking soda *instead of* baking powder"): what follows
+the marker must be the same thing in both questions, or one asks the reverse of the other."""
+
+
+def _after_marker(words: tuple[str, ...], marker: tuple[str, ...]) -> frozenset[str] | None:
+    """The stems of the words right after ``marker`` (determiners skipped, up to the next stopword),
+    or None when ``words`` do not have it."""
+    n = len(marker)
+    for k in range(len(words) - n + 1):
+        if words[k:k + n] == marker:
+            j = k + n
+            while j < len(words) and words[j] in DETERMINERS:
+                j += 1
+            run: list[str] = []
+            while j < len(words) and words[j] not in STOPWORDS:
+                run.append(_stem(words[j]))
+                j += 1
+            return frozenset(run)
+    return None
+
+
+def _sides_swapped(a: Features, b: Features) -> str:
+    """Refuse when both questions have a side marker and what follows it differs ("use baking
+    powder instead of *baking soda*" / "use baking soda instead of *baking powder*")."""
+    for marker in SIDE_MARKERS:
+        ra, rb = _after_marker(a.words, marker), _after_marker(b.words, marker)
+        if ra is not None and rb is not None and ra and rb and ra != rb:
+            return f"{sorted(ra ^ rb)[0]!r} is on the other side of {' '.join(marker)!r} in the other"
+    return ""
+
+
+_CONDITION = re.compile(r"\b(when|if)\b", re.IGNORECASE)
+
+
+def _condition_words(text: str) -> set[str] | None:
+    """The words of a question's condition clause ("what time is it in Tokyo *when it's 9am in New
+    York*", "*if I leave at noon*, when do I arrive"), or None without one."""
+    m = _CONDITION.search(text)
+    if m is None:
+        return None
+    if _starts_sentence(text, m.start()):
+        clause = text[m.start():].split(",", 1)[0] if "," in text[m.start():] else ""
+    else:
+        clause = text[m.start():].split(",", 1)[0]
+    return {_fold(w.group(0)) for w in _WORD.finditer(clause)} if clause else None
+
+
+def _condition_names(question: str, candidate: str, a: Features, b: Features) -> str:
+    """Refuse when both questions have a condition clause and its names differ ("time in *Tokyo*
+    when it's 9am in *New York*" is not "time in *New York* when it's 9am in *Tokyo*")."""
+    ca, cb = _condition_words(question), _condition_words(candidate)
+    if ca is None or cb is None:
+        return ""
+    na = {n for n in a.names if n in ca or (n == "usa" and ca & {"us", "usa", "states", *_AMERICA})}
+    nb = {n for n in b.names if n in cb or (n == "usa" and cb & {"us", "usa", "states", *_AMERICA})}
+    if na != nb:
+        return f"the condition names {sorted(na) or 'nothing'} vs {sorted(nb) or 'nothing'}"
+    return ""
+
+
 def refuse(question: str, candidate: str) -> str:
     """Why ``candidate`` (a cached question) must not answer ``question``; '' when the guard accepts it."""
     a, b = features(question), features(candidate)
@@ -984,5 +1065,6 @@ def refuse(question: str, candidate: str) -> str:
         return f"asks {sorted(a.asks) or 'what'} vs {sorted(b.asks) or 'what'}"
     if a.duration and b.duration and a.duration != b.duration:
         return f"asks how long in {a.duration!r} vs {b.duration!r}"
-    return (_names_match(a, b) or _anchors_in_order(a, b) or _subject_swapped(a, b) or _stranded(a, b)
+    return (_names_match(a, b) or _anchors_in_order(a, b) or _sides_swapped(a, b)
+            or _condition_names(question, candidate, a, b) or _subject_swapped(a, b) or _stranded(a, b)
             or _opposite(a, b) or _swapped(a, b))
