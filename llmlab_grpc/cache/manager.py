@@ -332,12 +332,8 @@ class CacheManager:
             return None
         slot = claimed[0]
         value = self.store.peek(slot.handle)
-        if value is None:
-            try:
-                value = await self.store.aget(slot.handle)
-            except StoreUnavailable as exc:
-                self._lost(key, slot, True, exc)
-                return None
+        if value is None and (value := await self._fetch(key, slot)) is None:
+            return None
         extras = slot.extras or _NO_EXTRAS
         return CachedAnswer(slot.key, slot.prompt, extras.semantic_text, extras.namespace, value,
                             node_id or slot.primary_node_id, extras.prompt_tokens, extras.completion_tokens,
@@ -377,14 +373,20 @@ class CacheManager:
         wire = slot.wire
         if wire is None:
             value = self.store.peek(slot.handle)
-            if value is None:
-                try:
-                    value = await self.store.aget(slot.handle)
-                except StoreUnavailable as exc:
-                    self._lost(key, slot, True, exc)
-                    return None
+            if value is None and (value := await self._fetch(key, slot)) is None:
+                return None
             wire = self._remember_wire(slot, value)
         return wire, hits
+
+    async def _fetch(self, key: str, slot: _Slot) -> str | None:
+        """A claimed hit's value from a store that does not hold it in process (Ray: off the event
+        loop); None, the entry dropped, when the store lost it. The hit paths try ``peek`` first,
+        so a value held in process costs no coroutine."""
+        try:
+            return await self.store.aget(slot.handle)
+        except StoreUnavailable as exc:
+            self._lost(key, slot, True, exc)
+            return None
 
     def _remember_wire(self, slot: _Slot, value: str) -> bytes:
         """``slot``'s entry but its hits, serialized; kept with it when the budget has room (``aget_wire``)."""
