@@ -20,10 +20,10 @@ under 7 MiB in all.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 from llmlab_grpc.cache.wire import varint
+from llmlab_grpc.memo import BoundedMemo
 
 if TYPE_CHECKING:
     from llmlab_grpc.openai_api.auth import Principal
@@ -45,27 +45,12 @@ def ask_request_bytes(query: planner_pb2.Query) -> bytes:
     return b"\x0a" + varint(len(encoded)) + encoded
 
 
-class RequestMemo:
+class RequestMemo(BoundedMemo[MemoKey, "tuple[ChatCompletionRequest, bytes]"]):
     """``MemoKey`` -> (validated request, ``AskRequest`` bytes), least recently used out."""
 
     def __init__(self, capacity: int = MEMO_ENTRIES, max_body_bytes: int = MEMO_MAX_BODY_BYTES) -> None:
-        self._capacity = capacity
-        self._max_body_bytes = max_body_bytes
-        self._kept: OrderedDict[MemoKey, tuple[ChatCompletionRequest, bytes]] = OrderedDict()
-
-    def get(self, key: MemoKey) -> tuple[ChatCompletionRequest, bytes] | None:
-        found = self._kept.get(key)
-        if found is not None:
-            self._kept.move_to_end(key)
-        return found
+        super().__init__(capacity, max_body_bytes)
 
     def put(self, key: MemoKey, chat: ChatCompletionRequest, asked: bytes) -> None:
         """Remember ``chat`` and ``asked`` for ``key`` (a body too long to remember is not kept)."""
-        if len(key[0]) + len(key[1]) > self._max_body_bytes or self._capacity <= 0:
-            return
-        self._kept[key] = (chat, asked)
-        while len(self._kept) > self._capacity:
-            self._kept.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._kept)
+        self._keep(key, (chat, asked), len(key[0]) + len(key[1]))

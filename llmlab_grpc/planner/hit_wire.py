@@ -23,7 +23,6 @@ written from a template made for it alone.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -31,6 +30,7 @@ from google.protobuf.message import Message
 
 from llmlab_grpc.cache.entry import CachedAnswer
 from llmlab_grpc.cache.wire import varint
+from llmlab_grpc.memo import BoundedMemo
 from llmlab_grpc.proto.llmlab.v1 import planner_pb2
 
 TEMPLATE_ENTRIES = 256
@@ -98,13 +98,11 @@ TemplateKey = tuple[bytes, str, CachedAnswer, str]
 """(the query's task head, the model, the cached answer, the name of the node holding it)."""
 
 
-class HitTemplates:
+class HitTemplates(BoundedMemo[TemplateKey, HitTemplate]):
     """``TemplateKey`` -> ``HitTemplate``, at most ``capacity`` of them, least recently used out."""
 
     def __init__(self, capacity: int = TEMPLATE_ENTRIES, max_bytes: int = TEMPLATE_MAX_BYTES) -> None:
-        self._capacity = capacity
-        self._max_bytes = max_bytes
-        self._kept: OrderedDict[TemplateKey, HitTemplate] = OrderedDict()
+        super().__init__(capacity, max_bytes)
         # A scratch task the per-hit fields are set in and serialized by protobuf (in C: a
         # timestamp's varints written in Python cost twice the message path they replace): its
         # one step's started_at and duration_ms, its created_at and total_ms, nothing else.
@@ -115,23 +113,9 @@ class HitTemplates:
         self._step = step
         self._created = self._scratch.created_at
 
-    def get(self, key: TemplateKey) -> HitTemplate | None:
-        found = self._kept.get(key)
-        if found is not None:
-            self._kept.move_to_end(key)
-        return found
-
     def put(self, key: TemplateKey, template: HitTemplate) -> None:
         """Remember ``template`` (one too large to remember is not kept)."""
-        held = template.size() + len(key[0]) + sum(len(v) for v in key[2] if isinstance(v, str))
-        if held > self._max_bytes or self._capacity <= 0:
-            return
-        self._kept[key] = template
-        while len(self._kept) > self._capacity:
-            self._kept.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._kept)
+        self._keep(key, template, template.size() + len(key[0]) + sum(len(v) for v in key[2] if isinstance(v, str)))
 
     def write(self, template: HitTemplate, task_id: str, created_ns: int, total_ms: float, started_ns: int,
               duration_ms: float) -> bytes:

@@ -18,9 +18,9 @@ under ~8 MiB in all. A query that fails validation is never kept.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
+from llmlab_grpc.memo import BoundedMemo
 from llmlab_grpc.planner.rules import RouteHints
 from llmlab_grpc.proto.llmlab.v1 import common_pb2
 
@@ -55,28 +55,15 @@ class Prelude:
     hit path (``Planner._answer_from_cache``) may answer it without a workflow."""
 
 
-class QueryMemo:
+class QueryMemo(BoundedMemo[bytes, Prelude]):
     """encoded query -> ``Prelude``, at most ``capacity`` of them, least recently used out."""
 
     def __init__(self, capacity: int = MEMO_ENTRIES, max_query_bytes: int = MEMO_MAX_QUERY_BYTES) -> None:
-        self._capacity = capacity
-        self._max_query_bytes = max_query_bytes
-        self._kept: OrderedDict[bytes, Prelude] = OrderedDict()
-
-    def get(self, raw: bytes) -> Prelude | None:
-        found = self._kept.get(raw)
-        if found is not None:
-            self._kept.move_to_end(raw)
-        return found
+        super().__init__(capacity, max_query_bytes)
 
     def put(self, raw: bytes, prelude: Prelude) -> None:
         """Remember ``prelude`` for ``raw`` (a query too long to remember is not kept)."""
-        if len(raw) > self._max_query_bytes or self._capacity <= 0:
-            return
-        self._kept[raw] = prelude
-        self._kept.move_to_end(raw)
-        while len(self._kept) > self._capacity:
-            self._kept.popitem(last=False)
+        self._keep(raw, prelude, len(raw))
 
     def __len__(self) -> int:
         return len(self._kept)
