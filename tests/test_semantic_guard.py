@@ -181,6 +181,8 @@ def test_near_misses_the_new_rules_refuse(cached: str, asked: str, why: str) -> 
     ("who was the president of the us in 1970", "Who was the American president in 1970?"),
     ("What is the total price of 3 apples at 2 dollars each?", "What do 3 apples at 2 dollars each cost in total?"),
     ("Can I use baking soda instead of baking powder?", "baking soda instead of baking powder: can I use it?"),
+    ("whats the difference between let and const in javascript", "let vs const in JS?"),
+    ("how do i merge two dictionaries in python", "python: how can I merge two dicts?"),
 ])
 def test_the_country_by_any_name_and_sides_kept_pass(cached: str, asked: str) -> None:
     assert refuse(asked, cached) == ""

@@ -536,12 +536,19 @@ def _number(text: str) -> str:
     return format(normal, "f") if normal == normal.to_integral() else str(normal)
 
 
+ABBREVIATIONS = {"js": "javascript", "int": "integer", "ints": "integers", "info": "information", "pic": "picture",
+                 "pics": "pictures", "ww2": "wwii", "ww1": "wwi", "dict": "dictionary", "dicts": "dictionaries"}
+"""Short forms read as the word they stand for ("JS" is JavaScript, "int" is integer). Only forms that
+stand for one thing: not "app" (a program, or a job application), "auto" (a car, or automatic)."""
+
+
 def _fold(word: str) -> str:
     word = word.lower().replace("\u2019", "'").strip(".-'")
     for suffix in ("'s", "'"):
         if word.endswith(suffix):
             word = word[: -len(suffix)]
-    return word.replace("'", "")
+    word = word.replace("'", "")
+    return ABBREVIATIONS.get(word, word)
 
 
 def _counts_half(tokens: list[str], index: int) -> bool:
