@@ -114,7 +114,7 @@ class SemanticCache:
             namespace=lookup.namespace, context_hash=lookup.context_hash)
         request = replica_pb2.SearchRequest(
             lookup=question, vector=np.asarray(vector, dtype="<f4").tobytes(), min_similarity=threshold,
-            max_age_ms=max(1, round(max_age_s * 1000)) if max_age_s else 0)
+            max_age_ms=max(1, round(max_age_s * 1000)) if max_age_s is not None else 0)  # 0 ms would mean any age
         now = self.manager.now_ms()
         found: tuple[float, CacheEntry, str] | None = None
         search = source.semantic_search(request)
