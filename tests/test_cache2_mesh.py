@@ -45,6 +45,7 @@ from tests.bridge_support import eventually, http_url, pairing_token
 from tests.conftest import ARTIFACTS, ray_env
 from tests.helpers import NodeProcess, spawn_node, wait_until
 from tests.inference_fakes import FakeOpenAI
+from tests.test_metrics import value
 
 FAKE = "echo-model"
 FLAGS = ("--no-mdns", "--heartbeat-interval", "0.3", "--peer-timeout", "1.5", "--replication-retry", "0.5")
@@ -285,6 +286,9 @@ def test_a_semantic_lookup_asks_the_peers_when_this_node_holds_no_match(mesh: Me
         step = task.steps[-1]
         assert step.cache == planner_pb2.CACHE_OUTCOME_SEMANTIC_HIT and step.node_id == far_id
         assert step.cache_match.matched_prompt == "Who painted the Mona Lisa?" and step.cache_match.similarity >= 0.9
+        text = mesh.api.call(node_pb2_grpc.NodeStub, "GetMetrics", node_pb2.GetMetricsRequest()).text
+        assert value(text, "llmlab_semantic_hits_total", {"source": "peer"}) == 1
+        assert value(text, "llmlab_semantic_peer_searches_total") >= 1
         # a near-miss is refused on both sides: generated, not served from c2-far
         near = planner_pb2.Query(text="Who painted The Starry Night?", model=FAKE, params=params,
                                  no_store=True, cache=planner_pb2.CacheControl(semantic=True))

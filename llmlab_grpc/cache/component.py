@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from llmlab_grpc.cache.manager import CacheManager
 from llmlab_grpc.cache.semantic import SemanticCache
 from llmlab_grpc.cache.service import CacheService, add_to_server
-from llmlab_grpc.metrics.collectors import CacheCollector
+from llmlab_grpc.metrics.collectors import CacheCollector, SemanticCollector
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2
 from llmlab_grpc.roles import RoleComponent, ServiceBinding
 
@@ -44,6 +44,7 @@ class CacheComponent(RoleComponent):
                                       threads=settings.semantic_embed_threads)
         self.service.semantic = self.semantic
         metrics.add(CacheCollector.of(self.manager))
+        metrics.add(SemanticCollector(self.semantic.stats))
         self._sweeper: asyncio.Task[None] | None = None
 
     def bindings(self) -> list[ServiceBinding]:

@@ -84,6 +84,30 @@ class CacheCollector(Collector):
                 yield GaugeMetricFamily(f"llmlab_cache_{name}", STORE_FIGURES.get(name, name), value=figure)
 
 
+class SemanticCollector(Collector):
+    """The semantic cache's lookups, hits (here or from a peer), guard refusals and index size
+    (``SemanticCache.stats``)."""
+
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        yield CounterMetricFamily("llmlab_semantic_lookups", "Semantic lookups that embedded their question",
+                                  value=stats["lookups"])
+        hits = CounterMetricFamily("llmlab_semantic_hits", "Semantic hits, by where the entry was held",
+                                   labels=["source"])
+        hits.add_metric(["local"], float(stats["hits"] - stats["peer_hits"]))
+        hits.add_metric(["peer"], float(stats["peer_hits"]))
+        yield hits
+        yield CounterMetricFamily("llmlab_semantic_refused", "Candidates at or above the threshold the guard (or a "
+                                  "max age) refused", value=stats["refused"])
+        yield CounterMetricFamily("llmlab_semantic_peer_searches", "Lookups with no match here that asked the peers",
+                                  value=stats["peer_searches"])
+        yield GaugeMetricFamily("llmlab_semantic_index_entries", "Entries in this node's semantic index",
+                                value=stats["index_entries"])
+
+
 class ReplicationCollector(Collector):
     """The replicator's queue depth, shortfall and event counters (``Replicator.stats``)."""
 

@@ -41,6 +41,10 @@ class SemanticCache:
         self.lookups = 0
         self.hits = 0
         self.refused = 0
+        self.peer_searches = 0
+        """Lookups that found no match here and asked the peers (``Replica.Search``)."""
+        self.peer_hits = 0
+        """Of ``hits``, those a peer's entry answered."""
 
     async def embed(self, text: str) -> bytes:
         """The stored form (float32 bytes) of ``text``'s vector; empty for a text too long to match."""
@@ -116,6 +120,7 @@ class SemanticCache:
             lookup=question, vector=np.asarray(vector, dtype="<f4").tobytes(), min_similarity=threshold,
             max_age_ms=max(1, round(max_age_s * 1000)) if max_age_s is not None else 0)  # 0 ms would mean any age
         now = self.manager.now_ms()
+        self.peer_searches += 1
         found: tuple[float, CacheEntry, str] | None = None
         search = source.semantic_search(request)
         try:
@@ -130,11 +135,17 @@ class SemanticCache:
             return
         similarity, entry, node_id = found
         self.hits += 1
+        self.peer_hits += 1
         reply.found = True
         reply.entry.CopyFrom(entry.to_proto())
         reply.source_node_id = node_id
         reply.match = "semantic"
         reply.similarity = similarity
+
+    def stats(self) -> dict[str, int]:
+        """The semantic cache's counters and the index's size (``llmlab_semantic_*`` metrics)."""
+        return {"lookups": self.lookups, "hits": self.hits, "peer_hits": self.peer_hits, "refused": self.refused,
+                "peer_searches": self.peer_searches, "index_entries": len(self.index)}
 
     def close(self) -> None:
         self.embedder.close()
