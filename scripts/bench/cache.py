@@ -57,6 +57,7 @@ from llmlab_grpc.cache.stores.ray_store import RayStore
 from llmlab_grpc.mesh.auth import bearer
 from llmlab_grpc.procs import NodeProcess, spawn_node
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc
+from scripts.bench.echo_floors import echo_handlers
 from scripts.bench.stats import load_average, report
 
 PROMPT, MODEL, PARAMS = "Tell me a joke", "smollm2-135m", {"temperature": 0.0}
@@ -124,14 +125,7 @@ def serve_echo(size: int, guarded: bool = False) -> None:
 
     async def run() -> None:
         reply = os.environ.get(ECHO_REPLY_ENV)
-        state = {"reply": bytes.fromhex(reply) if reply else b"x" * size}
-
-        async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return state["reply"]
-
-        async def set_reply(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            state["reply"] = request
-            return b""
+        echo, set_reply = echo_handlers(bytes.fromhex(reply) if reply else b"x" * size)
 
         server = grpc.aio.server()
         if guarded:

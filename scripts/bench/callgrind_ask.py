@@ -19,7 +19,6 @@ Needs valgrind (``callgrind_control`` on PATH). The node and valgrind are stoppe
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import secrets
@@ -41,7 +40,12 @@ if str(ROOT) not in sys.path:
 
 from llmlab_grpc.mesh.auth import bearer  # noqa: E402
 from llmlab_grpc.proto.llmlab.v1 import cache_pb2, cache_pb2_grpc, planner_pb2, planner_pb2_grpc  # noqa: E402
-from scripts.bench.echo_floors import ECHO_METHOD, GUARDED_METHOD, SET_ECHO_METHOD, start_echo_floors  # noqa: E402
+from scripts.bench.echo_floors import (  # noqa: E402
+    ECHO_METHOD,
+    GUARDED_METHOD,
+    SET_ECHO_METHOD,
+    serve_node_with_floors,
+)
 
 MODEL = "bench-model"
 HIT_PROMPT = "Name three colours of the rainbow."
@@ -51,26 +55,8 @@ READY = "callgrind bench ready "
 
 def serve(argv: list[str]) -> int:
     """Child mode: ``llmlab node ARGV`` plus a bare echo and the echo behind the node's method table."""
-    from llmlab_grpc.cli import _node_settings, build_parser
-    from llmlab_grpc.node import LlmlabNode
-
-    settings = _node_settings(build_parser().parse_args(["node", *argv]))
-
-    async def run() -> None:
-        node = LlmlabNode(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        address = await node.start()
-        server, port = await start_echo_floors(settings.mesh_secret)
-        print(f"{READY}{address} 127.0.0.1:{port}", flush=True)
-        await stop.wait()
-        await server.stop(None)
-        await node.stop()
-
-    asyncio.run(run())
-    return 0
+    return serve_node_with_floors(
+        argv, lambda settings, address, port: print(f"{READY}{address} 127.0.0.1:{port}", flush=True))
 
 
 def main() -> int:

@@ -5,6 +5,11 @@ the reply it compares against (a hit's own reply bytes) and the two legs carry t
 
 from __future__ import annotations
 
+import asyncio
+import signal
+from collections.abc import Callable
+from typing import Any
+
 import grpc
 
 ECHO_METHOD = "/bench.Echo/Echo"
@@ -12,20 +17,29 @@ SET_ECHO_METHOD = "/bench.Echo/Set"
 GUARDED_METHOD = "/bench.Guarded/Echo"
 
 
+Handler = Callable[[bytes, grpc.aio.ServicerContext], Any]
+
+
+def echo_handlers(reply: bytes = b"") -> tuple[Handler, Handler]:
+    """(echo, set): the echo answers ``reply``, then whatever bytes were last sent to set."""
+    state = {"reply": reply}
+
+    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return state["reply"]
+
+    async def set_echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        state["reply"] = request
+        return b""
+
+    return echo, set_echo
+
+
 async def start_echo_floors(mesh_secret: str) -> tuple[grpc.aio.Server, int]:
     """Start both echoes on one server on 127.0.0.1; returns the server and its port."""
     from llmlab_grpc.mesh.method_table import MethodTable
     from llmlab_grpc.metrics import NodeMetrics, instrument
 
-    state = {"echo": b""}
-
-    async def echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return state["echo"]
-
-    async def set_echo(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        state["echo"] = request
-        return b""
-
+    echo, set_echo = echo_handlers()
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {
         "Echo": grpc.unary_unary_rpc_method_handler(echo),
@@ -36,3 +50,32 @@ async def start_echo_floors(mesh_secret: str) -> tuple[grpc.aio.Server, int]:
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port
+
+
+def serve_node_with_floors(argv: list[str], announce: Callable[[Any, str, int], None],
+                           after_start: Callable[[Any], None] | None = None) -> int:
+    """A bench's child mode: ``llmlab node ARGV`` in this process and the echo floors beside it,
+    until SIGTERM or SIGINT. ``after_start(node)`` adds what the bench needs (an HTTP route);
+    ``announce(settings, node address, echo port)`` prints what the parent waits for."""
+    from llmlab_grpc.cli import _node_settings, build_parser
+    from llmlab_grpc.node import LlmlabNode
+
+    settings = _node_settings(build_parser().parse_args(["node", *argv]))
+
+    async def run() -> None:
+        node = LlmlabNode(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        address = await node.start()
+        if after_start is not None:
+            after_start(node)
+        server, port = await start_echo_floors(settings.mesh_secret)
+        announce(settings, address, port)
+        await stop.wait()
+        await server.stop(None)
+        await node.stop()
+
+    asyncio.run(run())
+    return 0

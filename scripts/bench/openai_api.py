@@ -41,7 +41,6 @@ Run: .venv/bin/python scripts/bench/openai_api.py [--repeats 2] [--max-tokens 48
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import secrets
 import signal
@@ -62,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from llmlab_grpc.mesh.auth import bearer
 from llmlab_grpc.procs import NodeProcess, launch
 from llmlab_grpc.proto.llmlab.v1 import node_pb2, node_pb2_grpc, planner_pb2, planner_pb2_grpc
-from scripts.bench.echo_floors import ECHO_METHOD, GUARDED_METHOD, SET_ECHO_METHOD, start_echo_floors
+from scripts.bench.echo_floors import ECHO_METHOD, GUARDED_METHOD, SET_ECHO_METHOD, serve_node_with_floors
 from scripts.bench.generation import MODEL, PROMPTS, Sample
 from scripts.bench.stats import generation_table, load_average, report
 
@@ -79,10 +78,6 @@ def serve(argv: list[str]) -> int:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    from llmlab_grpc.cli import _node_settings, build_parser
-    from llmlab_grpc.node import LlmlabNode
-
-    settings = _node_settings(build_parser().parse_args(["node", *argv]))
     state = {"body": b"{}"}
 
     async def floor(request: Request) -> Response:
@@ -92,23 +87,14 @@ def serve(argv: list[str]) -> int:
             return Response(status_code=204)
         return Response(state["body"], media_type="application/json")
 
-    async def run() -> None:
-        node = LlmlabNode(settings)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        address = await node.start()
-        node.components["bridge"].http.add_routes([Route(FLOOR_PATH, floor, methods=["POST", "PUT"])])  # type: ignore[attr-defined]
-        server, port = await start_echo_floors(settings.mesh_secret)  # the bare echo and floor 2
-        print(f"{ECHO_RE}127.0.0.1:{port}", flush=True)
-        print(f"llmlab node {settings.name} listening on {address}", flush=True)
-        await stop.wait()
-        await server.stop(None)
-        await node.stop()
+    def add_floor(node: Any) -> None:
+        node.components["bridge"].http.add_routes([Route(FLOOR_PATH, floor, methods=["POST", "PUT"])])
 
-    asyncio.run(run())
-    return 0
+    def announce(settings: Any, address: str, port: int) -> None:
+        print(f"{ECHO_RE}127.0.0.1:{port}", flush=True)  # the bare echo and floor 2
+        print(f"llmlab node {settings.name} listening on {address}", flush=True)
+
+    return serve_node_with_floors(argv, announce, add_floor)
 
 
 def spawn_bench_node(secret: str, args: list[str], log_dir: Path, timeout_s: float = 180.0,
