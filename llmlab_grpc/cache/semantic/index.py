@@ -68,6 +68,18 @@ def lookup_scope(namespace: str, model: str, params: common_pb2.GenerationParams
     return scope_of(namespace, model, normalize_params(params), context_hash)
 
 
+def unit_vector(raw: bytes, dim: int = DIM) -> np.ndarray | None:
+    """``raw`` (float32 bytes) L2-normalised; None for another length, a value that is not finite or
+    a norm far from 1: a forged or broken vector is never indexed, never searched with, never compared."""
+    if len(raw) != dim * 4:
+        return None
+    vector = np.frombuffer(raw, dtype="<f4")
+    if not np.all(np.isfinite(vector)):
+        return None
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if 0.5 < norm < 2.0 else None
+
+
 def signature(text: str) -> int:
     """What the guard requires to be *equal* between a question and a cached one (its salient
     tokens, negation and kind of answer), hashed to 64 bits: a collision only means a search
@@ -156,11 +168,8 @@ class SemanticIndex:
         """Index ``entry`` (its ``embedding`` and scope); False when its vector is unusable."""
         if len(entry.semantic_text) > MAX_SEMANTIC_CHARS:
             return False  # a node never embeds such a question; a peer's copy is matched exactly only
-        vector = np.frombuffer(entry.embedding, dtype=np.float32)
-        if vector.shape != (self.dim,) or not np.all(np.isfinite(vector)):
-            return False
-        norm = float(np.linalg.norm(vector))
-        if not 0.5 < norm < 2.0:  # a forged or broken vector: never indexed
+        vector = unit_vector(entry.embedding, self.dim)
+        if vector is None:  # a forged or broken vector: never indexed
             return False
         scope = scope_of(entry.namespace, entry.model, entry.params, entry.context_hash)
         with self._lock:
@@ -173,7 +182,7 @@ class SemanticIndex:
             row = len(part.keys)
             if row == part.vectors.shape[0]:
                 part.resize(row * 2)
-            part.vectors[row] = vector / norm
+            part.vectors[row] = vector
             part.codes[row], part.scales[row] = quantize(part.vectors[row])
             part.top_scale = max(part.top_scale, float(part.scales[row]))
             sig = signature(entry.semantic_text)

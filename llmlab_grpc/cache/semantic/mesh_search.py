@@ -22,7 +22,7 @@ import numpy as np
 
 from llmlab_grpc.cache.semantic.embedder import MAX_SEMANTIC_CHARS
 from llmlab_grpc.cache.semantic.guard import refuse
-from llmlab_grpc.cache.semantic.index import lookup_scope, scope_of, signature
+from llmlab_grpc.cache.semantic.index import lookup_scope, scope_of, signature, unit_vector
 
 if TYPE_CHECKING:
     from llmlab_grpc.cache.entry import CacheEntry
@@ -41,11 +41,10 @@ def query_vector(raw: bytes, dim: int) -> np.ndarray:
     """The sent vector as float32, L2-normalised; ``BadSearch`` for a wrong length or non-finite values."""
     if len(raw) != dim * 4:
         raise BadSearch(f"vector must be {dim} float32 values ({dim * 4} bytes), not {len(raw)} bytes")
-    vector = np.frombuffer(raw, dtype="<f4").astype(np.float32)
-    norm = float(np.linalg.norm(vector)) if np.all(np.isfinite(vector)) else 0.0
-    if not 0.5 < norm < 2.0:
+    vector = unit_vector(raw, dim)
+    if vector is None:
         raise BadSearch("vector must be finite and L2-normalised (norm near 1)")
-    return vector / norm
+    return vector
 
 
 def question_of(lookup: cache_pb2.CacheLookup) -> str:
@@ -95,13 +94,10 @@ def judge(lookup: cache_pb2.CacheLookup, vector: np.ndarray, entry: CacheEntry, 
     above the threshold, the guard, live and young enough."""
     if scope_of(entry.namespace, entry.model, entry.params, entry.context_hash) != scope_of_lookup(lookup):
         return None
-    stored = np.frombuffer(entry.embedding, dtype=np.float32)
-    if stored.shape != vector.shape or not np.all(np.isfinite(stored)):
+    stored = unit_vector(entry.embedding, len(vector))
+    if stored is None:
         return None
-    norm = float(np.linalg.norm(stored))
-    if not 0.5 < norm < 2.0:
-        return None
-    similarity = float(stored @ vector) / norm
+    similarity = float(stored @ vector)
     if similarity < min_similarity or refuse(question_of(lookup), entry.semantic_text):
         return None
     if entry.expired(now_unix_ms) or (max_age_s is not None and now_unix_ms - entry.created_unix_ms > max_age_s * 1000):
