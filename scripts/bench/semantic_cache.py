@@ -8,7 +8,8 @@ earlier held-out sets, whose failures were read, and 140 casual questions writte
 third was sealed, and the third itself, ``FRESH``, read after its last measurement). Held out,
 each written by an engineer who never read the guard's code and committed before it was first
 measured: ``FRESH2`` (30 questions, 186 pairs), ``FRESH3`` (40 home questions, 248 pairs with 8
-multi-turn) and ``FRESH4`` (40 developers' and students' questions, 248 pairs). Only their
+multi-turn) ``FRESH4`` (40 developers' and students' questions, 248 pairs), ``FRESH5`` and ``FRESH6`` (40
+questions each on mixed topics, 248 pairs each). Only their
 totals are printed (``--show-held-out NAME`` prints one's failures, for reading after tuning).
 Each split is measured against its own cached questions (written independently, the splits share some questions: cached
 together, those were scored wrong though the answer served was right). Every cached question
@@ -72,6 +73,10 @@ from scripts.bench.semantic_pairs import (
     FRESH3_TURNS,
     FRESH4,
     FRESH4_TURNS,
+    FRESH5,
+    FRESH5_TURNS,
+    FRESH6,
+    FRESH6_TURNS,
     FRESH_TURNS,
     GROUPS,
     HELD_OUT,
@@ -102,8 +107,10 @@ SPLITS: dict[str, tuple[list[tuple[str, list[str], list[tuple[str, str]]]],
     "fresh2": (FRESH2, FRESH2_TURNS),
     "fresh3": (FRESH3, FRESH3_TURNS),
     "fresh4": (FRESH4, FRESH4_TURNS),
+    "fresh5": (FRESH5, FRESH5_TURNS),
+    "fresh6": (FRESH6, FRESH6_TURNS),
 }
-HELD_OUT_SPLITS = ("fresh2", "fresh3", "fresh4")
+HELD_OUT_SPLITS = ("fresh2", "fresh3", "fresh4", "fresh5", "fresh6")
 """The splits whose individual failures are not printed (``--show-held-out NAME`` prints them, for
 reading after tuning is done, never for tuning)."""
 
