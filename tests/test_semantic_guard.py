@@ -188,6 +188,34 @@ def test_the_country_by_any_name_and_sides_kept_pass(cached: str, asked: str) ->
     assert refuse(asked, cached) == ""
 
 
+@pytest.mark.parametrize(("cached", "asked", "why"), [
+    # the wrong hits of the fourth to sixth held-out splits, each refused by a general rule
+    ("What does the Python regex '\\d+' match?", "What does the Python regex '\\D+' match?", "salient"),
+    ("What is 17% of 340?", "340 is 17% of what number?", "salient"),
+    ("How many tablespoons are in a quarter cup?", "How many quarter cups are in a tablespoon?", "salient"),
+    ("What is the tallest mountain in Africa?", "How tall is the tallest mountain in Africa?", "asks"),
+    ("How do I rename a file in the Linux terminal?", "How do I rename many files at once in the Linux terminal?",
+     "salient"),
+    ("How do I delete a file in git?", "How do I delete multiple files in git?", "salient"),
+    ("How old is the universe?", "How big is the universe?", "asks"),
+])
+def test_near_misses_round_six_refuses(cached: str, asked: str, why: str) -> None:
+    assert why in refuse(asked, cached)
+
+
+@pytest.mark.parametrize(("cached", "asked"), [
+    ("How tall is the Eiffel Tower?", "What is the height of the Eiffel Tower?"),
+    ("How far is the Moon from the Earth?", "What's the distance between the Moon and the Earth?"),
+    ("What is the population of Tokyo?", "How large is the population of Tokyo?"),
+    ("How many kilometers are in 10 miles?", "Convert 10 miles into kilometers: how many?"),
+    ("Convert 20 euros to dollars.", "How much is 20 euros in dollars?"),
+    ("What does the word 'Serendipity' mean?", "What does the word 'serendipity' mean?"),
+    ("How do I rename multiple files in Linux?", "How do I rename several files in Linux?"),
+])
+def test_paraphrases_round_six_accepts(cached: str, asked: str) -> None:
+    assert refuse(asked, cached) == ""
+
+
 def test_features_normalise_numbers_and_units() -> None:
     assert features("It costs 1,000 dollars").hard == features("It costs 1000 USD").hard
     assert features("five apples").hard == features("5 apples").hard

@@ -64,6 +64,9 @@ _URL = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 _CODE = re.compile(r"```[^`]*```|`[^`\n]+`")
 _QUOTED = re.compile(r"\"([^\"\n]{1,200})\"|\u201c([^\u201d\n]{1,200})\u201d|(?<![\w])'([^'\n]{1,200})'(?![\w])")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?:/\d{1,6}(?![\d/]))?(?:k(?![A-Za-z0-9]))?")
+_PLAIN_WORDS = re.compile(r"[A-Za-z][A-Za-z '\u2019-]*")
+"""A quoted string of plain words compares without case ("'Fold in'" is "'fold in'"); any other quoted
+text or code keeps it: the regex '\\D+' is not '\\d+'."""
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_'\u2019.-]*[A-Za-z0-9]|[A-Za-z]")
 _UNIT_AFTER_NUMBER = re.compile(r"\d\s?°?\s?(m|g|l|s|h|k|c|f)\b|\d\s?(%)", re.IGNORECASE)
 _ORDINAL_SUFFIX = re.compile(r"(?:st|nd|rd|th)(?![A-Za-z0-9])", re.IGNORECASE)
@@ -303,6 +306,14 @@ for _group in _SYNONYM_GROUPS:
     _stems = frozenset(_stem(w) for w in _group)
     for _w in _stems:
         SYNONYMS[_w] = SYNONYMS.get(_w, frozenset()) | (_stems - {_w})
+MEASURE_ADJECTIVES = frozenset({"tall", "far", "old", "heavy", "deep", "wide", "fast", "thick", "loud"})
+"""After "how" these ask for a measure: "how tall is the tallest mountain" wants a height, "what is the
+tallest mountain" a name. Not "big", "large", "high" or "much": "how big is the population" asks what
+"what is the population" does."""
+MEASURE_NOUNS = frozenset({"height", "distance", "age", "weight", "depth", "width", "speed", "elevation",
+                           "altitude", "thickness"})
+"""After "what"/"which" (or in a question without a question word) these ask for a measure as "how
+tall", "how far", "how old" do."""
 QUESTION_WORDS = {"who": "who", "whom": "who", "whose": "whose", "when": "when", "where": "where", "why": "why"}
 """Question words whose answer is of another kind (a person, a time, a place, a reason): they must agree."""
 _ASK_NOUNS = {
@@ -359,6 +370,8 @@ def _question_kinds(tokens: list[str], counted: bool = False,
             continue  # a condition: "... when I'm pregnant"
         if word in QUESTION_WORDS:
             kinds.add(QUESTION_WORDS[word])
+        elif word == "how" and nxt in MEASURE_ADJECTIVES:
+            kinds.add("measure")  # "how tall is the tallest mountain" is not "what is the tallest mountain"
         elif word == "how" and nxt in ("come", "long"):
             kinds.add("why" if nxt == "come" else "how long")  # "how do I boil" is not "how long"
             frame.add(i + 1)  # "long" is part of the question word
@@ -378,6 +391,8 @@ def _question_kinds(tokens: list[str], counted: bool = False,
             while j < len(tokens) and tokens[j] in _ASK_SKIP:
                 j += 1
             kind = _ASK_NOUNS.get(tokens[j]) if j < len(tokens) else None
+            if j < len(tokens) and tokens[j] in MEASURE_NOUNS and (j + 1 == len(tokens) or tokens[j + 1] in _LINKS):
+                kind = "measure"  # "what is the height of" asks what "how tall is" does ("speed limit": a compound)
             if kind == "why" and (word != "what" or j != i + 1) and tokens[j] != "reason":
                 kind = None  # "what makes" and "what causes" ask why; "which cause" does not
             if kind == "when" and j + 1 < len(tokens) and tokens[j + 1] not in STOPWORDS:
@@ -391,6 +406,8 @@ def _question_kinds(tokens: list[str], counted: bool = False,
             if word == "date" or (_ASK_NOUNS.get(word) == "who" and word not in ("people", "person", "human")):
                 kinds.add("when" if word == "date" else "who")
                 consumed.add(i)
+            elif word in MEASURE_NOUNS and i == len(tokens) - 1 and not NARROWING & set(tokens[max(0, i - 2):i]):
+                kinds.add("measure")  # "eiffel tower height?" asks what "how tall is the eiffel tower" does
     if "how long" in kinds:
         frame.update(i for i, t in enumerate(tokens) if t in _DURATION_VERBS)
     return frozenset(kinds), consumed, frame
@@ -488,6 +505,9 @@ whatre way ways
 """
 STOPWORDS = frozenset(_STOP_TEXT.split())
 """Sentence words that carry no salient meaning here: never names, never counted in a one-word swap."""
+_LINKS = STOPWORDS | {"between", "from", "to", "of", "in", "on", "at", "for", "with"}
+"""After a measure noun these show it is the head ("the distance *between*"), not part of a compound
+("the speed *limit*")."""
 OPENERS = frozenset({"well", "so", "now"})
 """Words that open a sentence without meaning ("Well, ..."): ignored only there ("well water" counts)."""
 PRONOUNS = frozenset({"you", "me", "him", "her", "us", "them", "it", "yourself", "myself"})
@@ -579,7 +599,8 @@ def features(text: str) -> Features:
     for pattern, tag in ((_URL, "url"), (_CODE, "code"), (_QUOTED, "q")):
         for m in pattern.finditer(rest):
             body = next((g for g in m.groups() if g), m.group(0)) if m.groups() else m.group(0)
-            hard.append((m.start(), f"{tag}:{body.strip().rstrip('.,;:!?)').lower()}"))
+            body = body.strip().rstrip('.,;:!?)')
+            hard.append((m.start(), f"{tag}:{body.lower() if _PLAIN_WORDS.fullmatch(body) else body}"))
         rest = pattern.sub(lambda m: " " * len(m.group(0)), rest)
     numbers: dict[int, tuple[int, str]] = {}  # end -> (start, value)
     money: list[str] = []
@@ -606,6 +627,7 @@ def features(text: str) -> Features:
     names: list[str] = []
     soft: list[str] = []
     negated = False
+    many = False
     content: set[str] = set()
     matches = [(m, f) for m in _WORD.finditer(rest) if (f := _fold(m.group(0)))]
     tokens = [f for _, f in matches]
@@ -647,6 +669,12 @@ def features(text: str) -> Features:
             negated = True
         after = tokens[index + 1] if index + 1 < len(tokens) else ""
         dated = low in TEMPORAL and not (low == "fall" and (index == 0 or tokens[index - 1] not in _SEASON_BEFORE))
+        before = tokens[index - 1] if index else ""
+        if (low in MANY_WORDS and not (low == "many" and before in _NOT_MANY_AFTER)) \
+                or (low == "once" and before == "at"):
+            many = True  # "rename *many* files *at once*" is not "rename a file"
+        if low in ("what", "which") and before == "of":
+            hard.append((m.start(), "t:of-what"))  # "340 is 17% *of what* number" asks the base, not the part
         if low in _RELATIVE and (after in TEMPORAL or after in _DURATION_UNITS):
             hard.append((m.start(), "t:" + _RELATIVE[low]))  # "last weekend" is not "this weekend"
         if low == "one" and not counted and tokens[index + 1:index + 2] != ["of"]:
@@ -697,13 +725,21 @@ def features(text: str) -> Features:
             quantities.append(f"u:{unit}")
     plain = tuple("n:" + value for _, (_s, value) in sorted(numbers.items(), key=lambda kv: kv[1][0]))
     plain += _unit_roles([(start, q) for (start, _e, _u), q in zip(units, quantities, strict=True)
-                          if q.startswith("u:")], matches, tokens)
-    others = tuple(sorted([h for _, h in hard] + [q for q in quantities if not q.startswith("u:")] + money))
+                          if q.startswith("u:")], matches, tokens, len(quantities) > len(
+                              [q for q in quantities if q.startswith("u:")]))
+    others = tuple(sorted([h for _, h in hard] + [q for q in quantities if not q.startswith("u:")] + money
+                          + (["t:many"] if many else [])))
     return Features(hard=plain + others, names=tuple(names), soft_names=tuple(soft), words=tuple(words),
                     content=frozenset(content), negated=negated, asks=asks,
                     duration=UNITS.get(duration[0], "") if duration else "",
                     tail=tokens[-1] if matches and not any(c.isalnum() for c in rest[matches[-1][0].end():]) else "")
 
+
+MANY_WORDS = frozenset({"many", "multiple", "several", "bulk", "batch"})
+"""Words that ask about several things at once: salient, both sides say one or neither ("how do I
+rename *multiple* files" is not "how do I rename a file")."""
+_NOT_MANY_AFTER = frozenset({"how", "so", "too", "as"})
+"""Before "many" these make it a count or a degree ("*how* many files"), not several things."""
 
 _AMERICA = frozenset({"america", "american", "americans"})
 _CONTINENT_PARTS = frozenset({"south", "north", "latin", "central"})
@@ -713,15 +749,25 @@ _TARGET_AFTER = frozenset({"to", "into", "in"})
 
 
 def _unit_roles(lone: list[tuple[int, str]], matches: list[tuple[re.Match[str], str]],
-                tokens: list[str]) -> tuple[str, ...]:
+                tokens: list[str], measured: bool = False) -> tuple[str, ...]:
     """Lone units (no number before them) with the role they play in a conversion: the one asked
     for (after "how many", "how much", "the number of", or else after "to", "into", "in") and the
     ones it is asked of. "How many ml in a cup", "a cup is how many ml" and "cup to ml" all ask ml
     of a cup; "how many cups in a ml" asks the reverse. A single lone unit, or units whose roles
-    cannot be told, keep their place in the text ("tsp in a tbsp")."""
+    cannot be told, keep their place in the text ("tsp in a tbsp"). A single lone unit beside a
+    quantity (``measured``) is the unit asked of when "how many" counts that quantity: "how many
+    *quarter cups* are in a tablespoon" asks the reverse of "how many tablespoons are in a quarter cup",
+    which is left as it is."""
+    at = {m.start(): k for k, (m, _) in enumerate(matches)}
+    if len(lone) == 1 and measured:
+        k = at.get(lone[0][0], 0)
+        counted = any(t in ("many", "much") and tokens[j - 1] == "how" and j + 1 < len(tokens)
+                      and (tokens[j + 1] in NUMBER_WORDS or tokens[j + 1][:1].isdigit())
+                      for j, t in enumerate(tokens) if j)
+        if counted and not (k >= 1 and tokens[k - 1] in ("many", "much")):
+            return ("u<" + lone[0][1][2:],)
     if len(lone) < 2:
         return tuple(q for _, q in lone)
-    at = {m.start(): k for k, (m, _) in enumerate(matches)}
     before: list[tuple[str, str, str]] = []
     for start, q in lone:
         k = at.get(start, 0)
