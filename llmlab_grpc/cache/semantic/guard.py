@@ -693,7 +693,7 @@ def features(text: str) -> Features:
         if index in spoken and low not in DETERMINERS:
             content.add(low)  # "say *thank you*" is not "say *sorry*"
         elif (low not in STOPWORDS and low not in NEGATIONS and low not in NUMBER_WORDS and low not in UNITS
-                and not dated and not (low in OPENERS and _starts_sentence(rest, m.start()))):
+                and low not in MANY_WORDS and not dated and not (low in OPENERS and _starts_sentence(rest, m.start()))):
             content.add(_stem(low))
         elif low in PRONOUNS and index > 0 and tokens[index - 1] in PREPOSITIONS:
             content.add(low)  # "good for you" is not "good for dogs"
