@@ -71,9 +71,9 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_'\u2019.-]*[A-Za-z0-9]|[A-Za-z]")
 _UNIT_AFTER_NUMBER = re.compile(r"\d\s?°?\s?(m|g|l|s|h|k|c|f)\b|\d\s?(%)", re.IGNORECASE)
 _ORDINAL_SUFFIX = re.compile(r"(?:st|nd|rd|th)(?![A-Za-z0-9])", re.IGNORECASE)
 CURRENCY_SIGNS = {"$": "usd", "£": "gbp", "€": "eur", "¥": "jpy"}
-_DEGREES = frozenset({"", "-", "°", "degree", "degrees"})
-"""What may stand between a number and its unit: "100 degrees fahrenheit" is "100 F" is "100°F", and
-"a 12-pound turkey" is "a 12 pound turkey"."""
+_DEGREES = frozenset({"", "-", "°", "degree", "degrees", "of a", "of an"})
+"""What may stand between a number and its unit: "100 degrees fahrenheit" is "100 F" is "100°F",
+"a 12-pound turkey" is "a 12 pound turkey", and "a quarter of a cup" is "a quarter cup"."""
 
 NUMBER_WORDS = {
     "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7",
@@ -84,6 +84,7 @@ NUMBER_WORDS = {
     "half": "0.5", "quarter": "0.25", "twice": "x2", "double": "x2", "triple": "x3", "once": "x1",
     "first": "#1", "second": "#2", "third": "#3", "fourth": "#4", "fifth": "#5", "sixth": "#6", "seventh": "#7",
     "eighth": "#8", "ninth": "#9", "tenth": "#10", "1st": "#1", "2nd": "#2", "3rd": "#3",
+    "one-half": "0.5", "one-quarter": "0.25", "three-quarters": "0.75", "three-quarter": "0.75",
 }
 UNITS = {
     "km": "km", "kilometer": "km", "kilometers": "km", "kilometre": "km", "kilometres": "km",
@@ -102,8 +103,9 @@ UNITS = {
     "euros": "eur", "eur": "eur", "yen": "jpy", "gbp": "gbp", "pence": "gbp-p", "cent": "usd-c", "cents": "usd-c",
     "percent": "%", "percentage": "%", "byte": "B", "bytes": "B", "kb": "kB", "kilobyte": "kB", "kilobytes": "kB",
     "mb": "MB", "megabyte": "MB", "megabytes": "MB", "gb": "GB", "gigabyte": "GB", "gigabytes": "GB", "tb": "TB",
-    "terabyte": "TB", "terabytes": "TB", "mph": "mph", "kph": "kph", "watt": "W", "watts": "W", "kw": "kW",
-    "kwh": "kWh", "volt": "V", "volts": "V", "calorie": "cal", "calories": "cal", "kcal": "kcal",
+    "terabyte": "TB", "terabytes": "TB", "mph": "mph", "kph": "kph", "kmh": "kph", "watt": "W", "watts": "W",
+    "kw": "kW", "kwh": "kWh", "volt": "V", "volts": "V", "calorie": "cal", "calories": "cal", "cals": "cal",
+    "kcal": "kcal",
     "bit": "bit", "bits": "bit", "teaspoon": "tsp", "teaspoons": "tsp", "tsp": "tsp", "tablespoon": "tbsp",
     "tablespoons": "tbsp", "tbsp": "tbsp", "pint": "pt", "pints": "pt", "quart": "qt", "quarts": "qt",
     "hz": "Hz", "hertz": "Hz", "ghz": "GHz", "mhz": "MHz",
@@ -299,7 +301,7 @@ _SYNONYM_GROUPS = [
     {"travel", "go", "get", "trip"}, {"compose", "composer"}, {"paint", "painter"}, {"discover", "discoverer"},
     {"between", "vs", "versus", "compare", "comparison"}, {"differ", "difference", "distinguish"},
     {"times", "multiply", "multiplied", "product"}, {"while", "during"}, {"best", "top"},
-    {"cheap", "budget", "affordable", "inexpensive"},
+    {"cheap", "budget", "affordable", "inexpensive"}, {"lose", "loss"}, {"eat", "intake", "consume", "consumption"},
 ]
 SYNONYMS: dict[str, frozenset[str]] = {}
 for _group in _SYNONYM_GROUPS:
@@ -339,6 +341,12 @@ _WH = frozenset({"what", "which", "who", "whom", "whose", "when", "where", "why"
                  "wheres"})
 _DURATION_UNITS = frozenset({"second", "seconds", "minute", "minutes", "hour", "hours", "day", "days", "week",
                              "weeks", "month", "months", "year", "years"})
+_WHEN_TIMES = frozenset({"opening", "closing", "arrival", "departure", "start", "starting", "launch", "release",
+                         "kickoff", "check-in", "checkout", "sunrise", "sunset"})
+_SPAN_TIMES = frozenset({"travel", "flight", "drive", "commute", "wait", "recovery", "transit", "prep", "cook",
+                         "bake", "rest", "boil", "charge", "download", "load", "response", "delivery", "shipping"})
+"""Before "time": a moment ("opening time": when) or a span ("travel time", "resting time": how long)."""
+_LENGTH_UNITS = frozenset({"km", "mi", "m", "cm", "mm", "in", "ft", "yd"})
 _DURATION_VERBS = frozenset({"take", "takes", "took", "taken", "last", "lasts", "stay", "stays", "keep", "keeps"})
 """In a how-long question these only carry the question ("how long does it take", "how long does it
 last", "how long can it stay"): not words of its topic."""
@@ -368,6 +376,10 @@ def _question_kinds(tokens: list[str], counted: bool = False,
                 (i > 0 and tokens[i - 1] not in _KNOW_VERBS)
                 or any(t in ("what", "which", "how", "who", "where", "why") for t in tokens[i + 2:])):
             continue  # a condition: "... when I'm pregnant"
+        if word in ("when", "where", "whose") and i > 0 and tokens[i - 1] not in _KNOW_VERBS and (
+                any(t in _WH for t in tokens[:i]) or tokens[0] in AUXILIARIES):
+            continue  # a clause of a question already asked: "the best way to deal with jet lag *when* flying
+            # east", "how do I select rows *where* a column is null", "is it safe to swim *when* pregnant"
         if word in QUESTION_WORDS:
             kinds.add(QUESTION_WORDS[word])
         elif word == "how" and nxt in MEASURE_ADJECTIVES:
@@ -408,6 +420,17 @@ def _question_kinds(tokens: list[str], counted: bool = False,
                 consumed.add(i)
             elif word in MEASURE_NOUNS and i == len(tokens) - 1 and not NARROWING & set(tokens[max(0, i - 2):i]):
                 kinds.add("measure")  # "eiffel tower height?" asks what "how tall is the eiffel tower" does
+    for i, word in enumerate(tokens):
+        if word == "time" and i > 0 and i not in consumed and i not in frame:
+            before = tokens[i - 1]
+            if before in _WHEN_TIMES:
+                kinds.add("when")  # "stock market opening time?" asks when it opens
+                frame.add(i)
+            elif (before.endswith("ing") and before not in ("morning", "evening")) or before in _SPAN_TIMES:
+                kinds.add("how long")  # "the travel time of light", "steak resting time"
+                frame.add(i)
+    if "how long" in kinds and any(UNITS.get(t) in _LENGTH_UNITS for t in tokens):
+        kinds.discard("how long")  # "how long is a marathon in km" asks a distance, as "how many km" does
     if "how long" in kinds:
         frame.update(i for i, t in enumerate(tokens) if t in _DURATION_VERBS)
     return frozenset(kinds), consumed, frame
@@ -562,6 +585,11 @@ ABBREVIATIONS = {"js": "javascript", "int": "integer", "ints": "integers", "info
 stand for one thing: not "app" (a program, or a job application), "auto" (a car, or automatic)."""
 
 
+def _singular_acronym(token: str) -> str:
+    """"IRAs" is the plural of "IRA", "CPUs" of "CPU": the acronym."""
+    return token[:-1] if len(token) >= 3 and token[-1] == "s" and token[:-1].isupper() else token
+
+
 def _fold(word: str) -> str:
     word = word.lower().replace("\u2019", "'").strip(".-'")
     for suffix in ("'s", "'"):
@@ -591,11 +619,28 @@ def _starts_sentence(text: str, at: int) -> bool:
     return not before or before[-1] in ".!?:;\n"
 
 
+_REWRITES = [
+    (re.compile(r"\b(?:miles?|mi)\s*(?:per|an|a|/)\s*(?:hour|hr|h)\b", re.IGNORECASE), "mph"),
+    (re.compile(r"\b(?:kilomet(?:er|re)s?|km)\s*(?:per|an|a|/)\s*(?:hour|hr|h)\b|\bkmh\b", re.IGNORECASE), "kph"),
+    (re.compile(r"\s?\u00bd"), " 1/2"), (re.compile(r"\s?\u00bc"), " 1/4"), (re.compile(r"\s?\u00be"), " 3/4"),
+    (re.compile(r"\b(\w+)-free\b", re.IGNORECASE), r"without \1"),
+    (re.compile(r"\s*\bor not\b", re.IGNORECASE), ""),
+]
+"""One way of writing what has several: "60 miles per hour" is "60 mph", "59\u00bd" is "59 1/2" (as "59 and
+a half" is), "chemical-free" is "without chemical", and "good idea or not?" asks whether, negating nothing."""
+
+
+def _rewrite(text: str) -> str:
+    for pattern, replacement in _REWRITES:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 @lru_cache(maxsize=4096)
 def features(text: str) -> Features:
     """The guard's view of ``text`` (cached: an entry's text is seen on every lookup near it)."""
     hard: list[tuple[int, str]] = []
-    rest = text
+    rest = _rewrite(text)
     for pattern, tag in ((_URL, "url"), (_CODE, "code"), (_QUOTED, "q")):
         for m in pattern.finditer(rest):
             body = next((g for g in m.groups() if g), m.group(0)) if m.groups() else m.group(0)
@@ -629,7 +674,7 @@ def features(text: str) -> Features:
     negated = False
     many = False
     content: set[str] = set()
-    matches = [(m, f) for m in _WORD.finditer(rest) if (f := _fold(m.group(0)))]
+    matches = [(m, f) for m in _WORD.finditer(rest) if (f := _fold(_singular_acronym(m.group(0))))]
     tokens = [f for _, f in matches]
     counted = bool(numbers) or any((t in NUMBER_WORDS and t != "one") or t in ARITHMETIC for t in tokens)
     duration: list[str] = []
@@ -664,12 +709,17 @@ def features(text: str) -> Features:
             continue
         for part in folded.split("-") if "-" in folded else (folded,):
             words.append(part)
+        if "-" in folded and folded.replace("-", "").isalpha():  # "Wi-Fi" is "wifi", "push-ups" "pushups"
+            folded = folded.replace("-", "")
+            words.append(folded)
         low = folded
         if low in NEGATIONS or token.lower().replace("\u2019", "'").endswith("n't"):
             negated = True
         after = tokens[index + 1] if index + 1 < len(tokens) else ""
         dated = low in TEMPORAL and not (low == "fall" and (index == 0 or tokens[index - 1] not in _SEASON_BEFORE))
         before = tokens[index - 1] if index else ""
+        letter_unit = token in ("C", "F") and (rest[m.start() - 1:m.start()] == "\u00b0"
+                                              or before in ("in", "to", "into"))
         if (low in MANY_WORDS and not (low == "many" and before in _NOT_MANY_AFTER)) \
                 or (low == "once" and before == "at"):
             many = True  # "rename *many* files *at once*" is not "rename a file"
@@ -685,6 +735,8 @@ def features(text: str) -> Features:
             numbers[m.end()] = (m.start(), NUMBER_WORDS[low])
         elif low in UNITS:
             units.append((m.start(), m.end(), UNITS[low]))
+        elif letter_unit:
+            units.append((m.start(), m.end(), low))  # "\u00b0C into \u00b0F", "180 C in F"
         elif dated:
             hard.append((m.start(), "t:" + TEMPORAL[low]))
         elif any(c.isupper() for c in token) and low not in STOPWORDS and low not in NEGATIONS:
@@ -693,7 +745,8 @@ def features(text: str) -> Features:
         if index in spoken and low not in DETERMINERS:
             content.add(low)  # "say *thank you*" is not "say *sorry*"
         elif (low not in STOPWORDS and low not in NEGATIONS and low not in NUMBER_WORDS and low not in UNITS
-                and low not in MANY_WORDS and not dated and not (low in OPENERS and _starts_sentence(rest, m.start()))):
+                and low not in MANY_WORDS and not dated and not letter_unit
+                and not (low in OPENERS and _starts_sentence(rest, m.start()))):
             content.add(_stem(low))
         elif low in PRONOUNS and index > 0 and tokens[index - 1] in PREPOSITIONS:
             content.add(low)  # "good for you" is not "good for dogs"
@@ -710,6 +763,21 @@ def features(text: str) -> Features:
             content.add("usa")
             names[:] = [n for n in names if n not in ("united", "states", low)] + ["usa"]
             words[-1] = "usa"
+        country = COUNTRY_FORMS.get(low) or ("uk" if low == "kingdom" and before == "united" else "")
+        if country and (low != "uk" or token == "UK" or before == "the"):
+            content.discard(_stem(low))  # "British", "Britain", "the UK", "the United Kingdom": one country
+            content.discard("unit")
+            content.add(_stem(country))
+            names[:] = [n for n in names if n not in ("united", low, country)] + ([country] if low in names or (
+                country == "uk" and "united" not in names) or any(c.isupper() for c in token) else [])
+            words[-1] = country
+        if low in ("world", "planet", "globe") and before == "the":
+            content.discard(_stem(low))  # "the biggest ocean *in the world*" is "... *on Earth*"
+            content.add("earth")
+            words.append("earth")
+        if low == "first" and (rest[m.end():].lstrip()[:1].isdigit() or after in _CARDINALS):
+            numbers.pop(m.end(), None)  # "the *first* 10 rows" are "the *top* 10 rows"
+            content.add("top")
     units.sort()
     units = [u for i, u in enumerate(units)  # "degrees" before "fahrenheit" only joins it to its number
              if not (u[2] == "deg" and i + 1 < len(units) and units[i + 1][2] in ("c", "f", "k")
@@ -721,6 +789,8 @@ def features(text: str) -> Features:
         if bound is not None:
             del numbers[bound[0]]
             quantities.append(f"q:{bound[1]} {unit}")
+        elif unit in _RATE_UNITS and _per(rest[:start], rest[start:_end]):
+            quantities.append(f"r:{unit}")  # "calories *a day*", "*daily* calories": a rate, not a conversion
         else:
             quantities.append(f"u:{unit}")
     plain = tuple("n:" + value for _, (_s, value) in sorted(numbers.items(), key=lambda kv: kv[1][0]))
@@ -741,11 +811,34 @@ rename *multiple* files" is not "how do I rename a file")."""
 _NOT_MANY_AFTER = frozenset({"how", "so", "too", "as"})
 """Before "many" these make it a count or a degree ("*how* many files"), not several things."""
 
+_COUNTRY_TEXT = """
+british:uk britain:uk uk:uk french:france german:germany japanese:japan chinese:china italian:italy
+spanish:spain canadian:canada canadians:canada mexican:mexico mexicans:mexico indian:india australian:australia
+australians:australia russian:russia irish:ireland dutch:netherlands holland:netherlands swiss:switzerland
+swedish:sweden korean:korea brazilian:brazil egyptian:egypt greek:greece portuguese:portugal norwegian:norway
+danish:denmark finnish:finland polish:poland belgian:belgium austrian:austria scottish:scotland welsh:wales
+"""
+COUNTRY_FORMS = dict(pair.split(":") for pair in _COUNTRY_TEXT.split())
+"""A country by its adjective or another name ("the British prime minister" is "the UK's", "Dutch
+law" is "the Netherlands' law"): one name, as "America" and "the US" are ``usa``."""
+
 _AMERICA = frozenset({"america", "american", "americans"})
 _CONTINENT_PARTS = frozenset({"south", "north", "latin", "central"})
 """"America", "American(s)" name the country (``usa``, as "the US" does) unless a part of the continent precedes."""
 
 _TARGET_AFTER = frozenset({"to", "into", "in"})
+_RATE_UNITS = frozenset({"d", "wk", "mo", "yr", "h", "min"})
+_PER_WORDS = frozenset({"a", "an", "per", "each", "every"})
+
+
+def _per(before: str, unit_text: str) -> bool:
+    """Whether the unit of time ``unit_text`` (after the text ``before``) is a rate: "*daily*", "a *day*",
+    "per *week*", "each *year*", but not "how many hours in *a day*" (a conversion)."""
+    if unit_text.lower() in ("daily", "weekly", "monthly", "yearly", "annually", "hourly"):
+        return True
+    previous = before.lower().split()[-2:]
+    return bool(previous) and previous[-1] in _PER_WORDS and not (
+        len(previous) == 2 and previous[0] in ("in", "of", "to", "into", "than", "for"))
 
 
 def _unit_roles(lone: list[tuple[int, str]], matches: list[tuple[re.Match[str], str]],
@@ -874,6 +967,9 @@ POSSESSIVES = frozenset({"my", "your", "our", "their", "his", "her"})
 AUXILIARIES = frozenset({"do", "does", "did", "can", "could", "should", "would", "will", "shall", "may", "might",
                          "must", "is", "are", "was", "were"})
 _PERSONAL = frozenset({"i", "you", "we"})
+GENERIC_SUBJECTS = frozenset({"person", "people", "someone", "somebody", "anyone", "everyone", "adult", "adults"})
+"""Subjects that mean anyone, so the asker too: "how much water should *a person* drink" asks what
+"how much water should *I* drink" does."""
 
 
 def _at(f: Features, stem: str) -> int:
@@ -1019,7 +1115,7 @@ def _subject_swapped(a: Features, b: Features) -> str:
     if not aux_a or aux_a != aux_b or sub_a == sub_b:
         return ""
     for (x, sx), (y, sy) in (((a, sub_a), (b, sub_b)), ((b, sub_b), (a, sub_a))):
-        if sx in _PERSONAL and sy and sy not in _PERSONAL and sy not in STOPWORDS \
+        if sx in _PERSONAL and sy and sy not in _PERSONAL and sy not in STOPWORDS and sy not in GENERIC_SUBJECTS \
                 and _stem(sy) in y.content and _stem(sy) not in x.content:
             return f"the subject differs: {sx!r} vs {sy!r}"
     return ""
