@@ -210,6 +210,9 @@ def test_the_country_by_any_name_and_sides_kept_pass(cached: str, asked: str) ->
     ("Is it safe to drink coffee while pregnant?", "Is it safe to drink coffee while not pregnant?", "negates"),
     ("How do I unclog a sink without chemicals?", "How do I unclog a sink with chemicals?", "negates"),
     ("Who was the first president of the USA?", "Who were the first 2 presidents of the USA?", "salient"),
+    ("What does the Python regex '\\d+' match?", "What does the Python regex \\D+ match?", "salient"),
+    ("How do I factory reset an Android phone?", "How do I factory reset an Android tablet?", "tablet"),
+    ("How do I reset my router?", "How do I reset my router password?", "password"),
 ])
 def test_near_misses_round_six_refuses(cached: str, asked: str, why: str) -> None:
     assert why in refuse(asked, cached)
@@ -248,6 +251,11 @@ def test_near_misses_round_six_refuses(cached: str, asked: str, why: str) -> Non
     ("How long should I boil an egg?", "What's the boiling time for an egg?"),
     ("What time does the stock market open?", "stock market opening time?"),
     ("How many kilometers is a marathon?", "How long is a marathon in kilometers?"),
+    # quotes are optional markup; a generic head after a word both say
+    ("What does 'fold in' mean in a baking recipe?", "what does fold in mean in a baking recipe"),
+    ("What does `git reset --soft HEAD~1` do?", "what does git reset --soft HEAD~1 do"),
+    ("How often should I water tomato plants?", "how often to water tomatoes"),
+    ("How do I factory reset an Android phone?", "How do I factory reset an Android?"),
 ])
 def test_paraphrases_round_six_accepts(cached: str, asked: str) -> None:
     assert refuse(asked, cached) == ""

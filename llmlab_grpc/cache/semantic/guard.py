@@ -906,6 +906,27 @@ def _joined(x: Features, y: Features) -> set[str]:
     return found
 
 
+GENERIC_HEADS = frozenset({
+    "plant", "plants", "phone", "device", "machine", "computer", "pc", "laptop", "protocol", "protocols", "clause",
+    "statement", "command", "keyword", "definition", "meaning", "code", "system", "software", "app", "application",
+    "program", "tool", "language", "service", "platform", "file", "folder", "directory", "procedure", "operator",
+})
+"""Nouns that only name the kind of thing the word before them already is: "tomato *plants*", "an Android
+*phone*", "TCP and UDP *protocols*", "the GROUP BY *clause*", "subnet mask *definition*"."""
+_GENERIC_HEAD_STEMS = frozenset(_stem(w) for w in GENERIC_HEADS)
+
+
+def _generic_heads(x: Features, y: Features, only: set[str]) -> set[str]:
+    """The words of ``only`` (stems ``x`` has and ``y`` lacks) that are generic heads right after a word
+    both have: "how often should I water tomato *plants*" asks what "how often to water tomatoes" does."""
+    found = set()
+    for stem in only & _GENERIC_HEAD_STEMS:
+        k = _at(x, stem)
+        if k > 0 and _stem(x.words[k - 1]) in y.content:
+            found.add(stem)
+    return found
+
+
 def _swapped(a: Features, b: Features) -> str:
     """Refuse when each side has content words the other lacks that no listed synonym explains
     ("a string" / "a list", "read mode" / "write mode", "left align" / "center"); words only
@@ -913,6 +934,8 @@ def _swapped(a: Features, b: Features) -> str:
     joined = _joined(a, b) | _joined(b, a)
     only_a = {w for w in a.content - b.content - joined if not SYNONYMS.get(w, frozenset()) & b.content}
     only_b = {w for w in b.content - a.content - joined if not SYNONYMS.get(w, frozenset()) & a.content}
+    only_a -= _generic_heads(a, b, only_a)
+    only_b -= _generic_heads(b, a, only_b)
     if only_a and only_b:
         return f"words differ: {sorted(only_a)} vs {sorted(only_b)}"
     if len(only_a | only_b) >= 2:  # "GDP" vs "GDP per capita": one side narrows the question
@@ -1203,9 +1226,28 @@ def _condition_names(question: str, candidate: str, a: Features, b: Features) ->
     return ""
 
 
+_MARKED = re.compile(r"`([^`\n]{1,200})`|\"([^\"\n]{1,200})\"|(?<![\w])'([^'\n]{1,200})'(?![\w])")
+
+
+def _unquoted(text: str, other: str) -> str:
+    """``text`` without the quotes or backticks around what ``other`` says unquoted, word for word:
+    "what does fold in mean" asks what "what does 'fold in' mean" does. (Both keep their case: a quoted
+    regex '\\d+' is not \\D+.)"""
+    def plain(m: re.Match[str]) -> str:
+        body = next(g for g in m.groups() if g)
+        found = re.search(r"(?<![\w'`\"])" + re.escape(body) + r"(?![\w'`\"])", other,
+                          0 if not _PLAIN_WORDS.fullmatch(body) else re.IGNORECASE)
+        return body if found else m.group(0)
+    return _MARKED.sub(plain, text)
+
+
 def refuse(question: str, candidate: str) -> str:
     """Why ``candidate`` (a cached question) must not answer ``question``; '' when the guard accepts it."""
     a, b = features(question), features(candidate)
+    if a.hard != b.hard:
+        plain_q, plain_c = _unquoted(question, candidate), _unquoted(candidate, question)
+        if plain_q != question or plain_c != candidate:
+            a, b = features(plain_q), features(plain_c)
     if a.hard != b.hard:
         return f"salient tokens differ: {list(a.hard)} vs {list(b.hard)}"
     if a.negated != b.negated:
