@@ -213,6 +213,13 @@ def test_the_country_by_any_name_and_sides_kept_pass(cached: str, asked: str) ->
     ("What does the Python regex '\\d+' match?", "What does the Python regex \\D+ match?", "salient"),
     ("How do I factory reset an Android phone?", "How do I factory reset an Android tablet?", "tablet"),
     ("How do I reset my router?", "How do I reset my router password?", "password"),
+    ("How do I get from Boston to Denver?", "How do I get from Denver to Boston?", "order"),
+    ("How many feet are in a mile?", "miles in a foot", "salient"),
+    ("Is it safe to eat raw eggs?", "Is it necessary to eat raw eggs?", "differ"),
+    ("How do I find my wifi password?", "How do I share my wifi password?", "differ"),
+    ("What is a normal resting heart rate?", "What is a high resting heart rate?", "differ"),
+    ("How do I find the average of a column in SQL?", "How do I find the sum of a column in SQL?", "differ"),
+    ("Is it safe to swim after eating?", "Is it safe to swim after drinking?", "differ"),
 ])
 def test_near_misses_round_six_refuses(cached: str, asked: str, why: str) -> None:
     assert why in refuse(asked, cached)
@@ -256,6 +263,17 @@ def test_near_misses_round_six_refuses(cached: str, asked: str, why: str) -> Non
     ("What does `git reset --soft HEAD~1` do?", "what does git reset --soft HEAD~1 do"),
     ("How often should I water tomato plants?", "how often to water tomatoes"),
     ("How do I factory reset an Android phone?", "How do I factory reset an Android?"),
+    # frame words that differ on both sides, the order of names nothing relates, a conversion's "in a"
+    ("Is it safe to eat raw cookie dough?", "Is raw cookie dough okay to eat?"),
+    ("What's the best way to learn Spanish?", "What's the right way to learn Spanish?"),
+    ("Can I use vinegar to clean hardwood floors?", "Is vinegar safe for cleaning hardwood floors?"),
+    ("Do I need a visa to visit Japan with a US passport?", "With a US passport, do I need a visa to visit Japan?"),
+    ("How many feet are in a mile?", "feet in a mile"),
+    ("When is the tax filing deadline for 2024?", "2024 tax filing deadline?"),
+    ("When should I plant tulip bulbs?", "best time to plant tulip bulbs"),
+    ("How many liters are in 5 US gallons?", "How many liters does 5 US gallons equal?"),
+    ("What is the speed of light in a vacuum?", "speed of light in a vacuum"),
+    ("How do I remove the last element from a list in Python?", "How do I remove the last item from a list in Python?"),
 ])
 def test_paraphrases_round_six_accepts(cached: str, asked: str) -> None:
     assert refuse(asked, cached) == ""

@@ -231,6 +231,8 @@ def _stem(word: str) -> str:
             word = word[: -len(suffix)]
             if suffix == "ise":
                 word += "iz"
+            elif suffix == "ly" and word.endswith("al") and len(word) >= 6:
+                word = word[:-2]  # "chemically" is "chemical" is "chemic"
             break
     if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiouls":
         word = word[:-1]  # bigg -> big, winn -> win
@@ -301,7 +303,10 @@ _SYNONYM_GROUPS = [
     {"travel", "go", "get", "trip"}, {"compose", "composer"}, {"paint", "painter"}, {"discover", "discoverer"},
     {"between", "vs", "versus", "compare", "comparison"}, {"differ", "difference", "distinguish"},
     {"times", "multiply", "multiplied", "product"}, {"while", "during"}, {"best", "top"},
-    {"cheap", "budget", "affordable", "inexpensive"}, {"lose", "loss"}, {"eat", "intake", "consume", "consumption"},
+    {"cheap", "budget", "affordable", "inexpensive"}, {"item", "element"}, {"final", "last"},
+    {"drop", "delete", "remove"}, {"fetch", "download"}, {"outside", "outdoors", "outdoor"}, {"toxic", "poisonous"},
+    {"often", "frequent", "frequently", "frequency"}, {"quit", "stop"}, {"kill", "terminate"}, {"reason", "cause"},
+    {"smartphone", "phone"}, {"patch", "fix", "repair"}, {"lose", "loss"}, {"eat", "intake", "consume", "consumption"},
 ]
 SYNONYMS: dict[str, frozenset[str]] = {}
 for _group in _SYNONYM_GROUPS:
@@ -319,7 +324,8 @@ tall", "how far", "how old" do."""
 QUESTION_WORDS = {"who": "who", "whom": "who", "whose": "whose", "when": "when", "where": "where", "why": "why"}
 """Question words whose answer is of another kind (a person, a time, a place, a reason): they must agree."""
 _ASK_NOUNS = {
-    **dict.fromkeys(("year", "years", "date", "day", "time", "century", "decade", "month", "season", "hour"), "when"),
+    **dict.fromkeys(("year", "years", "date", "day", "time", "century", "decade", "month", "season", "hour",
+                     "deadline"), "when"),
     **dict.fromkeys(("person", "people", "human", "man", "woman", "artist", "painter", "author", "writer",
                      "scientist", "inventor", "player", "team", "country", "nation", "company", "actor", "singer",
                      "composer", "president", "king", "queen", "leader", "director", "musician", "poet"), "who"),
@@ -341,6 +347,7 @@ _WH = frozenset({"what", "which", "who", "whom", "whose", "when", "where", "why"
                  "wheres"})
 _DURATION_UNITS = frozenset({"second", "seconds", "minute", "minutes", "hour", "hours", "day", "days", "week",
                              "weeks", "month", "months", "year", "years"})
+_WHEN_RATINGS = frozenset({"best", "right", "good", "ideal", "optimal"})
 _WHEN_TIMES = frozenset({"opening", "closing", "arrival", "departure", "start", "starting", "launch", "release",
                          "kickoff", "check-in", "checkout", "sunrise", "sunset"})
 _SPAN_TIMES = frozenset({"travel", "flight", "drive", "commute", "wait", "recovery", "transit", "prep", "cook",
@@ -415,10 +422,12 @@ def _question_kinds(tokens: list[str], counted: bool = False,
                     consumed.add(j)
     if not kinds and not any(t in _WH for t in tokens):
         for i, word in enumerate(tokens):  # "four seasons composer?", "declaration signing date?"
-            if word == "date" or (_ASK_NOUNS.get(word) == "who" and word not in ("people", "person", "human")):
-                kinds.add("when" if word == "date" else "who")
-                consumed.add(i)
-            elif word in MEASURE_NOUNS and i == len(tokens) - 1 and not NARROWING & set(tokens[max(0, i - 2):i]):
+            timed = word in ("date", "deadline") or (word == "time" and i > 0 and tokens[i - 1] in _WHEN_RATINGS)
+            if timed or (_ASK_NOUNS.get(word) == "who" and word not in ("people", "person", "human")):
+                kinds.add("when" if timed else "who")  # "filing deadline?", "best time to plant tulips"
+                (frame if word == "time" else consumed).add(i)
+            elif (word in MEASURE_NOUNS and (i == len(tokens) - 1 or tokens[i + 1] in _LINKS)
+                  and not (i and tokens[i - 1] in NARROWING | {"high", "low"})):
                 kinds.add("measure")  # "eiffel tower height?" asks what "how tall is the eiffel tower" does
     for i, word in enumerate(tokens):
         if word == "time" and i > 0 and i not in consumed and i not in frame:
@@ -580,7 +589,9 @@ def _number(text: str) -> str:
 
 
 ABBREVIATIONS = {"js": "javascript", "int": "integer", "ints": "integers", "info": "information", "pic": "picture",
-                 "pics": "pictures", "ww2": "wwii", "ww1": "wwi", "dict": "dictionary", "dicts": "dictionaries"}
+                 "pics": "pictures", "ww2": "wwii", "ww1": "wwi", "dict": "dictionary", "dicts": "dictionaries",
+                 "temp": "temperature", "temps": "temperatures", "avg": "average", "env": "environment",
+                 "pc": "computer", "pcs": "computers"}
 """Short forms read as the word they stand for ("JS" is JavaScript, "int" is integer). Only forms that
 stand for one thing: not "app" (a program, or a job application), "auto" (a car, or automatic)."""
 
@@ -789,15 +800,16 @@ def features(text: str) -> Features:
         if bound is not None:
             del numbers[bound[0]]
             quantities.append(f"q:{bound[1]} {unit}")
+        elif unit == "yr" and (_YEAR_NUMBER.match(rest, _end) or _YEAR_BEFORE.search(rest[:start])):
+            quantities.append("")  # "tax year 2024", "the 2024 tax year": the year named, not a unit
         elif unit in _RATE_UNITS and _per(rest[:start], rest[start:_end]):
             quantities.append(f"r:{unit}")  # "calories *a day*", "*daily* calories": a rate, not a conversion
         else:
             quantities.append(f"u:{unit}")
     plain = tuple("n:" + value for _, (_s, value) in sorted(numbers.items(), key=lambda kv: kv[1][0]))
     plain += _unit_roles([(start, q) for (start, _e, _u), q in zip(units, quantities, strict=True)
-                          if q.startswith("u:")], matches, tokens, len(quantities) > len(
-                              [q for q in quantities if q.startswith("u:")]))
-    others = tuple(sorted([h for _, h in hard] + [q for q in quantities if not q.startswith("u:")] + money
+                          if q.startswith("u:")], matches, tokens, any(q.startswith("q:") for q in quantities))
+    others = tuple(sorted([h for _, h in hard] + [q for q in quantities if q and not q.startswith("u:")] + money
                           + (["t:many"] if many else [])))
     return Features(hard=plain + others, names=tuple(names), soft_names=tuple(soft), words=tuple(words),
                     content=frozenset(content), negated=negated, asks=asks,
@@ -827,6 +839,8 @@ _CONTINENT_PARTS = frozenset({"south", "north", "latin", "central"})
 """"America", "American(s)" name the country (``usa``, as "the US" does) unless a part of the continent precedes."""
 
 _TARGET_AFTER = frozenset({"to", "into", "in"})
+_YEAR_NUMBER = re.compile(r"\s+(?:1[5-9]|20)\d\d\b")
+_YEAR_BEFORE = re.compile(r"\b(?:1[5-9]|20)\d\d(?:\s+\w+)?\s+$")
 _RATE_UNITS = frozenset({"d", "wk", "mo", "yr", "h", "min"})
 _PER_WORDS = frozenset({"a", "an", "per", "each", "every"})
 
@@ -867,15 +881,32 @@ def _unit_roles(lone: list[tuple[int, str]], matches: list[tuple[re.Match[str], 
         before.append((tokens[k - 1] if k >= 1 else "", tokens[k - 2] if k >= 2 else "", q))
     many = [p1 in ("many", "much") or (p1 == "of" and p2 == "number") for p1, p2, _ in before]
     target = many if any(many) else [p1 in _TARGET_AFTER for p1, _, _ in before]
+    if sum(target) == 0 and len(lone) == 2:  # "feet in *a mile*", "bytes per kb": the other is asked
+        source = [(p2 in ("in", "per") and p1 in ("a", "an", "one")) or p1 == "per" for p1, p2, _ in before]
+        target = [not x for x in source] if sum(source) == 1 else target
     if sum(target) != 1:
         return tuple(q for _, q in lone)
     return tuple(sorted(("u>" if t else "u<") + q[2:] for t, (_, _, q) in zip(target, before, strict=True)))
 
 
+def _points_at_name(f: Features) -> bool:
+    """Whether a directional word points at a name ("from *Boston*", "than *London*", "beat *France*"): then
+    the names' order is the question. "a visa *to* visit Japan" relates nothing."""
+    names = set(f.names)
+    for k, w in enumerate(f.words[:-1]):
+        if w in DIRECTIONAL:
+            j = k + 1
+            while j < len(f.words) and f.words[j] in DETERMINERS:
+                j += 1
+            if j < len(f.words) and f.words[j] in names:
+                return True
+    return False
+
+
 def _names_match(a: Features, b: Features) -> str:
     """'' when every name of each side occurs in the other (in the same order when either
     question relates them: "Paris bigger than London", "from Boston to Denver"); else why not."""
-    ordered = bool(DIRECTIONAL & (set(a.words) | set(b.words)))
+    ordered = _points_at_name(a) or _points_at_name(b)
     for x, y in ((a, b), (b, a)):
         extra = [n for n in y.names if n not in x.words]
         for name in x.soft_names:
@@ -936,6 +967,8 @@ def _swapped(a: Features, b: Features) -> str:
     only_b = {w for w in b.content - a.content - joined if not SYNONYMS.get(w, frozenset()) & a.content}
     only_a -= _generic_heads(a, b, only_a)
     only_b -= _generic_heads(b, a, only_b)
+    if only_a and only_b and _frames_only(only_a, only_b):
+        return ""  # "is vinegar *safe* for cleaning floors" / "can I *use* vinegar to clean floors"
     if only_a and only_b:
         return f"words differ: {sorted(only_a)} vs {sorted(only_b)}"
     if len(only_a | only_b) >= 2:  # "GDP" vs "GDP per capita": one side narrows the question
@@ -1020,7 +1053,8 @@ def _narrows(x: Features, y: Features, added: str) -> str:
     k = _at(x, added)
     if k < 0:
         return ""
-    if x.words[k] in ARITHMETIC:
+    if x.words[k] in ARITHMETIC and not (x.words[k] in ("equal", "equals") and any(h[:2] in ("u:", "u<", "u>", "q:")
+                                                                                  for h in x.hard)):
         return f"one side adds the operation {x.words[k]!r}"
     prep = _before(x.words, k)
     if prep in NARROWING and prep not in y.words and x.words[k] not in PRONOUNS:
@@ -1061,8 +1095,8 @@ def _inserted(x: Features, y: Features, k: int) -> bool:
 
 
 _FRAME_TEXT = """
-convert conversion calculate calculation compute work find figure get give tell name list show share explain describe
-suggest recommend translate write say mean meaning define definition
+convert conversion equal equals calculate calculation compute work find figure get give tell name list show share
+explain describe suggest recommend translate write say mean meaning define definition
 between vs versus difference differ compare comparison
 city town country year date time day number count amount sum price cost value rate
 best better good great nice right correct proper ideal exact exactly approximate roughly typical normal usual
@@ -1082,6 +1116,41 @@ say what kind of answer it wants ("which *city*", "in what *year*"), or rate it 
 Any other word added on one side only (a noun, a place, an adjective that picks a kind) refuses:
 "symptoms of a migraine *in kids*", "list all *hidden* files", "an egg *white*"."""
 _FRAME_STEMS = frozenset(_stem(w) for w in FRAME_WORDS)
+_FRAME_CLASS_TEXT = """
+safe:may okay:may ok:may fine:may allowed:may acceptable:may alright:may can:may use:may
+necessary:must needed:must required:must enough:must need:must
+possible:maybe likely:maybe expected:maybe
+"""
+_SWAPPABLE_TEXT = """
+tell explain describe suggest recommend say mean meaning define definition
+best better good great nice right correct proper ideal exact exactly approximate roughly typical usual common
+general basic main simple quick easy current actual real effective reasonable
+safe okay ok fine allowed considered expected recommended possible likely needed necessary enough acceptable alright
+use can
+way ways method steps step instructions command commands procedure process guide tips tip
+now today currently please really actually just also still ever anyway
+"""
+SWAPPABLE_FRAMES = frozenset(_SWAPPABLE_TEXT.split())
+"""Frame words that may differ on both sides ("what's the *best* way" / "what's the *right* way", "is it
+*safe*" / "can I *use*"): the ones that only ask, rate or say how. Not the verbs that name the act
+("*find*" / "*share* my wifi password", "*make*" / "*use* a VPN"), nor "eat" or "sum", which
+``FRAME_WORDS`` lets one side add ("how many calories do I *eat*") but which name another thing when
+they replace a word ("after *drinking*" / "after *eating*", the *sum* / the *average*)."""
+_SWAPPABLE_STEMS = frozenset(_stem(w) for w in SWAPPABLE_FRAMES)
+FRAME_CLASSES = {_stem(w): c for w, c in (pair.split(":") for pair in _FRAME_CLASS_TEXT.split())}
+"""Frame words that still say something: whether one may ("is it *safe*", "is it *okay*"), must ("is it
+*necessary*") or is likely to. Two questions whose differing words are all frame words ask the same
+thing only when both say the same of these or neither does ("can I *use* it" is not "*explain* it")."""
+
+
+def _frames_only(only_a: set[str], only_b: set[str]) -> bool:
+    """Whether the words each side has and the other lacks only frame the question, and say nothing
+    the other contradicts ("*safe*" / "*use*" passes, "*safe*" / "*necessary*" does not)."""
+    if not (only_a | only_b) <= _SWAPPABLE_STEMS:
+        return False
+    classes_a = {FRAME_CLASSES[w] for w in only_a if w in FRAME_CLASSES}
+    classes_b = {FRAME_CLASSES[w] for w in only_b if w in FRAME_CLASSES}
+    return classes_a == classes_b
 FRAME_ADJECTIVES = frozenset({"total"})
 """Frame words only as adjectives: "the *total* price" asks for the price, "the *total* of the bill
 with a tip" asks for another sum than "the tip on the bill"."""
