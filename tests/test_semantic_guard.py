@@ -220,6 +220,9 @@ def test_the_country_by_any_name_and_sides_kept_pass(cached: str, asked: str) ->
     ("What is a normal resting heart rate?", "What is a high resting heart rate?", "differ"),
     ("How do I find the average of a column in SQL?", "How do I find the sum of a column in SQL?", "differ"),
     ("Is it safe to swim after eating?", "Is it safe to swim after drinking?", "differ"),
+    # the wrong hit of the blind split FRESH6, read after its measurement
+    ("How do I get a replacement Social Security card?",
+     "How much does it cost to get a replacement Social Security card?", "cost"),
 ])
 def test_near_misses_round_six_refuses(cached: str, asked: str, why: str) -> None:
     assert why in refuse(asked, cached)
@@ -273,6 +276,7 @@ def test_near_misses_round_six_refuses(cached: str, asked: str, why: str) -> Non
     ("When should I plant tulip bulbs?", "best time to plant tulip bulbs"),
     ("How many liters are in 5 US gallons?", "How many liters does 5 US gallons equal?"),
     ("What is the speed of light in a vacuum?", "speed of light in a vacuum"),
+    ("how much is a first class stamp in the uk", "What does a first class stamp cost in the UK?"),
     ("How do I remove the last element from a list in Python?", "How do I remove the last item from a list in Python?"),
 ])
 def test_paraphrases_round_six_accepts(cached: str, asked: str) -> None:

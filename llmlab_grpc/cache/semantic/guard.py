@@ -958,6 +958,16 @@ def _generic_heads(x: Features, y: Features, only: set[str]) -> set[str]:
     return found
 
 
+_PRICE_STEMS = frozenset(_stem(w) for w in ("price", "cost", "costs", "fee", "pay"))
+
+
+def _asks_price_only(x: Features, y: Features, stem: str) -> bool:
+    """Whether ``stem``, a price word only ``x`` says, asks a price ``y`` does not ask: "how much does it *cost*
+    to get a replacement card" is not "how do I get a replacement card", though "what does a stamp *cost*" is
+    "how much is a stamp"."""
+    return stem in _PRICE_STEMS and "much" not in y.words and not _PRICE_STEMS & y.content
+
+
 def _swapped(a: Features, b: Features) -> str:
     """Refuse when each side has content words the other lacks that no listed synonym explains
     ("a string" / "a list", "read mode" / "write mode", "left align" / "center"); words only
@@ -977,7 +987,7 @@ def _swapped(a: Features, b: Features) -> str:
         for word in added:
             if why := _narrows(x, y, word):
                 return why
-            if word not in _FRAME_STEMS and not _frame_adjective(x, word):
+            if (word not in _FRAME_STEMS or _asks_price_only(x, y, word)) and not _frame_adjective(x, word):
                 k = _at(x, word)
                 return f"one side adds {x.words[k] if k >= 0 else word!r}, which is not a word of the question's frame"
     return ""
