@@ -8,7 +8,7 @@ earlier held-out sets, whose failures were read, and 140 casual questions writte
 third was sealed, and the third itself, ``FRESH``, read after its last measurement). Held out,
 each written by an engineer who never read the guard's code and committed before it was first
 measured: ``FRESH2`` (30 questions, 186 pairs), ``FRESH3`` (40 home questions, 248 pairs with 8
-multi-turn) ``FRESH4`` (40 developers' and students' questions, 248 pairs), ``FRESH5`` and ``FRESH6`` (40
+multi-turn), ``FRESH4`` (40 developers' and students' questions, 248 pairs), ``FRESH5`` and ``FRESH6`` (40
 questions each on mixed topics, 248 pairs each). Only their
 totals are printed (``--show-held-out NAME`` prints one's failures, for reading after tuning).
 Each split is measured against its own cached questions (written independently, the splits share some questions: cached

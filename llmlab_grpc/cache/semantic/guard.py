@@ -6,7 +6,8 @@ wrong answers (GPTCache reports 6-9% of its hits wrong). A candidate above the
 threshold is accepted only when none of these checks refuses it:
 
 * **hard salient tokens** — numbers (digits and number words), quoted strings, code
-  spans, URLs, units and relative dates — are the same in both: plain numbers in the
+  spans, URLs, units, rates ("a day"), relative dates, "of what number" and the words that ask
+  about several things ("many", "multiple", "at once") — are the same in both: plain numbers in the
   same order ("25 minus 67" is not "67 minus 25"), the rest as a multiset, with a number
   and the unit right after it bound into one quantity ("10 miles in km" and "km in 10
   miles" match; "100 F to C" and "100 C to F" do not);
@@ -16,8 +17,9 @@ threshold is accepted only when none of these checks refuses it:
   other question has it too or lacks a name this one has; a swapped first word is
   caught by the one-word-swap check;
 * **negation** — both or neither negate (not, n't, never, no, without, none, ...);
-* **kind of answer** — both ask who, when, where, why or how long alike ("when was it built" is
-  not "where was it built", "how do I boil pasta" is not "how long"); a question word said another
+* **kind of answer** — both ask who, when, where, why, how long or a measure alike ("when was it
+  built" is not "where was it built", "how do I boil pasta" is not "how long", "how tall is the
+  tallest mountain" is not "what is the tallest mountain"); a question word said another
   way counts as that word ("in what year" is when, "which artist" is who, "how come" and "what
   makes" are why);
 * **opposites** — one does not say a word whose opposite the other says (bigger /
