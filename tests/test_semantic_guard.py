@@ -293,6 +293,11 @@ def test_features_normalise_numbers_and_units() -> None:
 def test_the_guard_is_linear_on_hostile_input() -> None:
     hostile = "'" + "a' '" * 4000 + "`" * 3000 + "1," * 3000 + "http://" * 500
     assert isinstance(refuse(hostile, hostile[::-1]), str)
+    # quoted spans the other side may say unquoted, clauses after a question word, rates, year labels
+    quoted = "'a' " * 2000
+    assert refuse(quoted, quoted.replace("'", "")).startswith("salient")
+    clauses = "x " * 5000 + "when where " * 2000 + "a day per week tax year 2024 " * 500
+    assert isinstance(refuse(clauses, clauses[::-1]), str)
 
 
 def meta(key: str, vector: np.ndarray, namespace: str = "", context: str = "", model: str = "m") -> EntryMeta:

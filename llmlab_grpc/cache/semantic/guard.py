@@ -379,6 +379,7 @@ def _question_kinds(tokens: list[str], counted: bool = False,
     frame: set[int] = set()
     duration = [] if duration is None else duration
     other_units = sum(1 for t in tokens if t in UNITS and t not in _DURATION_UNITS)
+    first_wh = next((i for i, t in enumerate(tokens) if t in _WH), len(tokens))
     for i, word in enumerate(tokens):
         nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
         if word == "when" and nxt in SUBJECT_PRONOUNS and (
@@ -386,7 +387,7 @@ def _question_kinds(tokens: list[str], counted: bool = False,
                 or any(t in ("what", "which", "how", "who", "where", "why") for t in tokens[i + 2:])):
             continue  # a condition: "... when I'm pregnant"
         if word in ("when", "where", "whose") and i > 0 and tokens[i - 1] not in _KNOW_VERBS and (
-                any(t in _WH for t in tokens[:i]) or tokens[0] in AUXILIARIES):
+                first_wh < i or tokens[0] in AUXILIARIES):
             continue  # a clause of a question already asked: "the best way to deal with jet lag *when* flying
             # east", "how do I select rows *where* a column is null", "is it safe to swim *when* pregnant"
         if word in QUESTION_WORDS:
@@ -802,9 +803,9 @@ def features(text: str) -> Features:
         if bound is not None:
             del numbers[bound[0]]
             quantities.append(f"q:{bound[1]} {unit}")
-        elif unit == "yr" and (_YEAR_NUMBER.match(rest, _end) or _YEAR_BEFORE.search(rest[:start])):
+        elif unit == "yr" and (_YEAR_NUMBER.match(rest, _end) or _YEAR_BEFORE.search(rest[max(0, start - 24):start])):
             quantities.append("")  # "tax year 2024", "the 2024 tax year": the year named, not a unit
-        elif unit in _RATE_UNITS and _per(rest[:start], rest[start:_end]):
+        elif unit in _RATE_UNITS and _per(rest[max(0, start - 24):start], rest[start:_end]):
             quantities.append(f"r:{unit}")  # "calories *a day*", "*daily* calories": a rate, not a conversion
         else:
             quantities.append(f"u:{unit}")
@@ -1310,16 +1311,26 @@ def _condition_names(question: str, candidate: str, a: Features, b: Features) ->
 _MARKED = re.compile(r"`([^`\n]{1,200})`|\"([^\"\n]{1,200})\"|(?<![\w])'([^'\n]{1,200})'(?![\w])")
 
 
+MAX_MARKED = 8
+MAX_UNQUOTED_TEXT = 2000
+"""``_unquoted`` looks for at most this many quoted spans, in texts of at most this many characters
+(``MAX_SEMANTIC_CHARS``): each span is searched for in the other text, so this bounds its work."""
+
+
 def _unquoted(text: str, other: str) -> str:
     """``text`` without the quotes or backticks around what ``other`` says unquoted, word for word:
     "what does fold in mean" asks what "what does 'fold in' mean" does. (Both keep their case: a quoted
     regex '\\d+' is not \\D+.)"""
+    marked = _MARKED.findall(text, 0, MAX_UNQUOTED_TEXT)
+    if not marked or len(marked) > MAX_MARKED or len(other) > MAX_UNQUOTED_TEXT:
+        return text  # a question quotes a few things; more is not a question this check is for
+
     def plain(m: re.Match[str]) -> str:
         body = next(g for g in m.groups() if g)
         found = re.search(r"(?<![\w'`\"])" + re.escape(body) + r"(?![\w'`\"])", other,
                           0 if not _PLAIN_WORDS.fullmatch(body) else re.IGNORECASE)
         return body if found else m.group(0)
-    return _MARKED.sub(plain, text)
+    return _MARKED.sub(plain, text) if len(text) <= MAX_UNQUOTED_TEXT else text
 
 
 def refuse(question: str, candidate: str) -> str:
