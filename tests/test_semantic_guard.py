@@ -290,6 +290,18 @@ def test_features_normalise_numbers_and_units() -> None:
     assert features("I'm here").hard == ()  # "m" after an apostrophe is no unit
 
 
+def test_the_guards_memory_of_texts_is_bounded() -> None:
+    from llmlab_grpc.cache.semantic import guard
+    for i in range(guard.FEATURES_MEMO_ENTRIES + 300):
+        features(f"How many legs does spider number {i} have?")
+    assert len(guard._MEMO) == guard.FEATURES_MEMO_ENTRIES
+    long = "How far " + "is it to the big city " * 90
+    before = len(guard._MEMO._kept)
+    assert features(long) == features(long)
+    assert long not in guard._MEMO._kept and len(guard._MEMO._kept) == before  # ~30 kB: read again each time
+    assert guard._features_bytes(long) > guard.FEATURES_MEMO_ENTRY_BYTES
+
+
 def test_the_guard_is_linear_on_hostile_input() -> None:
     hostile = "'" + "a' '" * 4000 + "`" * 3000 + "1," * 3000 + "http://" * 500
     assert isinstance(refuse(hostile, hostile[::-1]), str)
