@@ -213,6 +213,7 @@ def test_the_country_by_any_name_and_sides_kept_pass(cached: str, asked: str) ->
     ("What does the Python regex '\\d+' match?", "What does the Python regex \\D+ match?", "salient"),
     ("How do I factory reset an Android phone?", "How do I factory reset an Android tablet?", "tablet"),
     ("How do I reset my router?", "How do I reset my router password?", "password"),
+    ("How do I delete the log file?", "How do I delete the log folder?", "differ"),
     ("How do I get from Boston to Denver?", "How do I get from Denver to Boston?", "order"),
     ("How many feet are in a mile?", "miles in a foot", "salient"),
     ("Is it safe to eat raw eggs?", "Is it necessary to eat raw eggs?", "differ"),

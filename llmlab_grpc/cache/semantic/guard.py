@@ -1017,8 +1017,10 @@ def _swapped(a: Features, b: Features) -> str:
     joined = _joined(a, b) | _joined(b, a)
     only_a = {w for w in a.content - b.content - joined if not SYNONYMS.get(w, frozenset()) & b.content}
     only_b = {w for w in b.content - a.content - joined if not SYNONYMS.get(w, frozenset()) & a.content}
-    only_a -= _generic_heads(a, b, only_a)
-    only_b -= _generic_heads(b, a, only_b)
+    heads_a, heads_b = _generic_heads(a, b, only_a), _generic_heads(b, a, only_b)
+    if not (heads_a and heads_b):  # "the log *file*" / "the log *folder*": two kinds, not one named twice
+        only_a -= heads_a
+        only_b -= heads_b
     if only_a and only_b and _frames_only(only_a, only_b):
         return ""  # "is vinegar *safe* for cleaning floors" / "can I *use* vinegar to clean floors"
     if only_a and only_b:
