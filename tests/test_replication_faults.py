@@ -165,6 +165,8 @@ async def test_a_write_for_a_dead_replica_goes_to_a_stand_in_and_moves_home(mesh
     stand_in = next(n for n in ("n2", "n3") if n not in place(entry.key, ["n2", "n3", "n4"], 2))
     await _until(lambda: mesh.holders(entry.key) == {"n1", "n2", "n3"}, "the copies, one on the stand-in")
     assert mesh.nodes[stand_in].replicator.stats()["hints"] == 1
+    # n1 counts the hint when the stand-in's acknowledgement reaches it, a moment after the copy is held
+    await _until(lambda: n1.replicator.counters["hinted"] >= 1, "n1 to count the hinted write")
     assert n1.replicator.counters["hinted"] == 1
     mesh.connect()  # n4 is back
     await _until(lambda: "n4" in mesh.holders(entry.key) and stand_in not in mesh.holders(entry.key),
