@@ -214,6 +214,10 @@ def test_the_country_by_any_name_and_sides_kept_pass(cached: str, asked: str) ->
     ("How do I factory reset an Android phone?", "How do I factory reset an Android tablet?", "tablet"),
     ("How do I reset my router?", "How do I reset my router password?", "password"),
     ("How do I delete the log file?", "How do I delete the log folder?", "differ"),
+    # the form of answer, when both questions say it
+    ("How do I get a visa for Japan?", "Do I need a visa for Japan?", "yes-no"),
+    ("How do I use git rebase?", "Explain git rebase.", "explanation"),
+    ("Can I freeze cooked rice?", "How do I freeze cooked rice?", "how-to"),
     ("How do I get from Boston to Denver?", "How do I get from Denver to Boston?", "order"),
     ("How many feet are in a mile?", "miles in a foot", "salient"),
     ("Is it safe to eat raw eggs?", "Is it necessary to eat raw eggs?", "differ"),
@@ -278,6 +282,10 @@ def test_near_misses_round_six_refuses(cached: str, asked: str, why: str) -> Non
     ("How many liters are in 5 US gallons?", "How many liters does 5 US gallons equal?"),
     ("What is the speed of light in a vacuum?", "speed of light in a vacuum"),
     ("how much is a first class stamp in the uk", "What does a first class stamp cost in the UK?"),
+    ("How do I make pancakes?", "Can you tell me how to make pancakes?"),
+    ("How do I recover deleted files?", "Is there a way to recover deleted files?"),
+    ("How does photosynthesis work?", "Explain how photosynthesis works."),
+    ("What does git rebase do?", "Could you explain what git rebase does?"),
     ("How do I remove the last element from a list in Python?", "How do I remove the last item from a list in Python?"),
 ])
 def test_paraphrases_round_six_accepts(cached: str, asked: str) -> None:

@@ -22,6 +22,8 @@ threshold is accepted only when none of these checks refuses it:
   tallest mountain" is not "what is the tallest mountain"); a question word said another
   way counts as that word ("in what year" is when, "which artist" is who, "how come" and "what
   makes" are why);
+* **form** — when both say the form of answer they want, it is the same: yes-no ("do I need a
+  visa"), how-to ("how do I get a visa") or an explanation ("explain git rebase");
 * **opposites** — one does not say a word whose opposite the other says (bigger /
   smaller, before / after, buy / sell, ...);
 * **swapped words** — each side does not have content words the other lacks ("recipe for
@@ -1374,6 +1376,36 @@ def _unquoted(text: str, other: str) -> str:
     return _MARKED.sub(plain, text) if len(text) <= MAX_UNQUOTED_TEXT else text
 
 
+_REQUEST_VERBS = frozenset({"explain", "tell", "describe", "show", "give", "list", "help", "recommend", "suggest",
+                            "define", "share", "name"})
+_DEFINE_VERBS = frozenset({"explain", "describe", "define"})
+_HOW_TO_SUBJECTS = frozenset({"i", "we", "you", "one"})
+_HOW_TO_NOUNS = frozenset({"way", "ways", "steps", "step", "process", "procedure", "instructions"})
+
+
+def _form(f: Features) -> str:
+    """The form of answer a question asks for when it says so: "yes-no" ("*do I need* a visa for Japan",
+    "*can I* freeze rice"), "how-to" ("*how do I* get a visa", "the best *way to*", "*how to*") or
+    "an explanation" ("*explain* git rebase"); '' when its words do not say (a telegraphic "japan visa",
+    "what is the speed limit"). Two questions whose forms are said and differ ask different things:
+    "how do I get a visa for Japan" is not "do I need a visa for Japan"."""
+    w = f.words
+    if not w:
+        return ""
+    how_to = any((t == "how" and k + 1 < len(w) and (w[k + 1] == "to" or (
+        w[k + 1] in AUXILIARIES and k + 2 < len(w) and w[k + 2] in _HOW_TO_SUBJECTS)))
+        or (t in _HOW_TO_NOUNS and k + 1 < len(w) and w[k + 1] in ("to", "for"))
+        for k, t in enumerate(w))
+    if how_to:
+        return "how-to"
+    request = w[0] in AUXILIARIES and len(w) > 2 and w[1] == "you" and w[2] in _REQUEST_VERBS
+    if w[0] in _DEFINE_VERBS or (request and w[2] in _DEFINE_VERBS):
+        return "an explanation"
+    if w[0] in AUXILIARIES and not request and not any(t in _WH for t in w) and "possible" not in w:
+        return "yes-no"
+    return ""
+
+
 def refuse(question: str, candidate: str) -> str:
     """Why ``candidate`` (a cached question) must not answer ``question``; '' when the guard accepts it."""
     a, b = features(question), features(candidate)
@@ -1389,6 +1421,9 @@ def refuse(question: str, candidate: str) -> str:
         return f"asks {sorted(a.asks) or 'what'} vs {sorted(b.asks) or 'what'}"
     if a.duration and b.duration and a.duration != b.duration:
         return f"asks how long in {a.duration!r} vs {b.duration!r}"
+    form_a, form_b = _form(a), _form(b)
+    if form_a and form_b and form_a != form_b:
+        return f"one asks {form_a}, the other {form_b}"
     return (_names_match(a, b) or _anchors_in_order(a, b) or _sides_swapped(a, b)
             or _condition_names(question, candidate, a, b) or _subject_swapped(a, b) or _stranded(a, b)
             or _opposite(a, b) or _swapped(a, b))
