@@ -218,6 +218,8 @@ def test_the_country_by_any_name_and_sides_kept_pass(cached: str, asked: str) ->
     ("How do I get a visa for Japan?", "Do I need a visa for Japan?", "yes-no"),
     ("How do I use git rebase?", "Explain git rebase.", "explanation"),
     ("Can I freeze cooked rice?", "How do I freeze cooked rice?", "how-to"),
+    ("Who is the president of France?", "Who was the president of France?", "past"),
+    ("When does the store open?", "When did the store open?", "past"),
     ("How do I get from Boston to Denver?", "How do I get from Denver to Boston?", "order"),
     ("How many feet are in a mile?", "miles in a foot", "salient"),
     ("Is it safe to eat raw eggs?", "Is it necessary to eat raw eggs?", "differ"),
@@ -286,6 +288,8 @@ def test_near_misses_round_six_refuses(cached: str, asked: str, why: str) -> Non
     ("How do I recover deleted files?", "Is there a way to recover deleted files?"),
     ("How does photosynthesis work?", "Explain how photosynthesis works."),
     ("What does git rebase do?", "Could you explain what git rebase does?"),
+    ("Who was the president of the US in 1970?", "Who is the president of the US in 1970?"),
+    ("Who is the author of Pride and Prejudice?", "Pride and Prejudice was written by whom?"),
     ("How do I remove the last element from a list in Python?", "How do I remove the last item from a list in Python?"),
 ])
 def test_paraphrases_round_six_accepts(cached: str, asked: str) -> None:

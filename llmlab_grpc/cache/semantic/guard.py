@@ -23,7 +23,8 @@ threshold is accepted only when none of these checks refuses it:
   way counts as that word ("in what year" is when, "which artist" is who, "how come" and "what
   makes" are why);
 * **form** — when both say the form of answer they want, it is the same: yes-no ("do I need a
-  visa"), how-to ("how do I get a visa") or an explanation ("explain git rebase");
+  visa"), how-to ("how do I get a visa") or an explanation ("explain git rebase"); and so is the
+  tense when no date fixes the time ("who is the president" is not "who was the president");
 * **opposites** — one does not say a word whose opposite the other says (bigger /
   smaller, before / after, buy / sell, ...);
 * **swapped words** — each side does not have content words the other lacks ("recipe for
@@ -1383,6 +1384,25 @@ _HOW_TO_SUBJECTS = frozenset({"i", "we", "you", "one"})
 _HOW_TO_NOUNS = frozenset({"way", "ways", "steps", "step", "process", "procedure", "instructions"})
 
 
+_TENSES = {"is": "present", "are": "present", "am": "present", "do": "present", "does": "present",
+           "was": "past", "were": "past", "did": "past"}
+
+
+def _tense(f: Features) -> str:
+    """The tense of a question's first auxiliary ("who *is* the president", "who *was* the president"),
+    or '' (none, another, or a passive)."""
+    k = next((k for k, w in enumerate(f.words) if w in AUXILIARIES), -1)
+    if k < 0 or (k + 1 < len(f.words) and (f.words[k + 1] in IRREGULAR or f.words[k + 1].endswith("ed"))):
+        return ""  # a passive ("was *written* by whom") tells of an event, not of a state that changed
+    return _TENSES.get(f.words[k], "")
+
+
+def _dated(f: Features) -> bool:
+    """Whether a year, a date word or a relative date fixes the time a question is about: then "who was
+    the president in 1970" and "who is the president in 1970" ask the same."""
+    return any(h.startswith("t:") or (h.startswith("n:") and len(h) == 6 and h[2:].isdigit()) for h in f.hard)
+
+
 def _form(f: Features) -> str:
     """The form of answer a question asks for when it says so: "yes-no" ("*do I need* a visa for Japan",
     "*can I* freeze rice"), "how-to" ("*how do I* get a visa", "the best *way to*", "*how to*") or
@@ -1421,6 +1441,9 @@ def refuse(question: str, candidate: str) -> str:
         return f"asks {sorted(a.asks) or 'what'} vs {sorted(b.asks) or 'what'}"
     if a.duration and b.duration and a.duration != b.duration:
         return f"asks how long in {a.duration!r} vs {b.duration!r}"
+    tense_a, tense_b = _tense(a), _tense(b)
+    if tense_a and tense_b and tense_a != tense_b and not _dated(a) and not _dated(b):
+        return f"one asks about the {tense_a}, the other about the {tense_b}"
     form_a, form_b = _form(a), _form(b)
     if form_a and form_b and form_a != form_b:
         return f"one asks {form_a}, the other {form_b}"
