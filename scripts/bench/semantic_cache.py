@@ -347,6 +347,8 @@ async def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="embedding threads (the node's semantic_embed_threads; 0: the idle cores, per question)")
     args = parser.parse_args()
+    if unknown := sorted(set(args.splits.split(",")) - set(SPLITS)):
+        parser.error(f"unknown splits {unknown}: choose from {', '.join(SPLITS)}")
     if not args.skip_quality:
         held_out = [0, 0, 0]
         for split in args.splits.split(","):
