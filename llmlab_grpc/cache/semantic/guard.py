@@ -934,18 +934,26 @@ def _unit_roles(lone: list[tuple[int, str]], matches: list[tuple[re.Match[str], 
     return tuple(sorted(("u>" if t else "u<") + q[2:] for t, (_, _, q) in zip(target, before, strict=True)))
 
 
+def _past_determiners(words: tuple[str, ...], j: int) -> int:
+    """The index of the first word from ``j`` on that is not a determiner ("from *the* city": the city)."""
+    while j < len(words) and words[j] in DETERMINERS:
+        j += 1
+    return j
+
+
+def _pointed_at(f: Features) -> list[str]:
+    """The words directional words point at ("from *london* to *paris*", "bigger than *x*")."""
+    found = []
+    for k, w in enumerate(f.words[:-1]):
+        if w in DIRECTIONAL and (j := _past_determiners(f.words, k + 1)) < len(f.words):
+            found.append(f.words[j])
+    return found
+
+
 def _points_at_name(f: Features) -> bool:
     """Whether a directional word points at a name ("from *Boston*", "than *London*", "beat *France*"): then
     the names' order is the question. "a visa *to* visit Japan" relates nothing."""
-    names = set(f.names)
-    for k, w in enumerate(f.words[:-1]):
-        if w in DIRECTIONAL:
-            j = k + 1
-            while j < len(f.words) and f.words[j] in DETERMINERS:
-                j += 1
-            if j < len(f.words) and f.words[j] in names:
-                return True
-    return False
+    return bool(set(_pointed_at(f)) & set(f.names))
 
 
 def _names_match(a: Features, b: Features) -> str:
@@ -1248,13 +1256,16 @@ def _verb_follows(f: Features) -> bool:
 def _subject(f: Features) -> tuple[str, str]:
     """(the first auxiliary or modal verb, the word after it skipping determiners): the question's
     subject ("should *I* walk", "should *my dog* drink")."""
-    for k, w in enumerate(f.words):
-        if w in AUXILIARIES:
-            j = k + 1
-            while j < len(f.words) and f.words[j] in DETERMINERS:
-                j += 1
-            return w, f.words[j] if j < len(f.words) else ""
-    return "", ""
+    k = _first_auxiliary(f)
+    if k < 0:
+        return "", ""
+    j = _past_determiners(f.words, k + 1)
+    return f.words[k], f.words[j] if j < len(f.words) else ""
+
+
+def _first_auxiliary(f: Features) -> int:
+    """The index in ``f.words`` of the first auxiliary or modal verb, or -1."""
+    return next((k for k, w in enumerate(f.words) if w in AUXILIARIES), -1)
 
 
 def _subject_swapped(a: Features, b: Features) -> str:
@@ -1273,15 +1284,7 @@ def _subject_swapped(a: Features, b: Features) -> str:
 def _anchors_in_order(a: Features, b: Features) -> str:
     """The words right after a directional word ("from *london* to *paris*", "bigger than *x*")
     that both sides mention come in the same order in both: lowercase names are names too."""
-    anchored: set[str] = set()
-    for f in (a, b):
-        for k, w in enumerate(f.words[:-1]):
-            if w in DIRECTIONAL:
-                j = k + 1
-                while j < len(f.words) and f.words[j] in DETERMINERS:
-                    j += 1
-                if j < len(f.words) and f.words[j] not in STOPWORDS:
-                    anchored.add(f.words[j])
+    anchored = {w for f in (a, b) for w in _pointed_at(f) if w not in STOPWORDS}
     shared = anchored & set(a.words) & set(b.words)
     if len(shared) >= 2:
         order_a = sorted(shared, key=a.words.index)
@@ -1391,7 +1394,7 @@ _TENSES = {"is": "present", "are": "present", "am": "present", "do": "present", 
 def _tense(f: Features) -> str:
     """The tense of a question's first auxiliary ("who *is* the president", "who *was* the president"),
     or '' (none, another, or a passive)."""
-    k = next((k for k, w in enumerate(f.words) if w in AUXILIARIES), -1)
+    k = _first_auxiliary(f)
     if k < 0 or (k + 1 < len(f.words) and (f.words[k + 1] in IRREGULAR or f.words[k + 1].endswith("ed"))):
         return ""  # a passive ("was *written* by whom") tells of an event, not of a state that changed
     return _TENSES.get(f.words[k], "")
