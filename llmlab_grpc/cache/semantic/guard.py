@@ -814,19 +814,13 @@ def _read(text: str) -> Features:
             words[-1] = "usa"
         if (low in _AMERICA and (index == 0 or tokens[index - 1] not in _CONTINENT_PARTS)) \
                 or (low == "states" and index > 0 and tokens[index - 1] == "united"):
-            content.discard(_stem(low))  # "the United States", "America", "Americans": the country
-            content.discard("unit")
-            content.add("usa")
-            names[:] = [n for n in names if n not in ("united", "states", low)] + ["usa"]
-            words[-1] = "usa"
+            # "the United States", "America", "Americans": the country
+            _as_country("usa", low, ("united", "states", low), True, names, content, words)
         country = COUNTRY_FORMS.get(low) or ("uk" if low == "kingdom" and before == "united" else "")
         if country and (low != "uk" or token == "UK" or before == "the"):
-            content.discard(_stem(low))  # "British", "Britain", "the UK", "the United Kingdom": one country
-            content.discard("unit")
-            content.add(_stem(country))
-            names[:] = [n for n in names if n not in ("united", low, country)] + ([country] if low in names or (
-                country == "uk" and "united" not in names) or any(c.isupper() for c in token) else [])
-            words[-1] = country
+            # "British", "Britain", "the UK", "the United Kingdom": one country
+            named = low in names or (country == "uk" and "united" not in names) or any(c.isupper() for c in token)
+            _as_country(country, low, ("united", low, country), named, names, content, words)
         if low in ("world", "planet", "globe") and before == "the":
             content.discard(_stem(low))  # "the biggest ocean *in the world*" is "... *on Earth*"
             content.add("earth")
@@ -878,6 +872,17 @@ danish:denmark finnish:finland polish:poland belgian:belgium austrian:austria sc
 COUNTRY_FORMS = dict(pair.split(":") for pair in _COUNTRY_TEXT.split())
 """A country by its adjective or another name ("the British prime minister" is "the UK's", "Dutch
 law" is "the Netherlands' law"): one name, as "America" and "the US" are ``usa``."""
+
+def _as_country(country: str, low: str, drop: tuple[str, ...], named: bool,
+                names: list[str], content: set[str], words: list[str]) -> None:
+    """Read the word ``low`` just taken (its stem in ``content``, its form last in ``words``) as the
+    name of ``country``: the names in ``drop`` go, and ``country`` is a name when ``named``."""
+    content.discard(_stem(low))
+    content.discard("unit")
+    content.add(_stem(country))
+    names[:] = [n for n in names if n not in drop] + ([country] if named else [])
+    words[-1] = country
+
 
 _AMERICA = frozenset({"america", "american", "americans"})
 _CONTINENT_PARTS = frozenset({"south", "north", "latin", "central"})
