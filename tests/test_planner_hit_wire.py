@@ -19,12 +19,11 @@ from llmlab_grpc.planner.hit_wire import HitTemplate, HitTemplates
 from llmlab_grpc.planner.mesh_calls import MeshCalls
 from llmlab_grpc.planner.planner import Planner, hit_step_head
 from llmlab_grpc.planner.prelude import Prelude
-from llmlab_grpc.planner.service import PlannerService
 from llmlab_grpc.planner.tasks import MAX_TASK_BYTES, TaskStore
 from llmlab_grpc.planner.workflow import fill_from_answer
 from llmlab_grpc.ports import PLANNER_TASKS, LoadMeter, LocalNode
 from llmlab_grpc.proto.llmlab.v1 import common_pb2, planner_pb2
-from tests.test_planner_ports import AbortingContext, planner_with, real_cache_with
+from tests.test_planner_ports import AbortingContext, wire_ask
 
 MODEL = "smollm2-135m"
 
@@ -129,11 +128,7 @@ def test_the_task_store_keeps_an_encoded_task_and_reads_it_as_the_message() -> N
 
 
 async def test_hits_asked_over_bytes_and_as_messages_are_the_same_task_but_for_id_and_times() -> None:
-    cache, key = await real_cache_with("Name a primary colour.", "Red.")
-    planner = planner_with(cache, LoadMeter())
-    service = PlannerService(planner)
-    query = planner_pb2.Query(text="Name a primary colour.", model=MODEL)
-    raw = planner_pb2.AskRequest(query=query).SerializeToString()
+    cache, key, planner, service, query, raw = await wire_ask("Name a primary colour.", "Red.")
     replies = [planner_pb2.AskResponse.FromString(await service.ask_wire(raw, AbortingContext())).task  # type: ignore[arg-type]
                for _ in range(2)]
     asked = [(await planner.ask(query))[0] for _ in range(2)]

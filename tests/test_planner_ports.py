@@ -6,7 +6,7 @@ directly. The peer table is real (empty: no peer), the cache is a fake ``Planner
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import pytest
@@ -156,6 +156,25 @@ async def real_cache_with(prompt: str, answer: str) -> tuple[CacheService, str]:
     return service, entry.key
 
 
+class WireAsk(NamedTuple):
+    """A planner over a real cache holding one answer, and its question as ``Ask``'s request bytes."""
+
+    cache: CacheService
+    key: str
+    planner: Planner
+    service: PlannerService
+    query: planner_pb2.Query
+    raw: bytes
+
+
+async def wire_ask(prompt: str, answer: str) -> WireAsk:
+    cache, key = await real_cache_with(prompt, answer)
+    planner = planner_with(cache, LoadMeter())
+    query = planner_pb2.Query(text=prompt, model=MODEL)
+    return WireAsk(cache, key, planner, PlannerService(planner), query,
+                   planner_pb2.AskRequest(query=query).SerializeToString())
+
+
 async def test_a_hit_in_a_real_cache_writes_the_trace_a_get_reply_would() -> None:
     cache, key = await real_cache_with("Name a primary colour.", "Red.")
     meter = LoadMeter()
@@ -171,11 +190,7 @@ async def test_a_hit_in_a_real_cache_writes_the_trace_a_get_reply_would() -> Non
 
 
 async def test_ask_over_bytes_answers_what_ask_would_and_keeps_that_task() -> None:
-    cache, _ = await real_cache_with("Name a primary colour.", "Red.")
-    planner = planner_with(cache, LoadMeter())
-    service = PlannerService(planner)
-    query = planner_pb2.Query(text="Name a primary colour.", model=MODEL)
-    raw = planner_pb2.AskRequest(query=query).SerializeToString()
+    _, _, planner, service, _, raw = await wire_ask("Name a primary colour.", "Red.")
     reply = await service.ask_wire(raw, AbortingContext())  # type: ignore[arg-type]
     task = planner_pb2.AskResponse.FromString(reply).task
     assert task.answer == "Red." and task.steps[0].cache == planner_pb2.CACHE_OUTCOME_HIT
